@@ -1,0 +1,246 @@
+/*
+ * softpick-vk: softpick ops and the softpick transformer on any Vulkan device.
+ *
+ *     softpick(x)_i = x_i / (1 + sum_j |x_j|)
+ *
+ * Step by step
+ * ------------
+ * 1. Create a context. It loads Vulkan at run time (the library does not link libvulkan), picks a
+ *    device and builds its pipelines lazily:
+ *
+ *        spk_context *ctx;
+ *        if (spk_context_create(NULL, &ctx) != SPK_OK) { ... no Vulkan, no device ... }
+ *
+ * 2. Make tensors (float32, row-major, rank 1..8) and upload data:
+ *
+ *        int64_t shape[2] = {4, 1000};
+ *        spk_tensor *x;
+ *        spk_tensor_create(ctx, 2, shape, &x);
+ *        spk_tensor_upload(x, host_data, 4 * 1000);
+ *
+ * 3. Run ops. Every op is synchronous: it records, submits, waits on a fence and returns.
+ *
+ *        spk_softpick(ctx, x, -1, x);            // in place, along the last axis
+ *        spk_tensor_download(x, host_data, 4 * 1000);
+ *
+ * 4. Destroy in reverse order (tensors before their context). Destroy functions accept NULL.
+ *
+ * Errors
+ * ------
+ * Every fallible call returns an spk_status. Calls on a context also leave a message naming the
+ * problem in spk_context_last_error(ctx). Nothing in the library aborts or exits on bad input.
+ * On failure, out-parameters are set to NULL and the caller's data is untouched.
+ *
+ * Threads
+ * -------
+ * A context may be shared between threads: its synchronous calls are serialized by a lock inside
+ * the context. spk_context_last_error() then reports the last error of any thread; give each
+ * thread its own context when the messages matter. Distinct contexts are fully independent.
+ */
+#ifndef SOFTPICK_SOFTPICK_H
+#define SOFTPICK_SOFTPICK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(SPK_STATIC)
+#define SPK_API
+#elif defined(_WIN32)
+#ifdef SPK_BUILDING_LIBRARY
+#define SPK_API __declspec(dllexport)
+#else
+#define SPK_API __declspec(dllimport)
+#endif
+#else
+#define SPK_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SPK_MAX_RANK 8
+
+/* Status codes. One list generates the enum and spk_status_string(). */
+#define SPK_STATUS_LIST(X)                                                                    \
+    X(SPK_OK, 0, "success")                                                                   \
+    X(SPK_ERROR_INVALID_ARGUMENT, -1, "invalid argument")                                     \
+    X(SPK_ERROR_SHAPE, -2, "invalid or mismatched shape")                                     \
+    X(SPK_ERROR_NO_VULKAN, -3, "no Vulkan loader (libvulkan) could be loaded")                \
+    X(SPK_ERROR_NO_DEVICE, -4, "no suitable Vulkan device")                                   \
+    X(SPK_ERROR_UNSUPPORTED, -5, "the device lacks a required feature or limit")              \
+    X(SPK_ERROR_OUT_OF_HOST_MEMORY, -6, "out of host memory")                                 \
+    X(SPK_ERROR_OUT_OF_DEVICE_MEMORY, -7, "out of device memory")                             \
+    X(SPK_ERROR_DEVICE_LOST, -8, "the Vulkan device was lost")                                \
+    X(SPK_ERROR_VULKAN, -9, "a Vulkan call failed")                                           \
+    X(SPK_ERROR_IO, -10, "file input/output error")                                           \
+    X(SPK_ERROR_FORMAT, -11, "malformed or unsupported file")                                 \
+    X(SPK_ERROR_TOO_LARGE, -12, "size exceeds a device limit or overflows")
+
+typedef enum spk_status {
+#define SPK_STATUS_ENUM_(name, value, text) name = value,
+    SPK_STATUS_LIST(SPK_STATUS_ENUM_)
+#undef SPK_STATUS_ENUM_
+} spk_status;
+
+/* A static, human-readable description of a status; "unknown status" for other values. */
+SPK_API const char *spk_status_string(spk_status status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Devices
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum spk_device_type {
+    SPK_DEVICE_OTHER = 0,
+    SPK_DEVICE_INTEGRATED_GPU,
+    SPK_DEVICE_DISCRETE_GPU,
+    SPK_DEVICE_VIRTUAL_GPU,
+    SPK_DEVICE_CPU,
+} spk_device_type;
+
+typedef struct spk_device_info {
+    uint32_t index;                 /* position in the system's device list (spk_list_devices) */
+    char name[256];
+    char driver[256];               /* driver name and info, when the driver reports them */
+    spk_device_type type;
+    uint32_t vendor_id;
+    uint32_t device_id;
+    uint32_t api_version;           /* VK_MAKE_API_VERSION-encoded */
+    uint32_t subgroup_size;         /* default subgroup size of compute shaders */
+    bool subgroup_arithmetic;       /* subgroup add/reduce supported in compute shaders */
+    bool usable;                    /* meets the library's needs (Vulkan 1.1, a compute queue) */
+    uint64_t max_storage_buffer_range; /* largest tensor in bytes a single op can bind */
+} spk_device_info;
+
+/* Human-readable type name: "discrete GPU", "CPU", ... */
+SPK_API const char *spk_device_type_string(spk_device_type type);
+
+/* Lists the Vulkan devices visible through the system's loader. Writes up to `capacity` entries
+ * to `infos` (which may be NULL when capacity is 0) and the total number to `*count`.
+ * Returns SPK_ERROR_NO_VULKAN when no loader can be loaded. */
+SPK_API spk_status spk_list_devices(spk_device_info *infos, uint32_t capacity, uint32_t *count);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct spk_context spk_context;
+
+typedef enum spk_log_level {
+    SPK_LOG_ERROR = 0,
+    SPK_LOG_WARNING,
+    SPK_LOG_INFO,
+} spk_log_level;
+
+/* Receives the library's warnings (e.g. an ignored pipeline cache file) and, with validation on,
+ * the validation layer's messages. May be called from any thread that uses the context. */
+typedef void (*spk_log_fn)(spk_log_level level, const char *message, void *user_data);
+
+/* Which workgroup reduction the kernels use. AUTO picks subgroup arithmetic where the device
+ * supports it; the others force one path (for testing and for working around drivers). Forcing
+ * SUBGROUP on a device without subgroup arithmetic fails at context creation. */
+typedef enum spk_reduction {
+    SPK_REDUCTION_AUTO = 0,
+    SPK_REDUCTION_SUBGROUP,
+    SPK_REDUCTION_SHARED_MEMORY,
+} spk_reduction;
+
+/* Options for spk_context_create. Zero-initialize and set only what you need. */
+typedef struct spk_context_desc {
+    /* Device: a decimal index into spk_list_devices' list, or a case-insensitive substring of the
+     * device name. NULL (default): the SOFTPICK_DEVICE environment variable if set, else the first
+     * discrete GPU, else integrated, else virtual, else any other, else a CPU driver. */
+    const char *device;
+    /* Pipeline cache file, loaded at creation and saved at destruction. NULL (default): the
+     * SOFTPICK_PIPELINE_CACHE environment variable if set, else no file. A file written for
+     * another device or driver, or damaged, is ignored with a warning. */
+    const char *pipeline_cache_path;
+    /* Enables the Khronos validation layer with synchronization validation (default off; the
+     * environment variable SOFTPICK_VALIDATION=1 also enables it). Messages go to `log`. */
+    bool validation;
+    spk_reduction reduction; /* default SPK_REDUCTION_AUTO */
+    spk_log_fn log;          /* default NULL: warnings and errors are printed to stderr */
+    void *log_user_data;
+} spk_context_desc;
+
+/* Creates a context on one Vulkan device. `desc` may be NULL for all defaults. On failure
+ * `*out` is NULL and the status says why (SPK_ERROR_NO_VULKAN, SPK_ERROR_NO_DEVICE, ...); the
+ * message is passed to desc->log (or stderr) since there is no context to hold it. */
+SPK_API spk_status spk_context_create(const spk_context_desc *desc, spk_context **out);
+
+/* Waits for the device to be idle, saves the pipeline cache if configured, and frees everything.
+ * All tensors of the context must have been destroyed first. Accepts NULL. */
+SPK_API void spk_context_destroy(spk_context *ctx);
+
+/* The message of the last failed call on this context ("" if none). Valid until the next call. */
+SPK_API const char *spk_context_last_error(const spk_context *ctx);
+
+/* Describes the context's device. */
+SPK_API spk_status spk_context_device_info(const spk_context *ctx, spk_device_info *out);
+
+/* GPU time in nanoseconds of the last synchronous op on this context, measured with timestamp
+ * queries around its dispatches; 0 when the device has no timestamp support. */
+SPK_API uint64_t spk_context_last_gpu_time_ns(const spk_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors: float32, row-major, rank 1..SPK_MAX_RANK, in device memory owned by the context.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct spk_tensor spk_tensor;
+
+/* Creates an uninitialized tensor. Dimensions must be >= 0 (a zero dimension gives an empty
+ * tensor). Tensors larger than the device's maxStorageBufferRange are refused with
+ * SPK_ERROR_TOO_LARGE. Memory is sub-allocated from large blocks. */
+SPK_API spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape,
+                                     spk_tensor **out);
+/* Frees the tensor's memory. Accepts NULL. */
+SPK_API void spk_tensor_destroy(spk_tensor *tensor);
+
+SPK_API int spk_tensor_ndim(const spk_tensor *tensor);
+/* Pointer to ndim dimensions, valid for the tensor's lifetime. */
+SPK_API const int64_t *spk_tensor_shape(const spk_tensor *tensor);
+SPK_API int64_t spk_tensor_count(const spk_tensor *tensor);
+
+/* Copies `count` floats (which must equal the tensor's element count) between host and device. */
+SPK_API spk_status spk_tensor_upload(spk_tensor *tensor, const float *data, int64_t count);
+SPK_API spk_status spk_tensor_download(const spk_tensor *tensor, float *data, int64_t count);
+
+/* ---------------------------------------------------------------------------------------------
+ * Ops
+ * ------------------------------------------------------------------------------------------- */
+
+/* y = softpick(x) along `axis` (negative counts from the end, -1 is the last axis). `y` must have
+ * x's shape; y == x computes in place. Empty tensors are valid and do nothing. NaN and infinities
+ * follow the float32 formula (a NaN makes its row NaN). Accuracy: within 1e-5 relative to a
+ * float64 evaluation for rows of up to 2^20 elements. */
+SPK_API spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y);
+
+/* ---------------------------------------------------------------------------------------------
+ * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32)
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct spk_array {
+    int ndim;
+    int64_t shape[SPK_MAX_RANK];
+    int64_t count;
+    float *data; /* owned: free with spk_array_free */
+} spk_array;
+
+/* Reads a .npy file. On failure `*out` is zeroed and, if `error` is given, a one-line reason is
+ * written to it (at most error_size bytes). Never reads past the file's end. Rank 0 files are
+ * returned as rank 1 of one element. */
+SPK_API spk_status spk_npy_read(const char *path, spk_array *out, char *error, size_t error_size);
+/* Parses a .npy image already in memory; same contract as spk_npy_read. */
+SPK_API spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *error,
+                                 size_t error_size);
+/* Writes `data` with the given shape as a little-endian float32 .npy (version 1.0). */
+SPK_API spk_status spk_npy_write(const char *path, int ndim, const int64_t *shape,
+                                 const float *data, char *error, size_t error_size);
+/* Frees the array's data and zeroes it. Accepts NULL. */
+SPK_API void spk_array_free(spk_array *array);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SOFTPICK_SOFTPICK_H */

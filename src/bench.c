@@ -1,0 +1,52 @@
+/* The bandwidth ceilings for the benchmarks (tools/bench.c): a vec4 copy shader and
+ * vkCmdCopyBuffer, each timed on the GPU with the context's timestamp queries. Internal: the
+ * public API has no benchmarking surface. */
+#include "bench.h"
+
+static spk_status spk__timed(spk_context *ctx, spk_status (*record)(spk_context *, const void *), const void *arg,
+                             uint64_t *ns) {
+    pthread_mutex_lock(&ctx->lock);
+    spk_status status = spk__begin(ctx);
+    if (status == SPK_OK) status = record(ctx, arg);
+    if (status == SPK_OK) status = spk__submit_and_wait(ctx);
+    *ns = ctx->last_gpu_time_ns;
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+typedef struct spk__copy_args {
+    const spk_tensor *src, *dst;
+} spk__copy_args;
+
+static spk_status spk__record_copy_shader(spk_context *ctx, const void *arg) {
+    const spk__copy_args *a = arg;
+    uint32_t count = (uint32_t)(a->src->count / 4);
+    const uint32_t workgroup = 256;
+    uint32_t groups[3];
+    spk_status status = spk__grid(ctx, (count + workgroup - 1) / workgroup, groups);
+    spk__dispatch_desc d = {
+        .bindings = {a->src->ref, a->dst->ref},
+        .written_mask = 0x2,
+        .push = &count,
+        .push_size = sizeof count,
+        .groups = {groups[0], groups[1], groups[2]},
+    };
+    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_copy_f4, &workgroup, 1, 0, &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
+}
+
+static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
+    const spk__copy_args *a = arg;
+    return spk__copy(ctx, a->src->ref, a->dst->ref);
+}
+
+spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns) {
+    spk__copy_args a = {src, dst};
+    return spk__timed(ctx, spk__record_copy_shader, &a, ns);
+}
+
+spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns) {
+    spk__copy_args a = {src, dst};
+    return spk__timed(ctx, spk__record_copy_buffer, &a, ns);
+}

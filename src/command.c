@@ -1,0 +1,287 @@
+/* Command recording and submission. Every dispatch and copy goes through here, so this is the one
+ * place that knows each buffer range's last access in the current recording and inserts the
+ * barriers the recorded work needs, only where a write is involved. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SPK__POOL_SETS 64
+
+spk_status spk__commands_init(spk_context *ctx) {
+    VkCommandPoolCreateInfo pool_info = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = ctx->queue_family,
+    };
+    VkResult r = ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &ctx->command_pool);
+    if (r != VK_SUCCESS) {
+        ctx->command_pool = VK_NULL_HANDLE;
+        return spk__fail_vk(ctx, r, "vkCreateCommandPool");
+    }
+    VkCommandBufferAllocateInfo cb_info = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = ctx->command_pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cb_info, &ctx->command_buffer);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    r = ctx->vk.vkCreateFence(ctx->device, &fence_info, NULL, &ctx->fence);
+    if (r != VK_SUCCESS) {
+        ctx->fence = VK_NULL_HANDLE;
+        return spk__fail_vk(ctx, r, "vkCreateFence");
+    }
+    if (ctx->caps.timestamps) {
+        VkQueryPoolCreateInfo query_info = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+            .queryType = VK_QUERY_TYPE_TIMESTAMP,
+            .queryCount = 2,
+        };
+        r = ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &ctx->timestamp_pool);
+        if (r != VK_SUCCESS) {
+            ctx->timestamp_pool = VK_NULL_HANDLE;
+            return spk__fail_vk(ctx, r, "vkCreateQueryPool");
+        }
+    }
+    return SPK_OK;
+}
+
+void spk__commands_destroy(spk_context *ctx) {
+    for (uint32_t i = 0; i < ctx->descriptor_pool_count; i++)
+        ctx->vk.vkDestroyDescriptorPool(ctx->device, ctx->descriptor_pools[i], NULL);
+    free(ctx->descriptor_pools);
+    free(ctx->recording.accesses);
+    if (ctx->timestamp_pool) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->timestamp_pool, NULL);
+    if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
+    if (ctx->command_pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
+}
+
+spk_status spk__begin(spk_context *ctx) {
+    /* The previous submission has completed (every submit waits), so its descriptor sets can go. */
+    for (uint32_t i = 0; i < ctx->descriptor_pool_count; i++)
+        ctx->vk.vkResetDescriptorPool(ctx->device, ctx->descriptor_pools[i], 0);
+    ctx->recording.access_count = 0;
+    ctx->recording.cmd = ctx->command_buffer;
+    ctx->recording.owned = true;
+    VkResult r = ctx->vk.vkResetCommandBuffer(ctx->command_buffer, 0);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    r = ctx->vk.vkBeginCommandBuffer(ctx->command_buffer, &begin);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkBeginCommandBuffer");
+    if (ctx->timestamp_pool) {
+        ctx->vk.vkCmdResetQueryPool(ctx->command_buffer, ctx->timestamp_pool, 0, 2);
+        ctx->vk.vkCmdWriteTimestamp(ctx->command_buffer, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, ctx->timestamp_pool, 0);
+    }
+    return SPK_OK;
+}
+
+static VkAccessFlags spk__write_access(VkPipelineStageFlags stage) {
+    return stage == VK_PIPELINE_STAGE_TRANSFER_BIT ? VK_ACCESS_TRANSFER_WRITE_BIT : VK_ACCESS_SHADER_WRITE_BIT;
+}
+
+/* Emits one barrier covering every tracked access when any of `refs` conflicts with them. */
+static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n,
+                                VkPipelineStageFlags stage) {
+    spk__recording *rec = &ctx->recording;
+    bool conflict = false;
+    for (uint32_t i = 0; i < n && !conflict; i++) {
+        for (uint32_t j = 0; j < rec->access_count && !conflict; j++) {
+            const spk__access *a = &rec->accesses[j];
+            conflict = a->ref.buffer == refs[i].buffer && (a->write || writes[i]) &&
+                       a->ref.offset < refs[i].offset + refs[i].size &&
+                       refs[i].offset < a->ref.offset + a->ref.size;
+        }
+    }
+    if (!conflict) return;
+    /* Read-after-write, write-after-read or write-after-write on overlapping bytes: order all
+     * earlier work before this command and make its writes visible. Everything tracked so far is
+     * covered, so the tracker starts over. */
+    VkPipelineStageFlags src_stage = 0;
+    VkAccessFlags src_access = 0;
+    for (uint32_t j = 0; j < rec->access_count; j++) {
+        const spk__access *a = &rec->accesses[j];
+        src_stage |= a->stage;
+        if (a->write) src_access |= spk__write_access(a->stage);
+    }
+    VkAccessFlags dst_access = stage == VK_PIPELINE_STAGE_TRANSFER_BIT
+                                   ? VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT
+                                   : VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+    VkMemoryBarrier barrier = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = src_access,
+        .dstAccessMask = dst_access,
+    };
+    ctx->vk.vkCmdPipelineBarrier(rec->cmd, src_stage, stage, 0, 1, &barrier, 0, NULL, 0, NULL);
+    rec->access_count = 0;
+}
+
+static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n,
+                             VkPipelineStageFlags stage) {
+    spk__recording *rec = &ctx->recording;
+    spk__barrier_before(ctx, refs, writes, n, stage);
+    if (rec->access_count + n > rec->access_capacity) {
+        uint32_t cap = rec->access_capacity ? rec->access_capacity * 2 : 32;
+        while (cap < rec->access_count + n) cap *= 2;
+        spk__access *grown = realloc(rec->accesses, cap * sizeof *grown);
+        if (!grown) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        rec->accesses = grown;
+        rec->access_capacity = cap;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        rec->accesses[rec->access_count++] = (spk__access){refs[i], stage, writes[i]};
+    return SPK_OK;
+}
+
+static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layout, VkDescriptorSet *set) {
+    for (uint32_t attempt = 0; attempt < 2; attempt++) {
+        if (ctx->descriptor_pool_count > 0) {
+            VkDescriptorSetAllocateInfo info = {
+                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                .descriptorPool = ctx->descriptor_pools[ctx->descriptor_pool_count - 1],
+                .descriptorSetCount = 1,
+                .pSetLayouts = &layout,
+            };
+            VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set);
+            if (r == VK_SUCCESS) return SPK_OK;
+            if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
+                return spk__fail_vk(ctx, r, "vkAllocateDescriptorSets");
+        }
+        /* The current pool is full (or there is none yet): add one. Pools are reset, not freed,
+         * between recordings, so a long recording's pools are reused by later ones. */
+        if (ctx->descriptor_pool_count == ctx->descriptor_pool_capacity) {
+            uint32_t cap = ctx->descriptor_pool_capacity ? ctx->descriptor_pool_capacity * 2 : 4;
+            VkDescriptorPool *grown = realloc(ctx->descriptor_pools, cap * sizeof *grown);
+            if (!grown) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+            ctx->descriptor_pools = grown;
+            ctx->descriptor_pool_capacity = cap;
+        }
+        VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS};
+        VkDescriptorPoolCreateInfo pool_info = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+            .maxSets = SPK__POOL_SETS,
+            .poolSizeCount = 1,
+            .pPoolSizes = &size,
+        };
+        VkDescriptorPool pool;
+        VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &pool);
+        if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
+        ctx->descriptor_pools[ctx->descriptor_pool_count++] = pool;
+    }
+    return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
+}
+
+spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
+    const spk__pipeline *p = d->pipeline;
+    uint32_t n = p->shader->binding_count;
+    bool writes[SPK__MAX_BINDINGS] = {false};
+    for (uint32_t i = 0; i < n; i++) writes[i] = (d->written_mask >> i) & 1u;
+    spk_status status = spk__track(ctx, d->bindings, writes, n, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+    if (status != SPK_OK) return status;
+
+    VkDescriptorSet set;
+    status = spk__allocate_set(ctx, ctx->set_layouts[n], &set);
+    if (status != SPK_OK) return status;
+    VkDescriptorBufferInfo infos[SPK__MAX_BINDINGS];
+    VkWriteDescriptorSet write_sets[SPK__MAX_BINDINGS];
+    for (uint32_t i = 0; i < n; i++) {
+        infos[i] = (VkDescriptorBufferInfo){d->bindings[i].buffer, d->bindings[i].offset, d->bindings[i].size};
+        write_sets[i] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = set,
+            .dstBinding = i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .pBufferInfo = &infos[i],
+        };
+    }
+    ctx->vk.vkUpdateDescriptorSets(ctx->device, n, write_sets, 0, NULL);
+
+    VkCommandBuffer cmd = ctx->recording.cmd;
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->layout, 0, 1, &set, 0, NULL);
+    if (d->push_size)
+        ctx->vk.vkCmdPushConstants(cmd, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, d->push_size, d->push);
+    ctx->vk.vkCmdDispatch(cmd, d->groups[0], d->groups[1], d->groups[2]);
+    return SPK_OK;
+}
+
+spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst) {
+    spk__buffer_ref refs[2] = {src, dst};
+    bool writes[2] = {false, true};
+    spk_status status = spk__track(ctx, refs, writes, 2, VK_PIPELINE_STAGE_TRANSFER_BIT);
+    if (status != SPK_OK) return status;
+    VkBufferCopy region = {src.offset, dst.offset, src.size < dst.size ? src.size : dst.size};
+    ctx->vk.vkCmdCopyBuffer(ctx->recording.cmd, src.buffer, dst.buffer, 1, &region);
+    return SPK_OK;
+}
+
+spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]) {
+    const uint32_t *max = ctx->caps.props.limits.maxComputeWorkGroupCount;
+    uint64_t x = count < max[0] ? count : max[0];
+    if (x == 0) x = 1;
+    uint64_t y = (count + x - 1) / x;
+    if (y > max[1])
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "%llu workgroups exceed the device's %u x %u grid",
+                         (unsigned long long)count, max[0], max[1]);
+    groups[0] = (uint32_t)x;
+    groups[1] = (uint32_t)(y ? y : 1);
+    groups[2] = 1;
+    return SPK_OK;
+}
+
+spk_status spk__submit_and_wait(spk_context *ctx) {
+    spk__recording *rec = &ctx->recording;
+    VkCommandBuffer cmd = rec->cmd;
+    /* Make the device's writes visible to the host, which reads mapped tensors and staging
+     * memory once the fence signals. */
+    VkPipelineStageFlags src_stage = 0;
+    VkAccessFlags src_access = 0;
+    for (uint32_t j = 0; j < rec->access_count; j++) {
+        if (!rec->accesses[j].write) continue;
+        src_stage |= rec->accesses[j].stage;
+        src_access |= spk__write_access(rec->accesses[j].stage);
+    }
+    if (src_stage) {
+        VkMemoryBarrier to_host = {
+            .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+            .srcAccessMask = src_access,
+            .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+        };
+        ctx->vk.vkCmdPipelineBarrier(cmd, src_stage, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, NULL, 0, NULL);
+    }
+    rec->access_count = 0;
+    if (ctx->timestamp_pool)
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamp_pool, 1);
+    VkResult r = ctx->vk.vkEndCommandBuffer(cmd);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkEndCommandBuffer");
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &cmd,
+    };
+    r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkQueueSubmit");
+    /* A blocking wait: on CPU drivers the host thread shares the cores with the driver's workers,
+     * and a spinning waiter would take their time. */
+    r = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
+    VkResult reset = ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkWaitForFences");
+    if (reset != VK_SUCCESS) return spk__fail_vk(ctx, reset, "vkResetFences");
+    ctx->last_gpu_time_ns = 0;
+    if (ctx->timestamp_pool) {
+        uint64_t ts[2];
+        r = ctx->vk.vkGetQueryPoolResults(ctx->device, ctx->timestamp_pool, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        uint64_t mask = ctx->caps.timestamp_valid_bits >= 64 ? UINT64_MAX
+                                                              : (1ull << ctx->caps.timestamp_valid_bits) - 1;
+        if (r == VK_SUCCESS)
+            ctx->last_gpu_time_ns =
+                (uint64_t)((double)((ts[1] - ts[0]) & mask) * ctx->caps.timestamp_period);
+    }
+    return SPK_OK;
+}

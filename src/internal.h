@@ -1,0 +1,238 @@
+/* Internal declarations shared by the library's source files. Nothing here is public. */
+#ifndef SOFTPICK_INTERNAL_H
+#define SOFTPICK_INTERNAL_H
+
+/* volk's global symbols are renamed (see cmake/Volk.cmake) so they never collide with the
+ * application's Vulkan loader or its own copy of volk. */
+#include "volk_private.h"
+#include <volk.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+
+#include "softpick/softpick.h"
+
+#define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SPK__MAX_BINDINGS 4
+#define SPK__MAX_SPEC 6
+#define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
+#define SPK__ERROR_LEN 512
+
+/* ---- memory.c: device memory sub-allocated from large blocks ------------------------------- */
+
+typedef struct spk__range {
+    VkDeviceSize offset, size;
+} spk__range;
+
+/* One VkDeviceMemory with one VkBuffer over all of it; allocations are ranges of that buffer. */
+typedef struct spk__block {
+    VkDeviceMemory memory;
+    VkBuffer buffer;
+    void *mapped; /* persistent mapping, or NULL for device-only memory */
+    VkDeviceSize size;
+    uint32_t memory_type;
+    bool dedicated;          /* made for one large allocation; freed when that is freed */
+    spk__range *free_ranges; /* sorted by offset, coalesced */
+    uint32_t free_count, free_capacity;
+} spk__block;
+
+typedef struct spk__allocation {
+    spk__block *block;
+    VkDeviceSize offset, size;
+} spk__allocation;
+
+typedef enum spk__memory_kind {
+    SPK__MEMORY_TENSOR = 0, /* where tensors live: device-local (and host-visible on UMA devices) */
+    SPK__MEMORY_STAGING,    /* host-visible, coherent, preferably cached: uploads and downloads */
+    SPK__MEMORY_KIND_COUNT,
+} spk__memory_kind;
+
+typedef struct spk__allocator {
+    spk__block **blocks;
+    uint32_t block_count, block_capacity;
+    uint32_t memory_type[SPK__MEMORY_KIND_COUNT];
+    VkDeviceSize block_size;
+    VkDeviceSize alignment;
+} spk__allocator;
+
+/* ---- pipeline.c ------------------------------------------------------------------------- */
+
+typedef struct spk__shader {
+    const char *name;
+    const uint32_t *code;
+    size_t code_size; /* bytes */
+    uint32_t binding_count;
+} spk__shader;
+
+enum {
+    SPK__PIPELINE_FULL_SUBGROUPS = 1u << 0, /* require full subgroups of the device's size */
+};
+
+typedef struct spk__pipeline {
+    const spk__shader *shader;
+    uint32_t spec[SPK__MAX_SPEC];
+    uint32_t spec_count;
+    uint32_t flags;
+    VkPipeline pipeline;
+    VkPipelineLayout layout; /* shared, owned by the context */
+} spk__pipeline;
+
+/* ---- command.c: one recording, with barrier tracking ------------------------------------ */
+
+typedef struct spk__buffer_ref {
+    VkBuffer buffer;
+    VkDeviceSize offset, size;
+} spk__buffer_ref;
+
+/* An access of the current recording that later work may conflict with. */
+typedef struct spk__access {
+    spk__buffer_ref ref;
+    VkPipelineStageFlags stage;
+    bool write;
+} spk__access;
+
+typedef struct spk__recording {
+    VkCommandBuffer cmd;
+    bool owned; /* submitted by the library (versus an application's command buffer) */
+    spk__access *accesses;
+    uint32_t access_count, access_capacity;
+} spk__recording;
+
+/* ---- the context ------------------------------------------------------------------------ */
+
+typedef struct spk__device_caps {
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceSubgroupProperties subgroup;
+    uint32_t min_subgroup_size, max_subgroup_size;
+    bool subgroup_arithmetic;   /* in compute shaders */
+    bool subgroup_size_control; /* computeFullSubgroups usable (1.3 core or the extension) */
+    bool subgroup_size_control_ext; /* enabled through VK_EXT_subgroup_size_control */
+    bool timestamps;
+    bool uma; /* device memory is host-visible and cheap to map (CPU and integrated devices) */
+    float timestamp_period;
+    uint32_t timestamp_valid_bits;
+} spk__device_caps;
+
+struct spk_context {
+    pthread_mutex_t lock; /* serializes synchronous calls */
+    spk_log_fn log;
+    void *log_user_data;
+    char error[SPK__ERROR_LEN];
+
+    VkInstance instance;
+    VkDebugUtilsMessengerEXT messenger;
+    VkPhysicalDevice physical_device;
+    uint32_t device_index;
+    VkDevice device;
+    struct VolkDeviceTable vk;
+    uint32_t queue_family;
+    VkQueue queue;
+    spk__device_caps caps;
+    spk_reduction reduction; /* resolved: never AUTO */
+    bool debug_names;
+
+    spk__allocator allocator;
+    spk__allocation staging;    /* grown on demand, for non-UMA uploads and downloads */
+    spk__allocation scratch;    /* grown on demand, for multi-pass reductions */
+
+    VkPipelineCache pipeline_cache;
+    char *pipeline_cache_path;
+    VkDescriptorSetLayout set_layouts[SPK__MAX_BINDINGS + 1]; /* by binding count */
+    VkPipelineLayout pipeline_layouts[SPK__MAX_BINDINGS + 1];
+    spk__pipeline **pipelines;
+    uint32_t pipeline_count, pipeline_capacity;
+
+    VkCommandPool command_pool;
+    VkCommandBuffer command_buffer;
+    VkFence fence;
+    VkDescriptorPool *descriptor_pools; /* pools of the current recording; [0] kept across */
+    uint32_t descriptor_pool_count, descriptor_pool_capacity;
+    VkQueryPool timestamp_pool;
+    uint64_t last_gpu_time_ns;
+    spk__recording recording;
+};
+
+struct spk_tensor {
+    spk_context *ctx;
+    int ndim;
+    int64_t shape[SPK_MAX_RANK];
+    int64_t count;
+    spk__allocation alloc;
+    spk__buffer_ref ref; /* the tensor's bytes: buffer, offset, size */
+};
+
+/* ---- status.c --------------------------------------------------------------------------- */
+
+/* Records `status` with a formatted message as the context's last error and returns status. */
+spk_status spk__fail(spk_context *ctx, spk_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* As spk__fail for a failed Vulkan call: maps the VkResult to a status, names it in the message. */
+spk_status spk__fail_vk(spk_context *ctx, VkResult result, const char *what);
+spk_status spk__status_from_vk(VkResult result);
+const char *spk__vk_result_string(VkResult result);
+void spk__log(spk_log_fn log, void *user, spk_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Overflow-checked products for sizes computed from caller input. */
+bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out);
+
+/* ---- memory.c --------------------------------------------------------------------------- */
+
+spk_status spk__allocator_init(spk_context *ctx);
+void spk__allocator_destroy(spk_context *ctx);
+spk_status spk__allocate(spk_context *ctx, spk__memory_kind kind, VkDeviceSize size,
+                         spk__allocation *out);
+void spk__free(spk_context *ctx, spk__allocation *alloc);
+/* Grows `alloc` (staging or scratch) to hold at least `size` bytes; contents are not kept. */
+spk_status spk__reserve(spk_context *ctx, spk__memory_kind kind, VkDeviceSize size,
+                        spk__allocation *alloc);
+static inline spk__buffer_ref spk__allocation_ref(const spk__allocation *a) {
+    spk__buffer_ref r = {a->block->buffer, a->offset, a->size};
+    return r;
+}
+
+/* ---- pipeline.c ------------------------------------------------------------------------- */
+
+spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path);
+void spk__pipelines_destroy(spk_context *ctx);
+/* The pipeline of `shader` with these specialization constants (constant_id 0..count-1), built on
+ * first use and cached for the context's lifetime. */
+spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const uint32_t *spec,
+                             uint32_t spec_count, uint32_t flags, const spk__pipeline **out);
+extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
+    spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4;
+
+/* ---- command.c -------------------------------------------------------------------------- */
+
+spk_status spk__commands_init(spk_context *ctx);
+void spk__commands_destroy(spk_context *ctx);
+/* Starts the context's own command buffer (waiting is done by spk__submit_and_wait). */
+spk_status spk__begin(spk_context *ctx);
+/* Ends, submits, waits on the fence (blocking), and reads the timestamps. */
+spk_status spk__submit_and_wait(spk_context *ctx);
+
+typedef struct spk__dispatch_desc {
+    const spk__pipeline *pipeline;
+    spk__buffer_ref bindings[SPK__MAX_BINDINGS];
+    uint32_t written_mask; /* bit i: binding i is written by the shader */
+    const void *push;
+    uint32_t push_size;
+    uint32_t groups[3];
+} spk__dispatch_desc;
+
+/* Records a dispatch, preceded by whatever barrier its bindings need against earlier work. */
+spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d);
+/* Records vkCmdCopyBuffer, with the same barrier tracking. */
+spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst);
+/* Splits `count` workgroups into a 2D grid within maxComputeWorkGroupCount. */
+spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]);
+
+/* ---- tensor.c --------------------------------------------------------------------------- */
+
+/* Checks that t belongs to ctx; records an error naming `what` otherwise. */
+spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what);
+
+/* ---- context.c -------------------------------------------------------------------------- */
+
+void spk__set_debug_name(spk_context *ctx, VkObjectType type, uint64_t handle, const char *name);
+
+#endif /* SOFTPICK_INTERNAL_H */

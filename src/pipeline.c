@@ -1,0 +1,289 @@
+/* Pipelines: the embedded SPIR-V, one cached pipeline per (shader, specialization) variant, and a
+ * VkPipelineCache that persists to a file which is verified before the driver ever sees it. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shaders_all.h"
+
+#define SPK__SHADER(var, bindings) \
+    const spk__shader spk__shader_##var = {#var, spk_spirv_##var, sizeof(spk_spirv_##var), bindings}
+SPK__SHADER(softpick_rows_f1, 3);
+SPK__SHADER(softpick_rows_f4, 3);
+SPK__SHADER(softpick_cols_f1, 3);
+SPK__SHADER(softpick_cols_f4, 3);
+SPK__SHADER(copy_f4, 2);
+
+/* ---- the pipeline cache file -------------------------------------------------------------
+ * Layout: "SPKPCACH" | u64 payload size | u64 FNV-1a hash of the payload | payload, where the
+ * payload is vkGetPipelineCacheData's output. The hash catches damaged files; the payload's own
+ * header (VkPipelineCacheHeaderVersionOne) is checked against this device, so a file from another
+ * GPU or driver version is ignored instead of handed to the driver. */
+
+static const char spk__cache_magic[8] = {'S', 'P', 'K', 'P', 'C', 'A', 'C', 'H'};
+enum { SPK__CACHE_PREFIX = 24 };
+
+static uint64_t spk__fnv1a(const unsigned char *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint32_t spk__le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t spk__le64(const unsigned char *p) { return spk__le32(p) | (uint64_t)spk__le32(p + 4) << 32; }
+static void spk__put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Returns the payload inside `file` if it is intact and made by this device, else NULL with a
+ * reason. */
+static const unsigned char *spk__cache_payload(spk_context *ctx, const unsigned char *file, size_t size,
+                                               size_t *payload_size, const char **why) {
+    if (size < SPK__CACHE_PREFIX || memcmp(file, spk__cache_magic, 8) != 0) {
+        *why = "not a softpick pipeline cache";
+        return NULL;
+    }
+    uint64_t n = spk__le64(file + 8);
+    if (n != size - SPK__CACHE_PREFIX) {
+        *why = "truncated or oversized";
+        return NULL;
+    }
+    const unsigned char *p = file + SPK__CACHE_PREFIX;
+    if (spk__fnv1a(p, n) != spk__le64(file + 16)) {
+        *why = "checksum mismatch (damaged file)";
+        return NULL;
+    }
+    const VkPhysicalDeviceProperties *props = &ctx->caps.props;
+    if (n < 16 + VK_UUID_SIZE || spk__le32(p) < 16 + VK_UUID_SIZE || spk__le32(p) > n ||
+        spk__le32(p + 4) != VK_PIPELINE_CACHE_HEADER_VERSION_ONE) {
+        *why = "unknown Vulkan pipeline cache header";
+        return NULL;
+    }
+    if (spk__le32(p + 8) != props->vendorID || spk__le32(p + 12) != props->deviceID ||
+        memcmp(p + 16, props->pipelineCacheUUID, VK_UUID_SIZE) != 0) {
+        *why = "written for another device or driver version";
+        return NULL;
+    }
+    *payload_size = n;
+    return p;
+}
+
+static unsigned char *spk__read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *data = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) data = malloc(n ? (size_t)n : 1);
+    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    if (data) *size = (size_t)n;
+    return data;
+}
+
+static spk_status spk__create_pipeline_cache(spk_context *ctx, const char *path) {
+    unsigned char *file = NULL;
+    size_t file_size = 0, payload_size = 0;
+    const unsigned char *payload = NULL;
+    if (path && *path) {
+        ctx->pipeline_cache_path = malloc(strlen(path) + 1);
+        if (!ctx->pipeline_cache_path) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        strcpy(ctx->pipeline_cache_path, path);
+        file = spk__read_file(path, &file_size);
+        const char *why = NULL;
+        if (file) payload = spk__cache_payload(ctx, file, file_size, &payload_size, &why);
+        if (file && !payload)
+            spk__log(ctx->log, ctx->log_user_data, SPK_LOG_WARNING,
+                     "ignoring pipeline cache %s: %s; it will be rewritten", path, why);
+    }
+    VkPipelineCacheCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+        .initialDataSize = payload ? payload_size : 0,
+        .pInitialData = payload,
+    };
+    VkResult r = ctx->vk.vkCreatePipelineCache(ctx->device, &info, NULL, &ctx->pipeline_cache);
+    free(file);
+    if (r != VK_SUCCESS) {
+        ctx->pipeline_cache = VK_NULL_HANDLE;
+        return spk__fail_vk(ctx, r, "vkCreatePipelineCache");
+    }
+    return SPK_OK;
+}
+
+/* Writes the cache through a temporary file and a rename, so a crash never leaves half a file. */
+static void spk__save_pipeline_cache(spk_context *ctx) {
+    const char *path = ctx->pipeline_cache_path;
+    size_t n = 0;
+    if (!path || ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->pipeline_cache, &n, NULL) != VK_SUCCESS)
+        return;
+    unsigned char *data = malloc(SPK__CACHE_PREFIX + n);
+    size_t tmp_len = strlen(path) + 5;
+    char *tmp = malloc(tmp_len);
+    bool ok = data && tmp &&
+              ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->pipeline_cache, &n, data + SPK__CACHE_PREFIX) ==
+                  VK_SUCCESS;
+    if (ok) {
+        memcpy(data, spk__cache_magic, 8);
+        spk__put64(data + 8, n);
+        spk__put64(data + 16, spk__fnv1a(data + SPK__CACHE_PREFIX, n));
+        snprintf(tmp, tmp_len, "%s.tmp", path);
+        FILE *f = fopen(tmp, "wb");
+        ok = f && fwrite(data, 1, SPK__CACHE_PREFIX + n, f) == SPK__CACHE_PREFIX + n;
+        if (f && fclose(f) != 0) ok = false;
+        if (ok) ok = rename(tmp, path) == 0;
+        if (!ok) remove(tmp);
+    }
+    if (!ok)
+        spk__log(ctx->log, ctx->log_user_data, SPK_LOG_WARNING, "could not save the pipeline cache to %s", path);
+    free(tmp);
+    free(data);
+}
+
+/* ---- layouts and pipelines ---------------------------------------------------------------- */
+
+spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path) {
+    spk_status status = spk__create_pipeline_cache(ctx, cache_path);
+    if (status != SPK_OK) return status;
+    /* One set layout (and pipeline layout) per binding count: every shader binds 1..N storage
+     * buffers at bindings 0..N-1 and takes its shapes as push constants. */
+    for (uint32_t n = 1; n <= SPK__MAX_BINDINGS; n++) {
+        VkDescriptorSetLayoutBinding bindings[SPK__MAX_BINDINGS];
+        for (uint32_t i = 0; i < n; i++)
+            bindings[i] = (VkDescriptorSetLayoutBinding){
+                .binding = i,
+                .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                .descriptorCount = 1,
+                .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+            };
+        VkDescriptorSetLayoutCreateInfo set_info = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+            .bindingCount = n,
+            .pBindings = bindings,
+        };
+        VkResult r = ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &ctx->set_layouts[n]);
+        if (r != VK_SUCCESS) {
+            ctx->set_layouts[n] = VK_NULL_HANDLE;
+            return spk__fail_vk(ctx, r, "vkCreateDescriptorSetLayout");
+        }
+        VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, SPK__PUSH_BYTES};
+        VkPipelineLayoutCreateInfo layout_info = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+            .setLayoutCount = 1,
+            .pSetLayouts = &ctx->set_layouts[n],
+            .pushConstantRangeCount = 1,
+            .pPushConstantRanges = &push,
+        };
+        r = ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layouts[n]);
+        if (r != VK_SUCCESS) {
+            ctx->pipeline_layouts[n] = VK_NULL_HANDLE;
+            return spk__fail_vk(ctx, r, "vkCreatePipelineLayout");
+        }
+    }
+    return SPK_OK;
+}
+
+void spk__pipelines_destroy(spk_context *ctx) {
+    for (uint32_t i = 0; i < ctx->pipeline_count; i++) {
+        ctx->vk.vkDestroyPipeline(ctx->device, ctx->pipelines[i]->pipeline, NULL);
+        free(ctx->pipelines[i]);
+    }
+    free(ctx->pipelines);
+    ctx->pipelines = NULL;
+    ctx->pipeline_count = ctx->pipeline_capacity = 0;
+    for (uint32_t n = 1; n <= SPK__MAX_BINDINGS; n++) {
+        if (ctx->pipeline_layouts[n]) ctx->vk.vkDestroyPipelineLayout(ctx->device, ctx->pipeline_layouts[n], NULL);
+        if (ctx->set_layouts[n]) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->set_layouts[n], NULL);
+        ctx->pipeline_layouts[n] = VK_NULL_HANDLE;
+        ctx->set_layouts[n] = VK_NULL_HANDLE;
+    }
+    if (ctx->pipeline_cache) {
+        spk__save_pipeline_cache(ctx);
+        ctx->vk.vkDestroyPipelineCache(ctx->device, ctx->pipeline_cache, NULL);
+        ctx->pipeline_cache = VK_NULL_HANDLE;
+    }
+    free(ctx->pipeline_cache_path);
+    ctx->pipeline_cache_path = NULL;
+}
+
+static spk_status spk__pipeline_build(spk_context *ctx, spk__pipeline *p) {
+    VkShaderModuleCreateInfo module_info = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+        .codeSize = p->shader->code_size,
+        .pCode = p->shader->code,
+    };
+    VkShaderModule module;
+    VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkCreateShaderModule");
+
+    VkSpecializationMapEntry entries[SPK__MAX_SPEC];
+    for (uint32_t i = 0; i < p->spec_count; i++)
+        entries[i] = (VkSpecializationMapEntry){i, i * sizeof(uint32_t), sizeof(uint32_t)};
+    VkSpecializationInfo spec = {p->spec_count, entries, p->spec_count * sizeof(uint32_t), p->spec};
+    VkComputePipelineCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage =
+            {
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                .flags = (p->flags & SPK__PIPELINE_FULL_SUBGROUPS)
+                             ? VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT
+                             : 0,
+                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                .module = module,
+                .pName = "main",
+                .pSpecializationInfo = &spec,
+            },
+        .layout = p->layout,
+    };
+    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &info, NULL, &p->pipeline);
+    ctx->vk.vkDestroyShaderModule(ctx->device, module, NULL);
+    if (r != VK_SUCCESS) {
+        p->pipeline = VK_NULL_HANDLE;
+        return spk__fail_vk(ctx, r, "vkCreateComputePipelines");
+    }
+    spk__set_debug_name(ctx, VK_OBJECT_TYPE_PIPELINE, (uint64_t)p->pipeline, p->shader->name);
+    return SPK_OK;
+}
+
+spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const uint32_t *spec,
+                             uint32_t spec_count, uint32_t flags, const spk__pipeline **out) {
+    *out = NULL;
+    if (!ctx->caps.subgroup_size_control) flags &= ~(uint32_t)SPK__PIPELINE_FULL_SUBGROUPS;
+    for (uint32_t i = 0; i < ctx->pipeline_count; i++) {
+        spk__pipeline *p = ctx->pipelines[i];
+        if (p->shader == shader && p->spec_count == spec_count && p->flags == flags &&
+            memcmp(p->spec, spec, spec_count * sizeof *spec) == 0) {
+            *out = p;
+            return SPK_OK;
+        }
+    }
+    if (ctx->pipeline_count == ctx->pipeline_capacity) {
+        uint32_t cap = ctx->pipeline_capacity ? ctx->pipeline_capacity * 2 : 16;
+        spk__pipeline **grown = realloc(ctx->pipelines, cap * sizeof *grown);
+        if (!grown) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        ctx->pipelines = grown;
+        ctx->pipeline_capacity = cap;
+    }
+    /* Each pipeline is its own allocation so pointers handed out stay valid as the list grows. */
+    spk__pipeline *p = calloc(1, sizeof *p);
+    if (!p) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    p->shader = shader;
+    memcpy(p->spec, spec, spec_count * sizeof *spec);
+    p->spec_count = spec_count;
+    p->flags = flags;
+    p->layout = ctx->pipeline_layouts[shader->binding_count];
+    spk_status status = spk__pipeline_build(ctx, p);
+    if (status != SPK_OK) {
+        free(p);
+        return status;
+    }
+    ctx->pipelines[ctx->pipeline_count++] = p;
+    *out = p;
+    return SPK_OK;
+}

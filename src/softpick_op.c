@@ -1,0 +1,210 @@
+/* The softpick op: y = x / (1 + sum |x|) along one axis.
+ *
+ * The tensor is viewed as [outer, n, inner] around the axis. A contiguous axis (inner == 1) is a
+ * set of rows, reduced by groups of invocations with a tree (softpick_rows.comp); a strided axis
+ * is a set of columns, each owned by one invocation so that neighbours read neighbouring
+ * addresses (softpick_cols.comp). Either splits long rows or columns into segments with a partial
+ * sum pass when there would otherwise be too few workgroups to fill the device. */
+#include "internal.h"
+
+#include <string.h>
+
+#include "softpick_plan.h"
+
+void spk__softpick_plan_defaults(const spk_context *ctx, spk__softpick_tuning *t) {
+    const spk__device_caps *caps = &ctx->caps;
+    memset(t, 0, sizeof *t);
+    uint32_t max_wg = caps->props.limits.maxComputeWorkGroupInvocations;
+    if (max_wg > caps->props.limits.maxComputeWorkGroupSize[0]) max_wg = caps->props.limits.maxComputeWorkGroupSize[0];
+    /* A multiple of the largest subgroup so the subgroup path always sees full subgroups. */
+    uint32_t wg = caps->max_subgroup_size > 64 ? caps->max_subgroup_size : 64;
+    t->workgroup = wg < max_wg ? wg : max_wg;
+    /* Measured on lavapipe (softpick bench --variants 1): a CPU driver runs a workgroup per core
+     * at a time, 8 lanes wide, and pays per load and per barrier, so it wants few invocations,
+     * rows handled by one invocation or one subgroup, and loads kept in registers. GPUs want
+     * many invocations, rows spread over a subgroup or a workgroup, and coalesced loads. */
+    bool cpu = caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    t->target_invocations = cpu ? 4096 : 65536;
+    t->min_row_segment = cpu ? 4096 : 1024;
+    t->min_column_segment = cpu ? 512 : 64;
+    t->short_row = cpu ? 32 : 4;
+    t->subgroup_row_max = cpu ? UINT32_MAX : 1024;
+    t->cache_max = cpu ? 32 : 8;
+    t->interleave_columns = !cpu;
+}
+
+static uint32_t spk__pow2_at_least(uint64_t v) {
+    uint32_t p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}
+
+/* Segments for `busy` invocations over `len` loads each, so that about `target` run. */
+static uint64_t spk__segments(uint64_t busy, uint64_t len, uint64_t target, uint64_t min_segment) {
+    if (busy >= target || len < 2 * min_segment) return 1;
+    uint64_t segments = (target + busy - 1) / busy;
+    return segments < len / min_segment ? segments : len / min_segment;
+}
+
+/* Chooses the kernel, group shape, segmentation and caching for one softpick. */
+void spk__softpick_plan(const spk_context *ctx, const spk__softpick_tuning *t, uint64_t outer, uint64_t n,
+                        uint64_t inner, bool aligned16, spk__softpick_plan_t *plan) {
+    memset(plan, 0, sizeof *plan);
+    plan->workgroup = t->workgroup;
+    const spk__device_caps *caps = &ctx->caps;
+    if (inner == 1) {
+        plan->vec = (n % 4 == 0 && aligned16) ? 4 : 1;
+        plan->len = n / plan->vec;
+        uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
+        if (t->force_group) plan->group = t->force_group;
+        else if (plan->len <= t->short_row) plan->group = 1;
+        else if (fixed_sg && plan->len <= t->subgroup_row_max) plan->group = fixed_sg;
+        else plan->group = plan->workgroup;
+        /* The subgroup reduction needs whole subgroups per group. */
+        bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP;
+        if (subgroup && plan->group > 1 && plan->group != plan->workgroup && plan->group != fixed_sg)
+            plan->group = plan->workgroup;
+        plan->use_subgroup = subgroup && plan->group > 1;
+        plan->segments = (uint32_t)spk__segments(outer * plan->group, plan->len, t->target_invocations,
+                                                 t->min_row_segment);
+        plan->seg_len = (uint32_t)((plan->len + plan->segments - 1) / plan->segments);
+        uint64_t per_invocation = (plan->len + plan->group - 1) / plan->group;
+        if (plan->segments == 1 && per_invocation <= t->cache_max)
+            plan->cache = spk__pow2_at_least(per_invocation);
+        plan->items = outer * plan->segments;
+        uint64_t per_wg = plan->workgroup / plan->group;
+        plan->workgroups = (plan->items + per_wg - 1) / per_wg;
+        plan->partials = plan->segments > 1 ? plan->items : 0;
+    } else {
+        plan->strided = true;
+        plan->fold = 1;
+        if (inner % 4 == 0 && aligned16) {
+            plan->vec = 4;
+            plan->columns = inner / 4;
+            plan->len = n;
+        } else if (inner == 2 && n % 2 == 0 && aligned16) {
+            plan->vec = 4;
+            plan->fold = 2;
+            plan->columns = 1;
+            plan->len = n / 2;
+        } else {
+            plan->vec = 1;
+            plan->columns = inner;
+            plan->len = n;
+        }
+        plan->segments = (uint32_t)spk__segments(outer * plan->columns, plan->len, t->target_invocations,
+                                                 t->min_column_segment);
+        plan->seg_len = (uint32_t)((plan->len + plan->segments - 1) / plan->segments);
+        plan->items = outer * plan->columns * plan->segments;
+        plan->workgroups = (plan->items + plan->workgroup - 1) / plan->workgroup;
+        plan->partials = plan->segments > 1 ? plan->items * plan->vec : 0;
+    }
+}
+
+spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                                spk_tensor *y) {
+    int a = axis < 0 ? axis + x->ndim : axis;
+    uint64_t outer = 1, n = (uint64_t)x->shape[a], inner = 1;
+    for (int i = 0; i < a; i++) outer *= (uint64_t)x->shape[i];
+    for (int i = a + 1; i < x->ndim; i++) inner *= (uint64_t)x->shape[i];
+    if (x->count == 0) return SPK_OK;
+
+    spk__softpick_tuning defaults;
+    if (!tuning) {
+        spk__softpick_plan_defaults(ctx, &defaults);
+        tuning = &defaults;
+    }
+    spk__softpick_plan_t plan;
+    spk__softpick_plan(ctx, tuning, outer, n, inner, x->ref.offset % 16 == 0 && y->ref.offset % 16 == 0, &plan);
+
+    VkDeviceSize partial_bytes = plan.partials ? plan.partials * sizeof(float) : 16;
+    spk_status status = spk__reserve(ctx, SPK__MEMORY_TENSOR, partial_bytes, &ctx->scratch);
+    uint32_t groups[3], column_groups[3] = {1, 1, 1};
+    if (status == SPK_OK) status = spk__grid(ctx, plan.workgroups, groups);
+    if (status == SPK_OK && plan.strided)
+        status = spk__grid(ctx, (outer * plan.columns + plan.workgroup - 1) / plan.workgroup, column_groups);
+    if (status != SPK_OK) return status;
+
+    /* Passes: mode 0 alone (fused) or, with segments, 1 (partial sums) then 2 (scale). Rows use
+     * mode 3 for fused with the loads kept in registers; columns add their partials per column
+     * in mode 3 between 1 and 2, so the scaling pass reads one total instead of all partials. */
+    uint32_t modes[3] = {plan.cache ? 3 : 0}, mode_count = 1;
+    if (plan.segments > 1 && !plan.strided) {
+        modes[0] = 1, modes[1] = 2, mode_count = 2;
+    } else if (plan.segments > 1) {
+        modes[0] = 1, modes[1] = 3, modes[2] = 2, mode_count = 3;
+    }
+    const spk__shader *shader;
+    uint32_t push[7] = {0}, spec[5], spec_count, mode_index, flags = 0;
+    if (!plan.strided) {
+        shader = plan.vec == 4 ? &spk__shader_softpick_rows_f4 : &spk__shader_softpick_rows_f1;
+        push[0] = (uint32_t)plan.len;
+        push[1] = (uint32_t)outer;
+        push[2] = plan.segments;
+        push[3] = plan.seg_len;
+        spec[0] = plan.workgroup;
+        spec[1] = plan.group;
+        spec[2] = plan.use_subgroup;
+        mode_index = 3;
+        spec[4] = plan.cache ? plan.cache : 1;
+        spec_count = 5;
+        if (plan.use_subgroup) flags |= SPK__PIPELINE_FULL_SUBGROUPS;
+    } else {
+        shader = plan.vec == 4 ? &spk__shader_softpick_cols_f4 : &spk__shader_softpick_cols_f1;
+        push[0] = (uint32_t)outer;
+        push[1] = (uint32_t)plan.len;
+        push[2] = (uint32_t)plan.columns;
+        push[3] = plan.segments;
+        push[4] = plan.seg_len;
+        push[5] = tuning->interleave_columns ? 1 : plan.seg_len;
+        push[6] = tuning->interleave_columns ? plan.segments : 1;
+        spec[0] = plan.workgroup;
+        mode_index = 1;
+        spec[2] = plan.fold;
+        spec_count = 3;
+    }
+
+    spk__dispatch_desc d = {
+        .bindings = {x->ref, y->ref, {ctx->scratch.block->buffer, ctx->scratch.offset, partial_bytes}},
+        .push = push,
+        .push_size = sizeof push,
+    };
+    for (uint32_t m = 0; m < mode_count && status == SPK_OK; m++) {
+        spec[mode_index] = modes[m];
+        status = spk__pipeline_get(ctx, shader, spec, spec_count, flags, &d.pipeline);
+        /* The partials binding is declared writable in every mode, so it is tracked as written. */
+        d.written_mask = modes[m] == 1 || (plan.strided && modes[m] == 3) ? 0x4 : 0x6;
+        const uint32_t *g = plan.strided && modes[m] == 3 ? column_groups : groups;
+        memcpy(d.groups, g, sizeof d.groups);
+        if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    }
+    return status;
+}
+
+spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y) {
+    return spk__softpick_tuned(ctx, NULL, x, axis, y);
+}
+
+spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                               spk_tensor *y) {
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status status = spk__check_tensor(ctx, x, "softpick input");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, y, "softpick output");
+    if (status != SPK_OK) return status;
+    if (axis < -x->ndim || axis >= x->ndim)
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "axis %d is out of range for a rank-%d tensor", axis,
+                         x->ndim);
+    if (x->ndim != y->ndim || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof *x->shape) != 0)
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "softpick output shape differs from the input shape");
+    if (x != y && x->ref.buffer == y->ref.buffer && x->ref.offset < y->ref.offset + y->ref.size &&
+        y->ref.offset < x->ref.offset + x->ref.size && x->ref.offset != y->ref.offset)
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "softpick input and output partially overlap");
+    if (x->count == 0) return SPK_OK;
+
+    pthread_mutex_lock(&ctx->lock);
+    status = spk__begin(ctx);
+    if (status == SPK_OK) status = spk__record_softpick(ctx, tuning, x, axis, y);
+    if (status == SPK_OK) status = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}

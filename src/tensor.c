@@ -1,0 +1,112 @@
+/* Tensors: shape bookkeeping, device memory, and copies between host and device. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what) {
+    if (!t) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s is NULL", what);
+    if (t->ctx != ctx) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s belongs to another context", what);
+    return SPK_OK;
+}
+
+spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, spk_tensor **out) {
+    if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_create: out is NULL");
+    *out = NULL;
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    if (ndim < 1 || ndim > SPK_MAX_RANK)
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "tensor rank %d is outside 1..%d", ndim, SPK_MAX_RANK);
+    if (!shape) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_create: shape is NULL");
+    uint64_t count = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return spk__fail(ctx, SPK_ERROR_SHAPE, "dimension %d is negative (%lld)", i, (long long)shape[i]);
+        if (spk__mul_overflows(count, (uint64_t)shape[i], &count) || count > (UINT64_MAX >> 3))
+            return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "the shape's element count overflows");
+    }
+    uint64_t bytes = count * sizeof(float);
+    uint64_t limit = ctx->caps.props.limits.maxStorageBufferRange;
+    if (bytes > limit)
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
+                         "a tensor of %llu bytes exceeds the device's maxStorageBufferRange of %llu bytes",
+                         (unsigned long long)bytes, (unsigned long long)limit);
+
+    spk_tensor *t = calloc(1, sizeof *t);
+    if (!t) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    pthread_mutex_lock(&ctx->lock);
+    spk_status status = spk__allocate(ctx, SPK__MEMORY_TENSOR, bytes, &t->alloc);
+    pthread_mutex_unlock(&ctx->lock);
+    if (status != SPK_OK) {
+        free(t);
+        return status;
+    }
+    t->ctx = ctx;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->count = (int64_t)count;
+    t->ref = (spk__buffer_ref){t->alloc.block->buffer, t->alloc.offset, bytes ? bytes : t->alloc.size};
+    *out = t;
+    return SPK_OK;
+}
+
+void spk_tensor_destroy(spk_tensor *t) {
+    if (!t) return;
+    pthread_mutex_lock(&t->ctx->lock);
+    spk__free(t->ctx, &t->alloc);
+    pthread_mutex_unlock(&t->ctx->lock);
+    free(t);
+}
+
+int spk_tensor_ndim(const spk_tensor *t) { return t ? t->ndim : 0; }
+const int64_t *spk_tensor_shape(const spk_tensor *t) { return t ? t->shape : NULL; }
+int64_t spk_tensor_count(const spk_tensor *t) { return t ? t->count : 0; }
+
+/* Moves `bytes` between host memory and the tensor; `to_device` picks the direction. Mapped
+ * (UMA) tensors are a memcpy; others go through the staging buffer in chunks. */
+static spk_status spk__transfer(spk_tensor *t, void *host, bool to_device) {
+    spk_context *ctx = t->ctx;
+    VkDeviceSize bytes = (VkDeviceSize)t->count * sizeof(float);
+    if (t->alloc.block->mapped) {
+        unsigned char *dev = (unsigned char *)t->alloc.block->mapped + t->alloc.offset;
+        if (to_device) memcpy(dev, host, bytes);
+        else memcpy(host, dev, bytes);
+        return SPK_OK;
+    }
+    const VkDeviceSize chunk_max = (VkDeviceSize)16 << 20;
+    spk_status status = spk__reserve(ctx, SPK__MEMORY_STAGING, bytes < chunk_max ? bytes : chunk_max, &ctx->staging);
+    for (VkDeviceSize done = 0; status == SPK_OK && done < bytes;) {
+        VkDeviceSize n = bytes - done < ctx->staging.size ? bytes - done : ctx->staging.size;
+        unsigned char *staging = (unsigned char *)ctx->staging.block->mapped + ctx->staging.offset;
+        spk__buffer_ref stage = {ctx->staging.block->buffer, ctx->staging.offset, n};
+        spk__buffer_ref dev = {t->ref.buffer, t->ref.offset + done, n};
+        if (to_device) memcpy(staging, (unsigned char *)host + done, n);
+        status = spk__begin(ctx);
+        if (status == SPK_OK) status = to_device ? spk__copy(ctx, stage, dev) : spk__copy(ctx, dev, stage);
+        if (status == SPK_OK) status = spk__submit_and_wait(ctx);
+        if (status == SPK_OK && !to_device) memcpy((unsigned char *)host + done, staging, n);
+        done += n;
+    }
+    return status;
+}
+
+static spk_status spk__transfer_checked(spk_tensor *t, void *host, int64_t count, bool to_device) {
+    if (!t) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_context *ctx = t->ctx;
+    if (count != t->count)
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "%s of %lld floats for a tensor of %lld elements",
+                         to_device ? "upload" : "download", (long long)count, (long long)t->count);
+    if (count == 0) return SPK_OK;
+    if (!host) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "host data pointer is NULL");
+    pthread_mutex_lock(&ctx->lock);
+    spk_status status = spk__transfer(t, host, to_device);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+spk_status spk_tensor_upload(spk_tensor *t, const float *data, int64_t count) {
+    return spk__transfer_checked(t, (void *)(uintptr_t)data, count, true);
+}
+
+spk_status spk_tensor_download(const spk_tensor *t, float *data, int64_t count) {
+    return spk__transfer_checked((spk_tensor *)(uintptr_t)t, data, count, false);
+}

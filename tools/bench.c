@@ -1,0 +1,200 @@
+/* softpick bench: throughput beside ceilings measured in the same run on the same device.
+ * Every figure is the median GPU time (timestamp queries) of `repeats` runs after warm-up runs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "cli.h"
+
+typedef spk_status (*bench_fn)(void *arg, uint64_t *ns);
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median GPU nanoseconds of `repeats` runs after 3 warm-up runs; 0 on failure. */
+static uint64_t median_ns(bench_fn fn, void *arg, int repeats) {
+    uint64_t *t = calloc((size_t)repeats, sizeof *t);
+    if (!t) return 0;
+    uint64_t ns = 0, result = 0;
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; i++) ok = fn(arg, &ns) == SPK_OK;
+    for (int i = 0; i < repeats && ok; i++) ok = fn(arg, &t[i]) == SPK_OK;
+    if (ok) {
+        qsort(t, (size_t)repeats, sizeof *t, compare_u64);
+        result = t[repeats / 2];
+    }
+    free(t);
+    return result;
+}
+
+typedef struct copy_run {
+    spk_context *ctx;
+    spk_tensor *src, *dst;
+} copy_run;
+
+static spk_status run_copy_shader(void *arg, uint64_t *ns) {
+    copy_run *r = arg;
+    return spk__bench_copy_shader(r->ctx, r->src, r->dst, ns);
+}
+static spk_status run_copy_buffer(void *arg, uint64_t *ns) {
+    copy_run *r = arg;
+    return spk__bench_copy_buffer(r->ctx, r->src, r->dst, ns);
+}
+
+typedef struct softpick_run {
+    spk_context *ctx;
+    spk_tensor *x, *y;
+    int axis;
+    const spk__softpick_tuning *tuning;
+} softpick_run;
+
+static spk_status run_softpick(void *arg, uint64_t *ns) {
+    softpick_run *r = arg;
+    spk_status status = spk__softpick_tuned(r->ctx, r->tuning, r->x, r->axis, r->y);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return status;
+}
+
+static double gbps(uint64_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0.0; }
+
+static void fill_random(float *data, int64_t n) {
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        data[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    }
+}
+
+typedef struct bench_case {
+    const char *name;
+    int64_t shape[2];
+    int axis;
+} bench_case;
+
+static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool variants) {
+    int64_t shape[1] = {elements};
+    copy_run copy = {ctx, NULL, NULL};
+    spk_status status = spk_tensor_create(ctx, 1, shape, &copy.src);
+    if (status == SPK_OK) status = spk_tensor_create(ctx, 1, shape, &copy.dst);
+    float *host = status == SPK_OK ? malloc((size_t)elements * sizeof *host) : NULL;
+    if (status == SPK_OK && !host) status = SPK_ERROR_OUT_OF_HOST_MEMORY;
+    if (status == SPK_OK) {
+        fill_random(host, elements);
+        status = spk_tensor_upload(copy.src, host, elements);
+    }
+    if (status != SPK_OK) {
+        free(host);
+        spk_tensor_destroy(copy.src);
+        spk_tensor_destroy(copy.dst);
+        return cli_fail("bench setup failed: %s", spk_context_last_error(ctx));
+    }
+    uint64_t bytes = 2 * (uint64_t)elements * sizeof(float); /* read once + written once */
+    uint64_t copy_shader_ns = median_ns(run_copy_shader, &copy, repeats);
+    uint64_t copy_buffer_ns = median_ns(run_copy_buffer, &copy, repeats);
+    double copy_shader = gbps(bytes, copy_shader_ns), copy_buffer = gbps(bytes, copy_buffer_ns);
+    printf("ceilings over %lld floats (%.0f MiB read + written):\n", (long long)elements,
+           (double)bytes / 2 / (1 << 20));
+    printf("  vec4 copy shader   %8.3f ms  %7.2f GB/s\n", copy_shader_ns / 1e6, copy_shader);
+    printf("  vkCmdCopyBuffer    %8.3f ms  %7.2f GB/s\n\n", copy_buffer_ns / 1e6, copy_buffer);
+    spk_tensor_destroy(copy.src);
+    spk_tensor_destroy(copy.dst);
+
+    int64_t rows60 = elements / 60;
+    const bench_case cases[] = {
+        {"rows of 1024, last axis", {elements / 1024, 1024}, -1},
+        {"rows of 60, last axis", {rows60, 60}, -1},
+        {"[N, 2], axis 0", {elements / 2, 2}, 0},
+        {"[N, 60], axis 0", {rows60, 60}, 0},
+    };
+    printf("%-26s %-18s %9s %9s %11s %11s  %s\n", "case", "shape", "ms", "GB/s", "x copy-sh", "x copy-buf",
+           "variant");
+    int rc = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0] && rc == 0; c++) {
+        const bench_case *bc = &cases[c];
+        softpick_run run = {ctx, NULL, NULL, bc->axis, NULL};
+        status = spk_tensor_create(ctx, 2, bc->shape, &run.x);
+        if (status == SPK_OK) status = spk_tensor_create(ctx, 2, bc->shape, &run.y);
+        if (status == SPK_OK) status = spk_tensor_upload(run.x, host, bc->shape[0] * bc->shape[1]);
+        if (status != SPK_OK) {
+            rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
+        } else {
+            spk__softpick_tuning tunings[12];
+            const char *labels[12];
+            int n = 0;
+            spk__softpick_plan_defaults(ctx, &tunings[n]);
+            labels[n++] = "default";
+            if (variants) {
+                static const uint32_t groups[] = {1, 8, 32, 64};
+                static const char *group_labels[] = {"1 inv/row", "8 inv/row", "32 inv/row", "64 inv/row"};
+                for (int g = 0; g < 4 && bc->axis == -1; g++) {
+                    tunings[n] = tunings[0];
+                    tunings[n].force_group = groups[g];
+                    labels[n++] = group_labels[g];
+                }
+                if (bc->axis == -1) {
+                    tunings[n] = tunings[0];
+                    tunings[n].cache_max = 0;
+                    labels[n++] = "x read twice";
+                }
+                if (bc->axis == 0) {
+                    tunings[n] = tunings[0];
+                    tunings[n].interleave_columns = !tunings[0].interleave_columns;
+                    labels[n] = tunings[n].interleave_columns ? "interleaved" : "blocked";
+                    n++;
+                }
+                static const uint64_t targets[] = {1024, 16384, 262144};
+                static const char *target_labels[] = {"1K invocations", "16K invocations", "256K invocations"};
+                for (int k = 0; k < 3; k++) {
+                    tunings[n] = tunings[0];
+                    tunings[n].target_invocations = targets[k];
+                    labels[n++] = target_labels[k];
+                }
+            }
+            char shape_text[40];
+            snprintf(shape_text, sizeof shape_text, "[%lld, %lld]", (long long)bc->shape[0], (long long)bc->shape[1]);
+            uint64_t case_bytes = 2 * (uint64_t)(bc->shape[0] * bc->shape[1]) * sizeof(float);
+            for (int v = 0; v < n; v++) {
+                run.tuning = &tunings[v];
+                uint64_t ns = median_ns(run_softpick, &run, repeats);
+                double g = gbps(case_bytes, ns);
+                printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f  %s\n", v == 0 ? bc->name : "", v == 0 ? shape_text : "",
+                       ns / 1e6, g, copy_shader > 0 ? g / copy_shader : 0, copy_buffer > 0 ? g / copy_buffer : 0,
+                       labels[v]);
+            }
+        }
+        spk_tensor_destroy(run.x);
+        spk_tensor_destroy(run.y);
+    }
+    free(host);
+    return rc;
+}
+
+int cli_bench(int argc, char **argv) {
+    const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0";
+    cli_option options[] = {{"repeats", &repeats_text}, {"elements", &elements_text}, {"variants", &variants_text}};
+    cli_args args;
+    if (!cli_parse(argc, argv, options, 3, &args)) return 1;
+    const char *what = args.positional_count ? args.positional[0] : "softpick";
+    if (args.positional_count > 1 || strcmp(what, "softpick") != 0)
+        return cli_fail("bench: unknown benchmark '%s' (available: softpick)", what);
+    long repeats, elements, variants;
+    if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) ||
+        !cli_int(elements_text, 4096, 1L << 30, "--elements", &elements) ||
+        !cli_int(variants_text, 0, 1, "--variants", &variants))
+        return 1;
+    elements = elements / 4096 * 4096;
+    spk_context *ctx = cli_context(&args, NULL);
+    if (!ctx) return 1;
+    spk_device_info info;
+    spk_context_device_info(ctx, &info);
+    printf("device: %s (%s, %s), subgroup %u, median of %ld runs after 3 warm-up runs, GPU timestamps\n\n", info.name,
+           spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats);
+    int rc = 0;
+    if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
+    if (rc == 0) rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
+    spk_context_destroy(ctx);
+    return rc;
+}

@@ -1,0 +1,80 @@
+/* Argument parsing and context creation for the softpick tool. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("softpick: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+bool cli_parse(int argc, char **argv, const cli_option *options, int option_count, cli_args *args) {
+    memset(args, 0, sizeof *args);
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (args->positional_count == (int)(sizeof args->positional / sizeof args->positional[0])) {
+                cli_fail("too many arguments");
+                return false;
+            }
+            args->positional[args->positional_count++] = arg;
+            continue;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
+        const char **target = NULL;
+        if (name_len == 6 && strncmp(name, "device", 6) == 0) target = &args->device;
+        for (int k = 0; k < option_count && !target; k++)
+            if (strlen(options[k].name) == name_len && strncmp(name, options[k].name, name_len) == 0)
+                target = options[k].value;
+        if (!target) {
+            cli_fail("unknown option '%s'", arg);
+            return false;
+        }
+        if (eq) {
+            *target = eq + 1;
+        } else if (i + 1 < argc) {
+            *target = argv[++i];
+        } else {
+            cli_fail("option '%s' needs a value", arg);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool cli_int(const char *text, long min, long max, const char *what, long *out) {
+    char *end;
+    errno = 0;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (!text || !*text || *end || errno || v < min || v > max) {
+        cli_fail("%s must be an integer in [%ld, %ld], got '%s'", what, min, max, text ? text : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static void cli_log(spk_log_level level, const char *message, void *user) {
+    (void)user;
+    if (level <= SPK_LOG_WARNING)
+        fprintf(stderr, "softpick: %s: %s\n", level == SPK_LOG_ERROR ? "error" : "warning", message);
+}
+
+spk_context *cli_context(const cli_args *args, const char *pipeline_cache) {
+    spk_context_desc desc = {.device = args->device, .pipeline_cache_path = pipeline_cache, .log = cli_log};
+    spk_context *ctx = NULL;
+    /* The library reports creation errors through the log callback (there is no context yet). */
+    spk_context_create(&desc, &ctx);
+    return ctx;
+}

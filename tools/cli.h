@@ -1,0 +1,32 @@
+/* Shared pieces of the softpick command-line tool. */
+#ifndef SOFTPICK_CLI_H
+#define SOFTPICK_CLI_H
+
+#include "softpick/softpick.h"
+
+/* Options common to every subcommand, and the positional arguments left after them. */
+typedef struct cli_args {
+    const char *device;
+    const char *positional[8];
+    int positional_count;
+} cli_args;
+
+/* One option a subcommand accepts: "--name VALUE" or "--name=VALUE". */
+typedef struct cli_option {
+    const char *name;
+    const char **value;
+} cli_option;
+
+/* Parses argv into `args` and the given options; prints one line to stderr and returns false on
+ * an unknown option, a missing value or too many positional arguments. */
+bool cli_parse(int argc, char **argv, const cli_option *options, int option_count, cli_args *args);
+/* Parses a decimal integer in [min, max]; prints the error naming `what` on failure. */
+bool cli_int(const char *text, long min, long max, const char *what, long *out);
+/* Creates a context for the --device choice; prints the error on failure. */
+spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
+/* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int cli_bench(int argc, char **argv);
+
+#endif

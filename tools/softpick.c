@@ -1,0 +1,96 @@
+/* softpick: the command-line tool (SPEC.md section 5). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: softpick <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  devices                              list Vulkan devices\n"
+    "  softpick [--axis N] IN.npy OUT.npy   y = x / (1 + sum |x|) along an axis (default -1)\n"
+    "  bench [softpick] [--repeats N]       throughput beside measured bandwidth ceilings\n"
+    "\n"
+    "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";
+
+static int cmd_devices(int argc, char **argv) {
+    cli_args args;
+    if (!cli_parse(argc, argv, NULL, 0, &args)) return 1;
+    if (args.positional_count) return cli_fail("devices takes no arguments");
+    uint32_t count = 0;
+    spk_status status = spk_list_devices(NULL, 0, &count);
+    spk_device_info *infos = count ? calloc(count, sizeof *infos) : NULL;
+    if (status == SPK_OK && count && !infos) status = SPK_ERROR_OUT_OF_HOST_MEMORY;
+    if (status == SPK_OK && count) status = spk_list_devices(infos, count, &count);
+    if (status != SPK_OK) {
+        free(infos);
+        return cli_fail("cannot list devices: %s", spk_status_string(status));
+    }
+    if (count == 0) {
+        free(infos);
+        return cli_fail("no Vulkan devices found (for a CPU driver install mesa-vulkan-drivers)");
+    }
+    printf("%-5s  %-40s  %-14s  %-7s  %-8s  %s\n", "index", "name", "type", "vulkan", "subgroup", "driver");
+    for (uint32_t i = 0; i < count; i++) {
+        const spk_device_info *d = &infos[i];
+        char version[16];
+        snprintf(version, sizeof version, "%u.%u", d->api_version >> 22, (d->api_version >> 12) & 0x3ffu);
+        printf("%-5u  %-40s  %-14s  %-7s  %-8u  %s%s\n", d->index, d->name, spk_device_type_string(d->type), version,
+               d->subgroup_size, d->driver[0] ? d->driver : "-", d->usable ? "" : "  (unusable: needs Vulkan 1.1)");
+    }
+    free(infos);
+    return 0;
+}
+
+static int cmd_softpick(int argc, char **argv) {
+    const char *axis_text = "-1";
+    cli_option options[] = {{"axis", &axis_text}};
+    cli_args args;
+    if (!cli_parse(argc, argv, options, 1, &args)) return 1;
+    if (args.positional_count != 2) return cli_fail("usage: softpick softpick [--axis N] IN.npy OUT.npy");
+    long axis;
+    if (!cli_int(axis_text, -SPK_MAX_RANK, SPK_MAX_RANK - 1, "--axis", &axis)) return 1;
+
+    char error[256];
+    spk_array in;
+    if (spk_npy_read(args.positional[0], &in, error, sizeof error) != SPK_OK)
+        return cli_fail("%s: %s", args.positional[0], error);
+    if (axis < -in.ndim || axis >= in.ndim) {
+        int ndim = in.ndim;
+        spk_array_free(&in);
+        return cli_fail("--axis %ld is out of range for a rank-%d array", axis, ndim);
+    }
+    spk_context *ctx = cli_context(&args, NULL);
+    if (!ctx) {
+        spk_array_free(&in);
+        return 1;
+    }
+    spk_tensor *x = NULL;
+    spk_status status = spk_tensor_create(ctx, in.ndim, in.shape, &x);
+    if (status == SPK_OK) status = spk_tensor_upload(x, in.data, in.count);
+    if (status == SPK_OK) status = spk_softpick(ctx, x, (int)axis, x);
+    if (status == SPK_OK) status = spk_tensor_download(x, in.data, in.count);
+    int rc = 0;
+    if (status != SPK_OK) rc = cli_fail("%s", spk_context_last_error(ctx));
+    else if (spk_npy_write(args.positional[1], in.ndim, in.shape, in.data, error, sizeof error) != SPK_OK)
+        rc = cli_fail("%s", error);
+    spk_tensor_destroy(x);
+    spk_context_destroy(ctx);
+    spk_array_free(&in);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    const char *command = argv[1];
+    if (strcmp(command, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
+    if (strcmp(command, "softpick") == 0) return cmd_softpick(argc - 2, argv + 2);
+    if (strcmp(command, "bench") == 0) return cli_bench(argc - 2, argv + 2);
+    cli_fail("unknown command '%s' (try softpick --help)", command);
+    return 1;
+}

@@ -129,6 +129,7 @@ struct spk_context {
     VkQueue queue;
     spk__device_caps caps;
     spk_reduction reduction; /* resolved: never AUTO */
+    bool force_staging;      /* tests: copy through staging even where tensors are mapped */
     bool debug_names;
 
     spk__allocator allocator;

@@ -66,13 +66,13 @@ int64_t spk_tensor_count(const spk_tensor *t) { return t ? t->count : 0; }
 static spk_status spk__transfer(spk_tensor *t, void *host, bool to_device) {
     spk_context *ctx = t->ctx;
     VkDeviceSize bytes = (VkDeviceSize)t->count * sizeof(float);
-    if (t->alloc.block->mapped) {
+    if (t->alloc.block->mapped && !ctx->force_staging) {
         unsigned char *dev = (unsigned char *)t->alloc.block->mapped + t->alloc.offset;
         if (to_device) memcpy(dev, host, bytes);
         else memcpy(host, dev, bytes);
         return SPK_OK;
     }
-    const VkDeviceSize chunk_max = (VkDeviceSize)16 << 20;
+    const VkDeviceSize chunk_max = ctx->force_staging ? 4096 : (VkDeviceSize)16 << 20;
     spk_status status = spk__reserve(ctx, SPK__MEMORY_STAGING, bytes < chunk_max ? bytes : chunk_max, &ctx->staging);
     for (VkDeviceSize done = 0; status == SPK_OK && done < bytes;) {
         VkDeviceSize n = bytes - done < ctx->staging.size ? bytes - done : ctx->staging.size;

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian 12 packages softpick-vk needs, only those missing. Non-interactive: safe in
+# CI (root, no terminal). Usage: scripts/deps.sh
+set -eu
+packages="cmake make gcc libc6-dev pkg-config glslang-tools libvulkan-dev libvulkan-volk-dev
+libcmocka-dev mesa-vulkan-drivers vulkan-validationlayers"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q </dev/null
+# shellcheck disable=SC2086
+$sudo apt-get install -y -q --no-install-recommends $missing </dev/null

@@ -1,0 +1,24 @@
+#!/bin/sh
+# The README's first command: install what is missing, build the release preset, and run the
+# main job: list the Vulkan devices, then softpick a generated array on the default device.
+set -eu
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+cmake --preset release >/dev/null
+cmake --build --preset release
+bin=build/release/tools/softpick
+$bin devices
+# A [2, 4] float32 array as NPY (version 1.0, 64-byte header), written without any tools:
+# rows (1, -2, 3, -4) and (0.5, 0.5, 0.5, 0.5).
+in=build/release/example.npy
+out=build/release/example_softpick.npy
+{
+  printf '\223NUMPY\001\000\166\000'
+  printf "%-117s\n" "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }"
+  printf '\000\000\200\077\000\000\000\300\000\000\100\100\000\000\200\300'
+  printf '\000\000\000\077\000\000\000\077\000\000\000\077\000\000\000\077'
+} >"$in"
+$bin softpick --axis -1 "$in" "$out"
+echo "softpick along the last axis of [[1, -2, 3, -4], [0.5, 0.5, 0.5, 0.5]] -> $out"
+echo "expected [[0.0909, -0.1818, 0.2727, -0.3636], [0.1667, 0.1667, 0.1667, 0.1667]]"
+od -A n -t f4 -j 128 "$out"

@@ -1,0 +1,43 @@
+/* Shared test helpers: contexts with the validation layer on, float64 references, random data. */
+#ifndef SOFTPICK_TEST_HARNESS_H
+#define SOFTPICK_TEST_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+// clang-format off
+#include <cmocka.h>
+// clang-format on
+
+#include "softpick/softpick.h"
+
+/* Messages the library logged through the test's callback, by kind. */
+typedef struct test_log {
+    int validation; /* validation-layer messages: any one fails the test */
+    int warnings;   /* other warnings (e.g. an ignored pipeline cache file) */
+    char last[1024];
+} test_log;
+
+extern test_log g_log;
+void test_log_callback(spk_log_level level, const char *message, void *user);
+
+/* Creates a context with validation (synchronization validation included) and the test log.
+ * With no Vulkan device: skips the test, or fails it when the CI variable is set. */
+spk_context *test_context(const spk_context_desc *extra);
+/* Asserts that no validation message was logged since the last reset, then resets. */
+void test_assert_no_validation(void);
+
+/* xorshift random floats in [-1, 1), deterministic for a seed. */
+void test_fill_random(float *data, int64_t n, uint64_t seed);
+float *test_alloc_floats(int64_t n);
+/* NaN in every element, so outputs never written by the device show. */
+void test_poison(spk_tensor *t);
+
+/* float64 softpick along `axis` of a row-major tensor. */
+void ref_softpick(const float *x, double *y, int ndim, const int64_t *shape, int axis);
+/* Max over rows (along `axis`) of max|y - ref| / max(max|ref|, 1e-30). NaN when y has a NaN where
+ * ref has none. */
+double ref_row_error(const float *y, const double *ref, int ndim, const int64_t *shape, int axis);
+
+#endif

@@ -1,0 +1,129 @@
+/* The softpick tool as a user runs it: exit status, one clear line on stderr for every error,
+ * and results checked against the float64 reference. */
+#define _POSIX_C_SOURCE 200809L /* popen, mkdtemp */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static char g_dir[64];
+
+static int setup(void **state) {
+    (void)state;
+    strcpy(g_dir, "/tmp/softpick_cli_XXXXXX");
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Runs the tool with `args`; returns its exit status and stderr's lines (count and first). */
+static int run_cli(const char *args, int *stderr_lines, char *first_line, size_t first_size) {
+    char cmd[1024], err_path[128];
+    snprintf(err_path, sizeof err_path, "%s/stderr.txt", g_dir);
+    snprintf(cmd, sizeof cmd, "%s %s >%s/stdout.txt 2>%s", SOFTPICK_CLI, args, g_dir, err_path);
+    int rc = system(cmd);
+    FILE *f = fopen(err_path, "r");
+    assert_non_null(f);
+    char line[1024];
+    *stderr_lines = 0;
+    if (first_size) first_line[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        if (*stderr_lines == 0 && first_size) {
+            strncpy(first_line, line, first_size - 1);
+            first_line[first_size - 1] = '\0';
+        }
+        (*stderr_lines)++;
+    }
+    fclose(f);
+    return rc;
+}
+
+static bool have_device(void) {
+    uint32_t count = 0;
+    if (spk_list_devices(NULL, 0, &count) == SPK_OK && count > 0) return true;
+    if (getenv("CI")) fail_msg("no Vulkan device in CI");
+    return false;
+}
+
+static void test_softpick_command(void **state) {
+    (void)state;
+    if (!have_device()) skip();
+    char in[128], out[128], args[512], line[512];
+    snprintf(in, sizeof in, "%s/in.npy", g_dir);
+    snprintf(out, sizeof out, "%s/out.npy", g_dir);
+    int64_t shape[3] = {3, 40, 7};
+    float x[3 * 40 * 7];
+    double ref[3 * 40 * 7];
+    test_fill_random(x, 3 * 40 * 7, 17);
+    assert_int_equal(spk_npy_write(in, 3, shape, x, NULL, 0), SPK_OK);
+    for (int axis = -3; axis < 3; axis++) {
+        int lines;
+        snprintf(args, sizeof args, "softpick --axis %d %s %s", axis, in, out);
+        assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+        assert_int_equal(lines, 0);
+        spk_array y;
+        assert_int_equal(spk_npy_read(out, &y, NULL, 0), SPK_OK);
+        assert_int_equal(y.ndim, 3);
+        assert_memory_equal(y.shape, shape, sizeof shape);
+        ref_softpick(x, ref, 3, shape, axis);
+        assert_true(ref_row_error(y.data, ref, 3, shape, axis) <= 1e-5);
+        spk_array_free(&y);
+    }
+    int lines;
+    assert_int_equal(run_cli("devices", &lines, line, sizeof line), 0);
+}
+
+/* Every error: non-zero exit, exactly one line on stderr, naming the problem. */
+static void test_errors_print_one_line(void **state) {
+    (void)state;
+    char bad[128], out[128], good[128], args[512], line[512];
+    snprintf(bad, sizeof bad, "%s/bad.npy", g_dir);
+    snprintf(good, sizeof good, "%s/good.npy", g_dir);
+    snprintf(out, sizeof out, "%s/out.npy", g_dir);
+    FILE *f = fopen(bad, "wb");
+    assert_non_null(f);
+    fputs("\x93NUMPY\x01\x00\x40\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1000,), }", f);
+    fclose(f);
+    int64_t shape[2] = {2, 2};
+    float x[4] = {1, 2, 3, 4};
+    assert_int_equal(spk_npy_write(good, 2, shape, x, NULL, 0), SPK_OK);
+
+    bool device = have_device();
+    struct {
+        const char *fmt, *expect;
+        bool needs_device;
+    } cases[] = {
+        {"softpick %s %s", "bad.npy", false},
+        {"softpick %s/missing.npy %s", "cannot open", false},
+        {"softpick --axis 2 %s/good.npy %s", "axis", false},
+        {"softpick --axis x %s/good.npy %s", "--axis", false},
+        {"softpick --bogus 1 %s/good.npy %s", "unknown option", false},
+        {"softpick %s/good.npy", "usage", false},
+        {"frobnicate %s %s", "unknown command", false},
+        {"softpick --device no-such-gpu %s/good.npy %s", "no-such-gpu", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].needs_device && !device) continue;
+        const char *first = strstr(cases[i].fmt, "%s/") ? g_dir : bad;
+        snprintf(args, sizeof args, cases[i].fmt, first, out);
+        int lines;
+        int rc = run_cli(args, &lines, line, sizeof line);
+        if (rc == 0 || lines != 1 || !strstr(line, cases[i].expect) || strncmp(line, "softpick: ", 10) != 0)
+            fail_msg("'%s': exit %d, %d stderr lines, first '%s' (expected one line with '%s')", args, rc, lines, line,
+                     cases[i].expect);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_softpick_command),
+        cmocka_unit_test(test_errors_print_one_line),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

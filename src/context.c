@@ -340,7 +340,7 @@ static spk_status spk__choose_device(spk_context *ctx, const char *selector) {
             status = spk__fail(ctx, SPK_ERROR_NO_DEVICE,
                                "no Vulkan device matches '%s' (%u devices; see `softpick devices`)",
                                selector, n);
-        else if (!(spk__fill_info(devices[chosen], chosen, &info), info.usable))
+        else if (!info.usable) /* info still describes the chosen device */
             status = spk__fail(ctx, SPK_ERROR_UNSUPPORTED,
                                "device %u (%s) supports Vulkan %u.%u without the 1.1 and compute "
                                "queue softpick needs",
@@ -409,7 +409,12 @@ static spk_status spk__create_device(spk_context *ctx, const spk_context_desc *d
         .subgroupSizeControl = VK_TRUE,
         .computeFullSubgroups = VK_TRUE,
     };
-    const char *extension = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
+    /* Portability implementations (MoltenVK) must have VK_KHR_portability_subset enabled. */
+    const char *extensions[2];
+    uint32_t extension_count = 0;
+    if (caps->subgroup_size_control_ext) extensions[extension_count++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
+    if (spk__device_has_extension(ctx->physical_device, "VK_KHR_portability_subset"))
+        extensions[extension_count++] = "VK_KHR_portability_subset";
     const void *features = NULL;
     if (caps->subgroup_size_control)
         features = caps->subgroup_size_control_ext ? (const void *)&size_control : (const void *)&features13;
@@ -418,8 +423,8 @@ static spk_status spk__create_device(spk_context *ctx, const spk_context_desc *d
         .pNext = features,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &queue_info,
-        .enabledExtensionCount = caps->subgroup_size_control_ext ? 1 : 0,
-        .ppEnabledExtensionNames = &extension,
+        .enabledExtensionCount = extension_count,
+        .ppEnabledExtensionNames = extensions,
     };
     VkResult r = vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device);
     if (r != VK_SUCCESS) {

@@ -51,6 +51,7 @@ typedef struct spk__allocator {
     spk__block **blocks;
     uint32_t block_count, block_capacity;
     uint32_t memory_type[SPK__MEMORY_KIND_COUNT];
+    VkMemoryPropertyFlags memory_flags[VK_MAX_MEMORY_TYPES];
     VkDeviceSize block_size;
     VkDeviceSize alignment;
 } spk__allocator;

@@ -25,6 +25,7 @@ spk_status spk__allocator_init(spk_context *ctx) {
      * staging copies. Discrete GPUs keep tensors in device-local memory. */
     VkMemoryPropertyFlags tensor_prefs[] = {ctx->caps.uma ? (local | host) : local, local, 0};
     VkMemoryPropertyFlags staging_prefs[] = {host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, host};
+    for (uint32_t i = 0; i < mem.memoryTypeCount; i++) a->memory_flags[i] = mem.memoryTypes[i].propertyFlags;
     a->memory_type[SPK__MEMORY_TENSOR] = spk__find_memory_type(&mem, tensor_prefs, 3);
     a->memory_type[SPK__MEMORY_STAGING] = spk__find_memory_type(&mem, staging_prefs, 2);
     if (a->memory_type[SPK__MEMORY_STAGING] == UINT32_MAX)
@@ -110,9 +111,7 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
         r = ctx->vk.vkBindBufferMemory(ctx->device, b->buffer, b->memory, 0);
         if (r != VK_SUCCESS) status = spk__fail_vk(ctx, r, "vkBindBufferMemory");
     }
-    VkPhysicalDeviceMemoryProperties mem;
-    vkGetPhysicalDeviceMemoryProperties(ctx->physical_device, &mem);
-    if (status == SPK_OK && (mem.memoryTypes[memory_type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
+    if (status == SPK_OK && (ctx->allocator.memory_flags[memory_type] & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
         r = ctx->vk.vkMapMemory(ctx->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped);
         if (r != VK_SUCCESS) status = spk__fail_vk(ctx, r, "vkMapMemory");
     }
@@ -183,8 +182,6 @@ spk_status spk__allocate(spk_context *ctx, spk__memory_kind kind, VkDeviceSize s
     uint32_t type = a->memory_type[kind];
     VkDeviceSize rounded = (size + a->alignment - 1) / a->alignment * a->alignment;
     if (rounded == 0) rounded = a->alignment; /* empty tensors still get a valid binding */
-    /* Blocks that can no longer grow their free list may ask for a new range of the same size
-     * again; the (rare) loss is bounded by the block. */
     if (rounded <= a->block_size / 2) {
         for (uint32_t i = 0; i < a->block_count; i++) {
             spk__block *b = a->blocks[i];

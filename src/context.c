@@ -137,6 +137,11 @@ static spk_status spk__create_instance(spk_context *ctx, bool validation) {
     VkResult r = vkCreateInstance(&info, NULL, &ctx->instance);
     if (r != VK_SUCCESS) {
         ctx->instance = VK_NULL_HANDLE;
+        /* The loader says "incompatible driver" when it finds no driver at all. */
+        if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
+            return spk__fail(ctx, SPK_ERROR_NO_DEVICE,
+                             "no Vulkan driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER); "
+                             "for a CPU driver install mesa-vulkan-drivers");
         return spk__fail_vk(ctx, r, "vkCreateInstance");
     }
     spk__load_instance(ctx->instance);

@@ -23,10 +23,10 @@ static int teardown(void **state) {
 }
 
 /* Runs the tool with `args`; returns its exit status and stderr's lines (count and first). */
-static int run_cli(const char *args, int *stderr_lines, char *first_line, size_t first_size) {
+static int run_cli_env(const char *env, const char *args, int *stderr_lines, char *first_line, size_t first_size) {
     char cmd[1024], err_path[128];
     snprintf(err_path, sizeof err_path, "%s/stderr.txt", g_dir);
-    snprintf(cmd, sizeof cmd, "%s %s >%s/stdout.txt 2>%s", SOFTPICK_CLI, args, g_dir, err_path);
+    snprintf(cmd, sizeof cmd, "%s %s %s >%s/stdout.txt 2>%s", env, SOFTPICK_CLI, args, g_dir, err_path);
     int rc = system(cmd);
     FILE *f = fopen(err_path, "r");
     assert_non_null(f);
@@ -42,6 +42,10 @@ static int run_cli(const char *args, int *stderr_lines, char *first_line, size_t
     }
     fclose(f);
     return rc;
+}
+
+static int run_cli(const char *args, int *stderr_lines, char *first_line, size_t first_size) {
+    return run_cli_env("", args, stderr_lines, first_line, first_size);
 }
 
 static bool have_device(void) {
@@ -117,6 +121,17 @@ static void test_errors_print_one_line(void **state) {
         if (rc == 0 || lines != 1 || !strstr(line, cases[i].expect) || strncmp(line, "softpick: ", 10) != 0)
             fail_msg("'%s': exit %d, %d stderr lines, first '%s' (expected one line with '%s')", args, rc, lines, line,
                      cases[i].expect);
+    }
+
+    /* No Vulkan driver at all. */
+    const char *no_driver = "VK_DRIVER_FILES=/nonexistent/icd.json VK_ICD_FILENAMES=/nonexistent/icd.json";
+    snprintf(args, sizeof args, "softpick %s %s", good, out);
+    const char *commands[] = {args, "devices"};
+    for (int i = 0; i < 2; i++) {
+        int lines;
+        int rc = run_cli_env(no_driver, commands[i], &lines, line, sizeof line);
+        if (rc == 0 || lines != 1 || !strstr(line, "driver"))
+            fail_msg("'%s' without drivers: exit %d, %d stderr lines, first '%s'", commands[i], rc, lines, line);
     }
 }
 

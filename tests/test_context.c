@@ -59,6 +59,16 @@ static void test_device_selection(void **state) {
     assert_null(ctx);
     assert_non_null(strstr(g_log.last, "no-such-device-anywhere"));
     unsetenv("SOFTPICK_DEVICE");
+    /* No driver at all (the loader finds no ICD): a clear NO_DEVICE, not a crash. */
+    setenv("VK_DRIVER_FILES", "/nonexistent/icd.json", 1);
+    setenv("VK_ICD_FILENAMES", "/nonexistent/icd.json", 1);
+    assert_int_equal(spk_context_create(&quiet, &ctx), SPK_ERROR_NO_DEVICE);
+    assert_non_null(strstr(g_log.last, "no Vulkan driver"));
+    uint32_t count = 7;
+    assert_int_equal(spk_list_devices(NULL, 0, &count), SPK_ERROR_NO_DEVICE);
+    assert_int_equal(count, 0);
+    unsetenv("VK_DRIVER_FILES");
+    unsetenv("VK_ICD_FILENAMES");
     spk_context_desc by_bad_index = {.device = "4000", .log = test_log_callback};
     assert_int_equal(spk_context_create(&by_bad_index, &ctx), SPK_ERROR_NO_DEVICE);
     spk_context_desc bad_reduction = {.reduction = (spk_reduction)7, .log = test_log_callback};

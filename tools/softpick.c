@@ -24,13 +24,13 @@ static int cmd_devices(int argc, char **argv) {
     spk_device_info *infos = count ? calloc(count, sizeof *infos) : NULL;
     if (status == SPK_OK && count && !infos) status = SPK_ERROR_OUT_OF_HOST_MEMORY;
     if (status == SPK_OK && count) status = spk_list_devices(infos, count, &count);
-    if (status != SPK_OK) {
+    if (status != SPK_OK && status != SPK_ERROR_NO_DEVICE) {
         free(infos);
         return cli_fail("cannot list devices: %s", spk_status_string(status));
     }
     if (count == 0) {
         free(infos);
-        return cli_fail("no Vulkan devices found (for a CPU driver install mesa-vulkan-drivers)");
+        return cli_fail("no Vulkan devices found (no driver; for a CPU driver install mesa-vulkan-drivers)");
     }
     printf("%-5s  %-40s  %-14s  %-7s  %-8s  %s\n", "index", "name", "type", "vulkan", "subgroup", "driver");
     for (uint32_t i = 0; i < count; i++) {

@@ -124,14 +124,8 @@ static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, cons
                              VkPipelineStageFlags stage) {
     spk__recording *rec = &ctx->recording;
     spk__barrier_before(ctx, refs, writes, n, stage);
-    if (rec->access_count + n > rec->access_capacity) {
-        uint32_t cap = rec->access_capacity ? rec->access_capacity * 2 : 32;
-        while (cap < rec->access_count + n) cap *= 2;
-        spk__access *grown = realloc(rec->accesses, cap * sizeof *grown);
-        if (!grown) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        rec->accesses = grown;
-        rec->access_capacity = cap;
-    }
+    if (!spk__grow((void **)&rec->accesses, &rec->access_capacity, rec->access_count + n, sizeof *rec->accesses))
+        return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t i = 0; i < n; i++)
         rec->accesses[rec->access_count++] = (spk__access){refs[i], stage, writes[i]};
     return SPK_OK;
@@ -153,13 +147,9 @@ static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layo
         }
         /* The current pool is full (or there is none yet): add one. Pools are reset, not freed,
          * between recordings, so a long recording's pools are reused by later ones. */
-        if (ctx->descriptor_pool_count == ctx->descriptor_pool_capacity) {
-            uint32_t cap = ctx->descriptor_pool_capacity ? ctx->descriptor_pool_capacity * 2 : 4;
-            VkDescriptorPool *grown = realloc(ctx->descriptor_pools, cap * sizeof *grown);
-            if (!grown) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-            ctx->descriptor_pools = grown;
-            ctx->descriptor_pool_capacity = cap;
-        }
+        if (!spk__grow((void **)&ctx->descriptor_pools, &ctx->descriptor_pool_capacity,
+                       ctx->descriptor_pool_count + 1, sizeof *ctx->descriptor_pools))
+            return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
         VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS};
         VkDescriptorPoolCreateInfo pool_info = {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,

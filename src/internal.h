@@ -174,8 +174,14 @@ spk_status spk__status_from_vk(VkResult result);
 const char *spk__vk_result_string(VkResult result);
 void spk__log(spk_log_fn log, void *user, spk_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* ---- util.c ----------------------------------------------------------------------------- */
+
 /* Overflow-checked products for sizes computed from caller input. */
 bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out);
+/* Makes room for `needed` items in a realloc'd array (doubling); false when out of memory, with
+ * the array unchanged. */
+bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_size);
 
 /* ---- memory.c --------------------------------------------------------------------------- */
 

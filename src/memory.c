@@ -58,20 +58,13 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
                                     bool dedicated, spk__block **out) {
     spk__allocator *a = &ctx->allocator;
     *out = NULL;
-    if (a->block_count == a->block_capacity) {
-        uint32_t cap = a->block_capacity ? a->block_capacity * 2 : 8;
-        spk__block **blocks = realloc(a->blocks, cap * sizeof *blocks);
-        if (!blocks) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        a->blocks = blocks;
-        a->block_capacity = cap;
-    }
+    if (!spk__grow((void **)&a->blocks, &a->block_capacity, a->block_count + 1, sizeof *a->blocks))
+        return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     spk__block *b = calloc(1, sizeof *b);
-    if (b) b->free_ranges = malloc(4 * sizeof *b->free_ranges);
-    if (!b || !b->free_ranges) {
+    if (!b || !spk__grow((void **)&b->free_ranges, &b->free_capacity, 1, sizeof *b->free_ranges)) {
         free(b);
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     }
-    b->free_capacity = 4;
     b->size = size;
     b->memory_type = memory_type;
     b->dedicated = dedicated;
@@ -163,12 +156,9 @@ static bool spk__block_give(spk__block *b, VkDeviceSize offset, VkDeviceSize siz
         b->free_ranges[i].offset = offset;
         b->free_ranges[i].size += size;
     } else {
-        if (b->free_count == b->free_capacity) {
-            spk__range *r = realloc(b->free_ranges, 2 * b->free_capacity * sizeof *r);
-            if (!r) return false; /* the range stays lost to this block until it is destroyed */
-            b->free_ranges = r;
-            b->free_capacity *= 2;
-        }
+        /* Out of host memory, the range stays lost to this block until it is destroyed. */
+        if (!spk__grow((void **)&b->free_ranges, &b->free_capacity, b->free_count + 1, sizeof *b->free_ranges))
+            return false;
         memmove(&b->free_ranges[i + 1], &b->free_ranges[i], (b->free_count - i) * sizeof *b->free_ranges);
         b->free_ranges[i] = (spk__range){offset, size};
         b->free_count++;

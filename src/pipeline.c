@@ -263,13 +263,9 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
             return SPK_OK;
         }
     }
-    if (ctx->pipeline_count == ctx->pipeline_capacity) {
-        uint32_t cap = ctx->pipeline_capacity ? ctx->pipeline_capacity * 2 : 16;
-        spk__pipeline **grown = realloc(ctx->pipelines, cap * sizeof *grown);
-        if (!grown) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        ctx->pipelines = grown;
-        ctx->pipeline_capacity = cap;
-    }
+    if (!spk__grow((void **)&ctx->pipelines, &ctx->pipeline_capacity, ctx->pipeline_count + 1,
+                   sizeof *ctx->pipelines))
+        return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     /* Each pipeline is its own allocation so pointers handed out stay valid as the list grows. */
     spk__pipeline *p = calloc(1, sizeof *p);
     if (!p) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");

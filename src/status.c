@@ -98,9 +98,3 @@ void spk__log(spk_log_fn log, void *user, spk_log_level level, const char *fmt, 
                 message);
     }
 }
-
-bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
-    if (a != 0 && b > UINT64_MAX / a) return true;
-    *out = a * b;
-    return false;
-}

@@ -145,22 +145,22 @@ static void run_variants(spk_context *ctx) {
     free(x);
 }
 
-static void test_variants_subgroup_path(void **state) {
-    (void)state;
-    spk_context_desc desc = {.reduction = SPK_REDUCTION_SUBGROUP};
+static void run_variants_on(spk_reduction reduction) {
+    spk_context_desc desc = {.reduction = reduction};
     spk_context *ctx = test_context(&desc);
     run_variants(ctx);
     spk_context_destroy(ctx);
     test_assert_no_validation();
 }
 
+static void test_variants_subgroup_path(void **state) {
+    (void)state;
+    run_variants_on(SPK_REDUCTION_SUBGROUP);
+}
+
 static void test_variants_shared_memory_path(void **state) {
     (void)state;
-    spk_context_desc desc = {.reduction = SPK_REDUCTION_SHARED_MEMORY};
-    spk_context *ctx = test_context(&desc);
-    run_variants(ctx);
-    spk_context_destroy(ctx);
-    test_assert_no_validation();
+    run_variants_on(SPK_REDUCTION_SHARED_MEMORY);
 }
 
 static void test_properties(void **state) {

@@ -1,0 +1,21 @@
+/* Small host-side helpers: checked arithmetic and growable arrays. */
+#include "internal.h"
+
+#include <stdlib.h>
+
+bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a != 0 && b > UINT64_MAX / a) return true;
+    *out = a * b;
+    return false;
+}
+
+bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_size) {
+    if (needed <= *capacity) return true;
+    uint32_t cap = *capacity ? *capacity : 4;
+    while (cap < needed) cap *= 2;
+    void *grown = realloc(*items, (size_t)cap * item_size);
+    if (!grown) return false;
+    *items = grown;
+    *capacity = cap;
+    return true;
+}

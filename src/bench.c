@@ -5,12 +5,8 @@
 
 static spk_status spk__timed(spk_context *ctx, spk_status (*record)(spk_context *, const void *), const void *arg,
                              uint64_t *ns) {
-    pthread_mutex_lock(&ctx->lock);
-    spk_status status = spk__begin(ctx);
-    if (status == SPK_OK) status = record(ctx, arg);
-    if (status == SPK_OK) status = spk__submit_and_wait(ctx);
-    *ns = ctx->last_gpu_time_ns;
-    pthread_mutex_unlock(&ctx->lock);
+    spk_status status = spk__run_sync(ctx, record, arg);
+    *ns = spk_context_last_gpu_time_ns(ctx);
     return status;
 }
 

@@ -275,3 +275,12 @@ spk_status spk__submit_and_wait(spk_context *ctx) {
     }
     return SPK_OK;
 }
+
+spk_status spk__run_sync(spk_context *ctx, spk_status (*record)(spk_context *, const void *), const void *arg) {
+    pthread_mutex_lock(&ctx->lock);
+    spk_status status = spk__begin(ctx);
+    if (status == SPK_OK) status = record(ctx, arg);
+    if (status == SPK_OK) status = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}

@@ -13,8 +13,8 @@
 #include "softpick/softpick.h"
 
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SPK__MAX_BINDINGS 4
-#define SPK__MAX_SPEC 6
+#define SPK__MAX_BINDINGS 5
+#define SPK__MAX_SPEC 10
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
 
@@ -182,6 +182,8 @@ bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out);
 /* Makes room for `needed` items in a realloc'd array (doubling); false when out of memory, with
  * the array unchanged. */
 bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_size);
+/* The smallest power of two >= v (v <= 2^31). */
+uint32_t spk__pow2_at_least(uint64_t v);
 
 /* ---- memory.c --------------------------------------------------------------------------- */
 
@@ -207,7 +209,8 @@ void spk__pipelines_destroy(spk_context *ctx);
 spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const uint32_t *spec,
                              uint32_t spec_count, uint32_t flags, const spk__pipeline **out);
 extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
-    spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4;
+    spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4, spk__shader_fma_peak,
+    spk__shader_unary, spk__shader_matmul, spk__shader_layer_norm;
 
 /* ---- command.c -------------------------------------------------------------------------- */
 
@@ -238,6 +241,12 @@ spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]);
 
 /* Checks that t belongs to ctx; records an error naming `what` otherwise. */
 spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what);
+/* Checks that t has exactly this shape; records an error naming `what` otherwise. */
+spk_status spk__check_shape(spk_context *ctx, const spk_tensor *t, int ndim, const int64_t *shape, const char *what);
+/* Whether two tensors' bytes overlap. */
+bool spk__overlap(const spk_tensor *a, const spk_tensor *b);
+/* Runs `record` alone in the context's command buffer, submits and waits, under the lock. */
+spk_status spk__run_sync(spk_context *ctx, spk_status (*record)(spk_context *, const void *), const void *arg);
 
 /* ---- context.c -------------------------------------------------------------------------- */
 

@@ -33,12 +33,6 @@ void spk__softpick_plan_defaults(const spk_context *ctx, spk__softpick_tuning *t
     t->interleave_columns = !cpu;
 }
 
-static uint32_t spk__pow2_at_least(uint64_t v) {
-    uint32_t p = 1;
-    while (p < v) p <<= 1;
-    return p;
-}
-
 /* Segments for `busy` invocations over `len` loads each, so that about `target` run. */
 static uint64_t spk__segments(uint64_t busy, uint64_t len, uint64_t target, uint64_t min_segment) {
     if (busy >= target || len < 2 * min_segment) return 1;

@@ -1,6 +1,7 @@
 /* Tensors: shape bookkeeping, device memory, and copies between host and device. */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,4 +110,20 @@ spk_status spk_tensor_upload(spk_tensor *t, const float *data, int64_t count) {
 
 spk_status spk_tensor_download(const spk_tensor *t, float *data, int64_t count) {
     return spk__transfer_checked((spk_tensor *)(uintptr_t)t, data, count, false);
+}
+
+spk_status spk__check_shape(spk_context *ctx, const spk_tensor *t, int ndim, const int64_t *shape, const char *what) {
+    if (t->ndim == ndim && memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) == 0) return SPK_OK;
+    char expected[160] = "", got[160] = "";
+    for (int i = 0; i < ndim; i++)
+        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s%lld", i ? ", " : "",
+                 (long long)shape[i]);
+    for (int i = 0; i < t->ndim; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    return spk__fail(ctx, SPK_ERROR_SHAPE, "%s has shape [%s], expected [%s]", what, got, expected);
+}
+
+bool spk__overlap(const spk_tensor *a, const spk_tensor *b) {
+    return a->ref.buffer == b->ref.buffer && a->ref.offset < b->ref.offset + b->ref.size &&
+           b->ref.offset < a->ref.offset + a->ref.size;
 }

@@ -19,3 +19,9 @@ bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_si
     *capacity = cap;
     return true;
 }
+
+uint32_t spk__pow2_at_least(uint64_t v) {
+    uint32_t p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}

@@ -216,6 +216,42 @@ SPK_API spk_status spk_tensor_download(const spk_tensor *tensor, float *data, in
  * float64 evaluation for rows of up to 2^20 elements. */
 SPK_API spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y);
 
+/* Activation applied in a matmul's epilogue. */
+typedef enum spk_activation {
+    SPK_ACTIVATION_NONE = 0,
+    SPK_ACTIVATION_GELU, /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+} spk_activation;
+
+/* Epilogue of spk_matmul, fused into the same dispatch. Zero-initialized: plain C = A B. */
+typedef struct spk_matmul_desc {
+    const spk_tensor *bias;     /* [N], added to every row; NULL: none */
+    spk_activation activation;  /* applied after the bias; default none */
+    const spk_tensor *residual; /* C's shape, added last (may be C itself); NULL: none */
+} spk_matmul_desc;
+
+/* C = activation(A B + bias) + residual, in float32.
+ * A is [..., M, K] (leading dimensions are batches); B is [K, N] (shared by every batch, the
+ * layout of Axon's dense kernels, used as stored) or [..., K, N] with A's batch dimensions; C is
+ * [..., M, N]. C must not overlap A, B or the bias. `desc` may be NULL. Any M, N, K >= 0 works
+ * (K == 0 gives the epilogue of zeros). */
+SPK_API spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
+                              const spk_matmul_desc *desc, spk_tensor *c);
+
+/* Options of spk_layer_norm. Zero-initialized: the defaults. */
+typedef struct spk_layer_norm_desc {
+    float epsilon; /* added to the variance; 0 means the default 1e-5; must be >= 0 */
+} spk_layer_norm_desc;
+
+/* y = (x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis of x (biased variance),
+ * with gamma and beta of shape [last dimension]. y has x's shape; y == x works in place. The mean
+ * and variance are computed in two compensated passes, so rows with a large mean stay accurate. */
+SPK_API spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tensor *gamma,
+                                  const spk_tensor *beta, const spk_layer_norm_desc *desc,
+                                  spk_tensor *y);
+
+/* y = GELU(x) elementwise, the exact erf form; y == x works in place. */
+SPK_API spk_status spk_gelu(spk_context *ctx, const spk_tensor *x, spk_tensor *y);
+
 /* ---------------------------------------------------------------------------------------------
  * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32)
  * ------------------------------------------------------------------------------------------- */

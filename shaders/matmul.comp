@@ -1,0 +1,106 @@
+#version 450
+// C = A B (+ bias) (then GELU) (+ residual), float32, row-major:
+// A [batch, M, K], B [K, N] shared or [batch, K, N], bias [N], residual and C [batch, M, N].
+//
+// A workgroup of WG_X x WG_Y invocations computes a BM x BN tile of C (BM = WG_Y * TM,
+// BN = WG_X * TN); each invocation keeps a TM x TN register block: rows ty * TM + i, columns
+// tx + j * WG_X, so neighbouring invocations read and write neighbouring columns. With SHARED the
+// workgroup stages BK-deep slices of A and B in shared memory; without, every invocation reads
+// its operands straight from memory (CPU drivers, whose caches do the staging). Indices past the
+// edges are clamped for loads (every read stays in bounds) and masked for stores.
+#extension GL_GOOGLE_include_directive : require
+
+layout(local_size_x_id = 0, local_size_y_id = 1) in;
+layout(constant_id = 2) const uint TM = 4;
+layout(constant_id = 3) const uint TN = 4;
+layout(constant_id = 4) const uint BK = 16;
+layout(constant_id = 5) const bool SHARED = true;
+layout(constant_id = 6) const uint EPILOGUE = 0; // bit 0 bias, bit 1 GELU, bit 2 residual
+// Shared tile sizes, BK * BM and BK * BN with SHARED (1 without), given by the host: array sizes
+// computed from other specialization constants are not accepted by every driver's compiler.
+layout(constant_id = 7) const uint TILE_A = 1;
+layout(constant_id = 8) const uint TILE_B = 1;
+
+layout(set = 0, binding = 0) readonly buffer A { float a[]; };
+layout(set = 0, binding = 1) readonly buffer B { float b[]; };
+layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
+layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
+layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
+
+layout(push_constant) uniform Push {
+    uint M, N, K;
+    uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
+    uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
+} pc;
+
+#include "erf.glsl"
+
+const uint WG_X = gl_WorkGroupSize.x;
+const uint WG_Y = gl_WorkGroupSize.y;
+const uint BM = WG_Y * TM;
+const uint BN = WG_X * TN;
+shared float tile_a[TILE_A]; // [BK][BM]
+shared float tile_b[TILE_B]; // [BK][BN]
+
+void main() {
+    uint tx = gl_LocalInvocationID.x, ty = gl_LocalInvocationID.y;
+    uint batch = gl_WorkGroupID.z;
+    uint row0 = (pc.tile_m0 + gl_WorkGroupID.y) * BM;
+    uint col0 = gl_WorkGroupID.x * BN;
+    uint a_base = batch * pc.a_batch_stride, b_base = batch * pc.b_batch_stride;
+
+    float acc[TM * TN];
+    for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
+
+    if (SHARED) {
+        uint tid = ty * WG_X + tx;
+        for (uint k0 = 0; k0 < pc.K; k0 += BK) {
+            for (uint e = tid; e < BM * BK; e += WG_X * WG_Y) {
+                uint r = e / BK, kk = e % BK;
+                uint m = min(row0 + r, pc.M - 1), k = k0 + kk;
+                tile_a[kk * BM + r] = k < pc.K ? a[a_base + m * pc.K + k] : 0.0;
+            }
+            for (uint e = tid; e < BK * BN; e += WG_X * WG_Y) {
+                uint kk = e / BN, cc = e % BN;
+                uint n = min(col0 + cc, pc.N - 1), k = k0 + kk;
+                tile_b[kk * BN + cc] = k < pc.K ? b[b_base + k * pc.N + n] : 0.0;
+            }
+            barrier();
+            for (uint kk = 0; kk < BK; kk++) {
+                float av[TM], bv[TN];
+                for (uint i = 0; i < TM; i++) av[i] = tile_a[kk * BM + ty * TM + i];
+                for (uint j = 0; j < TN; j++) bv[j] = tile_b[kk * BN + tx + j * WG_X];
+                for (uint i = 0; i < TM; i++)
+                    for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+            }
+            barrier();
+        }
+    } else {
+        uint rows[TM], cols[TN];
+        for (uint i = 0; i < TM; i++) rows[i] = a_base + min(row0 + ty * TM + i, pc.M - 1) * pc.K;
+        for (uint j = 0; j < TN; j++) cols[j] = b_base + min(col0 + tx + j * WG_X, pc.N - 1);
+        for (uint k = 0; k < pc.K; k++) {
+            float av[TM], bv[TN];
+            for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k];
+            for (uint j = 0; j < TN; j++) bv[j] = b[cols[j] + k * pc.N];
+            for (uint i = 0; i < TM; i++)
+                for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+        }
+    }
+
+    uint c_base = batch * pc.c_batch_stride;
+    for (uint i = 0; i < TM; i++) {
+        uint m = row0 + ty * TM + i;
+        if (m >= pc.M) break;
+        for (uint j = 0; j < TN; j++) {
+            uint n = col0 + tx + j * WG_X;
+            if (n >= pc.N) break;
+            float v = acc[i * TN + j];
+            if ((EPILOGUE & 1u) != 0) v += bias[n];
+            if ((EPILOGUE & 2u) != 0) v = gelu(v);
+            uint idx = c_base + m * pc.N + n;
+            if ((EPILOGUE & 4u) != 0) v += residual[idx];
+            c[idx] = v;
+        }
+    }
+}

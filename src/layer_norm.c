@@ -1,0 +1,71 @@
+/* Layer norm over the last axis (shaders/layer_norm.comp). */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct spk__layer_norm_args {
+    const spk_tensor *x, *gamma, *beta;
+    spk_tensor *y;
+    float epsilon;
+    uint64_t rows, n;
+} spk__layer_norm_args;
+
+static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
+    const spk__layer_norm_args *p = arg;
+    const spk__device_caps *caps = &ctx->caps;
+    /* As for softpick: a CPU driver wants an invocation or a subgroup per row with the row in
+     * registers; a GPU, and any device for very long rows, a workgroup per row. */
+    bool cpu = caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    uint32_t workgroup = caps->max_subgroup_size > 64 ? caps->max_subgroup_size : 64;
+    uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
+    uint32_t cache_max = cpu ? 64 : 16;
+    uint32_t group = workgroup;
+    if (cpu && p->n <= 16) group = 1;
+    else if (cpu && fixed_sg && p->n <= 4096) group = fixed_sg;
+    bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP && group > 1;
+    uint64_t per_invocation = (p->n + group - 1) / group;
+    uint32_t cache = per_invocation <= cache_max ? spk__pow2_at_least(per_invocation) : 0;
+
+    uint32_t spec[4] = {workgroup, group, subgroup, cache};
+    spk__dispatch_desc d = {
+        .bindings = {p->x->ref, p->gamma->ref, p->beta->ref, p->y->ref},
+        .written_mask = 0x8,
+    };
+    struct {
+        uint32_t n, rows;
+        float eps;
+    } push = {(uint32_t)p->n, (uint32_t)p->rows, p->epsilon};
+    d.push = &push;
+    d.push_size = sizeof push;
+    uint64_t rows_per_wg = workgroup / group;
+    spk_status status = spk__grid(ctx, (p->rows + rows_per_wg - 1) / rows_per_wg, d.groups);
+    if (status == SPK_OK)
+        status = spk__pipeline_get(ctx, &spk__shader_layer_norm, spec, 4, subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0,
+                                   &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
+}
+
+spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tensor *gamma, const spk_tensor *beta,
+                          const spk_layer_norm_desc *desc, spk_tensor *y) {
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status status = spk__check_tensor(ctx, x, "layer norm input");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, gamma, "layer norm gamma");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, beta, "layer norm beta");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, y, "layer norm output");
+    if (status != SPK_OK) return status;
+    float epsilon = desc && desc->epsilon != 0.0f ? desc->epsilon : 1e-5f;
+    if (!(epsilon >= 0.0f) || isinf(epsilon))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm epsilon must be finite and >= 0");
+    int64_t n = x->shape[x->ndim - 1];
+    status = spk__check_shape(ctx, gamma, 1, &n, "layer norm gamma");
+    if (status == SPK_OK) status = spk__check_shape(ctx, beta, 1, &n, "layer norm beta");
+    if (status == SPK_OK) status = spk__check_shape(ctx, y, x->ndim, x->shape, "layer norm output");
+    if (status != SPK_OK) return status;
+    if ((x != y && spk__overlap(x, y)) || spk__overlap(y, gamma) || spk__overlap(y, beta))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm output overlaps an input (in place needs y == x)");
+    if (x->count == 0) return SPK_OK;
+    spk__layer_norm_args args = {x, gamma, beta, y, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
+    return spk__run_sync(ctx, spk__record_layer_norm, &args);
+}

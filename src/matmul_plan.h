@@ -1,0 +1,24 @@
+/* How spk_matmul maps onto its kernel, and the elementwise ops. Internal: the benchmark and the
+ * tests use it to run each variant side by side and to test erf on its own. */
+#ifndef SOFTPICK_MATMUL_PLAN_H
+#define SOFTPICK_MATMUL_PLAN_H
+
+#include "internal.h"
+
+typedef struct spk__matmul_tuning {
+    uint32_t wg_x, wg_y; /* invocations per workgroup in columns and rows */
+    uint32_t tm, tn;     /* register block per invocation: rows and columns */
+    uint32_t bk;         /* k-depth of a shared-memory slice */
+    bool shared;         /* stage tiles in shared memory (else read operands directly) */
+} spk__matmul_tuning;
+
+void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t);
+/* spk_matmul with a given tuning (NULL: the defaults). */
+spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                             const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c);
+
+enum { SPK__UNARY_ERF = 0, SPK__UNARY_GELU = 1 };
+/* y = op(x) elementwise (shaders/unary.comp). */
+spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, spk_tensor *y);
+
+#endif

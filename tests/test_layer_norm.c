@@ -1,0 +1,154 @@
+/* spk_layer_norm against a float64 reference: row lengths from 1 to 100000, random gamma and
+ * beta, rows with a large mean, in place, epsilon, and the error paths. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static spk_context *g_ctx;
+
+static spk_context *ctx_get(void) {
+    if (!g_ctx) g_ctx = test_context(NULL);
+    return g_ctx;
+}
+
+static int teardown_group(void **state) {
+    (void)state;
+    spk_context_destroy(g_ctx);
+    g_ctx = NULL;
+    return 0;
+}
+
+/* Normalizes `rows` rows of n (x given) and returns max abs error / max abs reference. */
+static double run(spk_context *ctx, const float *x, int64_t rows, int64_t n, float eps, bool in_place) {
+    float *gamma = test_alloc_floats(n), *beta = test_alloc_floats(n), *y = test_alloc_floats(rows * n);
+    test_fill_random(gamma, n, 77);
+    test_fill_random(beta, n, 78);
+    for (int64_t i = 0; i < n; i++) gamma[i] += 1.0f;
+    int64_t xs[2] = {rows, n}, gs[1] = {n};
+    spk_tensor *tx = NULL, *tg = NULL, *tb = NULL, *ty = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 2, xs, &tx), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, gs, &tg), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, gs, &tb), SPK_OK);
+    assert_int_equal(spk_tensor_upload(tx, x, rows * n), SPK_OK);
+    assert_int_equal(spk_tensor_upload(tg, gamma, n), SPK_OK);
+    assert_int_equal(spk_tensor_upload(tb, beta, n), SPK_OK);
+    if (in_place) {
+        ty = tx;
+    } else {
+        assert_int_equal(spk_tensor_create(ctx, 2, xs, &ty), SPK_OK);
+        test_poison(ty);
+    }
+    spk_layer_norm_desc desc = {.epsilon = eps};
+    spk_status s = spk_layer_norm(ctx, tx, tg, tb, &desc, ty);
+    if (s != SPK_OK) fail_msg("layer norm failed: %s", spk_context_last_error(ctx));
+    assert_int_equal(spk_tensor_download(ty, y, rows * n), SPK_OK);
+    double max_err = 0, max_ref = 0;
+    double e = eps == 0.0f ? 1e-5 : eps;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * n;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < n; i++) mean += row[i];
+        mean /= (double)n;
+        for (int64_t i = 0; i < n; i++) var += (row[i] - mean) * (row[i] - mean);
+        var /= (double)n;
+        for (int64_t i = 0; i < n; i++) {
+            double ref = (row[i] - mean) / sqrt(var + e) * gamma[i] + beta[i];
+            double err = fabs(ref - y[r * n + i]);
+            if (!(err <= max_err)) max_err = err;
+            if (fabs(ref) > max_ref) max_ref = fabs(ref);
+        }
+    }
+    if (ty != tx) spk_tensor_destroy(ty);
+    spk_tensor_destroy(tx), spk_tensor_destroy(tg), spk_tensor_destroy(tb);
+    free(gamma), free(beta), free(y);
+    test_assert_no_validation();
+    return max_err / (max_ref > 0 ? max_ref : 1);
+}
+
+static void row_lengths_on(spk_context *ctx) {
+    static const int64_t lengths[] = {1, 2, 7, 256, 1024, 4097, 100000};
+    float *x = test_alloc_floats(3 * 100000);
+    for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+        int64_t n = lengths[l], rows = n > 10000 ? 2 : 37;
+        test_fill_random(x, rows * n, (uint64_t)n);
+        double err = run(ctx, x, rows, n, 0.0f, false);
+        if (!(err <= 1e-5)) fail_msg("rows of %lld: relative error %.3g", (long long)n, err);
+    }
+    free(x);
+}
+
+static void test_row_lengths(void **state) {
+    (void)state;
+    row_lengths_on(ctx_get());
+}
+
+static void test_row_lengths_shared_memory_path(void **state) {
+    (void)state;
+    spk_context_desc desc = {.reduction = SPK_REDUCTION_SHARED_MEMORY};
+    spk_context *ctx = test_context(&desc);
+    row_lengths_on(ctx);
+    spk_context_destroy(ctx);
+    test_assert_no_validation();
+}
+
+/* x = 1e4 + noise: E[x^2] - E[x]^2 in float32 would lose every digit of the variance. */
+static void test_large_mean(void **state) {
+    (void)state;
+    spk_context *ctx = ctx_get();
+    static const int64_t lengths[] = {60, 256, 1024, 100000};
+    float *x = test_alloc_floats(2 * 100000);
+    for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+        int64_t n = lengths[l];
+        test_fill_random(x, 2 * n, 3);
+        for (int64_t i = 0; i < 2 * n; i++) x[i] = 1e4f + x[i] * 1.7f;
+        double err = run(ctx, x, 2, n, 0.0f, false);
+        if (!(err <= 1e-5)) fail_msg("large-mean rows of %lld: relative error %.3g", (long long)n, err);
+    }
+    free(x);
+}
+
+static void test_in_place_and_epsilon(void **state) {
+    (void)state;
+    spk_context *ctx = ctx_get();
+    float x[5 * 64];
+    test_fill_random(x, 5 * 64, 12);
+    assert_true(run(ctx, x, 5, 64, 0.0f, true) <= 1e-5);
+    /* A large epsilon changes the result, and the reference follows it. */
+    for (int i = 0; i < 5 * 64; i++) x[i] *= 0.01f;
+    assert_true(run(ctx, x, 5, 64, 0.5f, false) <= 1e-5);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    spk_context *ctx = ctx_get();
+    int64_t xs[2] = {3, 8}, gs[1] = {8}, bad[1] = {7};
+    spk_tensor *x = NULL, *g = NULL, *b = NULL, *wrong = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 2, xs, &x), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, gs, &g), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, gs, &b), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, bad, &wrong), SPK_OK);
+    assert_int_equal(spk_layer_norm(ctx, x, wrong, b, NULL, x), SPK_ERROR_SHAPE);
+    assert_string_equal(spk_context_last_error(ctx), "layer norm gamma has shape [7], expected [8]");
+    assert_int_equal(spk_layer_norm(ctx, x, g, wrong, NULL, x), SPK_ERROR_SHAPE);
+    assert_int_equal(spk_layer_norm(ctx, x, g, b, NULL, g), SPK_ERROR_SHAPE);
+    spk_layer_norm_desc negative = {.epsilon = -1.0f};
+    assert_int_equal(spk_layer_norm(ctx, x, g, b, &negative, x), SPK_ERROR_INVALID_ARGUMENT);
+    spk_layer_norm_desc nan_eps = {.epsilon = NAN};
+    assert_int_equal(spk_layer_norm(ctx, x, g, b, &nan_eps, x), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_layer_norm(ctx, x, NULL, b, NULL, x), SPK_ERROR_INVALID_ARGUMENT);
+    spk_tensor_destroy(x), spk_tensor_destroy(g), spk_tensor_destroy(b), spk_tensor_destroy(wrong);
+    test_assert_no_validation();
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_row_lengths),
+        cmocka_unit_test(test_row_lengths_shared_memory_path),
+        cmocka_unit_test(test_large_mean),
+        cmocka_unit_test(test_in_place_and_epsilon),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, teardown_group);
+}

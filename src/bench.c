@@ -46,3 +46,27 @@ spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const
     spk__copy_args a = {src, dst};
     return spk__timed(ctx, spk__record_copy_buffer, &a, ns);
 }
+
+typedef struct spk__fma_args {
+    const spk_tensor *src, *dst;
+    uint32_t iterations;
+} spk__fma_args;
+
+static spk_status spk__record_fma_peak(spk_context *ctx, const void *arg) {
+    const spk__fma_args *a = arg;
+    const uint32_t workgroup = 64;
+    uint32_t spec[2] = {workgroup, a->iterations}, count = (uint32_t)a->src->count;
+    spk__dispatch_desc d = {.bindings = {a->src->ref, a->dst->ref}, .written_mask = 0x2, .push = &count,
+                            .push_size = sizeof count};
+    spk_status status = spk__grid(ctx, (uint64_t)a->dst->count / workgroup, d.groups);
+    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_fma_peak, spec, 2, 0, &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
+}
+
+spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint32_t iterations,
+                               uint64_t *ns, double *flops) {
+    spk__fma_args a = {src, dst, iterations};
+    *flops = (double)(dst->count / 64 * 64) * iterations * 16.0;
+    return spk__timed(ctx, spk__record_fma_peak, &a, ns);
+}

@@ -9,5 +9,9 @@
  * copy shader copies whole vec4s (count a multiple of 4). */
 spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns);
 spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns);
+/* The FMA-only shader over one invocation per element of dst (a multiple of 64), each running
+ * `iterations` rounds of 8 FMAs; *flops is the work done (2 per FMA). */
+spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint32_t iterations,
+                               uint64_t *ns, double *flops);
 
 #endif

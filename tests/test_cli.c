@@ -35,8 +35,9 @@ static int run_cli_env(const char *env, const char *args, int *stderr_lines, cha
     if (first_size) first_line[0] = '\0';
     while (fgets(line, sizeof line, f)) {
         if (*stderr_lines == 0 && first_size) {
-            strncpy(first_line, line, first_size - 1);
-            first_line[first_size - 1] = '\0';
+            size_t n = strlen(line) < first_size - 1 ? strlen(line) : first_size - 1;
+            memcpy(first_line, line, n);
+            first_line[n] = '\0';
         }
         (*stderr_lines)++;
     }

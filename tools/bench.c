@@ -6,6 +6,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "matmul_plan.h"
 
 typedef spk_status (*bench_fn)(void *arg, uint64_t *ns);
 
@@ -172,14 +173,175 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
     return rc;
 }
 
+typedef struct fma_run {
+    spk_context *ctx;
+    spk_tensor *src, *dst;
+    double flops;
+} fma_run;
+
+static spk_status run_fma(void *arg, uint64_t *ns) {
+    fma_run *r = arg;
+    return spk__bench_fma_peak(r->ctx, r->src, r->dst, 256, ns, &r->flops);
+}
+
+/* The ceilings every table prints: copy bandwidths (GB/s, read + written) and the FMA peak. */
+typedef struct ceilings {
+    double copy_shader, copy_buffer, fma_gflops;
+} ceilings;
+
+static int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
+    int64_t n = 1 << 22, inv = 1 << 18;
+    copy_run copy = {ctx, NULL, NULL};
+    fma_run fma = {ctx, NULL, NULL, 0};
+    float *host = malloc((size_t)n * sizeof *host);
+    spk_status status = host ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+    if (status == SPK_OK) status = spk_tensor_create(ctx, 1, &n, &copy.src);
+    if (status == SPK_OK) status = spk_tensor_create(ctx, 1, &n, &copy.dst);
+    if (status == SPK_OK) status = spk_tensor_create(ctx, 1, &inv, &fma.dst);
+    if (status == SPK_OK) {
+        fill_random(host, n);
+        status = spk_tensor_upload(copy.src, host, n);
+    }
+    int rc = 0;
+    if (status != SPK_OK) {
+        rc = cli_fail("bench setup failed: %s", spk_context_last_error(ctx));
+    } else {
+        fma.src = copy.src;
+        uint64_t bytes = 2 * (uint64_t)n * sizeof(float);
+        c->copy_shader = gbps(bytes, median_ns(run_copy_shader, &copy, repeats));
+        c->copy_buffer = gbps(bytes, median_ns(run_copy_buffer, &copy, repeats));
+        uint64_t ns = median_ns(run_fma, &fma, repeats);
+        c->fma_gflops = ns ? fma.flops / (double)ns : 0;
+        printf("ceilings: vec4 copy shader %.2f GB/s, vkCmdCopyBuffer %.2f GB/s (16 MiB read + written), "
+               "FMA-only shader %.1f GFLOP/s\n\n",
+               c->copy_shader, c->copy_buffer, c->fma_gflops);
+    }
+    spk_tensor_destroy(copy.src), spk_tensor_destroy(copy.dst), spk_tensor_destroy(fma.dst);
+    free(host);
+    return rc;
+}
+
+typedef struct matmul_run {
+    spk_context *ctx;
+    spk_tensor *a, *b, *c, *bias;
+    const spk__matmul_tuning *tuning;
+} matmul_run;
+
+static spk_status run_matmul(void *arg, uint64_t *ns) {
+    matmul_run *r = arg;
+    spk_matmul_desc desc = {.bias = r->bias};
+    spk_status status = spk__matmul_tuned(r->ctx, r->tuning, r->a, r->b, &desc, r->c);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return status;
+}
+
+static int bench_matmul(spk_context *ctx, int repeats, bool variants) {
+    ceilings c;
+    if (measure_ceilings(ctx, repeats, &c)) return 1;
+    static const int64_t shapes[][3] = {{1024, 1024, 1024}, {2048, 2048, 2048}, {60, 256, 256},   {60, 1024, 256},
+                                        {60, 256, 1024},    {1920, 256, 256},   {1920, 1024, 256}, {1920, 256, 1024}};
+    printf("%-20s %9s %9s %9s  %s\n", "M x N x K (+bias)", "ms", "GFLOP/s", "x FMA", "variant");
+    int rc = 0;
+    float *host = malloc((size_t)2048 * 2048 * sizeof *host);
+    if (!host) return cli_fail("out of host memory");
+    fill_random(host, 2048 * 2048);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && rc == 0; s++) {
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        int64_t as[2] = {m, k}, bs[2] = {k, n}, cs[2] = {m, n}, ns[1] = {n};
+        matmul_run r = {ctx, NULL, NULL, NULL, NULL, NULL};
+        spk_status st = spk_tensor_create(ctx, 2, as, &r.a);
+        if (st == SPK_OK) st = spk_tensor_create(ctx, 2, bs, &r.b);
+        if (st == SPK_OK) st = spk_tensor_create(ctx, 2, cs, &r.c);
+        if (st == SPK_OK) st = spk_tensor_create(ctx, 1, ns, &r.bias);
+        if (st == SPK_OK) st = spk_tensor_upload(r.a, host, m * k);
+        if (st == SPK_OK) st = spk_tensor_upload(r.b, host, k * n);
+        if (st == SPK_OK) st = spk_tensor_upload(r.bias, host, n);
+        if (st != SPK_OK) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
+        spk__matmul_tuning t[6];
+        const char *labels[6];
+        int nt = 0;
+        spk__matmul_tuning_defaults(ctx, &t[nt]);
+        labels[nt++] = "default";
+        if (variants) {
+            static const spk__matmul_tuning others[] = {
+                {8, 8, 4, 4, 16, true}, {8, 8, 8, 4, 16, false}, {8, 4, 8, 8, 16, false}, {16, 16, 4, 4, 16, true},
+                {8, 8, 2, 2, 16, false}};
+            static const char *other_labels[] = {"8x8 wg, 4x4, shared", "8x8 wg, 8x4, direct", "8x4 wg, 8x8, direct",
+                                                 "16x16 wg, 4x4, shared", "8x8 wg, 2x2, direct"};
+            for (int v = 0; v < 5; v++) t[nt] = others[v], labels[nt++] = other_labels[v];
+        }
+        char name[40];
+        snprintf(name, sizeof name, "%lld x %lld x %lld", (long long)m, (long long)n, (long long)k);
+        double flops = 2.0 * (double)m * (double)n * (double)k;
+        for (int v = 0; v < nt && rc == 0; v++) {
+            r.tuning = &t[v];
+            uint64_t time = median_ns(run_matmul, &r, repeats);
+            double gflops = time ? flops / (double)time : 0;
+            printf("%-20s %9.3f %9.2f %9.2f  %s\n", v ? "" : name, time / 1e6, gflops,
+                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, labels[v]);
+        }
+        spk_tensor_destroy(r.a), spk_tensor_destroy(r.b), spk_tensor_destroy(r.c), spk_tensor_destroy(r.bias);
+    }
+    free(host);
+    return rc;
+}
+
+typedef struct layer_norm_run {
+    spk_context *ctx;
+    spk_tensor *x, *gamma, *beta, *y;
+} layer_norm_run;
+
+static spk_status run_layer_norm(void *arg, uint64_t *ns) {
+    layer_norm_run *r = arg;
+    spk_status status = spk_layer_norm(r->ctx, r->x, r->gamma, r->beta, NULL, r->y);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return status;
+}
+
+static int bench_layer_norm(spk_context *ctx, int repeats) {
+    ceilings c;
+    if (measure_ceilings(ctx, repeats, &c)) return 1;
+    static const int64_t shapes[][2] = {{60, 256}, {1920, 256}, {1920, 1024}, {16384, 1024}, {65536, 256}};
+    printf("%-16s %9s %9s %11s\n", "rows x n", "ms", "GB/s", "x copy-sh");
+    float *host = malloc((size_t)16384 * 1024 * sizeof *host);
+    if (!host) return cli_fail("out of host memory");
+    fill_random(host, 16384 * 1024);
+    int rc = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && rc == 0; s++) {
+        int64_t rows = shapes[s][0], n = shapes[s][1];
+        int64_t xs[2] = {rows, n}, gs[1] = {n};
+        layer_norm_run r = {ctx, NULL, NULL, NULL, NULL};
+        spk_status st = spk_tensor_create(ctx, 2, xs, &r.x);
+        if (st == SPK_OK) st = spk_tensor_create(ctx, 2, xs, &r.y);
+        if (st == SPK_OK) st = spk_tensor_create(ctx, 1, gs, &r.gamma);
+        if (st == SPK_OK) st = spk_tensor_create(ctx, 1, gs, &r.beta);
+        if (st == SPK_OK) st = spk_tensor_upload(r.x, host, rows * n);
+        if (st == SPK_OK) st = spk_tensor_upload(r.gamma, host, n);
+        if (st == SPK_OK) st = spk_tensor_upload(r.beta, host, n);
+        if (st != SPK_OK) {
+            rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
+        } else {
+            uint64_t time = median_ns(run_layer_norm, &r, repeats);
+            double g = gbps(2 * (uint64_t)(rows * n) * sizeof(float), time);
+            char name[32];
+            snprintf(name, sizeof name, "%lld x %lld", (long long)rows, (long long)n);
+            printf("%-16s %9.3f %9.2f %11.2f\n", name, time / 1e6, g, c.copy_shader > 0 ? g / c.copy_shader : 0);
+        }
+        spk_tensor_destroy(r.x), spk_tensor_destroy(r.y), spk_tensor_destroy(r.gamma), spk_tensor_destroy(r.beta);
+    }
+    free(host);
+    return rc;
+}
+
 int cli_bench(int argc, char **argv) {
     const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0";
     cli_option options[] = {{"repeats", &repeats_text}, {"elements", &elements_text}, {"variants", &variants_text}};
     cli_args args;
     if (!cli_parse(argc, argv, options, 3, &args)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
-    if (args.positional_count > 1 || strcmp(what, "softpick") != 0)
-        return cli_fail("bench: unknown benchmark '%s' (available: softpick)", what);
+    if (args.positional_count > 1 ||
+        (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0))
+        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm)", what);
     long repeats, elements, variants;
     if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) ||
         !cli_int(elements_text, 4096, 1L << 30, "--elements", &elements) ||
@@ -194,7 +356,9 @@ int cli_bench(int argc, char **argv) {
            spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats);
     int rc = 0;
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
-    if (rc == 0) rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
+    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0);
+    else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
+    else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
     spk_context_destroy(ctx);
     return rc;
 }

@@ -11,7 +11,8 @@ static const char usage[] =
     "commands:\n"
     "  devices                              list Vulkan devices\n"
     "  softpick [--axis N] IN.npy OUT.npy   y = x / (1 + sum |x|) along an axis (default -1)\n"
-    "  bench [softpick] [--repeats N]       throughput beside measured bandwidth ceilings\n"
+    "  bench [softpick|matmul|layernorm] [--repeats N] [--variants 1]\n"
+    "                                       throughput beside ceilings measured in the same run\n"
     "\n"
     "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";
 

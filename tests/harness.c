@@ -34,6 +34,20 @@ spk_context *test_context(const spk_context_desc *extra) {
     return ctx;
 }
 
+static spk_context *g_shared;
+
+spk_context *test_shared_context(void) {
+    if (!g_shared) g_shared = test_context(NULL);
+    return g_shared;
+}
+
+int test_teardown_shared_context(void **state) {
+    (void)state;
+    spk_context_destroy(g_shared);
+    g_shared = NULL;
+    return 0;
+}
+
 void test_assert_no_validation(void) {
     int n = g_log.validation;
     g_log.validation = 0;

@@ -25,6 +25,10 @@ void test_log_callback(spk_log_level level, const char *message, void *user);
 /* Creates a context with validation (synchronization validation included) and the test log.
  * With no Vulkan device: skips the test, or fails it when the CI variable is set. */
 spk_context *test_context(const spk_context_desc *extra);
+/* One context per test program, created on first use (same skip/fail rule as test_context);
+ * pass test_teardown_shared_context as the group teardown. */
+spk_context *test_shared_context(void);
+int test_teardown_shared_context(void **state);
 /* Asserts that no validation message was logged since the last reset, then resets. */
 void test_assert_no_validation(void);
 

@@ -6,20 +6,6 @@
 
 #include "harness.h"
 
-static spk_context *g_ctx;
-
-static spk_context *ctx_get(void) {
-    if (!g_ctx) g_ctx = test_context(NULL);
-    return g_ctx;
-}
-
-static int teardown_group(void **state) {
-    (void)state;
-    spk_context_destroy(g_ctx);
-    g_ctx = NULL;
-    return 0;
-}
-
 /* Normalizes `rows` rows of n (x given) and returns max abs error / max abs reference. */
 static double run(spk_context *ctx, const float *x, int64_t rows, int64_t n, float eps, bool in_place) {
     float *gamma = test_alloc_floats(n), *beta = test_alloc_floats(n), *y = test_alloc_floats(rows * n);
@@ -81,7 +67,7 @@ static void row_lengths_on(spk_context *ctx) {
 
 static void test_row_lengths(void **state) {
     (void)state;
-    row_lengths_on(ctx_get());
+    row_lengths_on(test_shared_context());
 }
 
 static void test_row_lengths_shared_memory_path(void **state) {
@@ -96,7 +82,7 @@ static void test_row_lengths_shared_memory_path(void **state) {
 /* x = 1e4 + noise: E[x^2] - E[x]^2 in float32 would lose every digit of the variance. */
 static void test_large_mean(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     static const int64_t lengths[] = {60, 256, 1024, 100000};
     float *x = test_alloc_floats(2 * 100000);
     for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
@@ -111,7 +97,7 @@ static void test_large_mean(void **state) {
 
 static void test_in_place_and_epsilon(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     float x[5 * 64];
     test_fill_random(x, 5 * 64, 12);
     assert_true(run(ctx, x, 5, 64, 0.0f, true) <= 1e-5);
@@ -122,7 +108,7 @@ static void test_in_place_and_epsilon(void **state) {
 
 static void test_errors(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     int64_t xs[2] = {3, 8}, gs[1] = {8}, bad[1] = {7};
     spk_tensor *x = NULL, *g = NULL, *b = NULL, *wrong = NULL;
     assert_int_equal(spk_tensor_create(ctx, 2, xs, &x), SPK_OK);
@@ -150,5 +136,5 @@ int main(void) {
         cmocka_unit_test(test_in_place_and_epsilon),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown_group);
+    return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

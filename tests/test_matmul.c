@@ -8,20 +8,6 @@
 #include "harness.h"
 #include "matmul_plan.h"
 
-static spk_context *g_ctx;
-
-static spk_context *ctx_get(void) {
-    if (!g_ctx) g_ctx = test_context(NULL);
-    return g_ctx;
-}
-
-static int teardown_group(void **state) {
-    (void)state;
-    spk_context_destroy(g_ctx);
-    g_ctx = NULL;
-    return 0;
-}
-
 static spk_tensor *make(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
     spk_tensor *t = NULL;
     assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
@@ -98,13 +84,13 @@ static void run_shapes(spk_context *ctx, const spk__matmul_tuning *tuning) {
 
 static void test_shapes_default_kernel(void **state) {
     (void)state;
-    run_shapes(ctx_get(), NULL);
+    run_shapes(test_shared_context(), NULL);
 }
 
 /* The other kernel shape (shared-memory tiles where the default reads directly, and vice versa). */
 static void test_shapes_other_kernel(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     spk__matmul_tuning t;
     spk__matmul_tuning_defaults(ctx, &t);
     t.shared = !t.shared;
@@ -115,7 +101,7 @@ static void test_shapes_other_kernel(void **state) {
 
 static void test_batches_and_epilogues(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     for (int e = 0; e < 8; e++) {
         check_matmul(ctx, NULL, 3, 17, 33, 65, false, e & 1, e & 2, e & 4);
         check_matmul(ctx, NULL, 2, 60, 31, 64, true, e & 1, e & 2, e & 4);
@@ -126,14 +112,14 @@ static void test_batches_and_epilogues(void **state) {
 /* More row tiles than maxComputeWorkGroupCount[1]: split into several dispatches. */
 static void test_grid_split(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     spk__matmul_tuning t = {.wg_x = 8, .wg_y = 1, .tm = 1, .tn = 1, .bk = 8, .shared = false};
     check_matmul(ctx, &t, 1, 70000, 3, 2, false, true, false, false);
 }
 
 static void test_errors(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     int64_t a_s[2] = {4, 5}, b_s[2] = {5, 6}, c_s[2] = {4, 6}, bad_b[2] = {4, 6}, vec[1] = {5}, n7[1] = {7};
     spk_tensor *a = make(ctx, 2, a_s, NULL), *b = make(ctx, 2, b_s, NULL), *c = make(ctx, 2, c_s, NULL);
     spk_tensor *wrong_b = make(ctx, 2, bad_b, NULL), *v = make(ctx, 1, vec, NULL), *bias7 = make(ctx, 1, n7, NULL);
@@ -166,7 +152,7 @@ static void test_errors(void **state) {
 /* erf on its own: max abs error <= 2e-7 against the float64 function over [-10, 10]; GELU too. */
 static void test_erf_and_gelu(void **state) {
     (void)state;
-    spk_context *ctx = ctx_get();
+    spk_context *ctx = test_shared_context();
     const int64_t n = 400001;
     float *x = test_alloc_floats(n), *y = test_alloc_floats(n);
     for (int64_t i = 0; i < n; i++) x[i] = (float)(-10.0 + 20.0 * (double)i / (double)(n - 1));
@@ -205,5 +191,5 @@ int main(void) {
         cmocka_unit_test(test_grid_split),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown_group);
+    return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

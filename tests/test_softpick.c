@@ -9,20 +9,6 @@
 #include "harness.h"
 #include "softpick_plan.h"
 
-static spk_context *g_ctx;
-
-static spk_context *shared_context(void) {
-    if (!g_ctx) g_ctx = test_context(NULL);
-    return g_ctx;
-}
-
-static int teardown_group(void **state) {
-    (void)state;
-    spk_context_destroy(g_ctx);
-    g_ctx = NULL;
-    return 0;
-}
-
 /* Runs softpick (with `tuning`, NULL for the defaults) on `x_host` along `axis`, out of place and
  * with the output poisoned, and returns the device's output (caller frees). */
 static float *run(spk_context *ctx, const spk__softpick_tuning *tuning, const float *x_host, int ndim,
@@ -69,7 +55,7 @@ static double check(spk_context *ctx, const spk__softpick_tuning *tuning, const 
 
 static void test_every_axis_of_awkward_shapes(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     static const int64_t lengths[] = {1, 7, 33, 1000, 4097, 100003};
     static const int64_t others[] = {3, 2, 5, 1};
     float *x = test_alloc_floats(100003 * 6);
@@ -94,7 +80,7 @@ static void test_every_axis_of_awkward_shapes(void **state) {
 
 static void test_rows_of_2_pow_20(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     const int64_t n = 1 << 20;
     float *x = test_alloc_floats(2 * n);
     /* All positive: the sum grows monotonically, the hardest case for a float32 accumulator. */
@@ -165,7 +151,7 @@ static void test_variants_shared_memory_path(void **state) {
 
 static void test_properties(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     int64_t shape[3] = {4, 9, 37};
     const int64_t n = 4 * 9 * 37;
     float *x = test_alloc_floats(n);
@@ -233,7 +219,7 @@ static void test_properties(void **state) {
  * segmented rows, columns). */
 static void test_special_values(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     static const int64_t lengths[] = {6, 60, 5001, 100000};
     for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
         int64_t len = lengths[l];
@@ -270,7 +256,7 @@ static void test_special_values(void **state) {
 
 static void test_empty_tensors(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     int64_t shapes[3][2] = {{0, 5}, {5, 0}, {0, 0}};
     for (int s = 0; s < 3; s++) {
         spk_tensor *x = NULL;
@@ -286,7 +272,7 @@ static void test_empty_tensors(void **state) {
 
 static void test_in_place(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     int64_t shape[2] = {300, 64};
     float *x = test_alloc_floats(300 * 64);
     double *ref = malloc(300 * 64 * sizeof *ref);
@@ -305,7 +291,7 @@ static void test_in_place(void **state) {
 /* More workgroups than maxComputeWorkGroupCount[0] allows in one dimension. */
 static void test_grid_beyond_one_dimension(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     spk_device_info info;
     assert_int_equal(spk_context_device_info(ctx, &info), SPK_OK);
     spk__softpick_tuning t;
@@ -321,7 +307,7 @@ static void test_grid_beyond_one_dimension(void **state) {
 
 static void test_errors(void **state) {
     (void)state;
-    spk_context *ctx = shared_context();
+    spk_context *ctx = test_shared_context();
     spk_tensor *x = NULL, *y = NULL, *z = NULL;
     int64_t shape[2] = {4, 5}, other[2] = {5, 4};
     assert_int_equal(spk_tensor_create(ctx, 2, shape, &x), SPK_OK);
@@ -394,5 +380,5 @@ int main(void) {
         cmocka_unit_test(test_grid_beyond_one_dimension),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown_group);
+    return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

@@ -7,6 +7,7 @@
 // be off by half an ulp (5e-4), and E[x^2] - E[x]^2 would lose every digit. Rows of
 // at most CACHE * GROUP elements stay in registers across the three passes; longer ones re-read x.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
 
@@ -14,14 +15,28 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GROUP = 64;
 layout(constant_id = 2) const bool USE_SUBGROUP = false;
 layout(constant_id = 3) const uint CACHE = 1; // 0: re-read x in every pass
+// With CACHE, each group normalizes ROWS consecutive rows, loading gamma and beta into registers
+// once for all of them (on CPU drivers the loads, not the arithmetic, are the cost).
+layout(constant_id = 4) const uint ROWS = 1;
 
-layout(set = 0, binding = 0) readonly buffer X { float x[]; };
-layout(set = 0, binding = 1) readonly buffer Gamma { float gamma[]; };
-layout(set = 0, binding = 2) readonly buffer Beta { float beta[]; };
-layout(set = 0, binding = 3) writeonly buffer Y { float y[]; };
+// VEC 4 loads four elements at a time (rows whose length is a multiple of 4).
+#if VEC == 4
+#define T vec4
+#define SUM(v) ((v.x + v.y) + (v.z + v.w))
+#define FIRST(v) v.x
+#else
+#define T float
+#define SUM(v) (v)
+#define FIRST(v) (v)
+#endif
+
+layout(set = 0, binding = 0) readonly buffer X { T x[]; };
+layout(set = 0, binding = 1) readonly buffer Gamma { T gamma[]; };
+layout(set = 0, binding = 2) readonly buffer Beta { T beta[]; };
+layout(set = 0, binding = 3) writeonly buffer Y { T y[]; };
 
 layout(push_constant) uniform Push {
-    uint n;
+    uint n; // in units of T
     uint rows;
     float eps;
 } pc;
@@ -32,46 +47,60 @@ layout(push_constant) uniform Push {
 void main() {
     uint groups_per_wg = gl_WorkGroupSize.x / GROUP;
     uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    uint row = wg * groups_per_wg + gl_LocalInvocationID.x / GROUP;
+    uint first_row = (wg * groups_per_wg + gl_LocalInvocationID.x / GROUP) * ROWS;
     uint g = gl_LocalInvocationID.x % GROUP;
-    uint n = row < pc.rows ? pc.n : 0; // rows past the end take part in the reductions only
-    uint base = row * pc.n;
-    float inv_n = 1.0 / float(pc.n);
+    float inv_n = 1.0 / (float(pc.n) * float(VEC));
 
-    float shift = n > 0 ? x[base] : 0.0;
-    float v[CACHE > 0 ? CACHE : 1]; // x - shift
-    float sum = 0.0, comp = 0.0;
+    T gv[CACHE > 0 ? CACHE : 1], bv[CACHE > 0 ? CACHE : 1];
     if (CACHE > 0) {
-        for (uint k = 0; k < CACHE; k++) {
+        [[unroll]] for (uint k = 0; k < CACHE; k++) {
             uint i = g + k * GROUP;
-            v[k] = i < n ? x[base + i] - shift : 0.0;
-            kahan_add(sum, comp, v[k]);
-        }
-    } else {
-        for (uint i = g; i < n; i += GROUP) kahan_add(sum, comp, x[base + i] - shift);
-    }
-    float mean = group_sum(sum) * inv_n; // of the shifted row
-
-    sum = 0.0, comp = 0.0;
-    if (CACHE > 0) {
-        for (uint k = 0; k < CACHE; k++) {
-            float d = g + k * GROUP < n ? v[k] - mean : 0.0;
-            kahan_add(sum, comp, d * d);
-        }
-    } else {
-        for (uint i = g; i < n; i += GROUP) {
-            float d = (x[base + i] - shift) - mean;
-            kahan_add(sum, comp, d * d);
+            gv[k] = i < pc.n ? gamma[i] : T(0.0);
+            bv[k] = i < pc.n ? beta[i] : T(0.0);
         }
     }
-    float rstd = inversesqrt(group_sum(sum) * inv_n + pc.eps);
 
-    if (CACHE > 0) {
-        for (uint k = 0; k < CACHE; k++) {
-            uint i = g + k * GROUP;
-            if (i < n) y[base + i] = (v[k] - mean) * rstd * gamma[i] + beta[i];
+    for (uint r = 0; r < ROWS; r++) {
+        uint row = first_row + r;
+        uint n = row < pc.rows ? pc.n : 0; // rows past the end take part in the reductions only
+        uint base = row * pc.n;
+
+        float shift = n > 0 ? FIRST(x[base]) : 0.0;
+        T v[CACHE > 0 ? CACHE : 1]; // x - shift
+        float sum = 0.0, comp = 0.0;
+        if (CACHE > 0) {
+            [[unroll]] for (uint k = 0; k < CACHE; k++) {
+                uint i = g + k * GROUP;
+                v[k] = i < n ? x[base + i] - shift : T(0.0);
+                sum += SUM(v[k]); // at most CACHE terms here: no compensation needed
+            }
+        } else {
+            for (uint i = g; i < n; i += GROUP) kahan_add(sum, comp, SUM((x[base + i] - shift)));
         }
-    } else {
-        for (uint i = g; i < n; i += GROUP) y[base + i] = ((x[base + i] - shift) - mean) * rstd * gamma[i] + beta[i];
+        float mean = group_sum(sum) * inv_n; // of the shifted row
+
+        sum = 0.0, comp = 0.0;
+        if (CACHE > 0) {
+            [[unroll]] for (uint k = 0; k < CACHE; k++) {
+                T d = g + k * GROUP < n ? v[k] - mean : T(0.0);
+                sum += SUM((d * d));
+            }
+        } else {
+            for (uint i = g; i < n; i += GROUP) {
+                T d = (x[base + i] - shift) - mean;
+                kahan_add(sum, comp, SUM((d * d)));
+            }
+        }
+        float rstd = inversesqrt(group_sum(sum) * inv_n + pc.eps);
+
+        if (CACHE > 0) {
+            [[unroll]] for (uint k = 0; k < CACHE; k++) {
+                uint i = g + k * GROUP;
+                if (i < n) y[base + i] = (v[k] - mean) * rstd * gv[k] + bv[k];
+            }
+        } else {
+            for (uint i = g; i < n; i += GROUP)
+                y[base + i] = ((x[base + i] - shift) - mean) * rstd * gamma[i] + beta[i];
+        }
     }
 }

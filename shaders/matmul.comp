@@ -9,6 +9,7 @@
 // its operands straight from memory (CPU drivers, whose caches do the staging). Indices past the
 // edges are clamped for loads (every read stays in bounds) and masked for stores.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0, local_size_y_id = 1) in;
 layout(constant_id = 2) const uint TM = 4;
@@ -50,7 +51,7 @@ void main() {
     uint a_base = batch * pc.a_batch_stride, b_base = batch * pc.b_batch_stride;
 
     float acc[TM * TN];
-    for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
+    [[unroll]] for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
 
     if (SHARED) {
         uint tid = ty * WG_X + tx;
@@ -68,31 +69,31 @@ void main() {
             barrier();
             for (uint kk = 0; kk < BK; kk++) {
                 float av[TM], bv[TN];
-                for (uint i = 0; i < TM; i++) av[i] = tile_a[kk * BM + ty * TM + i];
-                for (uint j = 0; j < TN; j++) bv[j] = tile_b[kk * BN + tx + j * WG_X];
-                for (uint i = 0; i < TM; i++)
-                    for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+                [[unroll]] for (uint i = 0; i < TM; i++) av[i] = tile_a[kk * BM + ty * TM + i];
+                [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = tile_b[kk * BN + tx + j * WG_X];
+                [[unroll]] for (uint i = 0; i < TM; i++)
+                    [[unroll]] for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
             }
             barrier();
         }
     } else {
         uint rows[TM], cols[TN];
-        for (uint i = 0; i < TM; i++) rows[i] = a_base + min(row0 + ty * TM + i, pc.M - 1) * pc.K;
-        for (uint j = 0; j < TN; j++) cols[j] = b_base + min(col0 + tx + j * WG_X, pc.N - 1);
+        [[unroll]] for (uint i = 0; i < TM; i++) rows[i] = a_base + min(row0 + ty * TM + i, pc.M - 1) * pc.K;
+        [[unroll]] for (uint j = 0; j < TN; j++) cols[j] = b_base + min(col0 + tx + j * WG_X, pc.N - 1);
         for (uint k = 0; k < pc.K; k++) {
             float av[TM], bv[TN];
-            for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k];
-            for (uint j = 0; j < TN; j++) bv[j] = b[cols[j] + k * pc.N];
-            for (uint i = 0; i < TM; i++)
-                for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+            [[unroll]] for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k];
+            [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b[cols[j] + k * pc.N];
+            [[unroll]] for (uint i = 0; i < TM; i++)
+                [[unroll]] for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
         }
     }
 
     uint c_base = batch * pc.c_batch_stride;
-    for (uint i = 0; i < TM; i++) {
+    [[unroll]] for (uint i = 0; i < TM; i++) {
         uint m = row0 + ty * TM + i;
         if (m >= pc.M) break;
-        for (uint j = 0; j < TN; j++) {
+        [[unroll]] for (uint j = 0; j < TN; j++) {
             uint n = col0 + tx + j * WG_X;
             if (n >= pc.N) break;
             float v = acc[i * TN + j];

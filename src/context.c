@@ -237,6 +237,8 @@ static void spk__query_caps(VkPhysicalDevice pd, spk__device_caps *caps,
         (caps->subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
         (caps->subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
         (caps->subgroup.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT);
+    caps->subgroup_shuffle = (caps->subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                             (caps->subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     caps->min_subgroup_size = caps->max_subgroup_size = caps->subgroup.subgroupSize;
 
     if (api >= VK_API_VERSION_1_3 || size_control_ext) {

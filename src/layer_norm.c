@@ -19,15 +19,20 @@ static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
     bool cpu = caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     uint32_t workgroup = caps->max_subgroup_size > 64 ? caps->max_subgroup_size : 64;
     uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
-    uint32_t cache_max = cpu ? 64 : 16;
+    uint32_t cache_max = cpu ? 32 : 16;
+    bool vec4 = p->n % 4 == 0 && p->x->ref.offset % 16 == 0 && p->y->ref.offset % 16 == 0 &&
+                p->gamma->ref.offset % 16 == 0 && p->beta->ref.offset % 16 == 0;
+    uint64_t len = vec4 ? p->n / 4 : p->n; /* loads per row */
     uint32_t group = workgroup;
-    if (cpu && p->n <= 16) group = 1;
-    else if (cpu && fixed_sg && p->n <= 4096) group = fixed_sg;
+    if (cpu && len <= 16) group = 1;
+    else if (cpu && fixed_sg && len <= 4096) group = fixed_sg;
     bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP && group > 1;
-    uint64_t per_invocation = (p->n + group - 1) / group;
+    uint64_t per_invocation = (len + group - 1) / group;
     uint32_t cache = per_invocation <= cache_max ? spk__pow2_at_least(per_invocation) : 0;
 
-    uint32_t spec[4] = {workgroup, group, subgroup, cache};
+    /* Rows per group share gamma and beta in registers: a CPU driver's loads cost the most. */
+    uint32_t rows_per_group = cpu && cache ? 8 : 1;
+    uint32_t spec[5] = {workgroup, group, subgroup, cache, rows_per_group};
     spk__dispatch_desc d = {
         .bindings = {p->x->ref, p->gamma->ref, p->beta->ref, p->y->ref},
         .written_mask = 0x8,
@@ -35,14 +40,14 @@ static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
     struct {
         uint32_t n, rows;
         float eps;
-    } push = {(uint32_t)p->n, (uint32_t)p->rows, p->epsilon};
+    } push = {(uint32_t)len, (uint32_t)p->rows, p->epsilon};
     d.push = &push;
     d.push_size = sizeof push;
-    uint64_t rows_per_wg = workgroup / group;
+    uint64_t rows_per_wg = (uint64_t)workgroup / group * rows_per_group;
     spk_status status = spk__grid(ctx, (p->rows + rows_per_wg - 1) / rows_per_wg, d.groups);
     if (status == SPK_OK)
-        status = spk__pipeline_get(ctx, &spk__shader_layer_norm, spec, 4, subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0,
-                                   &d.pipeline);
+        status = spk__pipeline_get(ctx, vec4 ? &spk__shader_layer_norm_f4 : &spk__shader_layer_norm_f1, spec, 5,
+                                   subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;
 }

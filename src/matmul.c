@@ -7,10 +7,15 @@
 #include "matmul_plan.h"
 
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) {
-    /* Measured with softpick bench matmul: on a CPU driver, register blocks read straight from
-     * memory (its caches stage the tiles; shared memory and barriers only add copies); on GPUs,
-     * the classic shared-memory tiles of 64 x 64 with 4 x 4 blocks per invocation. */
-    if (ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
+    /* Measured with softpick bench matmul --variants 1 on lavapipe (512^3): shared-memory tiles
+     * 0.6 GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel 7 (32 x 32 blocks)
+     * to 10.6 (64 x 64). On GPUs, the classic shared-memory tiles of 64 x 64 with 4 x 4 blocks
+     * per invocation. */
+    const spk__device_caps *caps = &ctx->caps;
+    if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
+        caps->min_subgroup_size == caps->max_subgroup_size)
+        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 8, .shuffle = true, .row_sets = 8};
+    else if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
         *t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
     else
         *t = (spk__matmul_tuning){.wg_x = 16, .wg_y = 16, .tm = 4, .tn = 4, .bk = 16, .shared = true};
@@ -30,11 +35,22 @@ static spk_status spk__record_matmul(spk_context *ctx, const void *arg) {
     const spk__matmul_tuning *t = p->tuning;
     uint32_t epilogue = (p->bias ? 1u : 0u) | (p->activation == SPK_ACTIVATION_GELU ? 2u : 0u) |
                         (p->residual ? 4u : 0u);
-    uint32_t bm = t->wg_y * t->tm, bn = t->wg_x * t->tn;
-    uint32_t spec[9] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared, epilogue,
-                        t->shared ? t->bk * bm : 1, t->shared ? t->bk * bn : 1};
     const spk__pipeline *pipeline;
-    spk_status status = spk__pipeline_get(ctx, &spk__shader_matmul, spec, 9, 0, &pipeline);
+    spk_status status;
+    uint32_t bm, bn; /* rows and columns of C per workgroup */
+    if (t->shuffle) {
+        uint32_t sg = ctx->caps.max_subgroup_size;
+        bm = t->wg_x / sg * sg * t->row_sets;
+        bn = sg * t->tn;
+        uint32_t spec[5] = {t->wg_x, sg, t->row_sets, t->tn, epilogue};
+        status = spk__pipeline_get(ctx, &spk__shader_matmul_shuffle, spec, 5, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+    } else {
+        bm = t->wg_y * t->tm;
+        bn = t->wg_x * t->tn;
+        uint32_t spec[9] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared, epilogue,
+                            t->shared ? t->bk * bm : 1, t->shared ? t->bk * bn : 1};
+        status = spk__pipeline_get(ctx, &spk__shader_matmul, spec, 9, 0, &pipeline);
+    }
     if (status != SPK_OK) return status;
 
     const uint32_t *max = ctx->caps.props.limits.maxComputeWorkGroupCount;
@@ -116,6 +132,11 @@ spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning,
         spk__matmul_tuning_defaults(ctx, &defaults);
         tuning = &defaults;
     }
+    const spk__device_caps *caps = &ctx->caps;
+    if (tuning->shuffle && !(caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size &&
+                             tuning->wg_x % caps->max_subgroup_size == 0))
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul needs subgroup shuffles of one fixed size");
+
     spk__matmul_args args = {tuning, a, b, opts.bias, opts.residual, c, opts.activation, batch, m, n, k, shared_b};
     return spk__run_sync(ctx, spk__record_matmul, &args);
 }

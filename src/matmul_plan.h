@@ -10,6 +10,9 @@ typedef struct spk__matmul_tuning {
     uint32_t tm, tn;     /* register block per invocation: rows and columns */
     uint32_t bk;         /* k-depth of a shared-memory slice */
     bool shared;         /* stage tiles in shared memory (else read operands directly) */
+    /* matmul_shuffle.comp instead: wg_x invocations, subgroups of rows sets x tn columns */
+    bool shuffle;
+    uint32_t row_sets;
 } spk__matmul_tuning;
 
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t);

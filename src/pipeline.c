@@ -18,7 +18,9 @@ SPK__SHADER(copy_f4, 2);
 SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 2);
 SPK__SHADER(matmul, 5);
-SPK__SHADER(layer_norm, 4);
+SPK__SHADER(matmul_shuffle, 5);
+SPK__SHADER(layer_norm_f1, 4);
+SPK__SHADER(layer_norm_f4, 4);
 
 /* ---- the pipeline cache file -------------------------------------------------------------
  * Layout: "SPKPCACH" | u64 payload size | u64 FNV-1a hash of the payload | payload, where the

@@ -97,6 +97,14 @@ static void test_shapes_other_kernel(void **state) {
     run_shapes(ctx, &t);
     t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 4, .tm = 3, .tn = 5, .bk = 7, .shared = true};
     check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
+    t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
+    check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
+    /* The shuffle kernel with a small block, where the device has fixed-size subgroup shuffles. */
+    const spk__device_caps *caps = &ctx->caps;
+    if (caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size) {
+        t = (spk__matmul_tuning){.wg_x = 2 * caps->max_subgroup_size, .tn = 3, .shuffle = true, .row_sets = 2};
+        check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
+    }
 }
 
 static void test_batches_and_epilogues(void **state) {

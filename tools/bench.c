@@ -235,17 +235,26 @@ static spk_status run_matmul(void *arg, uint64_t *ns) {
     return status;
 }
 
-static int bench_matmul(spk_context *ctx, int repeats, bool variants) {
+static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char *only) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
-    static const int64_t shapes[][3] = {{1024, 1024, 1024}, {2048, 2048, 2048}, {60, 256, 256},   {60, 1024, 256},
-                                        {60, 256, 1024},    {1920, 256, 256},   {1920, 1024, 256}, {1920, 256, 1024}};
+    int64_t shapes[][3] = {{1024, 1024, 1024}, {2048, 2048, 2048}, {60, 256, 256},   {60, 1024, 256},
+                           {60, 256, 1024},    {1920, 256, 256},   {1920, 1024, 256}, {1920, 256, 1024}};
+    size_t shape_count = sizeof shapes / sizeof shapes[0];
+    if (only) {
+        long long m, n, k;
+        if (sscanf(only, "%lldx%lldx%lld", &m, &n, &k) != 3 || m < 1 || n < 1 || k < 1 || m > 2048 || n > 2048 ||
+            k > 2048)
+            return cli_fail("--shape must be MxNxK with each in [1, 2048], got '%s'", only);
+        shapes[0][0] = m, shapes[0][1] = n, shapes[0][2] = k;
+        shape_count = 1;
+    }
     printf("%-20s %9s %9s %9s  %s\n", "M x N x K (+bias)", "ms", "GFLOP/s", "x FMA", "variant");
     int rc = 0;
     float *host = malloc((size_t)2048 * 2048 * sizeof *host);
     if (!host) return cli_fail("out of host memory");
     fill_random(host, 2048 * 2048);
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && rc == 0; s++) {
+    for (size_t s = 0; s < shape_count && rc == 0; s++) {
         int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
         int64_t as[2] = {m, k}, bs[2] = {k, n}, cs[2] = {m, n}, ns[1] = {n};
         matmul_run r = {ctx, NULL, NULL, NULL, NULL, NULL};
@@ -264,10 +273,10 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants) {
         labels[nt++] = "default";
         if (variants) {
             static const spk__matmul_tuning others[] = {
-                {8, 8, 4, 4, 16, true}, {8, 8, 8, 4, 16, false}, {8, 4, 8, 8, 16, false}, {16, 16, 4, 4, 16, true},
-                {8, 8, 2, 2, 16, false}};
-            static const char *other_labels[] = {"8x8 wg, 4x4, shared", "8x8 wg, 8x4, direct", "8x4 wg, 8x8, direct",
-                                                 "16x16 wg, 4x4, shared", "8x8 wg, 2x2, direct"};
+                {8, 1, 1, 4, 0, false, true, 8}, {8, 1, 1, 4, 0, false, true, 16}, {8, 1, 1, 2, 0, false, true, 16},
+                {8, 1, 1, 4, 0, false, true, 32}, {8, 1, 1, 8, 0, false, true, 16}};
+            static const char *other_labels[] = {"uniform 8x32", "uniform 16x32", "uniform 16x16",
+                                                 "uniform 32x32", "uniform 16x64"};
             for (int v = 0; v < 5; v++) t[nt] = others[v], labels[nt++] = other_labels[v];
         }
         char name[40];
@@ -334,10 +343,11 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
 }
 
 int cli_bench(int argc, char **argv) {
-    const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0";
-    cli_option options[] = {{"repeats", &repeats_text}, {"elements", &elements_text}, {"variants", &variants_text}};
+    const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0", *shape = NULL;
+    cli_option options[] = {
+        {"repeats", &repeats_text}, {"elements", &elements_text}, {"variants", &variants_text}, {"shape", &shape}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 3, &args)) return 1;
+    if (!cli_parse(argc, argv, options, 4, &args)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
         (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0))
@@ -356,7 +366,7 @@ int cli_bench(int argc, char **argv) {
            spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats);
     int rc = 0;
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
-    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0);
+    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape);
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
     spk_context_destroy(ctx);

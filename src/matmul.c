@@ -8,13 +8,13 @@
 
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) {
     /* Measured with softpick bench matmul --variants 1 on lavapipe (512^3): shared-memory tiles
-     * 0.6 GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel 7 (32 x 32 blocks)
-     * to 10.6 (64 x 64). On GPUs, the classic shared-memory tiles of 64 x 64 with 4 x 4 blocks
-     * per invocation. */
+     * 0.6 GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel with scalar B loads
+     * 7 (32 x 32 blocks) to 10.6 (64 x 64), with two vec4 B loads per k (64 x 64) 11.6. On GPUs,
+     * the classic shared-memory tiles of 64 x 64 with 4 x 4 blocks per invocation. */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
         caps->min_subgroup_size == caps->max_subgroup_size)
-        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 8, .shuffle = true, .row_sets = 8};
+        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 2, .shuffle = true, .row_sets = 8};
     else if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
         *t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
     else
@@ -39,11 +39,14 @@ static spk_status spk__record_matmul(spk_context *ctx, const void *arg) {
     spk_status status;
     uint32_t bm, bn; /* rows and columns of C per workgroup */
     if (t->shuffle) {
+        /* vec4 loads of B where rows of B are whole vec4s. */
+        bool vec4 = p->n % 4 == 0 && p->b->ref.offset % 16 == 0;
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
-        bn = sg * t->tn;
+        bn = sg * t->tn * (vec4 ? 4 : 1);
         uint32_t spec[5] = {t->wg_x, sg, t->row_sets, t->tn, epilogue};
-        status = spk__pipeline_get(ctx, &spk__shader_matmul_shuffle, spec, 5, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+        status = spk__pipeline_get(ctx, vec4 ? &spk__shader_matmul_shuffle_f4 : &spk__shader_matmul_shuffle_f1, spec,
+                                   5, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;

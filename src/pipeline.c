@@ -18,7 +18,8 @@ SPK__SHADER(copy_f4, 2);
 SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 2);
 SPK__SHADER(matmul, 5);
-SPK__SHADER(matmul_shuffle, 5);
+SPK__SHADER(matmul_shuffle_f1, 5);
+SPK__SHADER(matmul_shuffle_f4, 5);
 SPK__SHADER(layer_norm_f1, 4);
 SPK__SHADER(layer_norm_f4, 4);
 

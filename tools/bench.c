@@ -273,10 +273,11 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char
         labels[nt++] = "default";
         if (variants) {
             static const spk__matmul_tuning others[] = {
-                {8, 1, 1, 4, 0, false, true, 8}, {8, 1, 1, 4, 0, false, true, 16}, {8, 1, 1, 2, 0, false, true, 16},
-                {8, 1, 1, 4, 0, false, true, 32}, {8, 1, 1, 8, 0, false, true, 16}};
-            static const char *other_labels[] = {"uniform 8x32", "uniform 16x32", "uniform 16x16",
-                                                 "uniform 32x32", "uniform 16x64"};
+                {8, 1, 1, 1, 0, false, true, 8}, {8, 1, 1, 2, 0, false, true, 8}, {8, 1, 1, 2, 0, false, true, 4},
+                {8, 1, 1, 4, 0, false, true, 4}, {8, 1, 1, 1, 0, false, true, 16}};
+            static const char *other_labels[] = {"shuffle 64 rows, 1 load", "shuffle 64 rows, 2 loads",
+                                                 "shuffle 32 rows, 2 loads", "shuffle 32 rows, 4 loads",
+                                                 "shuffle 128 rows, 1 load"};
             for (int v = 0; v < 5; v++) t[nt] = others[v], labels[nt++] = other_labels[v];
         }
         char name[40];

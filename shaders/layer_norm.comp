@@ -94,9 +94,12 @@ void main() {
         float rstd = inversesqrt(group_sum(sum) * inv_n + pc.eps);
 
         if (CACHE > 0) {
+            // y = (v - mean) * rstd * gamma + beta as one fma: scale = rstd * gamma,
+            // offset = beta - mean * scale.
             [[unroll]] for (uint k = 0; k < CACHE; k++) {
                 uint i = g + k * GROUP;
-                if (i < n) y[base + i] = (v[k] - mean) * rstd * gv[k] + bv[k];
+                T scale = rstd * gv[k];
+                if (i < n) y[base + i] = fma(v[k], scale, fma(T(-mean), scale, bv[k]));
             }
         } else {
             for (uint i = g; i < n; i += GROUP)

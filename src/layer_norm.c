@@ -31,10 +31,12 @@ static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
     uint32_t cache = per_invocation <= cache_max ? spk__pow2_at_least(per_invocation) : 0;
 
     /* Rows per group share gamma and beta in registers: a CPU driver's loads cost the most. Up
-     * to 16 (measured best), while at least 16 workgroups remain to spread over the cores. */
+     * to 16 (measured best), while at least 16 workgroups remain to spread over the cores; a power
+     * of two, so that few pipeline variants exist. */
     uint64_t groups_per_wg = workgroup / group;
-    uint64_t share = p->rows / (groups_per_wg * 16);
-    uint32_t rows_per_group = cpu && cache ? (uint32_t)(share > 16 ? 16 : share ? share : 1) : 1;
+    uint32_t rows_per_group = 1;
+    while (cpu && cache && rows_per_group < 16 && p->rows >= groups_per_wg * 16 * rows_per_group * 2)
+        rows_per_group *= 2;
     uint32_t spec[5] = {workgroup, group, subgroup, cache, rows_per_group};
     spk__dispatch_desc d = {
         .bindings = {p->x->ref, p->gamma->ref, p->beta->ref, p->y->ref},

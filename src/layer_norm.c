@@ -1,10 +1,27 @@
 /* Layer norm over the last axis (shaders/layer_norm.comp). */
-#include "internal.h"
+#include "layer_norm_plan.h"
 
 #include <math.h>
 #include <string.h>
 
+void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tuning *t) {
+    /* As for softpick: a CPU driver wants an invocation or a subgroup per row with the row in
+     * registers, and rows sharing gamma and beta; a GPU, and any device for very long rows, a
+     * workgroup per row. */
+    const spk__device_caps *caps = &ctx->caps;
+    bool cpu = caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
+    *t = (spk__layer_norm_tuning){
+        .workgroup = caps->max_subgroup_size > 64 ? caps->max_subgroup_size : 64,
+        .short_row = cpu ? 16 : 0,
+        .subgroup_row_max = cpu && fixed_sg ? 4096 : 0,
+        .cache_max = cpu ? 32 : 16,
+        .rows_max = cpu ? 16 : 1,
+    };
+}
+
 typedef struct spk__layer_norm_args {
+    const spk__layer_norm_tuning *tuning;
     const spk_tensor *x, *gamma, *beta;
     spk_tensor *y;
     float epsilon;
@@ -13,29 +30,25 @@ typedef struct spk__layer_norm_args {
 
 static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
     const spk__layer_norm_args *p = arg;
+    const spk__layer_norm_tuning *t = p->tuning;
     const spk__device_caps *caps = &ctx->caps;
-    /* As for softpick: a CPU driver wants an invocation or a subgroup per row with the row in
-     * registers; a GPU, and any device for very long rows, a workgroup per row. */
-    bool cpu = caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    uint32_t workgroup = caps->max_subgroup_size > 64 ? caps->max_subgroup_size : 64;
     uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
-    uint32_t cache_max = cpu ? 32 : 16;
     bool vec4 = p->n % 4 == 0 && p->x->ref.offset % 16 == 0 && p->y->ref.offset % 16 == 0 &&
                 p->gamma->ref.offset % 16 == 0 && p->beta->ref.offset % 16 == 0;
     uint64_t len = vec4 ? p->n / 4 : p->n; /* loads per row */
-    uint32_t group = workgroup;
-    if (cpu && len <= 16) group = 1;
-    else if (cpu && fixed_sg && len <= 4096) group = fixed_sg;
+    uint32_t workgroup = t->workgroup, group = workgroup;
+    if (len <= t->short_row) group = 1;
+    else if (fixed_sg && len <= t->subgroup_row_max) group = fixed_sg;
     bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP && group > 1;
     uint64_t per_invocation = (len + group - 1) / group;
-    uint32_t cache = per_invocation <= cache_max ? spk__pow2_at_least(per_invocation) : 0;
+    uint32_t cache = per_invocation <= t->cache_max ? spk__pow2_at_least(per_invocation) : 0;
 
-    /* Rows per group share gamma and beta in registers: a CPU driver's loads cost the most. Up
-     * to 16 (measured best), while at least 16 workgroups remain to spread over the cores; a power
-     * of two, so that few pipeline variants exist. */
+    /* Rows per group share gamma and beta in registers (on CPU drivers the loads cost the most):
+     * up to rows_max (16 measured best on lavapipe), while at least 16 workgroups remain to spread
+     * over the cores; a power of two, so that few pipeline variants exist. */
     uint64_t groups_per_wg = workgroup / group;
     uint32_t rows_per_group = 1;
-    while (cpu && cache && rows_per_group < 16 && p->rows >= groups_per_wg * 16 * rows_per_group * 2)
+    while (cache && rows_per_group < t->rows_max && p->rows >= groups_per_wg * 16 * rows_per_group * 2)
         rows_per_group *= 2;
     uint32_t spec[5] = {workgroup, group, subgroup, cache, rows_per_group};
     spk__dispatch_desc d = {
@@ -59,6 +72,12 @@ static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
 
 spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tensor *gamma, const spk_tensor *beta,
                           const spk_layer_norm_desc *desc, spk_tensor *y) {
+    return spk__layer_norm_tuned(ctx, NULL, x, gamma, beta, desc, y);
+}
+
+spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                 const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
+                                 spk_tensor *y) {
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status status = spk__check_tensor(ctx, x, "layer norm input");
     if (status == SPK_OK) status = spk__check_tensor(ctx, gamma, "layer norm gamma");
@@ -76,6 +95,11 @@ spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tenso
     if ((x != y && spk__overlap(x, y)) || spk__overlap(y, gamma) || spk__overlap(y, beta))
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm output overlaps an input (in place needs y == x)");
     if (x->count == 0) return SPK_OK;
-    spk__layer_norm_args args = {x, gamma, beta, y, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
+    spk__layer_norm_tuning defaults;
+    if (!tuning) {
+        spk__layer_norm_tuning_defaults(ctx, &defaults);
+        tuning = &defaults;
+    }
+    spk__layer_norm_args args = {tuning, x, gamma, beta, y, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
     return spk__run_sync(ctx, spk__record_layer_norm, &args);
 }

@@ -6,11 +6,22 @@
 
 #include "matmul_plan.h"
 
+void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t) {
+    /* 64 x 64 tiles of C, 4 x 4 per invocation, 16-deep slices in shared memory; smaller where
+     * the device's limits require (Vulkan guarantees only 128 invocations and 16 KiB). */
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    uint32_t max_inv = l->maxComputeWorkGroupInvocations;
+    *t = (spk__matmul_tuning){.wg_x = 16, .wg_y = 16, .tm = 4, .tn = 4, .bk = 16, .shared = true};
+    while (t->wg_x * t->wg_y > max_inv || t->wg_y > l->maxComputeWorkGroupSize[1]) t->wg_y /= 2;
+    while (t->bk > 1 && t->bk * (t->wg_y * t->tm + t->wg_x * t->tn) * sizeof(float) > l->maxComputeSharedMemorySize)
+        t->bk /= 2;
+}
+
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) {
     /* Measured with softpick bench matmul --variants 1 on lavapipe (512^3): shared-memory tiles
      * 0.6 GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel with scalar B loads
-     * 7 (32 x 32 blocks) to 10.6 (64 x 64), with two vec4 B loads per k (64 x 64) 11.6. On GPUs,
-     * the classic shared-memory tiles of 64 x 64 with 4 x 4 blocks per invocation. */
+     * 7 (32 x 32 blocks) to 10.6 (64 x 64), with two vec4 B loads per k (64 x 64) 11.6. GPUs get
+     * the classic shared-memory tiles. */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
         caps->min_subgroup_size == caps->max_subgroup_size)
@@ -18,7 +29,7 @@ void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) 
     else if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
         *t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
     else
-        *t = (spk__matmul_tuning){.wg_x = 16, .wg_y = 16, .tm = 4, .tn = 4, .bk = 16, .shared = true};
+        spk__matmul_tuning_tiles(ctx, t);
 }
 
 typedef struct spk__matmul_args {

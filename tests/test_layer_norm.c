@@ -5,8 +5,11 @@
 #include <string.h>
 
 #include "harness.h"
+#include "layer_norm_plan.h"
 
 /* Normalizes `rows` rows of n (x given) and returns max abs error / max abs reference. */
+static const spk__layer_norm_tuning *g_tuning; /* NULL: the device's defaults */
+
 static double run(spk_context *ctx, const float *x, int64_t rows, int64_t n, float eps, bool in_place) {
     float *gamma = test_alloc_floats(n), *beta = test_alloc_floats(n), *y = test_alloc_floats(rows * n);
     test_fill_random(gamma, n, 77);
@@ -27,7 +30,7 @@ static double run(spk_context *ctx, const float *x, int64_t rows, int64_t n, flo
         test_poison(ty);
     }
     spk_layer_norm_desc desc = {.epsilon = eps};
-    spk_status s = spk_layer_norm(ctx, tx, tg, tb, &desc, ty);
+    spk_status s = spk__layer_norm_tuned(ctx, g_tuning, tx, tg, tb, &desc, ty);
     if (s != SPK_OK) fail_msg("layer norm failed: %s", spk_context_last_error(ctx));
     assert_int_equal(spk_tensor_download(ty, y, rows * n), SPK_OK);
     double max_err = 0, max_ref = 0;
@@ -68,6 +71,18 @@ static void row_lengths_on(spk_context *ctx) {
 static void test_row_lengths(void **state) {
     (void)state;
     row_lengths_on(test_shared_context());
+}
+
+static void test_large_mean(void **state);
+
+/* The GPU shape (a workgroup per row, the row in registers where it fits) on any device. */
+static void test_row_lengths_workgroup_per_row(void **state) {
+    (void)state;
+    spk__layer_norm_tuning t = {.workgroup = 64, .cache_max = 16, .rows_max = 1};
+    g_tuning = &t;
+    row_lengths_on(test_shared_context());
+    test_large_mean(state);
+    g_tuning = NULL;
 }
 
 static void test_row_lengths_shared_memory_path(void **state) {
@@ -131,6 +146,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_lengths),
+        cmocka_unit_test(test_row_lengths_workgroup_per_row),
         cmocka_unit_test(test_row_lengths_shared_memory_path),
         cmocka_unit_test(test_large_mean),
         cmocka_unit_test(test_in_place_and_epsilon),

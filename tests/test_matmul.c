@@ -87,13 +87,12 @@ static void test_shapes_default_kernel(void **state) {
     run_shapes(test_shared_context(), NULL);
 }
 
-/* The other kernel shape (shared-memory tiles where the default reads directly, and vice versa). */
-static void test_shapes_other_kernel(void **state) {
+/* The GPU kernel (shared-memory tiles) on every shape, whatever the device's default is. */
+static void test_shapes_tile_kernel(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
     spk__matmul_tuning t;
-    spk__matmul_tuning_defaults(ctx, &t);
-    t.shared = !t.shared;
+    spk__matmul_tuning_tiles(ctx, &t);
     run_shapes(ctx, &t);
     t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 4, .tm = 3, .tn = 5, .bk = 7, .shared = true};
     check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
@@ -194,7 +193,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_erf_and_gelu),
         cmocka_unit_test(test_shapes_default_kernel),
-        cmocka_unit_test(test_shapes_other_kernel),
+        cmocka_unit_test(test_shapes_tile_kernel),
         cmocka_unit_test(test_batches_and_epilogues),
         cmocka_unit_test(test_grid_split),
         cmocka_unit_test(test_errors),

@@ -1,0 +1,22 @@
+/* How spk_layer_norm maps rows onto invocations. Internal: the tests use it to run the GPU
+ * shape of the kernel on any device. */
+#ifndef SOFTPICK_LAYER_NORM_PLAN_H
+#define SOFTPICK_LAYER_NORM_PLAN_H
+
+#include "internal.h"
+
+typedef struct spk__layer_norm_tuning {
+    uint32_t workgroup;        /* invocations per workgroup */
+    uint32_t short_row;        /* rows up to this many loads get one invocation each */
+    uint32_t subgroup_row_max; /* rows up to this many loads get one subgroup each (fixed sizes) */
+    uint32_t cache_max;        /* loads an invocation may keep in registers (0: never) */
+    uint32_t rows_max;         /* rows one group may normalize with gamma and beta in registers */
+} spk__layer_norm_tuning;
+
+void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tuning *t);
+/* spk_layer_norm with a given tuning (NULL: the defaults). */
+spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                 const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
+                                 spk_tensor *y);
+
+#endif

@@ -16,20 +16,8 @@ typedef struct spk__copy_args {
 
 static spk_status spk__record_copy_shader(spk_context *ctx, const void *arg) {
     const spk__copy_args *a = arg;
-    uint32_t count = (uint32_t)(a->src->count / 4);
-    const uint32_t workgroup = 256;
-    uint32_t groups[3];
-    spk_status status = spk__grid(ctx, (count + workgroup - 1) / workgroup, groups);
-    spk__dispatch_desc d = {
-        .bindings = {a->src->ref, a->dst->ref},
-        .written_mask = 0x2,
-        .push = &count,
-        .push_size = sizeof count,
-        .groups = {groups[0], groups[1], groups[2]},
-    };
-    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_copy_f4, &workgroup, 1, 0, &d.pipeline);
-    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
-    return status;
+    uint32_t count = (uint32_t)(a->src->count / 4), workgroup = 256;
+    return spk__dispatch_map(ctx, &spk__shader_copy_f4, &workgroup, 1, a->src->ref, a->dst->ref, count, count);
 }
 
 static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
@@ -54,14 +42,9 @@ typedef struct spk__fma_args {
 
 static spk_status spk__record_fma_peak(spk_context *ctx, const void *arg) {
     const spk__fma_args *a = arg;
-    const uint32_t workgroup = 64;
-    uint32_t spec[2] = {workgroup, a->iterations}, count = (uint32_t)a->src->count;
-    spk__dispatch_desc d = {.bindings = {a->src->ref, a->dst->ref}, .written_mask = 0x2, .push = &count,
-                            .push_size = sizeof count};
-    spk_status status = spk__grid(ctx, (uint64_t)a->dst->count / workgroup, d.groups);
-    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_fma_peak, spec, 2, 0, &d.pipeline);
-    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
-    return status;
+    uint32_t spec[2] = {64, a->iterations};
+    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 2, a->src->ref, a->dst->ref, (uint64_t)a->dst->count,
+                             (uint32_t)a->src->count);
 }
 
 spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint32_t iterations,

@@ -170,14 +170,8 @@ typedef struct spk__unary_args {
 
 static spk_status spk__record_unary(spk_context *ctx, const void *arg) {
     const spk__unary_args *u = arg;
-    const uint32_t workgroup = 64;
-    uint32_t spec[2] = {workgroup, u->op}, count = (uint32_t)u->x->count;
-    spk__dispatch_desc d = {.bindings = {u->x->ref, u->y->ref}, .written_mask = 0x2, .push = &count,
-                            .push_size = sizeof count};
-    spk_status status = spk__grid(ctx, (count + workgroup - 1) / workgroup, d.groups);
-    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_unary, spec, 2, 0, &d.pipeline);
-    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
-    return status;
+    uint32_t spec[2] = {64, u->op}, count = (uint32_t)u->x->count;
+    return spk__dispatch_map(ctx, &spk__shader_unary, spec, 2, u->x->ref, u->y->ref, count, count);
 }
 
 spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, spk_tensor *y) {

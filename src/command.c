@@ -19,66 +19,86 @@ spk_status spk__commands_init(spk_context *ctx) {
         ctx->command_pool = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkCreateCommandPool");
     }
-    VkCommandBufferAllocateInfo cb_info = {
-        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-        .commandPool = ctx->command_pool,
-        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-        .commandBufferCount = 1,
-    };
-    r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cb_info, &ctx->command_buffer);
-    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkAllocateCommandBuffers");
     VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     r = ctx->vk.vkCreateFence(ctx->device, &fence_info, NULL, &ctx->fence);
     if (r != VK_SUCCESS) {
         ctx->fence = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkCreateFence");
     }
-    if (ctx->caps.timestamps) {
-        VkQueryPoolCreateInfo query_info = {
-            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-            .queryType = VK_QUERY_TYPE_TIMESTAMP,
-            .queryCount = 2,
-        };
-        r = ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &ctx->timestamp_pool);
-        if (r != VK_SUCCESS) {
-            ctx->timestamp_pool = VK_NULL_HANDLE;
-            return spk__fail_vk(ctx, r, "vkCreateQueryPool");
-        }
-    }
-    return SPK_OK;
+    ctx->rec = &ctx->own;
+    return spk__recording_init(ctx, &ctx->own, 0);
 }
 
 void spk__commands_destroy(spk_context *ctx) {
-    for (uint32_t i = 0; i < ctx->descriptor_pool_count; i++)
-        ctx->vk.vkDestroyDescriptorPool(ctx->device, ctx->descriptor_pools[i], NULL);
-    free(ctx->descriptor_pools);
-    free(ctx->recording.accesses);
-    if (ctx->timestamp_pool) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->timestamp_pool, NULL);
+    spk__recording_destroy(ctx, &ctx->own);
     if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
     if (ctx->command_pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
 }
 
-spk_status spk__begin(spk_context *ctx) {
-    /* The previous submission has completed (every submit waits), so its descriptor sets can go. */
-    for (uint32_t i = 0; i < ctx->descriptor_pool_count; i++)
-        ctx->vk.vkResetDescriptorPool(ctx->device, ctx->descriptor_pools[i], 0);
-    ctx->recording.access_count = 0;
-    ctx->recording.cmd = ctx->command_buffer;
-    ctx->recording.owned = true;
-    VkResult r = ctx->vk.vkResetCommandBuffer(ctx->command_buffer, 0);
-    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkResetCommandBuffer");
-    VkCommandBufferBeginInfo begin = {
-        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+spk_status spk__recording_init(spk_context *ctx, spk__recording *rec, uint32_t profile_dispatches) {
+    *rec = (spk__recording){0};
+    VkCommandBufferAllocateInfo cb_info = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = ctx->command_pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
     };
-    r = ctx->vk.vkBeginCommandBuffer(ctx->command_buffer, &begin);
-    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkBeginCommandBuffer");
-    if (ctx->timestamp_pool) {
-        ctx->vk.vkCmdResetQueryPool(ctx->command_buffer, ctx->timestamp_pool, 0, 2);
-        ctx->vk.vkCmdWriteTimestamp(ctx->command_buffer, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, ctx->timestamp_pool, 0);
+    VkResult r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cb_info, &rec->cmd);
+    if (r != VK_SUCCESS) {
+        rec->cmd = VK_NULL_HANDLE;
+        return spk__fail_vk(ctx, r, "vkAllocateCommandBuffers");
+    }
+    if (ctx->caps.timestamps) {
+        VkQueryPoolCreateInfo query_info = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+            .queryType = VK_QUERY_TYPE_TIMESTAMP,
+            .queryCount = 2 + 2 * profile_dispatches,
+        };
+        r = ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &rec->timestamps);
+        if (r != VK_SUCCESS) {
+            rec->timestamps = VK_NULL_HANDLE;
+            return spk__fail_vk(ctx, r, "vkCreateQueryPool");
+        }
+        rec->timestamp_capacity = query_info.queryCount;
     }
     return SPK_OK;
 }
+
+void spk__recording_destroy(spk_context *ctx, spk__recording *rec) {
+    for (uint32_t i = 0; i < rec->descriptor_pool_count; i++)
+        ctx->vk.vkDestroyDescriptorPool(ctx->device, rec->descriptor_pools[i], NULL);
+    free(rec->descriptor_pools);
+    free(rec->accesses);
+    if (rec->timestamps) ctx->vk.vkDestroyQueryPool(ctx->device, rec->timestamps, NULL);
+    if (rec->cmd) ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->command_pool, 1, &rec->cmd);
+    *rec = (spk__recording){0};
+}
+
+spk_status spk__recording_begin(spk_context *ctx, spk__recording *rec, bool reusable) {
+    /* The previous submission has completed (every submit waits), so its descriptor sets can go. */
+    for (uint32_t i = 0; i < rec->descriptor_pool_count; i++)
+        ctx->vk.vkResetDescriptorPool(ctx->device, rec->descriptor_pools[i], 0);
+    rec->access_count = 0;
+    rec->dispatch_count = 0;
+    rec->timestamp_count = 0;
+    ctx->rec = rec;
+    VkResult r = ctx->vk.vkResetCommandBuffer(rec->cmd, 0);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = reusable ? 0 : VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    r = ctx->vk.vkBeginCommandBuffer(rec->cmd, &begin);
+    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkBeginCommandBuffer");
+    if (rec->timestamps) {
+        ctx->vk.vkCmdResetQueryPool(rec->cmd, rec->timestamps, 0, rec->timestamp_capacity);
+        ctx->vk.vkCmdWriteTimestamp(rec->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, rec->timestamps, 0);
+        rec->timestamp_count = 2;
+    }
+    return SPK_OK;
+}
+
+spk_status spk__begin(spk_context *ctx) { return spk__recording_begin(ctx, &ctx->own, false); }
 
 static VkAccessFlags spk__write_access(VkPipelineStageFlags stage) {
     return stage == VK_PIPELINE_STAGE_TRANSFER_BIT ? VK_ACCESS_TRANSFER_WRITE_BIT : VK_ACCESS_SHADER_WRITE_BIT;
@@ -87,7 +107,7 @@ static VkAccessFlags spk__write_access(VkPipelineStageFlags stage) {
 /* Emits one barrier covering every tracked access when any of `refs` conflicts with them. */
 static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n,
                                 VkPipelineStageFlags stage) {
-    spk__recording *rec = &ctx->recording;
+    spk__recording *rec = ctx->rec;
     bool conflict = false;
     for (uint32_t i = 0; i < n && !conflict; i++) {
         for (uint32_t j = 0; j < rec->access_count && !conflict; j++) {
@@ -122,7 +142,7 @@ static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, c
 
 static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n,
                              VkPipelineStageFlags stage) {
-    spk__recording *rec = &ctx->recording;
+    spk__recording *rec = ctx->rec;
     spk__barrier_before(ctx, refs, writes, n, stage);
     if (!spk__grow((void **)&rec->accesses, &rec->access_capacity, rec->access_count + n, sizeof *rec->accesses))
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
@@ -132,11 +152,12 @@ static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, cons
 }
 
 static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layout, VkDescriptorSet *set) {
+    spk__recording *rec = ctx->rec;
     for (uint32_t attempt = 0; attempt < 2; attempt++) {
-        if (ctx->descriptor_pool_count > 0) {
+        if (rec->descriptor_pool_count > 0) {
             VkDescriptorSetAllocateInfo info = {
                 .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                .descriptorPool = ctx->descriptor_pools[ctx->descriptor_pool_count - 1],
+                .descriptorPool = rec->descriptor_pools[rec->descriptor_pool_count - 1],
                 .descriptorSetCount = 1,
                 .pSetLayouts = &layout,
             };
@@ -147,8 +168,8 @@ static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layo
         }
         /* The current pool is full (or there is none yet): add one. Pools are reset, not freed,
          * between recordings, so a long recording's pools are reused by later ones. */
-        if (!spk__grow((void **)&ctx->descriptor_pools, &ctx->descriptor_pool_capacity,
-                       ctx->descriptor_pool_count + 1, sizeof *ctx->descriptor_pools))
+        if (!spk__grow((void **)&rec->descriptor_pools, &rec->descriptor_pool_capacity,
+                       rec->descriptor_pool_count + 1, sizeof *rec->descriptor_pools))
             return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
         VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS};
         VkDescriptorPoolCreateInfo pool_info = {
@@ -160,7 +181,7 @@ static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layo
         VkDescriptorPool pool;
         VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &pool);
         if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
-        ctx->descriptor_pools[ctx->descriptor_pool_count++] = pool;
+        rec->descriptor_pools[rec->descriptor_pool_count++] = pool;
     }
     return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
 }
@@ -191,12 +212,21 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
     }
     ctx->vk.vkUpdateDescriptorSets(ctx->device, n, write_sets, 0, NULL);
 
-    VkCommandBuffer cmd = ctx->recording.cmd;
+    spk__recording *rec = ctx->rec;
+    VkCommandBuffer cmd = rec->cmd;
     ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
     ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->layout, 0, 1, &set, 0, NULL);
     if (d->push_size)
         ctx->vk.vkCmdPushConstants(cmd, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, d->push_size, d->push);
+    /* Profiling: timestamps once the previous work is done (after any barrier) and once this
+     * dispatch is, so that their difference is the kernel alone. */
+    bool profile = rec->timestamp_count + 2 <= rec->timestamp_capacity && rec->timestamp_capacity > 2;
+    if (profile)
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, rec->timestamps, rec->timestamp_count++);
     ctx->vk.vkCmdDispatch(cmd, d->groups[0], d->groups[1], d->groups[2]);
+    if (profile)
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, rec->timestamps, rec->timestamp_count++);
+    rec->dispatch_count++;
     return SPK_OK;
 }
 
@@ -206,7 +236,7 @@ spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst)
     spk_status status = spk__track(ctx, refs, writes, 2, VK_PIPELINE_STAGE_TRANSFER_BIT);
     if (status != SPK_OK) return status;
     VkBufferCopy region = {src.offset, dst.offset, src.size < dst.size ? src.size : dst.size};
-    ctx->vk.vkCmdCopyBuffer(ctx->recording.cmd, src.buffer, dst.buffer, 1, &region);
+    ctx->vk.vkCmdCopyBuffer(ctx->rec->cmd, src.buffer, dst.buffer, 1, &region);
     return SPK_OK;
 }
 
@@ -224,8 +254,7 @@ spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]) {
     return SPK_OK;
 }
 
-spk_status spk__submit_and_wait(spk_context *ctx) {
-    spk__recording *rec = &ctx->recording;
+spk_status spk__recording_end(spk_context *ctx, spk__recording *rec) {
     VkCommandBuffer cmd = rec->cmd;
     /* Make the device's writes visible to the host, which reads mapped tensors and staging
      * memory once the fence signals. */
@@ -245,16 +274,26 @@ spk_status spk__submit_and_wait(spk_context *ctx) {
         ctx->vk.vkCmdPipelineBarrier(cmd, src_stage, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, NULL, 0, NULL);
     }
     rec->access_count = 0;
-    if (ctx->timestamp_pool)
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, ctx->timestamp_pool, 1);
+    if (rec->timestamps)
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, rec->timestamps, 1);
     VkResult r = ctx->vk.vkEndCommandBuffer(cmd);
     if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkEndCommandBuffer");
+    return SPK_OK;
+}
+
+/* Nanoseconds between two raw timestamps, within the queue's valid bits. */
+static uint64_t spk__timestamp_ns(const spk_context *ctx, uint64_t from, uint64_t to) {
+    uint64_t mask = ctx->caps.timestamp_valid_bits >= 64 ? UINT64_MAX : (1ull << ctx->caps.timestamp_valid_bits) - 1;
+    return (uint64_t)((double)((to - from) & mask) * ctx->caps.timestamp_period);
+}
+
+spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
     VkSubmitInfo submit = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,
-        .pCommandBuffers = &cmd,
+        .pCommandBuffers = &rec->cmd,
     };
-    r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence);
+    VkResult r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence);
     if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkQueueSubmit");
     /* A blocking wait: on CPU drivers the host thread shares the cores with the driver's workers,
      * and a spinning waiter would take their time. */
@@ -263,17 +302,31 @@ spk_status spk__submit_and_wait(spk_context *ctx) {
     if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkWaitForFences");
     if (reset != VK_SUCCESS) return spk__fail_vk(ctx, reset, "vkResetFences");
     ctx->last_gpu_time_ns = 0;
-    if (ctx->timestamp_pool) {
+    if (rec->timestamps) {
         uint64_t ts[2];
-        r = ctx->vk.vkGetQueryPoolResults(ctx->device, ctx->timestamp_pool, 0, 2, sizeof ts, ts, sizeof ts[0],
+        r = ctx->vk.vkGetQueryPoolResults(ctx->device, rec->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
                                           VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
-        uint64_t mask = ctx->caps.timestamp_valid_bits >= 64 ? UINT64_MAX
-                                                              : (1ull << ctx->caps.timestamp_valid_bits) - 1;
-        if (r == VK_SUCCESS)
-            ctx->last_gpu_time_ns =
-                (uint64_t)((double)((ts[1] - ts[0]) & mask) * ctx->caps.timestamp_period);
+        if (r == VK_SUCCESS) ctx->last_gpu_time_ns = spk__timestamp_ns(ctx, ts[0], ts[1]);
     }
     return SPK_OK;
+}
+
+uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns, uint32_t max) {
+    uint32_t timed = rec->timestamp_count > 2 ? (rec->timestamp_count - 2) / 2 : 0;
+    if (timed > max) timed = max;
+    for (uint32_t i = 0; i < timed; i++) {
+        uint64_t ts[2] = {0, 0};
+        VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, rec->timestamps, 2 + 2 * i, 2, sizeof ts, ts,
+                                                   sizeof ts[0], VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        ns[i] = r == VK_SUCCESS ? spk__timestamp_ns(ctx, ts[0], ts[1]) : 0;
+    }
+    return timed;
+}
+
+spk_status spk__submit_and_wait(spk_context *ctx) {
+    spk_status status = spk__recording_end(ctx, &ctx->own);
+    if (status == SPK_OK) status = spk__recording_submit(ctx, &ctx->own);
+    return status;
 }
 
 spk_status spk__run_sync(spk_context *ctx, spk_status (*record)(spk_context *, const void *), const void *arg) {

@@ -92,11 +92,19 @@ typedef struct spk__access {
     bool write;
 } spk__access;
 
+/* Commands being recorded, with what they need to stay valid while they may execute: the
+ * descriptor sets their dispatches bind and the timestamp queries around them. The context's own
+ * recording is reused by every synchronous op; a model keeps one per shape it was run with, and
+ * submits it again and again. */
 typedef struct spk__recording {
     VkCommandBuffer cmd;
-    bool owned; /* submitted by the library (versus an application's command buffer) */
-    spk__access *accesses;
+    spk__access *accesses; /* since the last barrier */
     uint32_t access_count, access_capacity;
+    VkDescriptorPool *descriptor_pools;
+    uint32_t descriptor_pool_count, descriptor_pool_capacity;
+    VkQueryPool timestamps; /* [0] start, [1] end, then (before, after) per dispatch if profiling */
+    uint32_t timestamp_capacity, timestamp_count;
+    uint32_t dispatch_count;
 } spk__recording;
 
 /* ---- the context ------------------------------------------------------------------------ */
@@ -146,13 +154,10 @@ struct spk_context {
     uint32_t pipeline_count, pipeline_capacity;
 
     VkCommandPool command_pool;
-    VkCommandBuffer command_buffer;
     VkFence fence;
-    VkDescriptorPool *descriptor_pools; /* pools of the current recording; [0] kept across */
-    uint32_t descriptor_pool_count, descriptor_pool_capacity;
-    VkQueryPool timestamp_pool;
     uint64_t last_gpu_time_ns;
-    spk__recording recording;
+    spk__recording own;  /* the synchronous ops' recording */
+    spk__recording *rec; /* the recording dispatches go to (under the lock) */
 };
 
 struct spk_tensor {
@@ -218,9 +223,24 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
 
 spk_status spk__commands_init(spk_context *ctx);
 void spk__commands_destroy(spk_context *ctx);
-/* Starts the context's own command buffer (waiting is done by spk__submit_and_wait). */
+/* Allocates a recording's command buffer and timestamp queries: 2, or 2 + 2 per dispatch for up
+ * to `profile_dispatches` dispatches. */
+spk_status spk__recording_init(spk_context *ctx, spk__recording *rec, uint32_t profile_dispatches);
+void spk__recording_destroy(spk_context *ctx, spk__recording *rec);
+/* Resets `rec` (its previous submission must have completed), begins it and makes it the one
+ * dispatches go to. `reusable`: it will be submitted more than once. */
+spk_status spk__recording_begin(spk_context *ctx, spk__recording *rec, bool reusable);
+/* Makes every write visible to the host, writes the end timestamp and ends the command buffer. */
+spk_status spk__recording_end(spk_context *ctx, spk__recording *rec);
+/* Submits an ended recording, waits on the fence (blocking) and reads its timestamps into
+ * ctx->last_gpu_time_ns. */
+spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec);
+/* Per-dispatch GPU nanoseconds of the last submission of a profiling recording: fills up to `max`
+ * entries and returns how many dispatches were timed. */
+uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns, uint32_t max);
+/* Begins the context's own recording (the synchronous ops'). */
 spk_status spk__begin(spk_context *ctx);
-/* Ends, submits, waits on the fence (blocking), and reads the timestamps. */
+/* Ends, submits and waits for the context's own recording. */
 spk_status spk__submit_and_wait(spk_context *ctx);
 
 typedef struct spk__dispatch_desc {

@@ -217,7 +217,7 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
 extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
     spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4, spk__shader_fma_peak,
     spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle_f1, spk__shader_matmul_shuffle_f4, spk__shader_layer_norm_f1,
-    spk__shader_layer_norm_f4;
+    spk__shader_layer_norm_f4, spk__shader_attention;
 
 /* ---- command.c -------------------------------------------------------------------------- */
 
@@ -269,6 +269,8 @@ spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]);
 spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what);
 /* Checks that t has exactly this shape; records an error naming `what` otherwise. */
 spk_status spk__check_shape(spk_context *ctx, const spk_tensor *t, int ndim, const int64_t *shape, const char *what);
+/* The tensor's bytes (tests and tools reach them through this). */
+static inline spk__buffer_ref spk__tensor_ref(const spk_tensor *t) { return t->ref; }
 /* Whether two tensors' bytes overlap. */
 bool spk__overlap(const spk_tensor *a, const spk_tensor *b);
 /* Runs `record` alone in the context's command buffer, submits and waits, under the lock. */

@@ -28,7 +28,7 @@ typedef struct spk__layer_norm_args {
     uint64_t rows, n;
 } spk__layer_norm_args;
 
-static spk_status spk__record_layer_norm(spk_context *ctx, const void *arg) {
+static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     const spk__layer_norm_args *p = arg;
     const spk__layer_norm_tuning *t = p->tuning;
     const spk__device_caps *caps = &ctx->caps;
@@ -75,9 +75,12 @@ spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tenso
     return spk__layer_norm_tuned(ctx, NULL, x, gamma, beta, desc, y);
 }
 
-spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
-                                 const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
-                                 spk_tensor *y) {
+/* Checks the operands and plans the dispatch; args->tuning is NULL when there is nothing to do. */
+static spk_status spk__layer_norm_check(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                        const spk_tensor *gamma, const spk_tensor *beta,
+                                        const spk_layer_norm_desc *desc, spk_tensor *y,
+                                        spk__layer_norm_tuning *defaults, spk__layer_norm_args *args) {
+    *args = (spk__layer_norm_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status status = spk__check_tensor(ctx, x, "layer norm input");
     if (status == SPK_OK) status = spk__check_tensor(ctx, gamma, "layer norm gamma");
@@ -95,11 +98,30 @@ spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning 
     if ((x != y && spk__overlap(x, y)) || spk__overlap(y, gamma) || spk__overlap(y, beta))
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm output overlaps an input (in place needs y == x)");
     if (x->count == 0) return SPK_OK;
-    spk__layer_norm_tuning defaults;
     if (!tuning) {
-        spk__layer_norm_tuning_defaults(ctx, &defaults);
-        tuning = &defaults;
+        spk__layer_norm_tuning_defaults(ctx, defaults);
+        tuning = defaults;
     }
-    spk__layer_norm_args args = {tuning, x, gamma, beta, y, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
-    return spk__run_sync(ctx, spk__record_layer_norm, &args);
+    *args = (spk__layer_norm_args){tuning, x, gamma, beta, y, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
+    return SPK_OK;
+}
+
+spk_status spk__record_layer_norm(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                  const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
+                                  spk_tensor *y) {
+    spk__layer_norm_tuning defaults;
+    spk__layer_norm_args args;
+    spk_status status = spk__layer_norm_check(ctx, tuning, x, gamma, beta, desc, y, &defaults, &args);
+    if (status == SPK_OK && args.tuning) status = spk__layer_norm_dispatch(ctx, &args);
+    return status;
+}
+
+spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                 const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
+                                 spk_tensor *y) {
+    spk__layer_norm_tuning defaults;
+    spk__layer_norm_args args;
+    spk_status status = spk__layer_norm_check(ctx, tuning, x, gamma, beta, desc, y, &defaults, &args);
+    if (status == SPK_OK && args.tuning) status = spk__run_sync(ctx, spk__layer_norm_dispatch, &args);
+    return status;
 }

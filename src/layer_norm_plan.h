@@ -14,6 +14,10 @@ typedef struct spk__layer_norm_tuning {
 } spk__layer_norm_tuning;
 
 void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tuning *t);
+/* Checks the operands and records the layer norm into the current recording (ctx->rec). */
+spk_status spk__record_layer_norm(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                  const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
+                                  spk_tensor *y);
 /* spk_layer_norm with a given tuning (NULL: the defaults). */
 spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
                                  const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,

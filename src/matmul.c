@@ -41,7 +41,7 @@ typedef struct spk__matmul_args {
     bool shared_b;
 } spk__matmul_args;
 
-static spk_status spk__record_matmul(spk_context *ctx, const void *arg) {
+static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
     const spk__matmul_args *p = arg;
     const spk__matmul_tuning *t = p->tuning;
     uint32_t epilogue = (p->bias ? 1u : 0u) | (p->activation == SPK_ACTIVATION_GELU ? 2u : 0u) |
@@ -96,8 +96,11 @@ static spk_status spk__record_matmul(spk_context *ctx, const void *arg) {
     return status;
 }
 
-spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
-                             const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c) {
+/* Checks the operands and plans the dispatch; args->tuning is NULL when there is nothing to do. */
+static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                                    const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c,
+                                    spk__matmul_tuning *defaults, spk__matmul_args *args) {
+    *args = (spk__matmul_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_matmul_desc opts = {0};
     if (desc) opts = *desc;
@@ -141,18 +144,35 @@ spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning,
                          (unsigned long long)batch);
     if (c_count == 0) return SPK_OK;
 
-    spk__matmul_tuning defaults;
     if (!tuning) {
-        spk__matmul_tuning_defaults(ctx, &defaults);
-        tuning = &defaults;
+        spk__matmul_tuning_defaults(ctx, defaults);
+        tuning = defaults;
     }
     const spk__device_caps *caps = &ctx->caps;
     if (tuning->shuffle && !(caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size &&
                              tuning->wg_x % caps->max_subgroup_size == 0))
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul needs subgroup shuffles of one fixed size");
 
-    spk__matmul_args args = {tuning, a, b, opts.bias, opts.residual, c, opts.activation, batch, m, n, k, shared_b};
-    return spk__run_sync(ctx, spk__record_matmul, &args);
+    *args = (spk__matmul_args){tuning, a, b, opts.bias, opts.residual, c, opts.activation, batch, m, n, k, shared_b};
+    return SPK_OK;
+}
+
+spk_status spk__record_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c) {
+    spk__matmul_tuning defaults;
+    spk__matmul_args args;
+    spk_status status = spk__matmul_check(ctx, tuning, a, b, desc, c, &defaults, &args);
+    if (status == SPK_OK && args.tuning) status = spk__matmul_dispatch(ctx, &args);
+    return status;
+}
+
+spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                             const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c) {
+    spk__matmul_tuning defaults;
+    spk__matmul_args args;
+    spk_status status = spk__matmul_check(ctx, tuning, a, b, desc, c, &defaults, &args);
+    if (status == SPK_OK && args.tuning) status = spk__run_sync(ctx, spk__matmul_dispatch, &args);
+    return status;
 }
 
 spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b, const spk_matmul_desc *desc,

@@ -18,6 +18,9 @@ typedef struct spk__matmul_tuning {
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t);
 /* The shared-memory tile kernel (the GPU default), sized within the device's limits. */
 void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t);
+/* Checks the operands and records the matmul into the current recording (ctx->rec). */
+spk_status spk__record_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c);
 /* spk_matmul with a given tuning (NULL: the defaults). */
 spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c);

@@ -252,6 +252,16 @@ SPK_API spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const s
 /* y = GELU(x) elementwise, the exact erf form; y == x works in place. */
 SPK_API spk_status spk_gelu(spk_context *ctx, const spk_tensor *x, spk_tensor *y);
 
+/* Multi-head softpick attention, fused in one kernel: q, k, v and out are [batch, seq, hidden],
+ * hidden = num_heads * head_dim (head h is columns h*head_dim .. (h+1)*head_dim-1), head_dim at
+ * most 256. Per head, s = q k^T / sqrt(head_dim); with `causal`, scores of later keys are zero
+ * (not -inf: softpick's zeros add nothing to the |s| sum); w = softpick(s) over keys; out = w v.
+ * The [seq, seq] scores are never stored: memory is O(seq * hidden). out must not overlap q, k
+ * or v. */
+SPK_API spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
+                                          const spk_tensor *v, int num_heads, bool causal,
+                                          spk_tensor *out);
+
 /* ---------------------------------------------------------------------------------------------
  * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32)
  * ------------------------------------------------------------------------------------------- */

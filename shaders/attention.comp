@@ -1,0 +1,125 @@
+#version 450
+// Causal (or full) softpick attention, fused: for one (batch, head, block of BQ queries) a
+// workgroup streams over blocks of BK keys in shared memory and accumulates, per query,
+//     num = sum_j s_ij v_j    and    den = sum_j |s_ij|,    s_ij = q_i . k_j / sqrt(D),
+// then writes num / (1 + den). Softpick has no running maximum to track, so one pass is exact.
+// Future keys score 0 (they add nothing to either sum): key blocks wholly after the last query of
+// the block are skipped. The [seq, seq] scores never reach memory.
+//
+// MODE 1 and 2 are the unfused reference the benchmark compares against: 1 writes the scores
+// (future ones as zeros) to S for a separate softpick pass, 2 computes W V reading W from S.
+//
+// Tensors are rows of `stride` floats; head h of a row is D floats from column `off + h * D`, so
+// q, k and v may be separate [batch, seq, hidden] tensors or column ranges of one fused tensor.
+#extension GL_EXT_control_flow_attributes : require
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint D = 64;     // head dimension
+layout(constant_id = 2) const uint BQ = 16;    // queries per workgroup
+layout(constant_id = 3) const uint BK = 16;    // keys per shared-memory block
+layout(constant_id = 4) const uint CAUSAL = 1;
+layout(constant_id = 5) const uint ACC = 16;   // outputs per invocation: ceil(BQ * D / WG)
+layout(constant_id = 6) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
+
+layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
+layout(set = 0, binding = 1) readonly buffer K { float k[]; };
+layout(set = 0, binding = 2) readonly buffer V { float v[]; };
+layout(set = 0, binding = 3) writeonly buffer O { float o[]; };
+layout(set = 0, binding = 4) buffer S { float s[]; };
+
+layout(push_constant) uniform Push {
+    uint seq, heads;
+    uint q_stride, k_stride, v_stride, o_stride;
+    uint q_off, k_off, v_off;
+    float scale;
+} pc;
+
+const uint KD = D + 1; // padded rows: invocations reading different keys hit different banks
+shared float qs[BQ * D];
+shared float ks[BK * KD];
+shared float vs[BK * D];
+shared float ss[BQ * BK];
+shared float den_s[BQ];
+
+void main() {
+    const uint WG = gl_WorkGroupSize.x;
+    uint tid = gl_LocalInvocationID.x;
+    uint q0 = gl_WorkGroupID.x * BQ, head = gl_WorkGroupID.y, batch = gl_WorkGroupID.z;
+    uint row0 = batch * pc.seq; // the batch's first row
+    uint q_col = pc.q_off + head * D, k_col = pc.k_off + head * D, v_col = pc.v_off + head * D;
+    uint s_row0 = (batch * pc.heads + head) * pc.seq; // MODE 1/2: this head's rows of S
+
+    // Queries, pre-scaled by 1 / sqrt(D).
+    if (MODE != 2)
+        for (uint i = tid; i < BQ * D; i += WG) {
+            uint t = q0 + i / D;
+            qs[i] = t < pc.seq ? q[(row0 + t) * pc.q_stride + q_col + i % D] * pc.scale : 0.0;
+        }
+
+    float num[ACC];
+    [[unroll]] for (uint j = 0; j < ACC; j++) num[j] = 0.0;
+    float den = 0.0; // invocations tid < BQ: query q0 + tid
+
+    uint key_end = pc.seq;
+    if (CAUSAL != 0 && MODE == 0) key_end = min(pc.seq, q0 + BQ);
+    for (uint kb = 0; kb < key_end; kb += BK) {
+        if (MODE != 2)
+            for (uint i = tid; i < BK * D; i += WG) {
+                uint key = kb + i / D;
+                ks[(i / D) * KD + i % D] = key < pc.seq ? k[(row0 + key) * pc.k_stride + k_col + i % D] : 0.0;
+            }
+        if (MODE != 1)
+            for (uint i = tid; i < BK * D; i += WG) {
+                uint key = kb + i / D;
+                vs[i] = key < pc.seq ? v[(row0 + key) * pc.v_stride + v_col + i % D] : 0.0;
+            }
+        if (MODE == 2)
+            for (uint i = tid; i < BQ * BK; i += WG) {
+                uint t = q0 + i / BK, key = kb + i % BK;
+                ss[i] = t < pc.seq && key < pc.seq ? s[(s_row0 + t) * pc.seq + key] : 0.0;
+            }
+        barrier();
+
+        if (MODE != 2)
+            for (uint i = tid; i < BQ * BK; i += WG) {
+                uint qi = i / BK, kj = i % BK;
+                float dot = 0.0;
+                [[unroll]] for (uint d = 0; d < D; d++) dot = fma(qs[qi * D + d], ks[kj * KD + d], dot);
+                // Future (and padding) keys score exactly zero.
+                uint t = q0 + qi, key = kb + kj;
+                if ((CAUSAL != 0 && key > t) || key >= pc.seq) dot = 0.0;
+                if (MODE == 1) {
+                    if (t < pc.seq && key < pc.seq) s[(s_row0 + t) * pc.seq + key] = dot;
+                } else {
+                    ss[i] = dot;
+                }
+            }
+        if (MODE == 1) {
+            barrier(); // ks is reloaded next block
+            continue;
+        }
+        if (MODE == 0) barrier();
+
+        if (MODE == 0 && tid < BQ)
+            [[unroll]] for (uint kj = 0; kj < BK; kj++) den += abs(ss[tid * BK + kj]);
+        [[unroll]] for (uint j = 0; j < ACC; j++) {
+            uint i = tid + j * WG;
+            if (ACC * WG > BQ * D && i >= BQ * D) break;
+            uint qi = i / D, d = i % D;
+            float acc = num[j];
+            [[unroll]] for (uint kj = 0; kj < BK; kj++) acc = fma(ss[qi * BK + kj], vs[kj * D + d], acc);
+            num[j] = acc;
+        }
+        barrier(); // the next block overwrites ks, vs and ss
+    }
+    if (MODE == 1) return;
+
+    if (tid < BQ) den_s[tid] = den;
+    barrier();
+    [[unroll]] for (uint j = 0; j < ACC; j++) {
+        uint i = tid + j * WG;
+        if (ACC * WG > BQ * D && i >= BQ * D) break;
+        uint t = q0 + i / D;
+        if (t < pc.seq) o[(row0 + t) * pc.o_stride + head * D + i % D] = num[j] / (1.0 + den_s[i / D]);
+    }
+}

@@ -1,0 +1,107 @@
+/* Fused causal softpick attention (shaders/attention.comp). */
+#include "attention_plan.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Floats of shared memory the kernel declares for these tile sizes. */
+static uint64_t spk__attention_shared_floats(uint32_t d, uint32_t bq, uint32_t bk) {
+    return (uint64_t)bq * d + (uint64_t)bk * (d + 1) + (uint64_t)bk * d + (uint64_t)bq * bk + bq;
+}
+
+void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, uint32_t seq,
+                                    spk__attention_tuning *t) {
+    /* 32 x 32 blocks where shared memory allows (16 KiB is all Vulkan guarantees: head_dim 256
+     * gets 4 x 4), no larger than the sequence needs. */
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    uint32_t block = 32, seq_pow2 = spk__pow2_at_least(seq ? seq : 1);
+    while (block > seq_pow2 && block > 1) block /= 2;
+    while (block > 1 && spk__attention_shared_floats(head_dim, block, block) * sizeof(float) >
+                            l->maxComputeSharedMemorySize)
+        block /= 2;
+    uint32_t wg = 64;
+    while (wg > l->maxComputeWorkGroupInvocations || wg > l->maxComputeWorkGroupSize[0]) wg /= 2;
+    *t = (spk__attention_tuning){.workgroup = wg, .queries = block, .keys = block};
+}
+
+spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,
+                                 const spk__attention_args *a, uint32_t mode, spk__buffer_ref scores) {
+    spk__attention_tuning defaults;
+    if (!tuning) {
+        spk__attention_tuning_defaults(ctx, a->head_dim, a->seq, &defaults);
+        tuning = &defaults;
+    }
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    uint32_t d = a->head_dim, wg = tuning->workgroup, bq = tuning->queries, bk = tuning->keys;
+    if (bq > wg || spk__attention_shared_floats(d, bq, bk) * sizeof(float) > l->maxComputeSharedMemorySize)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "attention blocks of %u x %u do not fit head_dim %u here", bq,
+                         bk, d);
+    uint64_t query_blocks = ((uint64_t)a->seq + bq - 1) / bq;
+    if (query_blocks > l->maxComputeWorkGroupCount[0] || a->heads > l->maxComputeWorkGroupCount[1] ||
+        a->batch > l->maxComputeWorkGroupCount[2])
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
+                         "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
+                         a->seq, a->heads, a->batch);
+    uint32_t spec[7] = {wg, d, bq, bk, a->causal ? 1 : 0, (bq * d + wg - 1) / wg, mode};
+    spk__dispatch_desc desc = {
+        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
+        .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
+        .groups = {(uint32_t)query_blocks, a->heads, a->batch},
+    };
+    struct {
+        uint32_t seq, heads, q_stride, k_stride, v_stride, o_stride, q_off, k_off, v_off;
+        float scale;
+    } push = {a->seq,      a->heads,    a->q.stride, a->k.stride, a->v.stride, a->out.stride,
+              a->q.offset, a->k.offset, a->v.offset, (float)(1.0 / sqrt((double)d))};
+    desc.push = &push;
+    desc.push_size = sizeof push;
+    spk_status status = spk__pipeline_get(ctx, &spk__shader_attention, spec, 7, 0, &desc.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
+    return status;
+}
+
+static spk_status spk__attention_dispatch(spk_context *ctx, const void *arg) {
+    spk__buffer_ref none = {0};
+    return spk__record_attention(ctx, NULL, arg, SPK__ATTENTION_FUSED, none);
+}
+
+spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                  int num_heads, bool causal, spk_tensor *out) {
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status status = spk__check_tensor(ctx, q, "attention q");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, k, "attention k");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, v, "attention v");
+    if (status == SPK_OK) status = spk__check_tensor(ctx, out, "attention output");
+    if (status != SPK_OK) return status;
+    if (q->ndim != 3) return spk__fail(ctx, SPK_ERROR_SHAPE, "attention q must be [batch, seq, hidden]");
+    status = spk__check_shape(ctx, k, 3, q->shape, "attention k");
+    if (status == SPK_OK) status = spk__check_shape(ctx, v, 3, q->shape, "attention v");
+    if (status == SPK_OK) status = spk__check_shape(ctx, out, 3, q->shape, "attention output");
+    if (status != SPK_OK) return status;
+    int64_t hidden = q->shape[2];
+    if (num_heads <= 0 || hidden % num_heads != 0)
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "hidden size %lld is not divisible by %d heads",
+                         (long long)hidden, num_heads);
+    if (hidden / num_heads > SPK__ATTENTION_MAX_HEAD_DIM)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "head dimension %lld exceeds the supported %d",
+                         (long long)(hidden / num_heads), SPK__ATTENTION_MAX_HEAD_DIM);
+    if (spk__overlap(out, q) || spk__overlap(out, k) || spk__overlap(out, v))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "attention output overlaps an input");
+    if (q->count > UINT32_MAX)
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "attention over %lld elements overflows 32-bit indices",
+                         (long long)q->count);
+    if (q->count == 0) return SPK_OK;
+    uint32_t h = (uint32_t)hidden;
+    spk__attention_args args = {
+        .q = {q->ref, h, 0},
+        .k = {k->ref, h, 0},
+        .v = {v->ref, h, 0},
+        .out = {out->ref, h, 0},
+        .batch = (uint32_t)q->shape[0],
+        .seq = (uint32_t)q->shape[1],
+        .heads = (uint32_t)num_heads,
+        .head_dim = h / (uint32_t)num_heads,
+        .causal = causal,
+    };
+    return spk__run_sync(ctx, spk__attention_dispatch, &args);
+}

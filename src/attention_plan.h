@@ -1,0 +1,37 @@
+/* How softpick attention maps onto shaders/attention.comp. Internal: the model records it on
+ * column ranges of its fused q/k/v tensor, and the benchmark runs the unfused reference. */
+#ifndef SOFTPICK_ATTENTION_PLAN_H
+#define SOFTPICK_ATTENTION_PLAN_H
+
+#include "internal.h"
+
+/* One operand: rows of `stride` floats, heads starting at column `offset`. */
+typedef struct spk__attention_operand {
+    spk__buffer_ref ref;
+    uint32_t stride, offset;
+} spk__attention_operand;
+
+typedef struct spk__attention_args {
+    spk__attention_operand q, k, v, out; /* out.offset must be 0 */
+    uint32_t batch, seq, heads, head_dim;
+    bool causal;
+} spk__attention_args;
+
+typedef struct spk__attention_tuning {
+    uint32_t workgroup;  /* invocations per workgroup */
+    uint32_t queries;    /* per workgroup (a power of two) */
+    uint32_t keys;       /* per shared-memory block (a power of two) */
+} spk__attention_tuning;
+
+enum { SPK__ATTENTION_FUSED = 0, SPK__ATTENTION_SCORES = 1, SPK__ATTENTION_PRODUCT = 2 };
+
+void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, uint32_t seq,
+                                    spk__attention_tuning *t);
+/* Records attention into the current recording. `mode` SCORES writes the scores to `scores`
+ * ([batch, heads, seq, seq]); PRODUCT reads softpick'ed scores from it; FUSED ignores it. */
+spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,
+                                 const spk__attention_args *args, uint32_t mode, spk__buffer_ref scores);
+/* The largest head dimension the kernel takes. */
+#define SPK__ATTENTION_MAX_HEAD_DIM 256
+
+#endif

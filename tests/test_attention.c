@@ -1,0 +1,274 @@
+/* spk_softpick_attention against a float64 reference: sequence lengths, head counts and head
+ * dimensions over the issue's grid, causal and not; causality; batch independence; the unfused
+ * reference path the benchmark compares against; error paths. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention_plan.h"
+#include "harness.h"
+#include "softpick_plan.h"
+
+/* float64 attention of one batch row: q, k, v, out are [seq, hidden]. */
+static void ref_attention(const float *q, const float *k, const float *v, int64_t seq, int64_t heads,
+                          int64_t head_dim, bool causal, double *out) {
+    int64_t hidden = heads * head_dim;
+    double *s = malloc((size_t)seq * sizeof *s);
+    assert_non_null(s);
+    for (int64_t h = 0; h < heads; h++) {
+        for (int64_t i = 0; i < seq; i++) {
+            double den = 1.0;
+            for (int64_t j = 0; j < seq; j++) {
+                double dot = 0;
+                for (int64_t d = 0; d < head_dim; d++)
+                    dot += (double)q[i * hidden + h * head_dim + d] * k[j * hidden + h * head_dim + d];
+                s[j] = causal && j > i ? 0.0 : dot / sqrt((double)head_dim);
+                den += fabs(s[j]);
+            }
+            for (int64_t d = 0; d < head_dim; d++) {
+                double acc = 0;
+                for (int64_t j = 0; j < seq; j++) acc += s[j] / den * v[j * hidden + h * head_dim + d];
+                out[i * hidden + h * head_dim + d] = acc;
+            }
+        }
+    }
+    free(s);
+}
+
+typedef struct attention_data {
+    int64_t shape[3];
+    float *q, *k, *v, *out;
+    spk_tensor *tq, *tk, *tv, *tout;
+} attention_data;
+
+static void data_init(spk_context *ctx, attention_data *a, int64_t batch, int64_t seq, int64_t hidden,
+                      uint64_t seed) {
+    *a = (attention_data){.shape = {batch, seq, hidden}};
+    int64_t n = batch * seq * hidden;
+    a->q = test_alloc_floats(n), a->k = test_alloc_floats(n), a->v = test_alloc_floats(n);
+    a->out = test_alloc_floats(n);
+    /* Scaled up so that the |s| sums, not the 1, dominate the denominators. */
+    test_fill_random(a->q, n, seed);
+    test_fill_random(a->k, n, seed + 1);
+    test_fill_random(a->v, n, seed + 2);
+    for (int64_t i = 0; i < n; i++) a->q[i] *= 3.0f;
+    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tq), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tk), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tv), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tout), SPK_OK);
+}
+
+static void data_upload(attention_data *a) {
+    int64_t n = a->shape[0] * a->shape[1] * a->shape[2];
+    assert_int_equal(spk_tensor_upload(a->tq, a->q, n), SPK_OK);
+    assert_int_equal(spk_tensor_upload(a->tk, a->k, n), SPK_OK);
+    assert_int_equal(spk_tensor_upload(a->tv, a->v, n), SPK_OK);
+    test_poison(a->tout);
+}
+
+static void data_run(spk_context *ctx, attention_data *a, int heads, bool causal) {
+    data_upload(a);
+    spk_status s = spk_softpick_attention(ctx, a->tq, a->tk, a->tv, heads, causal, a->tout);
+    if (s != SPK_OK) fail_msg("attention failed: %s", spk_context_last_error(ctx));
+    int64_t n = a->shape[0] * a->shape[1] * a->shape[2];
+    assert_int_equal(spk_tensor_download(a->tout, a->out, n), SPK_OK);
+}
+
+static void data_free(attention_data *a) {
+    spk_tensor_destroy(a->tq), spk_tensor_destroy(a->tk), spk_tensor_destroy(a->tv), spk_tensor_destroy(a->tout);
+    free(a->q), free(a->k), free(a->v), free(a->out);
+}
+
+/* max |out - ref| / max |ref| over the whole batch. */
+static double data_error(const attention_data *a, int heads, bool causal) {
+    int64_t seq = a->shape[1], hidden = a->shape[2], row = seq * hidden;
+    double *ref = malloc((size_t)row * sizeof *ref);
+    assert_non_null(ref);
+    double max_err = 0, max_ref = 0;
+    for (int64_t b = 0; b < a->shape[0]; b++) {
+        ref_attention(a->q + b * row, a->k + b * row, a->v + b * row, seq, heads, hidden / heads, causal, ref);
+        for (int64_t i = 0; i < row; i++) {
+            double err = fabs(ref[i] - a->out[b * row + i]);
+            if (!(err <= max_err)) max_err = err;
+            if (fabs(ref[i]) > max_ref) max_ref = fabs(ref[i]);
+        }
+    }
+    free(ref);
+    return max_err / (max_ref > 0 ? max_ref : 1);
+}
+
+static void grid(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    static const int64_t seqs[] = {1, 2, 17, 60, 61, 300};
+    static const int heads_list[] = {1, 3, 4, 8};
+    static const int64_t dims[] = {1, 8, 16, 33, 64, 128};
+    int cases = 0;
+    for (size_t si = 0; si < sizeof seqs / sizeof *seqs; si++)
+        for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
+            for (int causal = 0; causal < 2; causal++) {
+                /* Every head count with every sequence length and head dimension over the grid,
+                 * without the full product (the float64 reference is the slow part). */
+                int heads = heads_list[(si + di + (size_t)causal) % 4];
+                if (seqs[si] == 300 && dims[di] == 128 && heads == 8) heads = 4;
+                attention_data a;
+                data_init(ctx, &a, 2, seqs[si], heads * dims[di], 100 + (uint64_t)cases);
+                data_run(ctx, &a, heads, causal);
+                double err = data_error(&a, heads, causal);
+                if (!(err <= 1e-5))
+                    fail_msg("seq %lld heads %d head_dim %lld causal %d: error %.3g", (long long)seqs[si], heads,
+                             (long long)dims[di], causal, err);
+                data_free(&a);
+                cases++;
+            }
+    test_assert_no_validation();
+}
+
+static void every_head_count_at_seq_60(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    static const int heads_list[] = {1, 3, 4, 8};
+    for (size_t i = 0; i < 4; i++) {
+        attention_data a;
+        data_init(ctx, &a, 3, 60, heads_list[i] * 16, 7 + i);
+        data_run(ctx, &a, heads_list[i], true);
+        double err = data_error(&a, heads_list[i], true);
+        if (!(err <= 1e-5)) fail_msg("heads %d: error %.3g", heads_list[i], err);
+        data_free(&a);
+    }
+    test_assert_no_validation();
+}
+
+static void head_dim_256(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    attention_data a;
+    data_init(ctx, &a, 1, 70, 512, 9);
+    data_run(ctx, &a, 2, true);
+    double err = data_error(&a, 2, true);
+    if (!(err <= 1e-5)) fail_msg("head_dim 256: error %.3g", err);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
+/* Changing keys and values after position i leaves rows 0..i unchanged, bit for bit; every later
+ * row changes. */
+static void causality(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    const int64_t seq = 61, hidden = 32, i = 40;
+    attention_data a;
+    data_init(ctx, &a, 1, seq, hidden, 21);
+    data_run(ctx, &a, 4, true);
+    float *before = test_alloc_floats(seq * hidden);
+    memcpy(before, a.out, (size_t)(seq * hidden) * sizeof(float));
+    for (int64_t j = (i + 1) * hidden; j < seq * hidden; j++) a.k[j] = -a.k[j] * 2.0f, a.v[j] += 1.0f;
+    data_run(ctx, &a, 4, true);
+    assert_memory_equal(before, a.out, (size_t)((i + 1) * hidden) * sizeof(float));
+    for (int64_t t = i + 1; t < seq; t++)
+        assert_memory_not_equal(before + t * hidden, a.out + t * hidden, (size_t)hidden * sizeof(float));
+    free(before);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
+/* Each batch row's result is the same alone as within a batch of 33. */
+static void batch_rows_independent(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    const int64_t seq = 17, hidden = 24, row = seq * hidden;
+    attention_data all, one;
+    data_init(ctx, &all, 33, seq, hidden, 31);
+    data_run(ctx, &all, 3, true);
+    data_init(ctx, &one, 1, seq, hidden, 99);
+    for (int64_t b = 0; b < 33; b += 8) {
+        memcpy(one.q, all.q + b * row, (size_t)row * sizeof(float));
+        memcpy(one.k, all.k + b * row, (size_t)row * sizeof(float));
+        memcpy(one.v, all.v + b * row, (size_t)row * sizeof(float));
+        data_run(ctx, &one, 3, true);
+        assert_memory_equal(one.out, all.out + b * row, (size_t)row * sizeof(float));
+    }
+    data_free(&all);
+    data_free(&one);
+    test_assert_no_validation();
+}
+
+typedef struct unfused_args {
+    const spk__attention_args *args;
+    const spk_tensor *scores;
+} unfused_args;
+
+static spk_status record_unfused(spk_context *ctx, const void *arg) {
+    const unfused_args *u = arg;
+    spk_status s = spk__record_attention(ctx, NULL, u->args, SPK__ATTENTION_SCORES, u->scores->ref);
+    if (s == SPK_OK) s = spk__record_softpick(ctx, NULL, u->scores, -1, (spk_tensor *)u->scores);
+    if (s == SPK_OK) s = spk__record_attention(ctx, NULL, u->args, SPK__ATTENTION_PRODUCT, u->scores->ref);
+    return s;
+}
+
+/* The benchmark's unfused reference (scores stored, softpick, product) computes the same. */
+static void unfused_reference_path(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    const int64_t seq = 45, heads = 2, hidden = 32;
+    attention_data a;
+    data_init(ctx, &a, 2, seq, hidden, 41);
+    data_upload(&a);
+    int64_t s_shape[4] = {2, heads, seq, seq};
+    spk_tensor *scores = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 4, s_shape, &scores), SPK_OK);
+    uint32_t h = (uint32_t)hidden;
+    spk__attention_args args = {
+        .q = {spk__tensor_ref(a.tq), h, 0}, .k = {spk__tensor_ref(a.tk), h, 0}, .v = {spk__tensor_ref(a.tv), h, 0},
+        .out = {spk__tensor_ref(a.tout), h, 0}, .batch = 2, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
+        .head_dim = (uint32_t)(hidden / heads), .causal = true,
+    };
+    unfused_args u = {&args, scores};
+    assert_int_equal(spk__run_sync(ctx, record_unfused, &u), SPK_OK);
+    assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * seq * hidden), SPK_OK);
+    double err = data_error(&a, (int)heads, true);
+    if (!(err <= 1e-5)) fail_msg("unfused: error %.3g", err);
+    spk_tensor_destroy(scores);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
+static void errors(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    attention_data a;
+    data_init(ctx, &a, 1, 5, 12, 1);
+    assert_int_equal(spk_softpick_attention(ctx, a.tq, a.tk, a.tv, 5, true, a.tout), SPK_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(spk_context_last_error(ctx), "divisible"));
+    assert_int_equal(spk_softpick_attention(ctx, a.tq, a.tk, a.tv, 0, true, a.tout), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_softpick_attention(ctx, a.tq, a.tk, a.tv, 3, true, a.tq), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_softpick_attention(ctx, NULL, a.tk, a.tv, 3, true, a.tout), SPK_ERROR_INVALID_ARGUMENT);
+    int64_t other[3] = {1, 6, 12}, flat[2] = {5, 12}, wide[3] = {1, 2, 600};
+    spk_tensor *t = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 3, other, &t), SPK_OK);
+    assert_int_equal(spk_softpick_attention(ctx, a.tq, t, a.tv, 3, true, a.tout), SPK_ERROR_SHAPE);
+    spk_tensor_destroy(t);
+    assert_int_equal(spk_tensor_create(ctx, 2, flat, &t), SPK_OK);
+    assert_int_equal(spk_softpick_attention(ctx, t, t, t, 3, true, a.tout), SPK_ERROR_SHAPE);
+    spk_tensor_destroy(t);
+    spk_tensor *w[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(spk_tensor_create(ctx, 3, wide, &w[i]), SPK_OK);
+    assert_int_equal(spk_softpick_attention(ctx, w[0], w[1], w[2], 1, true, w[3]), SPK_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(spk_context_last_error(ctx), "head dimension"));
+    for (int i = 0; i < 4; i++) spk_tensor_destroy(w[i]);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(grid),
+        cmocka_unit_test(every_head_count_at_seq_60),
+        cmocka_unit_test(head_dim_256),
+        cmocka_unit_test(causality),
+        cmocka_unit_test(batch_rows_independent),
+        cmocka_unit_test(unfused_reference_path),
+        cmocka_unit_test(errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
+}

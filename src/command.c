@@ -230,14 +230,19 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
     return SPK_OK;
 }
 
-spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst) {
+spk_status spk__copy_regions(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst, const VkBufferCopy *regions,
+                             uint32_t count) {
     spk__buffer_ref refs[2] = {src, dst};
     bool writes[2] = {false, true};
     spk_status status = spk__track(ctx, refs, writes, 2, VK_PIPELINE_STAGE_TRANSFER_BIT);
     if (status != SPK_OK) return status;
-    VkBufferCopy region = {src.offset, dst.offset, src.size < dst.size ? src.size : dst.size};
-    ctx->vk.vkCmdCopyBuffer(ctx->rec->cmd, src.buffer, dst.buffer, 1, &region);
+    ctx->vk.vkCmdCopyBuffer(ctx->rec->cmd, src.buffer, dst.buffer, count, regions);
     return SPK_OK;
+}
+
+spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst) {
+    VkBufferCopy region = {src.offset, dst.offset, src.size < dst.size ? src.size : dst.size};
+    return spk__copy_regions(ctx, src, dst, &region, 1);
 }
 
 spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]) {

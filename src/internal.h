@@ -260,6 +260,9 @@ spk_status spk__dispatch_map(spk_context *ctx, const spk__shader *shader, const 
                              spk__buffer_ref src, spk__buffer_ref dst, uint64_t invocations, uint32_t count);
 /* Records vkCmdCopyBuffer, with the same barrier tracking. */
 spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst);
+/* Records one vkCmdCopyBuffer of several regions (absolute offsets) lying within src and dst. */
+spk_status spk__copy_regions(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst, const VkBufferCopy *regions,
+                             uint32_t count);
 /* Splits `count` workgroups into a 2D grid within maxComputeWorkGroupCount. */
 spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]);
 

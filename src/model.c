@@ -1,0 +1,744 @@
+/* The softpick transformer of SPEC.md section 2. spk__model_record reads like the spec's
+ * pseudocode; the rest is parameters (creation, random init, safetensors) and the cache of
+ * recorded forwards that spk_model_forward replays. */
+#include "model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention_plan.h"
+#include "layer_norm_plan.h"
+#include "matmul_plan.h"
+#include "safetensors.h"
+
+/* ---- configuration ------------------------------------------------------------------------ */
+
+spk_model_config spk_model_config_default(int embed_dim) {
+    return (spk_model_config){
+        .embed_dim = embed_dim,
+        .hidden_size = 256,
+        .num_heads = 4,
+        .num_layers = 6,
+        .dropout = 0.1f,
+        .window_size = 60,
+        .output_mode = SPK_OUTPUT_LAST,
+    };
+}
+
+int spk_model_output_size(const spk_model_config *config) { return config ? config->hidden_size : 0; }
+
+spk_status spk_model_config_check(const spk_model_config *c, char *error, size_t error_size) {
+    const char *why = NULL;
+    char buf[160];
+    if (!c) why = "the configuration is NULL";
+    else if (c->embed_dim <= 0) why = "embed_dim must be > 0";
+    else if (c->hidden_size <= 0) why = "hidden_size must be > 0";
+    else if (c->num_heads <= 0) why = "num_heads must be > 0";
+    else if (c->num_layers <= 0) why = "num_layers must be > 0";
+    else if (c->window_size <= 0) why = "window_size must be > 0";
+    else if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) why = "dropout must be in [0, 1)";
+    else if ((unsigned)c->output_mode > SPK_OUTPUT_MEAN) why = "unknown output mode";
+    else if (c->hidden_size % c->num_heads != 0) {
+        snprintf(buf, sizeof buf, "hidden_size %d is not divisible by num_heads %d", c->hidden_size, c->num_heads);
+        why = buf;
+    } else if (c->hidden_size / c->num_heads > SPK__ATTENTION_MAX_HEAD_DIM) {
+        snprintf(buf, sizeof buf, "head size %d (hidden_size / num_heads) exceeds the supported %d",
+                 c->hidden_size / c->num_heads, SPK__ATTENTION_MAX_HEAD_DIM);
+        why = buf;
+    } else if ((int64_t)c->hidden_size * 4 > INT32_MAX / 4) {
+        why = "hidden_size is too large";
+    }
+    if (!why) return SPK_OK;
+    if (error && error_size) snprintf(error, error_size, "%s", why);
+    return SPK_ERROR_INVALID_ARGUMENT;
+}
+
+/* ---- parameters --------------------------------------------------------------------------- */
+
+/* Every parameter of the file format, with where it lives in the model: q, k and v kernels are
+ * packed side by side into one [hidden, 3 hidden] kernel (one matmul instead of three). */
+typedef struct spk__param {
+    char name[80];
+    spk_tensor *tensor; /* destination */
+    int ndim;           /* in the file: 2 for kernels [rows, cols], 1 otherwise [cols] */
+    int64_t rows, cols;
+    int64_t column; /* first destination column (of a destination row of tensor->shape[last]) */
+    enum { SPK__INIT_GLOROT, SPK__INIT_ZERO, SPK__INIT_ONE } init;
+} spk__param;
+
+static void spk__param_dense(spk__param **p, const char *name, spk_tensor *kernel, spk_tensor *bias, int64_t in,
+                             int64_t out, int64_t column) {
+    spk__param *k = (*p)++, *b = (*p)++;
+    *k = (spk__param){.tensor = kernel, .ndim = 2, .rows = in, .cols = out, .column = column, .init = SPK__INIT_GLOROT};
+    *b = (spk__param){.tensor = bias, .ndim = 1, .rows = 1, .cols = out, .column = column, .init = SPK__INIT_ZERO};
+    snprintf(k->name, sizeof k->name, "%s.kernel", name);
+    snprintf(b->name, sizeof b->name, "%s.bias", name);
+}
+
+static void spk__param_norm(spk__param **p, const char *name, const spk__norm_params *n, int64_t hidden) {
+    spk__param *g = (*p)++, *b = (*p)++;
+    *g = (spk__param){.tensor = n->gamma, .ndim = 1, .rows = 1, .cols = hidden, .init = SPK__INIT_ONE};
+    *b = (spk__param){.tensor = n->beta, .ndim = 1, .rows = 1, .cols = hidden, .init = SPK__INIT_ZERO};
+    snprintf(g->name, sizeof g->name, "%s.gamma", name);
+    snprintf(b->name, sizeof b->name, "%s.beta", name);
+}
+
+/* Lists the parameters (SPEC.md section 3 names); returns how many, or 0 when out of memory. */
+static uint32_t spk__model_params(const spk_model *m, spk__param **out) {
+    int64_t h = m->cfg.hidden_size, e = m->cfg.embed_dim;
+    uint32_t count = (m->input_projection.kernel ? 2 : 0) + 16 * (uint32_t)m->cfg.num_layers + 2;
+    spk__param *params = calloc(count, sizeof *params), *p = params;
+    *out = params;
+    if (!params) return 0;
+    if (m->input_projection.kernel)
+        spk__param_dense(&p, "input_projection", m->input_projection.kernel, m->input_projection.bias, e, h, 0);
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const spk__layer *b = &m->layers[l];
+        char name[64];
+#define SPK__NAME(suffix) (snprintf(name, sizeof name, "softpick_block_%d_%s", l + 1, suffix), name)
+        spk__param_norm(&p, SPK__NAME("attn_norm"), &b->attn_norm, h);
+        spk__param_dense(&p, SPK__NAME("attn_q_proj"), b->qkv.kernel, b->qkv.bias, h, h, 0);
+        spk__param_dense(&p, SPK__NAME("attn_k_proj"), b->qkv.kernel, b->qkv.bias, h, h, h);
+        spk__param_dense(&p, SPK__NAME("attn_v_proj"), b->qkv.kernel, b->qkv.bias, h, h, 2 * h);
+        spk__param_dense(&p, SPK__NAME("attn_out_proj"), b->out.kernel, b->out.bias, h, h, 0);
+        spk__param_norm(&p, SPK__NAME("ffn_norm"), &b->ffn_norm, h);
+        spk__param_dense(&p, SPK__NAME("ffn_up"), b->up.kernel, b->up.bias, h, 4 * h, 0);
+        spk__param_dense(&p, SPK__NAME("ffn_down"), b->down.kernel, b->down.bias, 4 * h, h, 0);
+#undef SPK__NAME
+    }
+    spk__param_norm(&p, "final_norm", &m->final_norm, h);
+    return count;
+}
+
+/* Host images of the destination tensors, filled parameter by parameter, then uploaded. */
+typedef struct spk__images {
+    spk_tensor **tensors;
+    float **data;
+    uint32_t count;
+} spk__images;
+
+static float *spk__image_of(spk__images *im, spk_tensor *t) {
+    for (uint32_t i = 0; i < im->count; i++)
+        if (im->tensors[i] == t) return im->data[i];
+    float *data = malloc((size_t)t->count * sizeof *data);
+    uint32_t n = im->count;
+    spk_tensor **tensors = realloc(im->tensors, (n + 1) * sizeof *tensors);
+    if (tensors) im->tensors = tensors;
+    float **datas = tensors ? realloc(im->data, (n + 1) * sizeof *datas) : NULL;
+    if (datas) im->data = datas;
+    if (!data || !tensors || !datas) {
+        free(data);
+        return NULL;
+    }
+    im->tensors[n] = t;
+    im->data[n] = data;
+    im->count++;
+    return data;
+}
+
+static void spk__images_free(spk__images *im) {
+    for (uint32_t i = 0; i < im->count; i++) free(im->data[i]);
+    free(im->tensors);
+    free(im->data);
+}
+
+/* Writes a [rows, cols] parameter at its place in its destination image. */
+static void spk__image_put(float *image, const spk__param *p, const float *values) {
+    int64_t stride = p->tensor->shape[p->tensor->ndim - 1];
+    for (int64_t r = 0; r < p->rows; r++)
+        memcpy(image + r * stride + p->column, values + r * p->cols, (size_t)p->cols * sizeof *values);
+}
+
+static spk_status spk__images_upload(spk_model *m, spk__images *im) {
+    spk_status s = SPK_OK;
+    for (uint32_t i = 0; i < im->count && s == SPK_OK; i++)
+        s = spk_tensor_upload(im->tensors[i], im->data[i], im->tensors[i]->count);
+    (void)m;
+    return s;
+}
+
+/* splitmix64: a small, well-mixed generator; one stream per parameter. */
+static uint64_t spk__splitmix(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk__param *params;
+    uint32_t count = spk__model_params(m, &params);
+    spk__images im = {0};
+    float *values = NULL;
+    spk_status s = count ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
+        const spk__param *p = &params[i];
+        float *image = spk__image_of(&im, p->tensor);
+        float *v = realloc(values, (size_t)(p->rows * p->cols) * sizeof *v);
+        if (!image || !v) {
+            s = SPK_ERROR_OUT_OF_HOST_MEMORY;
+            break;
+        }
+        values = v;
+        /* Glorot uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)). */
+        double limit = sqrt(6.0 / (double)(p->rows + p->cols));
+        uint64_t state = seed ^ (0xD1B54A32D192ED03ull * (i + 1));
+        for (int64_t j = 0; j < p->rows * p->cols; j++) {
+            double u = (double)(spk__splitmix(&state) >> 11) * 0x1p-53; /* [0, 1) */
+            v[j] = p->init == SPK__INIT_GLOROT ? (float)((2.0 * u - 1.0) * limit) : p->init == SPK__INIT_ONE ? 1.0f : 0.0f;
+        }
+        spk__image_put(image, p, v);
+    }
+    if (s == SPK_OK) s = spk__images_upload(m, &im);
+    else spk__fail(m->ctx, s, "out of host memory initializing the model");
+    free(values);
+    spk__images_free(&im);
+    free(params);
+    return s;
+}
+
+static spk_status spk__load_params(spk_model *m, const spk__safetensors *st) {
+    spk_context *ctx = m->ctx;
+    spk__param *params;
+    uint32_t count = spk__model_params(m, &params);
+    if (!count) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    spk_status s = SPK_OK;
+    /* Everything is checked before anything is uploaded, so a bad file changes nothing. */
+    for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
+        const spk__param *p = &params[i];
+        const spk__st_tensor *t = spk__safetensors_find(st, p->name);
+        int64_t want[2] = {p->rows, p->cols};
+        const int64_t *want_shape = p->ndim == 2 ? want : want + 1;
+        if (!t) {
+            s = spk__fail(ctx, SPK_ERROR_FORMAT, "the weights lack tensor '%s'", p->name);
+        } else if (t->ndim != p->ndim || memcmp(t->shape, want_shape, (size_t)p->ndim * sizeof *want_shape) != 0) {
+            char got[96] = "";
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+            s = p->ndim == 2 ? spk__fail(ctx, SPK_ERROR_FORMAT, "tensor '%s' has shape [%s], expected [%lld, %lld]",
+                                         p->name, got, (long long)p->rows, (long long)p->cols)
+                             : spk__fail(ctx, SPK_ERROR_FORMAT, "tensor '%s' has shape [%s], expected [%lld]",
+                                         p->name, got, (long long)p->cols);
+        }
+    }
+    if (s == SPK_OK && st->tensor_count != count) {
+        for (uint32_t i = 0; i < st->tensor_count && s == SPK_OK; i++) {
+            bool known = false;
+            for (uint32_t j = 0; j < count && !known; j++) known = strcmp(st->tensors[i].name, params[j].name) == 0;
+            if (!known)
+                s = spk__fail(ctx, SPK_ERROR_FORMAT, "the weights have an unexpected tensor '%s'",
+                              st->tensors[i].name);
+        }
+    }
+    spk__images im = {0};
+    float *values = NULL;
+    for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
+        const spk__param *p = &params[i];
+        const spk__st_tensor *t = spk__safetensors_find(st, p->name);
+        float *image = spk__image_of(&im, p->tensor);
+        float *v = realloc(values, (size_t)t->count * sizeof *v + 1);
+        if (!image || !v) {
+            s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading '%s'", p->name);
+            break;
+        }
+        values = v;
+        spk__safetensors_to_f32(st, t, v);
+        spk__image_put(image, p, v);
+    }
+    if (s == SPK_OK) s = spk__images_upload(m, &im);
+    free(values);
+    spk__images_free(&im);
+    free(params);
+    return s;
+}
+
+spk_status spk_model_load_safetensors(spk_model *m, const char *path) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!path) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "the weights path is NULL");
+    spk__safetensors st;
+    char error[SPK__ERROR_LEN];
+    spk_status s = spk__safetensors_read(path, &st, error, sizeof error);
+    if (s != SPK_OK) return spk__fail(m->ctx, s, "%s: %s", path, error);
+    s = spk__load_params(m, &st);
+    spk__safetensors_free(&st);
+    return s;
+}
+
+/* A metadata integer: decimal, positive, nothing else. */
+static spk_status spk__metadata_int(spk_context *ctx, const spk__safetensors *st, const char *key, int *out) {
+    const char *v = spk__safetensors_metadata(st, key);
+    if (!v) return SPK_OK;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n <= 0 || n > INT32_MAX)
+        return spk__fail(ctx, SPK_ERROR_FORMAT, "metadata %s = '%.32s' is not a positive integer", key, v);
+    *out = (int)n;
+    return SPK_OK;
+}
+
+/* The configuration a file describes: its metadata, else what the tensor shapes say, else the
+ * defaults. */
+static spk_status spk__config_from_file(spk_context *ctx, const spk__safetensors *st, spk_model_config *c) {
+    const spk__st_tensor *gamma = spk__safetensors_find(st, "final_norm.gamma");
+    const spk__st_tensor *proj = spk__safetensors_find(st, "input_projection.kernel");
+    int hidden = gamma && gamma->ndim == 1 && gamma->shape[0] <= INT32_MAX ? (int)gamma->shape[0] : 256;
+    *c = spk_model_config_default(proj && proj->ndim == 2 && proj->shape[0] <= INT32_MAX ? (int)proj->shape[0]
+                                                                                           : hidden);
+    c->hidden_size = hidden;
+    c->num_layers = 0;
+    char name[64];
+    do snprintf(name, sizeof name, "softpick_block_%d_attn_norm.gamma", ++c->num_layers);
+    while (c->num_layers < 100000 && spk__safetensors_find(st, name));
+    c->num_layers = c->num_layers > 1 ? c->num_layers - 1 : 6;
+    spk_status s = spk__metadata_int(ctx, st, "embed_dim", &c->embed_dim);
+    if (s == SPK_OK) s = spk__metadata_int(ctx, st, "hidden_size", &c->hidden_size);
+    if (s == SPK_OK) s = spk__metadata_int(ctx, st, "num_heads", &c->num_heads);
+    if (s == SPK_OK) s = spk__metadata_int(ctx, st, "num_layers", &c->num_layers);
+    if (s == SPK_OK) s = spk__metadata_int(ctx, st, "window_size", &c->window_size);
+    const char *dropout = spk__safetensors_metadata(st, "dropout");
+    if (s == SPK_OK && dropout) {
+        char *end;
+        double d = strtod(dropout, &end);
+        if (end == dropout || *end || !(d >= 0.0 && d < 1.0))
+            s = spk__fail(ctx, SPK_ERROR_FORMAT, "metadata dropout = '%.32s' is not a rate in [0, 1)", dropout);
+        c->dropout = (float)d;
+    }
+    return s;
+}
+
+spk_status spk_model_create_from_safetensors(spk_context *ctx, const char *path, const spk_model_config *overrides,
+                                             spk_model **out) {
+    if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_model_create_from_safetensors: out is NULL");
+    *out = NULL;
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!path) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "the weights path is NULL");
+    spk__safetensors st;
+    char error[SPK__ERROR_LEN];
+    spk_status s = spk__safetensors_read(path, &st, error, sizeof error);
+    if (s != SPK_OK) return spk__fail(ctx, s, "%s: %s", path, error);
+    spk_model_config c;
+    s = spk__config_from_file(ctx, &st, &c);
+    if (s == SPK_OK && overrides) {
+        if (overrides->embed_dim) c.embed_dim = overrides->embed_dim;
+        if (overrides->hidden_size) c.hidden_size = overrides->hidden_size;
+        if (overrides->num_heads) c.num_heads = overrides->num_heads;
+        if (overrides->num_layers) c.num_layers = overrides->num_layers;
+        if (overrides->window_size) c.window_size = overrides->window_size;
+        if (overrides->dropout) c.dropout = overrides->dropout;
+        c.output_mode = overrides->output_mode;
+    }
+    spk_model *m = NULL;
+    if (s == SPK_OK) s = spk_model_create(ctx, &c, &m);
+    if (s == SPK_OK) s = spk__load_params(m, &st);
+    spk__safetensors_free(&st);
+    if (s != SPK_OK) {
+        /* Keep the message: destroying the model does not touch it. */
+        spk_model_destroy(m);
+        return s;
+    }
+    *out = m;
+    return SPK_OK;
+}
+
+/* ---- creation ----------------------------------------------------------------------------- */
+
+static spk_status spk__tensor1(spk_context *ctx, int64_t n, spk_tensor **out) {
+    return spk_tensor_create(ctx, 1, &n, out);
+}
+
+static spk_status spk__tensor2(spk_context *ctx, int64_t rows, int64_t cols, spk_tensor **out) {
+    int64_t shape[2] = {rows, cols};
+    return spk_tensor_create(ctx, 2, shape, out);
+}
+
+static spk_status spk__dense_create(spk_context *ctx, int64_t in, int64_t out, spk__dense_params *d) {
+    spk_status s = spk__tensor2(ctx, in, out, &d->kernel);
+    if (s == SPK_OK) s = spk__tensor1(ctx, out, &d->bias);
+    return s;
+}
+
+static void spk__dense_destroy(spk__dense_params *d) {
+    spk_tensor_destroy(d->kernel);
+    spk_tensor_destroy(d->bias);
+}
+
+static spk_status spk__norm_create(spk_context *ctx, int64_t n, spk__norm_params *norm) {
+    spk_status s = spk__tensor1(ctx, n, &norm->gamma);
+    if (s == SPK_OK) s = spk__tensor1(ctx, n, &norm->beta);
+    return s;
+}
+
+static void spk__norm_destroy(spk__norm_params *n) {
+    spk_tensor_destroy(n->gamma);
+    spk_tensor_destroy(n->beta);
+}
+
+static void spk__recordings_clear(spk_model *m) {
+    for (uint32_t i = 0; i < SPK__MODEL_RECORDINGS; i++) {
+        spk__model_recording *r = &m->recordings[i];
+        if (r->rec.cmd) {
+            pthread_mutex_lock(&m->ctx->lock);
+            spk__recording_destroy(m->ctx, &r->rec);
+            pthread_mutex_unlock(&m->ctx->lock);
+        }
+        *r = (spk__model_recording){0};
+    }
+}
+
+static void spk__activations_destroy(spk_model *m) {
+    spk__recordings_clear(m);
+    spk_tensor *const all[] = {m->input, m->x, m->normed, m->qkv, m->attended, m->ffn, m->last, m->output, m->mean_weights};
+    for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
+    m->input = m->x = m->normed = m->qkv = m->attended = m->ffn = m->last = m->output = m->mean_weights = NULL;
+    if (m->staging.block) {
+        pthread_mutex_lock(&m->ctx->lock);
+        spk__free(m->ctx, &m->staging);
+        pthread_mutex_unlock(&m->ctx->lock);
+    }
+    m->rows = 0;
+}
+
+/* Activation buffers for `rows` = batch * seq_len positions. */
+static spk_status spk__activations_create(spk_model *m, int64_t rows) {
+    spk_context *ctx = m->ctx;
+    int64_t h = m->cfg.hidden_size;
+    spk__activations_destroy(m);
+    spk_status s = spk__tensor2(ctx, rows, m->cfg.embed_dim, &m->input);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->x);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->normed);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, 3 * h, &m->qkv);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->attended);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, 4 * h, &m->ffn);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->last);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->output);
+    if (s == SPK_OK) s = spk__tensor1(ctx, rows, &m->mean_weights);
+    /* Where tensors are not host-visible, input and output go through staging copies recorded
+     * into the forward itself, so that a forward stays one submission. */
+    bool mapped = m->input->alloc.block->mapped && m->output->alloc.block->mapped && !ctx->force_staging;
+    if (s == SPK_OK && !mapped) {
+        pthread_mutex_lock(&ctx->lock);
+        s = spk__allocate(ctx, SPK__MEMORY_STAGING, (VkDeviceSize)(m->input->count + m->output->count) * sizeof(float),
+                          &m->staging);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    if (s == SPK_OK) m->rows = rows;
+    else spk__activations_destroy(m);
+    return s;
+}
+
+spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, spk_model **out) {
+    if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_model_create: out is NULL");
+    *out = NULL;
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    char error[200];
+    if (spk_model_config_check(config, error, sizeof error) != SPK_OK)
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "model configuration: %s", error);
+    spk_model *m = calloc(1, sizeof *m);
+    if (m) m->layers = calloc((size_t)config->num_layers, sizeof *m->layers);
+    if (!m || !m->layers) {
+        free(m);
+        return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    m->ctx = ctx;
+    m->cfg = *config;
+    int64_t h = config->hidden_size;
+    spk_status s = SPK_OK;
+    if (config->embed_dim != config->hidden_size) s = spk__dense_create(ctx, config->embed_dim, h, &m->input_projection);
+    for (int l = 0; l < config->num_layers && s == SPK_OK; l++) {
+        spk__layer *b = &m->layers[l];
+        s = spk__norm_create(ctx, h, &b->attn_norm);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, 3 * h, &b->qkv);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, h, &b->out);
+        if (s == SPK_OK) s = spk__norm_create(ctx, h, &b->ffn_norm);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, 4 * h, &b->up);
+        if (s == SPK_OK) s = spk__dense_create(ctx, 4 * h, h, &b->down);
+    }
+    if (s == SPK_OK) s = spk__norm_create(ctx, h, &m->final_norm);
+    if (s == SPK_OK) s = spk__activations_create(m, config->window_size);
+    if (s != SPK_OK) {
+        spk_model_destroy(m);
+        return s;
+    }
+    *out = m;
+    return SPK_OK;
+}
+
+void spk_model_destroy(spk_model *m) {
+    if (!m) return;
+    spk__activations_destroy(m);
+    spk__dense_destroy(&m->input_projection);
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        spk__layer *b = &m->layers[l];
+        spk__norm_destroy(&b->attn_norm);
+        spk__dense_destroy(&b->qkv);
+        spk__dense_destroy(&b->out);
+        spk__norm_destroy(&b->ffn_norm);
+        spk__dense_destroy(&b->up);
+        spk__dense_destroy(&b->down);
+    }
+    spk__norm_destroy(&m->final_norm);
+    free(m->layers);
+    free(m);
+}
+
+const spk_model_config *spk_model_get_config(const spk_model *m) { return m ? &m->cfg : NULL; }
+
+spk_status spk_model_set_output_mode(spk_model *m, spk_output_mode mode) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    if ((unsigned)mode > SPK_OUTPUT_MEAN) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "unknown output mode %d", (int)mode);
+    m->cfg.output_mode = mode;
+    return SPK_OK;
+}
+
+int64_t spk_model_output_shape(const spk_model *m, int64_t batch, int64_t seq_len, int *ndim, int64_t shape[3]) {
+    if (!m || !ndim || !shape || batch <= 0 || seq_len <= 0) return 0;
+    int64_t h = m->cfg.hidden_size;
+    if (m->cfg.output_mode == SPK_OUTPUT_ALL) {
+        *ndim = 3, shape[0] = batch, shape[1] = seq_len, shape[2] = h;
+        return batch * seq_len * h;
+    }
+    *ndim = 2, shape[0] = batch, shape[1] = h;
+    return batch * h;
+}
+
+/* ---- the forward pass --------------------------------------------------------------------- */
+
+/* A tensor over the first elements of `t` with another shape (never destroyed). */
+static spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape) {
+    spk_tensor v = *t;
+    v.ndim = ndim;
+    v.count = 1;
+    for (int i = 0; i < ndim; i++) v.shape[i] = shape[i], v.count *= shape[i];
+    v.ref.size = (VkDeviceSize)v.count * sizeof(float);
+    if (v.ref.size == 0) v.ref.size = t->ref.size;
+    return v;
+}
+
+static spk_status spk__record_dense(spk_context *ctx, const spk_tensor *x, const spk__dense_params *d, spk_activation activation,
+                             const spk_tensor *residual, spk_tensor *y) {
+    spk_matmul_desc desc = {.bias = d->bias, .activation = activation, .residual = residual};
+    return spk__record_matmul(ctx, NULL, x, d->kernel, &desc, y);
+}
+
+static spk_status spk__record_norm(spk_context *ctx, const spk_tensor *x, const spk__norm_params *n, spk_tensor *y) {
+    return spk__record_layer_norm(ctx, NULL, x, n->gamma, n->beta, NULL, y);
+}
+
+/* Causal softpick attention of every head, reading q, k and v from their columns of `qkv`. */
+static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk_tensor *qkv, uint32_t batch,
+                                 uint32_t seq, spk_tensor *out) {
+    uint32_t h = (uint32_t)m->cfg.hidden_size;
+    spk__attention_args args = {
+        .q = {qkv->ref, 3 * h, 0},
+        .k = {qkv->ref, 3 * h, h},
+        .v = {qkv->ref, 3 * h, 2 * h},
+        .out = {out->ref, h, 0},
+        .batch = batch,
+        .seq = seq,
+        .heads = (uint32_t)m->cfg.num_heads,
+        .head_dim = h / (uint32_t)m->cfg.num_heads,
+        .causal = true,
+    };
+    spk__buffer_ref unused = {0};
+    return spk__record_attention(ctx, NULL, &args, SPK__ATTENTION_FUSED, unused);
+}
+
+/* Records the model on input [batch, seq, embed] into output (the output mode's shape), using
+ * the model's activation buffers (which must hold batch * seq rows). */
+static spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq,
+                                    spk_tensor *output) {
+    spk_context *ctx = m->ctx;
+    const spk_model_config *c = &m->cfg;
+    int64_t h = c->hidden_size;
+    int64_t rows_h[3] = {batch, seq, h}, rows_3h[3] = {batch, seq, 3 * h}, rows_4h[3] = {batch, seq, 4 * h};
+    spk_tensor x = spk__view(m->x, 3, rows_h), a = spk__view(m->normed, 3, rows_h);
+    spk_tensor qkv = spk__view(m->qkv, 3, rows_3h), o = spk__view(m->attended, 3, rows_h);
+    spk_tensor f = spk__view(m->ffn, 3, rows_4h);
+    spk_status s;
+
+    /* x = input, projected to hidden_size if embed_dim differs */
+    if (m->input_projection.kernel) s = spk__record_dense(ctx, input, &m->input_projection, SPK_ACTIVATION_NONE, NULL, &x);
+    else s = spk__copy(ctx, input->ref, x.ref);
+
+    for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
+        const spk__layer *b = &m->layers[l];
+        /* a = layer_norm(x); q, k, v = dense(a) (one fused matmul) */
+        s = spk__record_norm(ctx, &x, &b->attn_norm, &a);
+        if (s == SPK_OK) s = spk__record_dense(ctx, &a, &b->qkv, SPK_ACTIVATION_NONE, NULL, &qkv);
+        /* o = softpick(causal(q k^T / sqrt(head_dim))) v, per head */
+        if (s == SPK_OK) s = spk__attention(ctx, m, &qkv, (uint32_t)batch, (uint32_t)seq, &o);
+        /* x = x + dense(o, out_proj) */
+        if (s == SPK_OK) s = spk__record_dense(ctx, &o, &b->out, SPK_ACTIVATION_NONE, &x, &x);
+        /* x = x + dense(gelu(dense(layer_norm(x), up)), down) */
+        if (s == SPK_OK) s = spk__record_norm(ctx, &x, &b->ffn_norm, &a);
+        if (s == SPK_OK) s = spk__record_dense(ctx, &a, &b->up, SPK_ACTIVATION_GELU, NULL, &f);
+        if (s == SPK_OK) s = spk__record_dense(ctx, &f, &b->down, SPK_ACTIVATION_NONE, &x, &x);
+    }
+    if (s != SPK_OK) return s;
+
+    /* output = layer_norm(x, final_norm) at the last position, every position, or averaged */
+    if (c->output_mode == SPK_OUTPUT_ALL) return spk__record_norm(ctx, &x, &m->final_norm, output);
+    if (c->output_mode == SPK_OUTPUT_MEAN) {
+        /* The mean over positions as a batched product with weights of 1 / seq: [b, 1, seq] x
+         * [b, seq, h]. */
+        int64_t w_shape[3] = {batch, 1, seq}, out_shape[3] = {batch, 1, h};
+        spk_tensor w = spk__view(m->mean_weights, 3, w_shape), y = spk__view(output, 3, out_shape);
+        s = spk__record_norm(ctx, &x, &m->final_norm, &a);
+        if (s == SPK_OK) s = spk__record_matmul(ctx, NULL, &w, &a, NULL, &y);
+        return s;
+    }
+    /* Only the last position is normalized: gather those rows first. */
+    int64_t last_shape[2] = {batch, h};
+    spk_tensor last = spk__view(m->last, 2, last_shape);
+    VkBufferCopy *regions = malloc((size_t)batch * sizeof *regions);
+    if (!regions) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    VkDeviceSize row_bytes = (VkDeviceSize)h * sizeof(float);
+    for (int64_t i = 0; i < batch; i++)
+        regions[i] = (VkBufferCopy){x.ref.offset + (VkDeviceSize)(i * seq + seq - 1) * row_bytes,
+                                    last.ref.offset + (VkDeviceSize)i * row_bytes, row_bytes};
+    s = spk__copy_regions(ctx, x.ref, last.ref, regions, (uint32_t)batch);
+    free(regions);
+    if (s == SPK_OK) s = spk__record_norm(ctx, &last, &m->final_norm, output);
+    return s;
+}
+
+/* Checks a forward's sizes: positive, and every activation's element count within 32 bits. */
+static spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t seq) {
+    if (batch <= 0 || seq <= 0)
+        return spk__fail(m->ctx, SPK_ERROR_SHAPE, "batch (%lld) and sequence length (%lld) must be > 0",
+                         (long long)batch, (long long)seq);
+    uint64_t rows, widest = (uint64_t)(m->cfg.embed_dim > 4 * m->cfg.hidden_size ? m->cfg.embed_dim : 4 * m->cfg.hidden_size), count;
+    if (spk__mul_overflows((uint64_t)batch, (uint64_t)seq, &rows) || spk__mul_overflows(rows, widest, &count) ||
+        count > UINT32_MAX || batch > UINT32_MAX)
+        return spk__fail(m->ctx, SPK_ERROR_TOO_LARGE, "a forward of batch %lld and sequence length %lld is too large",
+                         (long long)batch, (long long)seq);
+    return SPK_OK;
+}
+
+/* Fills the mean-mode weights (1 / seq) for a forward of this shape. */
+static spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq) {
+    if (m->cfg.output_mode != SPK_OUTPUT_MEAN) return SPK_OK;
+    float *w = malloc((size_t)m->mean_weights->count * sizeof *w);
+    if (!w) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int64_t i = 0; i < m->mean_weights->count; i++) w[i] = i < batch * seq ? 1.0f / (float)seq : 0.0f;
+    spk_status s = spk_tensor_upload(m->mean_weights, w, m->mean_weights->count);
+    free(w);
+    return s;
+}
+
+/* The recording for this shape and mode, recorded now if not cached (evicting the least recently
+ * used). */
+static spk_status spk__model_recording_for(spk_model *m, int64_t batch, int64_t seq, spk__model_recording **out) {
+    spk_context *ctx = m->ctx;
+    spk__model_recording *r = NULL;
+    for (uint32_t i = 0; i < SPK__MODEL_RECORDINGS && !r; i++) {
+        spk__model_recording *c = &m->recordings[i];
+        if (c->valid && c->batch == batch && c->seq == seq && c->mode == m->cfg.output_mode) r = c;
+    }
+    if (!r) {
+        r = &m->recordings[0];
+        for (uint32_t i = 1; i < SPK__MODEL_RECORDINGS; i++)
+            if (m->recordings[i].last_use < r->last_use) r = &m->recordings[i];
+        spk_status s = spk__mean_weights(m, batch, seq);
+        if (s != SPK_OK) return s;
+        pthread_mutex_lock(&ctx->lock);
+        r->valid = false;
+        if (!r->rec.cmd) s = spk__recording_init(ctx, &r->rec, m->profile ? SPK__MODEL_PROFILE_DISPATCHES : 0);
+        if (s == SPK_OK) s = spk__recording_begin(ctx, &r->rec, true);
+        int64_t in_shape[3] = {batch, seq, m->cfg.embed_dim}, out_shape[3];
+        int out_ndim;
+        spk_model_output_shape(m, batch, seq, &out_ndim, out_shape);
+        spk_tensor input = spk__view(m->input, 3, in_shape), output = spk__view(m->output, out_ndim, out_shape);
+        VkDeviceSize in_bytes = input.ref.size, out_bytes = output.ref.size;
+        if (s == SPK_OK && m->staging.block) {
+            spk__buffer_ref staged = {m->staging.block->buffer, m->staging.offset, in_bytes};
+            s = spk__copy(ctx, staged, input.ref);
+        }
+        if (s == SPK_OK) s = spk__model_record(m, &input, batch, seq, &output);
+        if (s == SPK_OK && m->staging.block) {
+            spk__buffer_ref staged = {m->staging.block->buffer, m->staging.offset + in_bytes, out_bytes};
+            s = spk__copy(ctx, output.ref, staged);
+        }
+        if (s == SPK_OK) s = spk__recording_end(ctx, &r->rec);
+        ctx->rec = &ctx->own;
+        pthread_mutex_unlock(&ctx->lock);
+        if (s != SPK_OK) return s;
+        *r = (spk__model_recording){r->rec, batch, seq, m->cfg.output_mode, true, 0};
+    }
+    r->last_use = ++m->clock;
+    *out = r;
+    return SPK_OK;
+}
+
+spk_status spk_model_forward(spk_model *m, const float *input, int64_t batch, int64_t seq_len, float *output) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_context *ctx = m->ctx;
+    if (!input || !output) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "forward: input or output is NULL");
+    spk_status s = spk__check_forward_size(m, batch, seq_len);
+    if (s != SPK_OK) return s;
+    if (batch * seq_len > m->rows) {
+        s = spk__activations_create(m, batch * seq_len);
+        if (s != SPK_OK) return s;
+    }
+    spk__model_recording *r;
+    s = spk__model_recording_for(m, batch, seq_len, &r);
+    if (s != SPK_OK) return s;
+
+    int out_ndim;
+    int64_t out_shape[3];
+    size_t in_bytes = (size_t)(batch * seq_len * m->cfg.embed_dim) * sizeof(float);
+    size_t out_bytes = (size_t)spk_model_output_shape(m, batch, seq_len, &out_ndim, out_shape) * sizeof(float);
+    unsigned char *in_dst, *out_src;
+    if (m->staging.block) {
+        in_dst = (unsigned char *)m->staging.block->mapped + m->staging.offset;
+        out_src = in_dst + in_bytes;
+    } else {
+        in_dst = (unsigned char *)m->input->alloc.block->mapped + m->input->alloc.offset;
+        out_src = (unsigned char *)m->output->alloc.block->mapped + m->output->alloc.offset;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    memcpy(in_dst, input, in_bytes);
+    s = spk__recording_submit(ctx, &r->rec);
+    if (s == SPK_OK) memcpy(output, out_src, out_bytes);
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+spk_status spk_model_forward_tensors(spk_model *m, const spk_tensor *input, spk_tensor *output) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_context *ctx = m->ctx;
+    spk_status s = spk__check_tensor(ctx, input, "model input");
+    if (s == SPK_OK) s = spk__check_tensor(ctx, output, "model output");
+    if (s == SPK_OK && (input->ndim != 3 || input->shape[2] != m->cfg.embed_dim))
+        s = spk__fail(ctx, SPK_ERROR_SHAPE, "model input must be [batch, seq_len, %d]", m->cfg.embed_dim);
+    if (s != SPK_OK) return s;
+    int64_t batch = input->shape[0], seq = input->shape[1];
+    s = spk__check_forward_size(m, batch, seq);
+    int out_ndim;
+    int64_t out_shape[3];
+    spk_model_output_shape(m, batch, seq, &out_ndim, out_shape);
+    if (s == SPK_OK) s = spk__check_shape(ctx, output, out_ndim, out_shape, "model output");
+    if (s == SPK_OK && spk__overlap(input, output))
+        s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "model input and output overlap");
+    if (s == SPK_OK && batch * seq > m->rows) s = spk__activations_create(m, batch * seq);
+    if (s == SPK_OK) s = spk__mean_weights(m, batch, seq);
+    if (s != SPK_OK) return s;
+    pthread_mutex_lock(&ctx->lock);
+    s = spk__begin(ctx);
+    if (s == SPK_OK) s = spk__model_record(m, input, batch, seq, output);
+    if (s == SPK_OK) s = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+uint32_t spk__model_dispatch_times(spk_model *m, uint64_t *ns, uint32_t max) {
+    const spk__model_recording *last = NULL;
+    for (uint32_t i = 0; i < SPK__MODEL_RECORDINGS; i++)
+        if (m->recordings[i].valid && (!last || m->recordings[i].last_use > last->last_use)) last = &m->recordings[i];
+    return last ? spk__recording_dispatch_times(m->ctx, &last->rec, ns, max) : 0;
+}

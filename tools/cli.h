@@ -28,5 +28,7 @@ spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int cli_bench(int argc, char **argv);
+int cli_run(int argc, char **argv);
+int cli_demo(int argc, char **argv);
 
 #endif

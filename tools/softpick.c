@@ -11,7 +11,11 @@ static const char usage[] =
     "commands:\n"
     "  devices                              list Vulkan devices\n"
     "  softpick [--axis N] IN.npy OUT.npy   y = x / (1 + sum |x|) along an axis (default -1)\n"
-    "  bench [softpick|matmul|layernorm] [--repeats N] [--variants 1]\n"
+    "  run --weights W.safetensors --input X.npy --output Y.npy [--output-mode last|all|mean]\n"
+    "      [--heads N] [--layers N] [--hidden N] [--embed N] [--window N]\n"
+    "                                       the transformer on [batch, seq_len, embed_dim] input\n"
+    "  demo                                 the transformer on an embedded default (no files)\n"
+    "  bench [softpick|matmul|layernorm|attention|model] [--repeats N] [--variants 1]\n"
     "                                       throughput beside ceilings measured in the same run\n"
     "\n"
     "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";
@@ -91,6 +95,8 @@ int main(int argc, char **argv) {
     const char *command = argv[1];
     if (strcmp(command, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
     if (strcmp(command, "softpick") == 0) return cmd_softpick(argc - 2, argv + 2);
+    if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);
+    if (strcmp(command, "demo") == 0) return cli_demo(argc - 2, argv + 2);
     if (strcmp(command, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     cli_fail("unknown command '%s' (try softpick --help)", command);
     return 1;

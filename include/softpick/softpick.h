@@ -263,6 +263,77 @@ SPK_API spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q,
                                           spk_tensor *out);
 
 /* ---------------------------------------------------------------------------------------------
+ * The softpick transformer (SPEC.md section 2): pre-norm blocks of causal softpick attention
+ * and a GELU feed-forward, a final layer norm, the last position (or all, or the mean) out.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum spk_output_mode {
+    SPK_OUTPUT_LAST = 0, /* [batch, hidden]: position seq_len - 1 (default) */
+    SPK_OUTPUT_ALL,      /* [batch, seq_len, hidden] */
+    SPK_OUTPUT_MEAN,     /* [batch, hidden]: the mean over positions of the final-normed sequence */
+} spk_output_mode;
+
+typedef struct spk_model_config {
+    int embed_dim;   /* input features; required (> 0) */
+    int hidden_size; /* default 256; a multiple of num_heads, head size at most 256 */
+    int num_heads;   /* default 4 */
+    int num_layers;  /* default 6 */
+    float dropout;   /* default 0.1: a training-time rate, stored and reported, never applied */
+    int window_size; /* default 60: the sequence length buffers and recordings are made for */
+    spk_output_mode output_mode; /* default SPK_OUTPUT_LAST */
+} spk_model_config;
+
+/* The defaults above for this embed_dim. */
+SPK_API spk_model_config spk_model_config_default(int embed_dim);
+/* hidden_size: the size of each output vector. */
+SPK_API int spk_model_output_size(const spk_model_config *config);
+/* SPK_OK, or SPK_ERROR_INVALID_ARGUMENT with the reason in `error`: sizes <= 0, hidden_size not
+ * divisible by num_heads, a dropout outside [0, 1), an unknown output mode. */
+SPK_API spk_status spk_model_config_check(const spk_model_config *config, char *error, size_t error_size);
+
+typedef struct spk_model spk_model;
+
+/* Creates a model with the given configuration: parameters are allocated (uninitialized: call
+ * spk_model_init_random or spk_model_load_safetensors) and activation buffers are sized for one
+ * sequence of window_size. */
+SPK_API spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, spk_model **out);
+/* Frees the model's parameters, buffers and recordings. Accepts NULL. */
+SPK_API void spk_model_destroy(spk_model *model);
+SPK_API const spk_model_config *spk_model_get_config(const spk_model *model);
+/* Sets the output mode of later forwards. */
+SPK_API spk_status spk_model_set_output_mode(spk_model *model, spk_output_mode mode);
+
+/* Glorot-uniform kernels, zero biases, gamma 1, beta 0; the same seed gives the same weights. */
+SPK_API spk_status spk_model_init_random(spk_model *model, uint64_t seed);
+/* Loads every parameter from a safetensors file (F32; F16 and BF16 are converted), named as in
+ * SPEC.md section 3 ("softpick_block_1_attn_q_proj.kernel", ...). A missing or extra tensor, a
+ * wrong shape, a malformed or truncated file is SPK_ERROR_FORMAT (SPK_ERROR_IO if unreadable)
+ * with the tensor named; the model's previous parameters are then unchanged. */
+SPK_API spk_status spk_model_load_safetensors(spk_model *model, const char *path);
+/* Creates a model whose configuration comes from the file's __metadata__ (embed_dim,
+ * hidden_size, num_heads, num_layers, window_size, dropout; absent sizes are inferred from the
+ * tensor shapes, or take the defaults), with any nonzero field of `overrides` taking precedence
+ * (overrides->output_mode is always used; NULL: no overrides), and loads its parameters. */
+SPK_API spk_status spk_model_create_from_safetensors(spk_context *ctx, const char *path,
+                                                     const spk_model_config *overrides,
+                                                     spk_model **out);
+
+/* The output's shape for a forward of this batch and sequence length in the model's output mode:
+ * writes ndim (2 or 3) and the shape, returns the element count (0 if an argument is bad). */
+SPK_API int64_t spk_model_output_shape(const spk_model *model, int64_t batch, int64_t seq_len,
+                                       int *ndim, int64_t shape[3]);
+/* Runs the model on host data: `input` is [batch, seq_len, embed_dim] floats, `output` receives
+ * spk_model_output_shape's element count. The whole pass is one command buffer, submitted once;
+ * it is recorded on first use of each (batch, seq_len) and replayed after that (the most recent
+ * few are kept). Buffers grow when batch * seq_len exceeds what was allocated. Dropout is never
+ * applied. */
+SPK_API spk_status spk_model_forward(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
+                                     float *output);
+/* As spk_model_forward on device tensors: input [batch, seq_len, embed_dim], output of
+ * spk_model_output_shape's shape. Recorded on every call (the input and output are the caller's). */
+SPK_API spk_status spk_model_forward_tensors(spk_model *model, const spk_tensor *input, spk_tensor *output);
+
+/* ---------------------------------------------------------------------------------------------
  * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32)
  * ------------------------------------------------------------------------------------------- */
 

@@ -115,3 +115,54 @@ double ref_row_error(const float *y, const double *ref, int ndim, const int64_t 
         }
     return worst;
 }
+
+unsigned char *test_safetensors_bytes(const test_st_entry *entries, int count, const char *metadata_json,
+                                      size_t *size) {
+    size_t header_cap = 256 + (size_t)count * 256 + (metadata_json ? strlen(metadata_json) : 0);
+    char *header = malloc(header_cap);
+    assert_non_null(header);
+    size_t n = (size_t)snprintf(header, header_cap, "{");
+    if (metadata_json) n += (size_t)snprintf(header + n, header_cap - n, "\"__metadata__\":%s", metadata_json);
+    size_t offset = 0, total = 0;
+    for (int i = 0; i < count; i++) total += entries[i].bytes;
+    for (int i = 0; i < count; i++) {
+        const test_st_entry *e = &entries[i];
+        n += (size_t)snprintf(header + n, header_cap - n, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[",
+                              (i || metadata_json) ? "," : "", e->name, e->dtype);
+        for (int d = 0; d < e->ndim; d++)
+            n += (size_t)snprintf(header + n, header_cap - n, "%s%lld", d ? "," : "", (long long)e->shape[d]);
+        n += (size_t)snprintf(header + n, header_cap - n, "],\"data_offsets\":[%zu,%zu]}", offset, offset + e->bytes);
+        offset += e->bytes;
+    }
+    n += (size_t)snprintf(header + n, header_cap - n, "}");
+    while (n % 8) header[n++] = ' ';
+    assert_true(n < header_cap);
+    *size = 8 + n + total;
+    unsigned char *out = malloc(*size);
+    assert_non_null(out);
+    for (int i = 0; i < 8; i++) out[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    memcpy(out + 8, header, n);
+    unsigned char *data = out + 8 + n;
+    for (int i = 0; i < count; i++) {
+        if (entries[i].bytes) memcpy(data, entries[i].data, entries[i].bytes);
+        data += entries[i].bytes;
+    }
+    free(header);
+    return out;
+}
+
+const char *test_write_file(const char *name, const void *bytes, size_t size) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", SOFTPICK_TEST_OUTPUT, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, size, f), size);
+    fclose(f);
+    return path;
+}
+
+const char *test_data_path(const char *relative) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", SOFTPICK_TEST_DATA, relative);
+    return path;
+}

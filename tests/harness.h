@@ -44,4 +44,23 @@ void ref_softpick(const float *x, double *y, int ndim, const int64_t *shape, int
  * ref has none. */
 double ref_row_error(const float *y, const double *ref, int ndim, const int64_t *shape, int axis);
 
+/* One tensor of a safetensors file written by test_safetensors_bytes. */
+typedef struct test_st_entry {
+    const char *name;
+    const char *dtype; /* "F32", "F16", ... */
+    int ndim;
+    int64_t shape[4];
+    const void *data;
+    size_t bytes;
+} test_st_entry;
+
+/* A safetensors image of these entries, packed in order, with `metadata_json` (an object, or
+ * NULL) as __metadata__. Returns a malloc'd buffer and its size. */
+unsigned char *test_safetensors_bytes(const test_st_entry *entries, int count, const char *metadata_json,
+                                      size_t *size);
+/* Writes bytes to a file; returns the path (a static buffer per name). */
+const char *test_write_file(const char *name, const void *bytes, size_t size);
+/* The path of a file in tests/data. */
+const char *test_data_path(const char *relative);
+
 #endif

@@ -22,6 +22,56 @@ void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, u
     uint32_t wg = 64;
     while (wg > l->maxComputeWorkGroupInvocations || wg > l->maxComputeWorkGroupSize[0]) wg /= 2;
     *t = (spk__attention_tuning){.workgroup = wg, .queries = block, .keys = block};
+    /* CPU drivers: shared memory is ordinary memory and every lane's access a gather, while
+     * shuffles are register moves (softpick bench attention, lavapipe, batch 32 x seq 60: the
+     * shared-memory kernel 689 ms, the shuffle kernel TBD). */
+    const spk__device_caps *caps = &ctx->caps;
+    if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && spk__attention_shuffle_supported(ctx))
+        t->shuffle = true, t->workgroup = 8 * caps->max_subgroup_size <= wg ? 8 * caps->max_subgroup_size : caps->max_subgroup_size;
+}
+
+bool spk__attention_shuffle_supported(const spk_context *ctx) {
+    const spk__device_caps *caps = &ctx->caps;
+    return caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size &&
+           caps->max_subgroup_size <= 64;
+}
+
+/* The push constants both kernels take. */
+typedef struct spk__attention_push {
+    uint32_t seq, heads, q_stride, k_stride, v_stride, o_stride, q_off, k_off, v_off;
+    float scale;
+} spk__attention_push;
+
+static spk__attention_push spk__attention_push_of(const spk__attention_args *a) {
+    return (spk__attention_push){a->seq,      a->heads,    a->q.stride, a->k.stride, a->v.stride, a->out.stride,
+                                 a->q.offset, a->k.offset, a->v.offset, (float)(1.0 / sqrt((double)a->head_dim))};
+}
+
+static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__attention_tuning *t,
+                                                const spk__attention_args *a, uint32_t mode, spk__buffer_ref scores) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    uint32_t sg = ctx->caps.max_subgroup_size, wg = t->workgroup;
+    if (!spk__attention_shuffle_supported(ctx) || wg % sg != 0)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle attention kernel needs fixed-size subgroups");
+    uint64_t queries_per_group = wg, groups = ((uint64_t)a->seq + queries_per_group - 1) / queries_per_group;
+    if (groups > l->maxComputeWorkGroupCount[0] || a->heads > l->maxComputeWorkGroupCount[1] ||
+        a->batch > l->maxComputeWorkGroupCount[2])
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
+                         "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
+                         a->seq, a->heads, a->batch);
+    uint32_t spec[5] = {wg, a->head_dim, sg, a->causal ? 1 : 0, mode};
+    spk__attention_push push = spk__attention_push_of(a);
+    spk__dispatch_desc desc = {
+        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
+        .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
+        .groups = {(uint32_t)groups, a->heads, a->batch},
+        .push = &push,
+        .push_size = sizeof push,
+    };
+    spk_status status = spk__pipeline_get(ctx, &spk__shader_attention_shuffle, spec, 5, SPK__PIPELINE_FULL_SUBGROUPS,
+                                          &desc.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
+    return status;
 }
 
 spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,
@@ -32,6 +82,7 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
         tuning = &defaults;
     }
     const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    if (tuning->shuffle) return spk__record_attention_shuffle(ctx, tuning, a, mode, scores);
     uint32_t d = a->head_dim, wg = tuning->workgroup, bq = tuning->queries, bk = tuning->keys;
     if (bq > wg || spk__attention_shared_floats(d, bq, bk) * sizeof(float) > l->maxComputeSharedMemorySize)
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "attention blocks of %u x %u do not fit head_dim %u here", bq,
@@ -48,11 +99,7 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
         .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
         .groups = {(uint32_t)query_blocks, a->heads, a->batch},
     };
-    struct {
-        uint32_t seq, heads, q_stride, k_stride, v_stride, o_stride, q_off, k_off, v_off;
-        float scale;
-    } push = {a->seq,      a->heads,    a->q.stride, a->k.stride, a->v.stride, a->out.stride,
-              a->q.offset, a->k.offset, a->v.offset, (float)(1.0 / sqrt((double)d))};
+    spk__attention_push push = spk__attention_push_of(a);
     desc.push = &push;
     desc.push_size = sizeof push;
     spk_status status = spk__pipeline_get(ctx, &spk__shader_attention, spec, 7, 0, &desc.pipeline);

@@ -18,13 +18,18 @@ typedef struct spk__attention_args {
 } spk__attention_args;
 
 typedef struct spk__attention_tuning {
-    uint32_t workgroup;  /* invocations per workgroup */
-    uint32_t queries;    /* per workgroup (a power of two) */
-    uint32_t keys;       /* per shared-memory block (a power of two) */
+    uint32_t workgroup; /* invocations per workgroup */
+    uint32_t queries;   /* per workgroup (a power of two) */
+    uint32_t keys;      /* per shared-memory block (a power of two) */
+    /* attention_shuffle.comp instead: an invocation per query, subgroups walking the keys with
+     * shuffles (needs fixed-size subgroups with shuffles) */
+    bool shuffle;
 } spk__attention_tuning;
 
 enum { SPK__ATTENTION_FUSED = 0, SPK__ATTENTION_SCORES = 1, SPK__ATTENTION_PRODUCT = 2 };
 
+/* Whether the device can run the shuffle kernel. */
+bool spk__attention_shuffle_supported(const spk_context *ctx);
 void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, uint32_t seq,
                                     spk__attention_tuning *t);
 /* Records attention into the current recording. `mode` SCORES writes the scores to `scores`

@@ -217,7 +217,7 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
 extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
     spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4, spk__shader_fma_peak,
     spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle_f1, spk__shader_matmul_shuffle_f4, spk__shader_layer_norm_f1,
-    spk__shader_layer_norm_f4, spk__shader_attention;
+    spk__shader_layer_norm_f4, spk__shader_attention, spk__shader_attention_shuffle;
 
 /* ---- command.c -------------------------------------------------------------------------- */
 

@@ -160,6 +160,14 @@ static spk_status spk__images_upload(spk_model *m, spk__images *im) {
     return s;
 }
 
+/* Room for the largest parameter's values. */
+static float *spk__param_buffer(const spk__param *params, uint32_t count) {
+    int64_t max = 1;
+    for (uint32_t i = 0; i < count; i++)
+        if (params[i].rows * params[i].cols > max) max = params[i].rows * params[i].cols;
+    return malloc((size_t)max * sizeof(float));
+}
+
 /* splitmix64: a small, well-mixed generator; one stream per parameter. */
 static uint64_t spk__splitmix(uint64_t *state) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
@@ -173,17 +181,15 @@ spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
     spk__param *params;
     uint32_t count = spk__model_params(m, &params);
     spk__images im = {0};
-    float *values = NULL;
-    spk_status s = count ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+    float *values = count ? spk__param_buffer(params, count) : NULL, *v = values;
+    spk_status s = values ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
     for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
         const spk__param *p = &params[i];
         float *image = spk__image_of(&im, p->tensor);
-        float *v = realloc(values, (size_t)(p->rows * p->cols) * sizeof *v);
-        if (!image || !v) {
+        if (!image) {
             s = SPK_ERROR_OUT_OF_HOST_MEMORY;
             break;
         }
-        values = v;
         /* Glorot uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)). */
         double limit = sqrt(6.0 / (double)(p->rows + p->cols));
         uint64_t state = seed ^ (0xD1B54A32D192ED03ull * (i + 1));
@@ -235,19 +241,14 @@ static spk_status spk__load_params(spk_model *m, const spk__safetensors *st) {
         }
     }
     spk__images im = {0};
-    float *values = NULL;
+    float *values = s == SPK_OK ? spk__param_buffer(params, count) : NULL;
+    if (s == SPK_OK && !values) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
         const spk__param *p = &params[i];
-        const spk__st_tensor *t = spk__safetensors_find(st, p->name);
         float *image = spk__image_of(&im, p->tensor);
-        float *v = realloc(values, (size_t)t->count * sizeof *v + 1);
-        if (!image || !v) {
-            s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading '%s'", p->name);
-            break;
-        }
-        values = v;
-        spk__safetensors_to_f32(st, t, v);
-        spk__image_put(image, p, v);
+        if (!image) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading '%s'", p->name);
+        spk__safetensors_to_f32(st, spk__safetensors_find(st, p->name), values);
+        if (image) spk__image_put(image, p, values);
     }
     if (s == SPK_OK) s = spk__images_upload(m, &im);
     free(values);

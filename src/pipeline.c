@@ -23,6 +23,7 @@ SPK__SHADER(matmul_shuffle_f4, 5);
 SPK__SHADER(layer_norm_f1, 4);
 SPK__SHADER(layer_norm_f4, 4);
 SPK__SHADER(attention, 5);
+SPK__SHADER(attention_shuffle, 5);
 
 /* ---- the pipeline cache file -------------------------------------------------------------
  * Layout: "SPKPCACH" | u64 payload size | u64 FNV-1a hash of the payload | payload, where the

@@ -196,14 +196,21 @@ static void batch_rows_independent(void **state) {
 typedef struct unfused_args {
     const spk__attention_args *args;
     const spk_tensor *scores;
+    const spk__attention_tuning *tuning;
 } unfused_args;
 
 static spk_status record_unfused(spk_context *ctx, const void *arg) {
     const unfused_args *u = arg;
-    spk_status s = spk__record_attention(ctx, NULL, u->args, SPK__ATTENTION_SCORES, u->scores->ref);
+    spk_status s = spk__record_attention(ctx, u->tuning, u->args, SPK__ATTENTION_SCORES, u->scores->ref);
     if (s == SPK_OK) s = spk__record_softpick(ctx, NULL, u->scores, -1, (spk_tensor *)u->scores);
-    if (s == SPK_OK) s = spk__record_attention(ctx, NULL, u->args, SPK__ATTENTION_PRODUCT, u->scores->ref);
+    if (s == SPK_OK) s = spk__record_attention(ctx, u->tuning, u->args, SPK__ATTENTION_PRODUCT, u->scores->ref);
     return s;
+}
+
+static spk_status record_fused(spk_context *ctx, const void *arg) {
+    const unfused_args *u = arg;
+    spk__buffer_ref none = {0};
+    return spk__record_attention(ctx, u->tuning, u->args, SPK__ATTENTION_FUSED, none);
 }
 
 /* The benchmark's unfused reference (scores stored, softpick, product) computes the same. */
@@ -223,13 +230,52 @@ static void unfused_reference_path(void **state) {
         .out = {spk__tensor_ref(a.tout), h, 0}, .batch = 2, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
         .head_dim = (uint32_t)(hidden / heads), .causal = true,
     };
-    unfused_args u = {&args, scores};
-    assert_int_equal(spk__run_sync(ctx, record_unfused, &u), SPK_OK);
-    assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * seq * hidden), SPK_OK);
-    double err = data_error(&a, (int)heads, true);
-    if (!(err <= 1e-5)) fail_msg("unfused: error %.3g", err);
+    spk__attention_tuning tunings[2];
+    spk__attention_tuning_defaults(ctx, args.head_dim, args.seq, &tunings[0]);
+    tunings[1] = tunings[0];
+    tunings[1].shuffle = !tunings[0].shuffle && spk__attention_shuffle_supported(ctx);
+    for (int t = 0; t < 2; t++) {
+        test_poison(a.tout);
+        unfused_args u = {&args, scores, &tunings[t]};
+        assert_int_equal(spk__run_sync(ctx, record_unfused, &u), SPK_OK);
+        assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * seq * hidden), SPK_OK);
+        double err = data_error(&a, (int)heads, true);
+        if (!(err <= 1e-5)) fail_msg("unfused (shuffle %d): error %.3g", tunings[t].shuffle, err);
+    }
     spk_tensor_destroy(scores);
     data_free(&a);
+    test_assert_no_validation();
+}
+
+/* The shared-memory tile kernel (the GPU default) on a sample of the grid, here too. */
+static void tile_kernel(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    static const struct {
+        int64_t seq, heads, dim;
+    } cases[] = {{1, 1, 1}, {17, 3, 33}, {61, 4, 64}, {300, 8, 16}, {70, 2, 256}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        for (int causal = 0; causal < 2; causal++) {
+            attention_data a;
+            data_init(ctx, &a, 2, cases[i].seq, cases[i].heads * cases[i].dim, 60 + i);
+            data_upload(&a);
+            uint32_t h = (uint32_t)(cases[i].heads * cases[i].dim);
+            spk__attention_args args = {
+                .q = {spk__tensor_ref(a.tq), h, 0}, .k = {spk__tensor_ref(a.tk), h, 0},
+                .v = {spk__tensor_ref(a.tv), h, 0}, .out = {spk__tensor_ref(a.tout), h, 0}, .batch = 2,
+                .seq = (uint32_t)cases[i].seq, .heads = (uint32_t)cases[i].heads, .head_dim = (uint32_t)cases[i].dim,
+                .causal = causal,
+            };
+            spk__attention_tuning tiles;
+            spk__attention_tuning_defaults(ctx, args.head_dim, args.seq, &tiles);
+            tiles.shuffle = false;
+            unfused_args u = {&args, NULL, &tiles};
+            assert_int_equal(spk__run_sync(ctx, record_fused, &u), SPK_OK);
+            assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * cases[i].seq * h), SPK_OK);
+            double err = data_error(&a, (int)cases[i].heads, causal);
+            if (!(err <= 1e-5)) fail_msg("tiles, case %zu causal %d: error %.3g", i, causal, err);
+            data_free(&a);
+        }
     test_assert_no_validation();
 }
 
@@ -268,6 +314,7 @@ int main(void) {
         cmocka_unit_test(causality),
         cmocka_unit_test(batch_rows_independent),
         cmocka_unit_test(unfused_reference_path),
+        cmocka_unit_test(tile_kernel),
         cmocka_unit_test(errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);

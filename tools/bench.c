@@ -5,10 +5,10 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_common.h"
 #include "cli.h"
 #include "matmul_plan.h"
 
-typedef spk_status (*bench_fn)(void *arg, uint64_t *ns);
 
 static int compare_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -16,7 +16,7 @@ static int compare_u64(const void *a, const void *b) {
 }
 
 /* Median GPU nanoseconds of `repeats` runs after 3 warm-up runs; 0 on failure. */
-static uint64_t median_ns(bench_fn fn, void *arg, int repeats) {
+uint64_t median_ns(bench_fn fn, void *arg, int repeats) {
     uint64_t *t = calloc((size_t)repeats, sizeof *t);
     if (!t) return 0;
     uint64_t ns = 0, result = 0;
@@ -59,9 +59,9 @@ static spk_status run_softpick(void *arg, uint64_t *ns) {
     return status;
 }
 
-static double gbps(uint64_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0.0; }
+double gbps(uint64_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0.0; }
 
-static void fill_random(float *data, int64_t n) {
+void fill_random(float *data, int64_t n) {
     uint64_t s = 0x9e3779b97f4a7c15ull;
     for (int64_t i = 0; i < n; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -184,12 +184,7 @@ static spk_status run_fma(void *arg, uint64_t *ns) {
     return spk__bench_fma_peak(r->ctx, r->src, r->dst, 256, ns, &r->flops);
 }
 
-/* The ceilings every table prints: copy bandwidths (GB/s, read + written) and the FMA peak. */
-typedef struct ceilings {
-    double copy_shader, copy_buffer, fma_gflops;
-} ceilings;
-
-static int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
+int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
     int64_t n = 1 << 22, inv = 1 << 18;
     copy_run copy = {ctx, NULL, NULL};
     fma_run fma = {ctx, NULL, NULL, 0};
@@ -351,8 +346,10 @@ int cli_bench(int argc, char **argv) {
     if (!cli_parse(argc, argv, options, 4, &args)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
-        (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0))
-        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm)", what);
+        (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0 &&
+         strcmp(what, "attention") != 0 && strcmp(what, "model") != 0))
+        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm, attention, model)",
+                        what);
     long repeats, elements, variants;
     if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) ||
         !cli_int(elements_text, 4096, 1L << 30, "--elements", &elements) ||
@@ -369,6 +366,8 @@ int cli_bench(int argc, char **argv) {
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
     if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape);
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
+    else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
+    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
     spk_context_destroy(ctx);
     return rc;

@@ -1,0 +1,98 @@
+#version 450
+// Softpick attention like attention.comp, shaped for CPU drivers (lavapipe), where every
+// per-invocation memory access is a gather and shared memory is no faster than any other memory,
+// but a subgroup shuffle is a register move.
+//
+// Each invocation owns one query (its row of q scaled by 1 / sqrt(D), and the D accumulators
+// of its output, in registers); a subgroup of SG queries walks the keys SG at a time. For each
+// dimension d, lane i loads k[j0 + i][d] and every lane takes all SG values by shuffles: SG
+// scores per lane from one load per lane. The product with v is the same walk over d. Loads:
+// 2 D per SG keys, for 2 SG D FMAs per lane.
+//
+// MODE 1 and 2: the unfused reference, as in attention.comp (1 writes the scores to S, 2 reads
+// the softpick'ed scores from S for the product).
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_shuffle : enable
+
+layout(local_size_x_id = 0) in;                // a multiple of SG
+layout(constant_id = 1) const uint D = 64;     // head dimension
+layout(constant_id = 2) const uint SG = 8;     // the device's (fixed, full) subgroup size
+layout(constant_id = 3) const uint CAUSAL = 1;
+layout(constant_id = 4) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
+
+layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
+layout(set = 0, binding = 1) readonly buffer K { float k[]; };
+layout(set = 0, binding = 2) readonly buffer V { float v[]; };
+layout(set = 0, binding = 3) writeonly buffer O { float o[]; };
+layout(set = 0, binding = 4) buffer S { float s[]; };
+
+layout(push_constant) uniform Push {
+    uint seq, heads;
+    uint q_stride, k_stride, v_stride, o_stride;
+    uint q_off, k_off, v_off;
+    float scale;
+} pc;
+
+void main() {
+    uint lane = gl_SubgroupInvocationID;
+    uint block = gl_WorkGroupID.x * gl_NumSubgroups + gl_SubgroupID; // SG queries each
+    uint head = gl_WorkGroupID.y, batch = gl_WorkGroupID.z;
+    uint q0 = block * SG;
+    if (q0 >= pc.seq) return; // whole subgroups only: the shuffles below need every lane
+    uint t = q0 + lane;
+    uint row0 = batch * pc.seq;
+    uint k_col = pc.k_off + head * D, v_col = pc.v_off + head * D;
+    uint s_row0 = (batch * pc.heads + head) * pc.seq;
+    uint t_load = min(t, pc.seq - 1); // lanes past the end compute on a valid row, write nothing
+
+    float qv[D];
+    if (MODE != 2) {
+        uint base = (row0 + t_load) * pc.q_stride + pc.q_off + head * D;
+        [[unroll]] for (uint d = 0; d < D; d++) qv[d] = q[base + d] * pc.scale;
+    }
+    float num[D];
+    [[unroll]] for (uint d = 0; d < D; d++) num[d] = 0.0;
+    float den = 0.0;
+
+    uint key_end = pc.seq;
+    if (CAUSAL != 0 && MODE == 0) key_end = min(pc.seq, q0 + SG); // later keys score zero
+    for (uint j0 = 0; j0 < key_end; j0 += SG) {
+        uint key = j0 + lane; // the key this lane loads
+        uint key_load = min(key, pc.seq - 1);
+        float sc[SG];
+        if (MODE == 2) {
+            [[unroll]] for (uint i = 0; i < SG; i++) {
+                uint kj = min(j0 + i, pc.seq - 1);
+                sc[i] = j0 + i < pc.seq ? s[(s_row0 + t_load) * pc.seq + kj] : 0.0;
+            }
+        } else {
+            [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0;
+            uint base = (row0 + key_load) * pc.k_stride + k_col;
+            [[unroll]] for (uint d = 0; d < D; d++) {
+                float kd = k[base + d];
+                [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = fma(qv[d], subgroupShuffle(kd, i), sc[i]);
+            }
+            // Future and padding keys score exactly zero.
+            [[unroll]] for (uint i = 0; i < SG; i++)
+                if ((CAUSAL != 0 && j0 + i > t) || j0 + i >= pc.seq) sc[i] = 0.0;
+        }
+        if (MODE == 1) {
+            if (t < pc.seq)
+                [[unroll]] for (uint i = 0; i < SG; i++)
+                    if (j0 + i < pc.seq) s[(s_row0 + t) * pc.seq + j0 + i] = sc[i];
+            continue;
+        }
+        [[unroll]] for (uint i = 0; i < SG; i++) den += abs(sc[i]);
+        uint base = (row0 + key_load) * pc.v_stride + v_col;
+        [[unroll]] for (uint d = 0; d < D; d++) {
+            float vd = v[base + d];
+            [[unroll]] for (uint i = 0; i < SG; i++) num[d] = fma(sc[i], subgroupShuffle(vd, i), num[d]);
+        }
+    }
+    if (MODE == 1 || t >= pc.seq) return;
+    if (MODE == 2) den = 0.0; // S already holds the normalized weights
+    float inv = 1.0 / (1.0 + den);
+    uint dst = (row0 + t) * pc.o_stride + head * D;
+    [[unroll]] for (uint d = 0; d < D; d++) o[dst + d] = num[d] * inv;
+}

@@ -1,0 +1,25 @@
+/* Pieces shared by the benchmark's tables (tools/bench.c, tools/bench_model.c). */
+#ifndef SOFTPICK_BENCH_COMMON_H
+#define SOFTPICK_BENCH_COMMON_H
+
+#include "softpick/softpick.h"
+
+/* One timed run: GPU nanoseconds in *ns. */
+typedef spk_status (*bench_fn)(void *arg, uint64_t *ns);
+/* Median of `repeats` runs after 3 warm-up runs; 0 on failure. */
+uint64_t median_ns(bench_fn fn, void *arg, int repeats);
+double gbps(uint64_t bytes, uint64_t ns);
+/* Deterministic floats in [-1, 1). */
+void fill_random(float *data, int64_t n);
+
+/* The ceilings every table prints: copy bandwidths (GB/s, read + written) and the FMA peak. */
+typedef struct ceilings {
+    double copy_shader, copy_buffer, fma_gflops;
+} ceilings;
+/* Measures and prints them; returns non-zero (after printing why) on failure. */
+int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);
+
+int bench_attention(spk_context *ctx, int repeats);
+int bench_model(spk_context *ctx, int repeats);
+
+#endif

@@ -1,0 +1,181 @@
+/* softpick bench attention | model: the fused attention kernel against the unfused reference,
+ * and the whole forward at the default configuration, beside the device's FMA peak. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attention_plan.h"
+#include "bench_common.h"
+#include "cli.h"
+#include "model.h"
+#include "softpick_plan.h"
+
+/* ---- attention -------------------------------------------------------------------------- */
+
+typedef struct attention_run {
+    spk_context *ctx;
+    spk__attention_args args;
+    spk_tensor *scores; /* unfused only */
+} attention_run;
+
+static spk_status record_fused(spk_context *ctx, const void *arg) {
+    const attention_run *r = arg;
+    spk__buffer_ref none = {0};
+    return spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_FUSED, none);
+}
+
+/* The unfused reference: scores stored ([batch, heads, seq, seq], future ones zero), softpick
+ * over each row, then the product with v. */
+static spk_status record_unfused(spk_context *ctx, const void *arg) {
+    const attention_run *r = arg;
+    spk__buffer_ref s = spk__tensor_ref(r->scores);
+    spk_status status = spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_SCORES, s);
+    if (status == SPK_OK) status = spk__record_softpick(ctx, NULL, r->scores, -1, r->scores);
+    if (status == SPK_OK) status = spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_PRODUCT, s);
+    return status;
+}
+
+static spk_status run_fused(void *arg, uint64_t *ns) {
+    attention_run *r = arg;
+    spk_status s = spk__run_sync(r->ctx, record_fused, r);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return s;
+}
+
+static spk_status run_unfused(void *arg, uint64_t *ns) {
+    attention_run *r = arg;
+    spk_status s = spk__run_sync(r->ctx, record_unfused, r);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return s;
+}
+
+int bench_attention(spk_context *ctx, int repeats) {
+    ceilings c;
+    if (measure_ceilings(ctx, repeats, &c)) return 1;
+    const int64_t hidden = 256, heads = 4;
+    static const int64_t cases[][2] = {{32, 60}, {1, 512}, {1, 2048}}; /* batch, seq */
+    printf("causal softpick attention, %lld heads of %lld (hidden %lld); GFLOP/s count the causal half "
+           "(4 * head_dim per query-key pair and head)\n",
+           (long long)heads, (long long)(hidden / heads), (long long)hidden);
+    printf("%-7s %-5s %11s %11s %9s %13s %9s\n", "batch", "seq", "fused ms", "unfused ms", "speedup", "fused GFLOP/s",
+           "x FMA");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases && rc == 0; i++) {
+        int64_t batch = cases[i][0], seq = cases[i][1];
+        int64_t shape[3] = {batch, seq, hidden}, s_shape[4] = {batch, heads, seq, seq};
+        spk_tensor *q = NULL, *k = NULL, *v = NULL, *o = NULL, *scores = NULL;
+        spk_status s = spk_tensor_create(ctx, 3, shape, &q);
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 3, shape, &k);
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 3, shape, &v);
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 3, shape, &o);
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 4, s_shape, &scores);
+        int64_t n = batch * seq * hidden;
+        float *host = s == SPK_OK ? malloc((size_t)n * sizeof *host) : NULL;
+        if (host) {
+            fill_random(host, n);
+            s = spk_tensor_upload(q, host, n);
+            if (s == SPK_OK) s = spk_tensor_upload(k, host, n);
+            if (s == SPK_OK) s = spk_tensor_upload(v, host, n);
+        }
+        if (s != SPK_OK || !host) {
+            rc = cli_fail("bench attention setup failed: %s", spk_context_last_error(ctx));
+        } else {
+            uint32_t h = (uint32_t)hidden;
+            attention_run r = {ctx,
+                               {{spk__tensor_ref(q), h, 0}, {spk__tensor_ref(k), h, 0}, {spk__tensor_ref(v), h, 0},
+                                {spk__tensor_ref(o), h, 0}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
+                                (uint32_t)(hidden / heads), true},
+                               scores};
+            uint64_t fused = median_ns(run_fused, &r, repeats), unfused = median_ns(run_unfused, &r, repeats);
+            double flops = 4.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;
+            double gflops = fused ? flops / (double)fused : 0;
+            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx\n", (long long)batch, (long long)seq,
+                   fused / 1e6, unfused / 1e6, fused ? (double)unfused / (double)fused : 0, gflops,
+                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0);
+            if (!fused || !unfused) rc = cli_fail("attention run failed: %s", spk_context_last_error(ctx));
+        }
+        free(host);
+        spk_tensor_destroy(q), spk_tensor_destroy(k), spk_tensor_destroy(v), spk_tensor_destroy(o);
+        spk_tensor_destroy(scores);
+    }
+    return rc;
+}
+
+/* ---- model ------------------------------------------------------------------------------ */
+
+static double now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Dense and attention FLOPs of one forward (norms and epilogues are not counted). */
+static double model_flops(const spk_model_config *c, int64_t batch, int64_t seq) {
+    double rows = (double)(batch * seq), h = c->hidden_size;
+    double dense = 2.0 * rows * 12.0 * h * h * c->num_layers;
+    if (c->embed_dim != c->hidden_size) dense += 2.0 * rows * c->embed_dim * h;
+    double attention = 4.0 * h * (double)batch * (double)seq * (double)(seq + 1) / 2.0 * c->num_layers;
+    return dense + attention;
+}
+
+int bench_model(spk_context *ctx, int repeats) {
+    ceilings c;
+    if (measure_ceilings(ctx, repeats, &c)) return 1;
+    spk_model_config cfg = spk_model_config_default(256);
+    spk_model *m = NULL;
+    spk_status s = spk_model_create(ctx, &cfg, &m);
+    if (s == SPK_OK) s = spk_model_init_random(m, 1);
+    if (s != SPK_OK) return cli_fail("bench model setup failed: %s", spk_context_last_error(ctx));
+    m->profile = true;
+    printf("model: embed %d, hidden %d, %d heads, %d layers, seq %d, output last; latency = host wall time of "
+           "spk_model_forward (upload, one submit, wait, download); GPU = timestamps around the command buffer; "
+           "kernels = sum of per-dispatch timestamps\n",
+           cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size);
+    printf("%-6s %12s %9s %11s %10s %12s %9s %15s\n", "batch", "latency ms", "GPU ms", "kernels ms", "seq/s",
+           "GFLOP/s GPU", "x FMA", "outside kernels");
+    static const int64_t batches[] = {1, 32};
+    int rc = 0;
+    int64_t seq = cfg.window_size;
+    for (size_t i = 0; i < 2 && rc == 0; i++) {
+        int64_t batch = batches[i], n_in = batch * seq * cfg.embed_dim;
+        float *x = malloc((size_t)n_in * sizeof *x), *y = malloc((size_t)(batch * cfg.hidden_size) * sizeof *y);
+        double *wall = calloc((size_t)repeats, sizeof *wall), *gpu = calloc((size_t)repeats, sizeof *gpu);
+        double *kernels = calloc((size_t)repeats, sizeof *kernels);
+        uint64_t *times = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *times);
+        s = x && y && wall && gpu && kernels && times ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+        if (s == SPK_OK) fill_random(x, n_in);
+        for (int w = 0; w < 3 && s == SPK_OK; w++) s = spk_model_forward(m, x, batch, seq, y);
+        for (int r = 0; r < repeats && s == SPK_OK; r++) {
+            double t0 = now_ns();
+            s = spk_model_forward(m, x, batch, seq, y);
+            wall[r] = now_ns() - t0;
+            gpu[r] = (double)spk_context_last_gpu_time_ns(ctx);
+            uint32_t count = spk__model_dispatch_times(m, times, SPK__MODEL_PROFILE_DISPATCHES);
+            for (uint32_t d = 0; d < count; d++) kernels[r] += (double)times[d];
+        }
+        if (s != SPK_OK) {
+            rc = cli_fail("forward failed: %s", spk_context_last_error(ctx));
+        } else {
+            qsort(wall, (size_t)repeats, sizeof *wall, compare_double);
+            qsort(gpu, (size_t)repeats, sizeof *gpu, compare_double);
+            qsort(kernels, (size_t)repeats, sizeof *kernels, compare_double);
+            double lat = wall[repeats / 2], g = gpu[repeats / 2], k = kernels[repeats / 2];
+            double gflops = g > 0 ? model_flops(&cfg, batch, seq) / g : 0;
+            printf("%-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%%\n", (long long)batch, lat / 1e6, g / 1e6,
+                   k / 1e6, (double)batch * 1e9 / lat, gflops, c.fma_gflops > 0 ? gflops / c.fma_gflops : 0,
+                   lat > 0 ? 100.0 * (1.0 - k / lat) : 0);
+        }
+        free(x), free(y), free(wall), free(gpu), free(kernels), free(times);
+    }
+    printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, seq) / 1e9,
+           model_flops(&cfg, 32, seq) / 1e9);
+    spk_model_destroy(m);
+    return rc;
+}

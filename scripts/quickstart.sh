@@ -1,6 +1,7 @@
 #!/bin/sh
-# The README's first command: install what is missing, build the release preset, and run the
-# main job: list the Vulkan devices, then softpick a generated array on the default device.
+# The README's first command: install what is missing, build the release preset, list the Vulkan
+# devices, softpick a generated array, and run the main job: softpick demo, the default
+# transformer on seeded random weights and input.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -22,3 +23,4 @@ $bin softpick --axis -1 "$in" "$out"
 echo "softpick along the last axis of [[1, -2, 3, -4], [0.5, 0.5, 0.5, 0.5]] -> $out"
 echo "expected [[0.0909, -0.1818, 0.2727, -0.3636], [0.1667, 0.1667, 0.1667, 0.1667]]"
 od -A n -t f4 -j 128 "$out"
+$bin demo

@@ -1,6 +1,7 @@
 /* The softpick tool as a user runs it: exit status, one clear line on stderr for every error,
  * and results checked against the float64 reference. */
 #define _POSIX_C_SOURCE 200809L /* popen, mkdtemp */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,67 @@ static void test_softpick_command(void **state) {
     assert_int_equal(run_cli("devices", &lines, line, sizeof line), 0);
 }
 
+/* softpick run reproduces the golden cases (1e-3 relative); demo runs and prints its output. */
+static void test_run_and_demo(void **state) {
+    (void)state;
+    if (!have_device()) skip();
+    const char *cases[] = {"golden/model-e20-h32-n4-l2/", "golden/model-e48-h48-n3-l3/"};
+    char weights[512], input[512], expected_path[512], out[128], args[2048], line[512];
+    snprintf(out, sizeof out, "%s/y.npy", g_dir);
+    for (int i = 0; i < 2; i++) {
+        snprintf(weights, sizeof weights, "%s/%sweights.safetensors", SOFTPICK_TEST_DATA, cases[i]);
+        snprintf(input, sizeof input, "%s/%sinput.npy", SOFTPICK_TEST_DATA, cases[i]);
+        snprintf(expected_path, sizeof expected_path, "%s/%sexpected.npy", SOFTPICK_TEST_DATA, cases[i]);
+        snprintf(args, sizeof args, "run --weights %s --input %s --output %s", weights, input, out);
+        int lines;
+        assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+        assert_int_equal(lines, 0);
+        spk_array y, expected;
+        assert_int_equal(spk_npy_read(out, &y, NULL, 0), SPK_OK);
+        assert_int_equal(spk_npy_read(expected_path, &expected, NULL, 0), SPK_OK);
+        assert_int_equal(y.ndim, 2);
+        assert_memory_equal(y.shape, expected.shape, 2 * sizeof *y.shape);
+        double max_err = 0, max_ref = 0;
+        for (int64_t j = 0; j < y.count; j++) {
+            double err = fabs((double)y.data[j] - expected.data[j]);
+            if (!(err <= max_err)) max_err = err;
+            if (fabs(expected.data[j]) > max_ref) max_ref = fabs(expected.data[j]);
+        }
+        if (!(max_err / max_ref <= 1e-3)) fail_msg("%s: error %.3g", cases[i], max_err / max_ref);
+        spk_array_free(&y), spk_array_free(&expected);
+    }
+    /* --output-mode all gives [batch, seq, hidden]; a bad override is one clear line */
+    snprintf(args, sizeof args, "run --weights %s --input %s --output %s --output-mode all", weights, input, out);
+    int lines;
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    spk_array y;
+    assert_int_equal(spk_npy_read(out, &y, NULL, 0), SPK_OK);
+    assert_int_equal(y.ndim, 3);
+    assert_int_equal(y.shape[1], 33);
+    assert_int_equal(y.shape[2], 48);
+    spk_array_free(&y);
+    snprintf(args, sizeof args, "run --weights %s --input %s --output %s --heads 5", weights, input, out);
+    assert_int_not_equal(run_cli(args, &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 1);
+    assert_non_null(strstr(line, "not divisible"));
+    snprintf(args, sizeof args, "run --weights %s --input %s --output %s", input, input, out);
+    assert_int_not_equal(run_cli(args, &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 1);
+
+    assert_int_equal(run_cli("demo", &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 0);
+    char stdout_path[128], text[4096];
+    snprintf(stdout_path, sizeof stdout_path, "%s/stdout.txt", g_dir);
+    FILE *f = fopen(stdout_path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "output:  [4, 256]"));
+    assert_non_null(strstr(text, "hidden_size 256, num_heads 4, num_layers 6"));
+    assert_non_null(strstr(text, "forward:"));
+}
+
 /* Every error: non-zero exit, exactly one line on stderr, naming the problem. */
 static void test_errors_print_one_line(void **state) {
     (void)state;
@@ -139,6 +201,7 @@ static void test_errors_print_one_line(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softpick_command),
+        cmocka_unit_test(test_run_and_demo),
         cmocka_unit_test(test_errors_print_one_line),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

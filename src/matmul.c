@@ -153,6 +153,9 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
                              tuning->wg_x % caps->max_subgroup_size == 0))
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul needs subgroup shuffles of one fixed size");
 
+    /* With one B for all batches, A's and C's batches are just more rows: one [batch * M, K]
+     * product fills the row tiles that a short M (a model's few positions) would leave empty. */
+    if (shared_b) m *= batch, batch = 1;
     *args = (spk__matmul_args){tuning, a, b, opts.bias, opts.residual, c, opts.activation, batch, m, n, k, shared_b};
     return SPK_OK;
 }

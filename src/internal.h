@@ -188,6 +188,10 @@ bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out);
 /* Makes room for `needed` items in a realloc'd array (doubling); false when out of memory, with
  * the array unchanged. */
 bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_size);
+/* Formats a message into a caller's buffer (for functions that have no context to hold one, like
+ * the file readers) and returns `status`. */
+spk_status spk__error_message(char *error, size_t error_size, spk_status status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* The smallest power of two >= v (v <= 2^31). */
 uint32_t spk__pow2_at_least(uint64_t v);
 

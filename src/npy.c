@@ -9,19 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static spk_status spk__npy_error(char *error, size_t error_size, spk_status status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static spk_status spk__npy_error(char *error, size_t error_size, spk_status status, const char *fmt, ...) {
-    if (error && error_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(error, error_size, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
 /* A cursor over the header dictionary, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } */
 typedef struct spk__cursor {
     const char *p, *end;
@@ -94,26 +81,26 @@ static bool spk__parse_shape(spk__cursor *c, spk_array *a, const char **why) {
 }
 
 spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *error, size_t error_size) {
-    if (!out) return spk__npy_error(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "output array is NULL");
+    if (!out) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "output array is NULL");
     memset(out, 0, sizeof *out);
-    if (!bytes && size) return spk__npy_error(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "data is NULL");
+    if (!bytes && size) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "data is NULL");
     const unsigned char *b = bytes;
     if (size < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "not an NPY file (bad magic)");
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "not an NPY file (bad magic)");
     unsigned major = b[6];
     size_t header_len, header_start;
     if (major == 1) {
         header_len = (size_t)b[8] | (size_t)b[9] << 8;
         header_start = 10;
     } else if (major == 2 || major == 3) {
-        if (size < 12) return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "truncated NPY header");
+        if (size < 12) return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "truncated NPY header");
         header_len = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
         header_start = 12;
     } else {
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "unsupported NPY version %u.%u", major, b[7]);
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "unsupported NPY version %u.%u", major, b[7]);
     }
     if (header_len > size - header_start)
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT,
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                               "truncated NPY header (%zu bytes declared, %zu present)", header_len,
                               size - header_start);
 
@@ -124,50 +111,50 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
     const char *why = "malformed header dictionary";
     spk_array a = {0};
     if (!spk__accept(&c, '{'))
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header is not a dictionary");
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header is not a dictionary");
     while (!spk__accept(&c, '}')) {
         char key[32];
         if (!spk__parse_string(&c, key, sizeof key) || !spk__accept(&c, ':'))
-            return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header: %s", why);
+            return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header: %s", why);
         if (strcmp(key, "descr") == 0) {
             if (!spk__parse_string(&c, descr, sizeof descr))
-                return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header: descr is not a string");
+                return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header: descr is not a string");
         } else if (strcmp(key, "fortran_order") == 0) {
             if (spk__parse_word(&c, "True")) fortran = 1;
             else if (spk__parse_word(&c, "False")) fortran = 0;
             else
-                return spk__npy_error(error, error_size, SPK_ERROR_FORMAT,
+                return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                                       "NPY header: fortran_order is not True or False");
         } else if (strcmp(key, "shape") == 0) {
             if (!spk__parse_shape(&c, &a, &why))
-                return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header: %s", why);
+                return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header: %s", why);
             have_shape = true;
         } else {
-            return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header: unexpected key '%s'", key);
+            return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header: unexpected key '%s'", key);
         }
         if (!spk__accept(&c, ',')) {
             if (!spk__accept(&c, '}'))
-                return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header: %s", why);
+                return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header: %s", why);
             break;
         }
     }
     if (!descr[0] || fortran < 0 || !have_shape)
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY header lacks descr, fortran_order or shape");
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY header lacks descr, fortran_order or shape");
     if (fortran)
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT,
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                               "Fortran-ordered NPY arrays are not supported; save with C order");
     size_t item;
     if (strcmp(descr, "<f4") == 0) item = 4;
     else if (strcmp(descr, "<f8") == 0) item = 8;
     else
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT,
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                               "unsupported NPY dtype '%s' (expected little-endian float32 '<f4' or float64 '<f8')",
                               descr);
 
     uint64_t count = 1;
     for (int i = 0; i < a.ndim; i++)
         if (spk__mul_overflows(count, (uint64_t)a.shape[i], &count))
-            return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY shape's element count overflows");
+            return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY shape's element count overflows");
     if (a.ndim == 0) { /* a scalar */
         a.ndim = 1;
         a.shape[0] = 1;
@@ -175,15 +162,15 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
     size_t data_start = header_start + header_len;
     uint64_t data_bytes;
     if (spk__mul_overflows(count, item, &data_bytes) || data_bytes > SIZE_MAX)
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT, "NPY data size overflows");
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY data size overflows");
     if (data_bytes != size - data_start)
-        return spk__npy_error(error, error_size, SPK_ERROR_FORMAT,
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                               "NPY data is %zu bytes but the shape needs %llu (truncated or trailing bytes)",
                               size - data_start, (unsigned long long)data_bytes);
 
     a.count = (int64_t)count;
     a.data = malloc(count ? count * sizeof(float) : 1);
-    if (!a.data) return spk__npy_error(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (!a.data) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     const unsigned char *src = b + data_start;
     if (item == 4) {
         memcpy(a.data, src, count * 4);
@@ -200,25 +187,25 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
 
 spk_status spk_npy_read(const char *path, spk_array *out, char *error, size_t error_size) {
     if (out) memset(out, 0, sizeof *out);
-    if (!path || !out) return spk__npy_error(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "path or output is NULL");
+    if (!path || !out) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "path or output is NULL");
     FILE *f = fopen(path, "rb");
-    if (!f) return spk__npy_error(error, error_size, SPK_ERROR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (!f) return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot open %s: %s", path, strerror(errno));
     unsigned char *data = NULL;
     long n = -1;
     if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
     if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
-        return spk__npy_error(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
+        return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
     }
     data = malloc(n ? (size_t)n : 1);
     if (!data) {
         fclose(f);
-        return spk__npy_error(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory reading %s", path);
+        return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory reading %s", path);
     }
     size_t got = fread(data, 1, (size_t)n, f);
     fclose(f);
     spk_status status;
-    if (got != (size_t)n) status = spk__npy_error(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
+    if (got != (size_t)n) status = spk__error_message(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
     else status = spk_npy_parse(data, (size_t)n, out, error, error_size);
     free(data);
     return status;
@@ -227,18 +214,18 @@ spk_status spk_npy_read(const char *path, spk_array *out, char *error, size_t er
 spk_status spk_npy_write(const char *path, int ndim, const int64_t *shape, const float *data, char *error,
                          size_t error_size) {
     if (!path || !shape || ndim < 1 || ndim > SPK_MAX_RANK)
-        return spk__npy_error(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "invalid path or shape for NPY output");
+        return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "invalid path or shape for NPY output");
     uint64_t count = 1;
     char header[512];
     int len = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || spk__mul_overflows(count, (uint64_t)shape[i], &count))
-            return spk__npy_error(error, error_size, SPK_ERROR_SHAPE, "invalid shape for NPY output");
+            return spk__error_message(error, error_size, SPK_ERROR_SHAPE, "invalid shape for NPY output");
         len += snprintf(header + len, sizeof header - (size_t)len, "%lld%s", (long long)shape[i],
                         ndim == 1 ? "," : (i + 1 < ndim ? ", " : ""));
     }
     len += snprintf(header + len, sizeof header - (size_t)len, "), }");
-    if (count && !data) return spk__npy_error(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "data is NULL");
+    if (count && !data) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "data is NULL");
     /* Pad with spaces so the data starts on a 64-byte boundary, as numpy does. */
     int total = 10 + len + 1;
     int padded = (total + 63) / 64 * 64;
@@ -246,13 +233,13 @@ spk_status spk_npy_write(const char *path, int ndim, const int64_t *shape, const
     header[len++] = '\n';
 
     FILE *f = fopen(path, "wb");
-    if (!f) return spk__npy_error(error, error_size, SPK_ERROR_IO, "cannot create %s: %s", path, strerror(errno));
+    if (!f) return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot create %s: %s", path, strerror(errno));
     unsigned char prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff),
                                 (unsigned char)(len >> 8)};
     bool ok = fwrite(prefix, 1, 10, f) == 10 && fwrite(header, 1, (size_t)len, f) == (size_t)len &&
               fwrite(data, sizeof(float), count, f) == count;
     if (fclose(f) != 0) ok = false;
-    if (!ok) return spk__npy_error(error, error_size, SPK_ERROR_IO, "cannot write %s", path);
+    if (!ok) return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot write %s", path);
     return SPK_OK;
 }
 

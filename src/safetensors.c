@@ -15,20 +15,7 @@ typedef struct spk__json {
     size_t error_size;
 } spk__json;
 
-static spk_status spk__st_error(char *error, size_t error_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static spk_status spk__st_error(char *error, size_t error_size, const char *fmt, ...) {
-    if (error && error_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(error, error_size, fmt, ap);
-        va_end(ap);
-    }
-    return SPK_ERROR_FORMAT;
-}
-
-#define SPK__JSON_FAIL(j, ...) spk__st_error((j)->error, (j)->error_size, "safetensors header: " __VA_ARGS__)
+#define SPK__JSON_FAIL(j, ...) spk__error_message((j)->error, (j)->error_size, SPK_ERROR_FORMAT, "safetensors header: " __VA_ARGS__)
 
 static void spk__json_space(spk__json *j) {
     while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
@@ -235,17 +222,17 @@ static spk_status spk__check_ranges(spk__safetensors *st, char *error, size_t er
         uint64_t count = 1, bytes;
         for (int d = 0; d < t->ndim; d++)
             if (spk__mul_overflows(count, (uint64_t)t->shape[d], &count))
-                return spk__st_error(error, error_size, "tensor '%s': element count overflows", t->name);
+                return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "tensor '%s': element count overflows", t->name);
         t->count = count;
         if (spk__mul_overflows(count, t->dtype == SPK__DTYPE_F32 ? 4 : 2, &bytes))
-            return spk__st_error(error, error_size, "tensor '%s': byte size overflows", t->name);
+            return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "tensor '%s': byte size overflows", t->name);
         if (t->begin > t->end || t->end > st->data_size)
-            return spk__st_error(error, error_size,
+            return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                                  "tensor '%s': data_offsets [%llu, %llu] fall outside the %llu bytes of data", t->name,
                                  (unsigned long long)t->begin, (unsigned long long)t->end,
                                  (unsigned long long)st->data_size);
         if (t->end - t->begin != bytes)
-            return spk__st_error(error, error_size, "tensor '%s': data_offsets span %llu bytes, its shape needs %llu",
+            return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "tensor '%s': data_offsets span %llu bytes, its shape needs %llu",
                                  t->name, (unsigned long long)(t->end - t->begin), (unsigned long long)bytes);
     }
     if (st->tensor_count < 2) return SPK_OK;
@@ -256,7 +243,7 @@ static spk_status spk__check_ranges(spk__safetensors *st, char *error, size_t er
     spk_status s = SPK_OK;
     for (uint32_t i = 1; i < st->tensor_count && s == SPK_OK; i++)
         if (order[i]->begin < order[i - 1]->end)
-            s = spk__st_error(error, error_size, "tensors '%s' and '%s' overlap in the data section",
+            s = spk__error_message(error, error_size, SPK_ERROR_FORMAT, "tensors '%s' and '%s' overlap in the data section",
                               order[i - 1]->name, order[i]->name);
     free(order);
     return s;
@@ -307,14 +294,14 @@ static spk_status spk__parse_header(spk__safetensors *st, const char *header, si
 }
 
 static spk_status spk__safetensors_load(spk__safetensors *st, char *error, size_t error_size) {
-    if (st->size < 8) return spk__st_error(error, error_size, "safetensors file of %zu bytes is truncated", st->size);
+    if (st->size < 8) return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "safetensors file of %zu bytes is truncated", st->size);
     uint64_t header_size = 0;
     for (int i = 7; i >= 0; i--) header_size = header_size << 8 | st->bytes[i];
     if (header_size > st->size - 8)
-        return spk__st_error(error, error_size, "safetensors header length %llu runs past the end of the %zu-byte file",
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "safetensors header length %llu runs past the end of the %zu-byte file",
                              (unsigned long long)header_size, st->size);
     if (header_size > SPK__ST_MAX_HEADER)
-        return spk__st_error(error, error_size, "safetensors header of %llu bytes is too large",
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "safetensors header of %llu bytes is too large",
                              (unsigned long long)header_size);
     st->data = st->bytes + 8 + header_size;
     st->data_size = st->size - 8 - header_size;
@@ -328,11 +315,11 @@ spk_status spk__safetensors_parse(const void *bytes, size_t size, spk__safetenso
     *out = (spk__safetensors){0};
     if (error && error_size) error[0] = '\0';
     out->bytes = malloc(size ? size : 1);
-    if (!out->bytes) return spk__st_error(error, error_size, "out of host memory"), SPK_ERROR_OUT_OF_HOST_MEMORY;
+    if (!out->bytes) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     if (size) memcpy(out->bytes, bytes, size);
     out->size = size;
     spk_status s = spk__safetensors_load(out, error, error_size);
-    if (s == SPK_ERROR_OUT_OF_HOST_MEMORY) spk__st_error(error, error_size, "out of host memory");
+    if (s == SPK_ERROR_OUT_OF_HOST_MEMORY) spk__error_message(error, error_size, SPK_ERROR_FORMAT, "out of host memory");
     if (s != SPK_OK) spk__safetensors_free(out);
     return s;
 }
@@ -341,24 +328,24 @@ spk_status spk__safetensors_read(const char *path, spk__safetensors *out, char *
     *out = (spk__safetensors){0};
     if (error && error_size) error[0] = '\0';
     FILE *f = fopen(path, "rb");
-    if (!f) return spk__st_error(error, error_size, "cannot open '%s'", path), SPK_ERROR_IO;
+    if (!f) return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot open '%s'", path);
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     spk_status s = SPK_OK;
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
         s = SPK_ERROR_IO;
-        spk__st_error(error, error_size, "cannot read '%s'", path);
+        spk__error_message(error, error_size, SPK_ERROR_FORMAT, "cannot read '%s'", path);
     } else if (!(out->bytes = malloc((size_t)size + 1))) {
         s = SPK_ERROR_OUT_OF_HOST_MEMORY;
-        spk__st_error(error, error_size, "out of host memory reading '%s'", path);
+        spk__error_message(error, error_size, SPK_ERROR_FORMAT, "out of host memory reading '%s'", path);
     } else if (fread(out->bytes, 1, (size_t)size, f) != (size_t)size) {
         s = SPK_ERROR_IO;
-        spk__st_error(error, error_size, "cannot read '%s'", path);
+        spk__error_message(error, error_size, SPK_ERROR_FORMAT, "cannot read '%s'", path);
     }
     fclose(f);
     out->size = (size_t)size;
     if (s == SPK_OK) s = spk__safetensors_load(out, error, error_size);
-    if (s == SPK_ERROR_OUT_OF_HOST_MEMORY) spk__st_error(error, error_size, "out of host memory");
+    if (s == SPK_ERROR_OUT_OF_HOST_MEMORY) spk__error_message(error, error_size, SPK_ERROR_FORMAT, "out of host memory");
     if (s != SPK_OK) spk__safetensors_free(out);
     return s;
 }

@@ -1,6 +1,7 @@
-/* Small host-side helpers: checked arithmetic and growable arrays. */
+/* Small host-side helpers: checked arithmetic, growable arrays, error messages. */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
@@ -24,4 +25,14 @@ uint32_t spk__pow2_at_least(uint64_t v) {
     uint32_t p = 1;
     while (p < v) p <<= 1;
     return p;
+}
+
+spk_status spk__error_message(char *error, size_t error_size, spk_status status, const char *fmt, ...) {
+    if (error && error_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(error, error_size, fmt, ap);
+        va_end(ap);
+    }
+    return status;
 }

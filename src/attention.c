@@ -112,8 +112,10 @@ static spk_status spk__attention_dispatch(spk_context *ctx, const void *arg) {
     return spk__record_attention(ctx, NULL, arg, SPK__ATTENTION_FUSED, none);
 }
 
-spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
-                                  int num_heads, bool causal, spk_tensor *out) {
+/* Checks the operands of the public op; args->batch is 0 when there is nothing to do. */
+static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                       int num_heads, bool causal, spk_tensor *out, spk__attention_args *args) {
+    *args = (spk__attention_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status status = spk__check_tensor(ctx, q, "attention q");
     if (status == SPK_OK) status = spk__check_tensor(ctx, k, "attention k");
@@ -139,7 +141,7 @@ spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const s
                          (long long)q->count);
     if (q->count == 0) return SPK_OK;
     uint32_t h = (uint32_t)hidden;
-    spk__attention_args args = {
+    *args = (spk__attention_args){
         .q = {q->ref, h, 0},
         .k = {k->ref, h, 0},
         .v = {v->ref, h, 0},
@@ -150,5 +152,26 @@ spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const s
         .head_dim = h / (uint32_t)num_heads,
         .causal = causal,
     };
-    return spk__run_sync(ctx, spk__attention_dispatch, &args);
+    return SPK_OK;
+}
+
+spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                  int num_heads, bool causal, spk_tensor *out) {
+    spk__attention_args args;
+    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, out, &args);
+    if (status == SPK_OK && args.batch) status = spk__run_sync(ctx, spk__attention_dispatch, &args);
+    return status;
+}
+
+spk_status spk_record_softpick_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *q,
+                                         const spk_tensor *k, const spk_tensor *v, int num_heads, bool causal,
+                                         spk_tensor *out) {
+    spk__attention_args args;
+    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, out, &args);
+    if (status != SPK_OK || !args.batch) return status;
+    status = spk__record_app_begin(ctx, cmd);
+    if (status != SPK_OK) return status;
+    status = spk__attention_dispatch(ctx, &args);
+    spk__record_app_end(ctx);
+    return status;
 }

@@ -30,6 +30,13 @@ spk_status spk__commands_init(spk_context *ctx) {
 }
 
 void spk__commands_destroy(spk_context *ctx) {
+    for (uint32_t i = 0; i < ctx->cache_pool_count; i++)
+        ctx->vk.vkDestroyDescriptorPool(ctx->device, ctx->cache_pools[i], NULL);
+    free(ctx->cache_pools);
+    free(ctx->cached_sets);
+    for (uint32_t i = 0; i < SPK__APP_RECORDINGS; i++) free(ctx->apps[i].accesses), ctx->apps[i] = (spk__recording){0};
+    ctx->cache_pools = NULL, ctx->cached_sets = NULL;
+    ctx->cache_pool_count = ctx->cached_set_count = 0;
     spk__recording_destroy(ctx, &ctx->own);
     if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
     if (ctx->command_pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
@@ -151,6 +158,113 @@ static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, cons
     return SPK_OK;
 }
 
+/* A descriptor pool of SPK__POOL_SETS sets. */
+static spk_status spk__create_pool(spk_context *ctx, VkDescriptorPoolCreateFlags flags, VkDescriptorPool *pool) {
+    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS};
+    VkDescriptorPoolCreateInfo pool_info = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .flags = flags,
+        .maxSets = SPK__POOL_SETS,
+        .poolSizeCount = 1,
+        .pPoolSizes = &size,
+    };
+    VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, pool);
+    return r == VK_SUCCESS ? SPK_OK : spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
+}
+
+/* The cached set with exactly these bindings, made (and written) if new; *fresh says whether it
+ * still needs writing. */
+static spk_status spk__find_cached_set(spk_context *ctx, uint32_t n, const spk__buffer_ref *bindings, VkDescriptorSet *set,
+                                  bool *fresh) {
+    for (uint32_t i = 0; i < ctx->cached_set_count; i++) {
+        const spk__cached_set *c = &ctx->cached_sets[i];
+        if (c->binding_count == n && memcmp(c->bindings, bindings, n * sizeof *bindings) == 0) {
+            *set = c->set;
+            *fresh = false;
+            return SPK_OK;
+        }
+    }
+    if (!spk__grow((void **)&ctx->cached_sets, &ctx->cached_set_capacity, ctx->cached_set_count + 1,
+                   sizeof *ctx->cached_sets))
+        return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    VkDescriptorSetLayout layout = ctx->set_layouts[n];
+    for (uint32_t attempt = 0; attempt < 2; attempt++) {
+        if (ctx->cache_pool_count > 0) {
+            VkDescriptorPool pool = ctx->cache_pools[ctx->cache_pool_count - 1];
+            VkDescriptorSetAllocateInfo info = {
+                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                .descriptorPool = pool,
+                .descriptorSetCount = 1,
+                .pSetLayouts = &layout,
+            };
+            VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set);
+            if (r == VK_SUCCESS) {
+                spk__cached_set *c = &ctx->cached_sets[ctx->cached_set_count++];
+                *c = (spk__cached_set){.binding_count = n, .pool = pool, .set = *set};
+                memcpy(c->bindings, bindings, n * sizeof *bindings);
+                *fresh = true;
+                return SPK_OK;
+            }
+            if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
+                return spk__fail_vk(ctx, r, "vkAllocateDescriptorSets");
+        }
+        if (!spk__grow((void **)&ctx->cache_pools, &ctx->cache_pool_capacity, ctx->cache_pool_count + 1,
+                       sizeof *ctx->cache_pools))
+            return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        spk_status status = spk__create_pool(ctx, VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT,
+                                             &ctx->cache_pools[ctx->cache_pool_count]);
+        if (status != SPK_OK) return status;
+        ctx->cache_pool_count++;
+    }
+    return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
+}
+
+void spk__forget_range(spk_context *ctx, spk__buffer_ref range) {
+    for (uint32_t i = 0; i < ctx->cached_set_count;) {
+        spk__cached_set *c = &ctx->cached_sets[i];
+        bool names = false;
+        for (uint32_t b = 0; b < c->binding_count; b++) {
+            const spk__buffer_ref *r = &c->bindings[b];
+            names = names || (r->buffer == range.buffer && r->offset < range.offset + range.size &&
+                              range.offset < r->offset + r->size);
+        }
+        if (!names) {
+            i++;
+            continue;
+        }
+        ctx->vk.vkFreeDescriptorSets(ctx->device, c->pool, 1, &c->set);
+        *c = ctx->cached_sets[--ctx->cached_set_count];
+    }
+}
+
+spk_status spk__record_app_begin(spk_context *ctx, VkCommandBuffer cmd) {
+    if (!cmd) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "the command buffer is VK_NULL_HANDLE");
+    pthread_mutex_lock(&ctx->lock);
+    /* Calls into one command buffer keep tracking each other's accesses (a later op may read
+     * what an earlier one wrote); a command buffer not seen before starts clean, the caller's
+     * barriers covering what came before. */
+    uint32_t slot = 0;
+    for (uint32_t i = 0; i < SPK__APP_RECORDINGS; i++) {
+        if (ctx->apps[i].cmd == cmd) {
+            slot = i;
+            break;
+        }
+        if (ctx->app_last_use[i] < ctx->app_last_use[slot]) slot = i;
+    }
+    spk__recording *rec = &ctx->apps[slot];
+    if (rec->cmd != cmd) rec->access_count = 0;
+    rec->cmd = cmd;
+    rec->external = true;
+    ctx->app_last_use[slot] = ++ctx->app_clock;
+    ctx->rec = rec;
+    return SPK_OK;
+}
+
+void spk__record_app_end(spk_context *ctx) {
+    ctx->rec = &ctx->own;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layout, VkDescriptorSet *set) {
     spk__recording *rec = ctx->rec;
     for (uint32_t attempt = 0; attempt < 2; attempt++) {
@@ -171,17 +285,9 @@ static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layo
         if (!spk__grow((void **)&rec->descriptor_pools, &rec->descriptor_pool_capacity,
                        rec->descriptor_pool_count + 1, sizeof *rec->descriptor_pools))
             return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS};
-        VkDescriptorPoolCreateInfo pool_info = {
-            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-            .maxSets = SPK__POOL_SETS,
-            .poolSizeCount = 1,
-            .pPoolSizes = &size,
-        };
-        VkDescriptorPool pool;
-        VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &pool);
-        if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
-        rec->descriptor_pools[rec->descriptor_pool_count++] = pool;
+        spk_status status = spk__create_pool(ctx, 0, &rec->descriptor_pools[rec->descriptor_pool_count]);
+        if (status != SPK_OK) return status;
+        rec->descriptor_pool_count++;
     }
     return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
 }
@@ -195,7 +301,9 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
     if (status != SPK_OK) return status;
 
     VkDescriptorSet set;
-    status = spk__allocate_set(ctx, ctx->set_layouts[n], &set);
+    bool fresh = true;
+    if (ctx->rec->external) status = spk__find_cached_set(ctx, n, d->bindings, &set, &fresh);
+    else status = spk__allocate_set(ctx, ctx->set_layouts[n], &set);
     if (status != SPK_OK) return status;
     VkDescriptorBufferInfo infos[SPK__MAX_BINDINGS];
     VkWriteDescriptorSet write_sets[SPK__MAX_BINDINGS];
@@ -210,7 +318,7 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
             .pBufferInfo = &infos[i],
         };
     }
-    ctx->vk.vkUpdateDescriptorSets(ctx->device, n, write_sets, 0, NULL);
+    if (fresh) ctx->vk.vkUpdateDescriptorSets(ctx->device, n, write_sets, 0, NULL);
 
     spk__recording *rec = ctx->rec;
     VkCommandBuffer cmd = rec->cmd;
@@ -293,6 +401,9 @@ static uint64_t spk__timestamp_ns(const spk_context *ctx, uint64_t from, uint64_
 }
 
 spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
+    if (!ctx->queue)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED,
+                         "this context was created without a queue: record with spk_record_* and submit yourself");
     VkSubmitInfo submit = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,

@@ -16,13 +16,20 @@
 static pthread_mutex_t spk__loader_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool spk__loader_ready;
 
-static spk_status spk__load_vulkan(void) {
+/* Loads the loader's entry point once: the given one (an application's), else the system's. */
+static spk_status spk__load_vulkan_with(PFN_vkGetInstanceProcAddr get_instance_proc_addr) {
     pthread_mutex_lock(&spk__loader_lock);
+    if (!spk__loader_ready && get_instance_proc_addr) {
+        volkInitializeCustom(get_instance_proc_addr);
+        spk__loader_ready = true;
+    }
     if (!spk__loader_ready) spk__loader_ready = volkInitialize() == VK_SUCCESS;
     bool ready = spk__loader_ready;
     pthread_mutex_unlock(&spk__loader_lock);
     return ready ? SPK_OK : SPK_ERROR_NO_VULKAN;
 }
+
+static spk_status spk__load_vulkan(void) { return spk__load_vulkan_with(NULL); }
 
 static void spk__load_instance(VkInstance instance) {
     pthread_mutex_lock(&spk__loader_lock);
@@ -493,17 +500,95 @@ spk_status spk_context_create(const spk_context_desc *desc_in, spk_context **out
     return SPK_OK;
 }
 
+/* Whether the application's feature chain enables full-subgroup control. */
+static bool spk__chain_enables_full_subgroups(const void *chain) {
+    for (const VkBaseInStructure *p = chain; p; p = p->pNext) {
+        if (p->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES) {
+            const VkPhysicalDeviceSubgroupSizeControlFeatures *f = (const void *)p;
+            if (f->subgroupSizeControl && f->computeFullSubgroups) return true;
+        } else if (p->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES) {
+            const VkPhysicalDeviceVulkan13Features *f = (const void *)p;
+            if (f->subgroupSizeControl && f->computeFullSubgroups) return true;
+        }
+    }
+    return false;
+}
+
+static spk_status spk__adopt_device(spk_context *ctx, const spk_vulkan_device *dev) {
+    if (!dev->instance || !dev->physical_device || !dev->device)
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "the instance, physical device and device are all required");
+    if (dev->api_version < VK_API_VERSION_1_1) /* 0 means 1.0, as in VkApplicationInfo */
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the instance was created for Vulkan %u.%u; softpick needs 1.1",
+                         VK_API_VERSION_MAJOR(dev->api_version), VK_API_VERSION_MINOR(dev->api_version));
+    ctx->external = true; /* from here on, destroying ctx must leave the application's objects */
+    spk__load_instance(dev->instance);
+    ctx->instance = dev->instance;
+    ctx->physical_device = dev->physical_device;
+    spk__device_caps *caps = &ctx->caps;
+    spk__query_caps(dev->physical_device, caps, NULL);
+    if (caps->props.apiVersion < VK_API_VERSION_1_1)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "%s supports Vulkan %u.%u; softpick needs 1.1",
+                         caps->props.deviceName, VK_API_VERSION_MAJOR(caps->props.apiVersion),
+                         VK_API_VERSION_MINOR(caps->props.apiVersion));
+    uint32_t family_count = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(dev->physical_device, &family_count, NULL);
+    VkQueueFamilyProperties families[64];
+    if (family_count > 64) family_count = 64;
+    vkGetPhysicalDeviceQueueFamilyProperties(dev->physical_device, &family_count, families);
+    if (dev->queue_family_index >= family_count ||
+        !(families[dev->queue_family_index].queueFlags & VK_QUEUE_COMPUTE_BIT))
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "queue family %u has no VK_QUEUE_COMPUTE_BIT",
+                         dev->queue_family_index);
+    ctx->queue_family = dev->queue_family_index;
+    caps->timestamp_valid_bits = families[dev->queue_family_index].timestampValidBits;
+    caps->timestamps = caps->timestamp_valid_bits > 0 && caps->props.limits.timestampPeriod > 0;
+    /* Only what the application enabled: full subgroups need its feature chain to say so. */
+    if (!spk__chain_enables_full_subgroups(dev->enabled_features)) {
+        caps->subgroup_size_control = caps->subgroup_size_control_ext = false;
+        caps->min_subgroup_size = caps->max_subgroup_size = caps->subgroup.subgroupSize;
+    }
+    ctx->reduction = caps->subgroup_arithmetic ? SPK_REDUCTION_SUBGROUP : SPK_REDUCTION_SHARED_MEMORY;
+    ctx->device = dev->device;
+    ctx->queue = dev->queue;
+    volkLoadDeviceTable(&ctx->vk, dev->device);
+    return SPK_OK;
+}
+
+spk_status spk_context_create_external(const spk_vulkan_device *dev, spk_context **out) {
+    if (!out) return SPK_ERROR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!dev) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return SPK_ERROR_OUT_OF_HOST_MEMORY;
+    pthread_mutex_init(&ctx->lock, NULL);
+    spk_status status = spk__load_vulkan_with(dev->get_instance_proc_addr);
+    if (status != SPK_OK) spk__fail(ctx, status, "no Vulkan loader found (libvulkan.so.1)");
+    if (status == SPK_OK) status = spk__adopt_device(ctx, dev);
+    if (status == SPK_OK) status = spk__allocator_init(ctx);
+    if (status == SPK_OK) status = spk__commands_init(ctx);
+    if (status == SPK_OK) status = spk__pipelines_init(ctx, getenv("SOFTPICK_PIPELINE_CACHE"));
+    if (status != SPK_OK) {
+        spk__log(NULL, NULL, SPK_LOG_ERROR, "%s", ctx->error);
+        spk_context_destroy(ctx);
+        return status;
+    }
+    *out = ctx;
+    return SPK_OK;
+}
+
 void spk_context_destroy(spk_context *ctx) {
     if (!ctx) return;
     if (ctx->device) {
-        ctx->vk.vkDeviceWaitIdle(ctx->device);
+        /* Every synchronous op has waited for its work; on an application's device its own work
+         * is its business, so the library does not wait for the whole device there. */
+        if (!ctx->external) ctx->vk.vkDeviceWaitIdle(ctx->device);
         spk__pipelines_destroy(ctx);
         spk__commands_destroy(ctx);
         spk__allocator_destroy(ctx);
-        ctx->vk.vkDestroyDevice(ctx->device, NULL);
+        if (!ctx->external) ctx->vk.vkDestroyDevice(ctx->device, NULL);
     }
     if (ctx->messenger) vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
-    if (ctx->instance) vkDestroyInstance(ctx->instance, NULL);
+    if (ctx->instance && !ctx->external) vkDestroyInstance(ctx->instance, NULL);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
 }

@@ -17,6 +17,7 @@
 #define SPK__MAX_SPEC 10
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
+#define SPK__APP_RECORDINGS 8
 
 /* ---- memory.c: device memory sub-allocated from large blocks ------------------------------- */
 
@@ -105,7 +106,19 @@ typedef struct spk__recording {
     VkQueryPool timestamps; /* [0] start, [1] end, then (before, after) per dispatch if profiling */
     uint32_t timestamp_capacity, timestamp_count;
     uint32_t dispatch_count;
+    /* Recording into an application's command buffer: descriptor sets come from the context's
+     * cache and stay valid until a buffer they name is destroyed. */
+    bool external;
 } spk__recording;
+
+/* A descriptor set kept for recordings in application command buffers, found again by its
+ * bindings so that re-recording every frame reuses it. */
+typedef struct spk__cached_set {
+    uint32_t binding_count;
+    spk__buffer_ref bindings[SPK__MAX_BINDINGS];
+    VkDescriptorPool pool;
+    VkDescriptorSet set;
+} spk__cached_set;
 
 /* ---- the context ------------------------------------------------------------------------ */
 
@@ -158,6 +171,16 @@ struct spk_context {
     uint64_t last_gpu_time_ns;
     spk__recording own;  /* the synchronous ops' recording */
     spk__recording *rec; /* the recording dispatches go to (under the lock) */
+    /* spk_record_*: the application's command buffers, each with its own access tracking (the
+     * most recently used few; one evicted starts clean, which at worst adds a barrier). */
+    spk__recording apps[SPK__APP_RECORDINGS];
+    uint64_t app_clock, app_last_use[SPK__APP_RECORDINGS];
+    spk__cached_set *cached_sets;
+    uint32_t cached_set_count, cached_set_capacity;
+    VkDescriptorPool *cache_pools;
+    uint32_t cache_pool_count, cache_pool_capacity;
+
+    bool external;  /* on the application's VkDevice (spk_context_create_external) */
 };
 
 struct spk_tensor {
@@ -165,8 +188,13 @@ struct spk_tensor {
     int ndim;
     int64_t shape[SPK_MAX_RANK];
     int64_t count;
-    spk__allocation alloc;
-    spk__buffer_ref ref; /* the tensor's bytes: buffer, offset, size */
+    spk__allocation alloc; /* empty for a wrapped application buffer */
+    spk__buffer_ref ref;   /* the tensor's bytes: buffer, offset, size */
+    bool wrapped;
+    /* Partial sums of softpick recorded into application command buffers with this tensor as
+     * output: kept as long as the tensor, since those recordings may be replayed. */
+    spk__allocation *scratch;
+    uint32_t scratch_count, scratch_capacity;
 };
 
 /* ---- status.c --------------------------------------------------------------------------- */
@@ -242,6 +270,12 @@ spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec);
 /* Per-dispatch GPU nanoseconds of the last submission of a profiling recording: fills up to `max`
  * entries and returns how many dispatches were timed. */
 uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns, uint32_t max);
+/* Locks the context and directs recording into an application's command buffer (no submit, no
+ * wait, no timestamps); spk__record_app_end unlocks. */
+spk_status spk__record_app_begin(spk_context *ctx, VkCommandBuffer cmd);
+void spk__record_app_end(spk_context *ctx);
+/* Drops cached descriptor sets that bind any of these bytes (they are going away). */
+void spk__forget_range(spk_context *ctx, spk__buffer_ref range);
 /* Begins the context's own recording (the synchronous ops'). */
 spk_status spk__begin(spk_context *ctx);
 /* Ends, submits and waits for the context's own recording. */

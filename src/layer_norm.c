@@ -125,3 +125,12 @@ spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning 
     if (status == SPK_OK && args.tuning) status = spk__run_sync(ctx, spk__layer_norm_dispatch, &args);
     return status;
 }
+
+spk_status spk_record_layer_norm(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, const spk_tensor *gamma,
+                                 const spk_tensor *beta, const spk_layer_norm_desc *desc, spk_tensor *y) {
+    spk_status status = spk__record_app_begin(ctx, cmd);
+    if (status != SPK_OK) return status;
+    status = spk__record_layer_norm(ctx, NULL, x, gamma, beta, desc, y);
+    spk__record_app_end(ctx);
+    return status;
+}

@@ -178,6 +178,15 @@ spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning,
     return status;
 }
 
+spk_status spk_record_matmul(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *a, const spk_tensor *b,
+                             const spk_matmul_desc *desc, spk_tensor *c) {
+    spk_status status = spk__record_app_begin(ctx, cmd);
+    if (status != SPK_OK) return status;
+    status = spk__record_matmul(ctx, NULL, a, b, desc, c);
+    spk__record_app_end(ctx);
+    return status;
+}
+
 spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b, const spk_matmul_desc *desc,
                       spk_tensor *c) {
     return spk__matmul_tuned(ctx, NULL, a, b, desc, c);

@@ -39,6 +39,7 @@ spk_status spk__allocator_init(spk_context *ctx) {
 }
 
 static void spk__block_destroy(spk_context *ctx, spk__block *b) {
+    spk__forget_range(ctx, (spk__buffer_ref){b->buffer, 0, b->size});
     if (b->buffer) ctx->vk.vkDestroyBuffer(ctx->device, b->buffer, NULL);
     if (b->memory) ctx->vk.vkFreeMemory(ctx->device, b->memory, NULL);
     free(b->free_ranges);

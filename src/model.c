@@ -562,19 +562,23 @@ static spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64
     spk_tensor f = spk__view(m->ffn, 3, rows_4h);
     spk_status s;
 
-    /* x = input, projected to hidden_size if embed_dim differs */
+    /* x = input, projected to hidden_size if embed_dim differs. Without a projection the first
+     * block reads the input in place of x (no copy: the first pass writing x is its residual
+     * add), so a recording starts and ends with compute work. */
+    const spk_tensor *x_in = &x;
+    s = SPK_OK;
     if (m->input_projection.kernel) s = spk__record_dense(ctx, input, &m->input_projection, SPK_ACTIVATION_NONE, NULL, &x);
-    else s = spk__copy(ctx, input->ref, x.ref);
+    else x_in = input;
 
-    for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
+    for (int l = 0; l < c->num_layers && s == SPK_OK; l++, x_in = &x) {
         const spk__layer *b = &m->layers[l];
         /* a = layer_norm(x); q, k, v = dense(a) (one fused matmul) */
-        s = spk__record_norm(ctx, &x, &b->attn_norm, &a);
+        s = spk__record_norm(ctx, x_in, &b->attn_norm, &a);
         if (s == SPK_OK) s = spk__record_dense(ctx, &a, &b->qkv, SPK_ACTIVATION_NONE, NULL, &qkv);
         /* o = softpick(causal(q k^T / sqrt(head_dim))) v, per head */
         if (s == SPK_OK) s = spk__attention(ctx, m, &qkv, (uint32_t)batch, (uint32_t)seq, &o);
         /* x = x + dense(o, out_proj) */
-        if (s == SPK_OK) s = spk__record_dense(ctx, &o, &b->out, SPK_ACTIVATION_NONE, &x, &x);
+        if (s == SPK_OK) s = spk__record_dense(ctx, &o, &b->out, SPK_ACTIVATION_NONE, x_in, &x);
         /* x = x + dense(gelu(dense(layer_norm(x), up)), down) */
         if (s == SPK_OK) s = spk__record_norm(ctx, &x, &b->ffn_norm, &a);
         if (s == SPK_OK) s = spk__record_dense(ctx, &a, &b->up, SPK_ACTIVATION_GELU, NULL, &f);
@@ -710,7 +714,8 @@ spk_status spk_model_forward(spk_model *m, const float *input, int64_t batch, in
     return s;
 }
 
-spk_status spk_model_forward_tensors(spk_model *m, const spk_tensor *input, spk_tensor *output) {
+/* Checks a forward on device tensors and prepares the model's buffers for it. */
+static spk_status spk__forward_tensors_prepare(spk_model *m, const spk_tensor *input, spk_tensor *output) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
     spk_context *ctx = m->ctx;
     spk_status s = spk__check_tensor(ctx, input, "model input");
@@ -728,12 +733,27 @@ spk_status spk_model_forward_tensors(spk_model *m, const spk_tensor *input, spk_
         s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "model input and output overlap");
     if (s == SPK_OK && batch * seq > m->rows) s = spk__activations_create(m, batch * seq);
     if (s == SPK_OK) s = spk__mean_weights(m, batch, seq);
+    return s;
+}
+
+spk_status spk_model_forward_tensors(spk_model *m, const spk_tensor *input, spk_tensor *output) {
+    spk_status s = spk__forward_tensors_prepare(m, input, output);
     if (s != SPK_OK) return s;
+    spk_context *ctx = m->ctx;
     pthread_mutex_lock(&ctx->lock);
     s = spk__begin(ctx);
-    if (s == SPK_OK) s = spk__model_record(m, input, batch, seq, output);
+    if (s == SPK_OK) s = spk__model_record(m, input, input->shape[0], input->shape[1], output);
     if (s == SPK_OK) s = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+spk_status spk_model_record_forward(spk_model *m, VkCommandBuffer cmd, const spk_tensor *input, spk_tensor *output) {
+    spk_status s = spk__forward_tensors_prepare(m, input, output);
+    if (s == SPK_OK) s = spk__record_app_begin(m->ctx, cmd);
+    if (s != SPK_OK) return s;
+    s = spk__model_record(m, input, input->shape[0], input->shape[1], output);
+    spk__record_app_end(m->ctx);
     return s;
 }
 

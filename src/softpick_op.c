@@ -112,7 +112,22 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
     spk__softpick_plan(ctx, tuning, outer, n, inner, x->ref.offset % 16 == 0 && y->ref.offset % 16 == 0, &plan);
 
     VkDeviceSize partial_bytes = plan.partials ? plan.partials * sizeof(float) : 16;
-    spk_status status = spk__reserve(ctx, SPK__MEMORY_TENSOR, partial_bytes, &ctx->scratch);
+    /* Synchronous runs share the context's scratch; a recording in an application's command
+     * buffer gets its own, kept with the output tensor, because it may be replayed later. */
+    spk__allocation *scratch = &ctx->scratch;
+    spk_status status = SPK_OK;
+    if (ctx->rec->external) {
+        scratch = y->scratch_count ? &y->scratch[y->scratch_count - 1] : NULL;
+        if (!scratch || scratch->size < partial_bytes) {
+            if (!spk__grow((void **)&y->scratch, &y->scratch_capacity, y->scratch_count + 1, sizeof *y->scratch))
+                return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+            scratch = &y->scratch[y->scratch_count];
+            status = spk__allocate(ctx, SPK__MEMORY_TENSOR, partial_bytes, scratch);
+            if (status == SPK_OK) y->scratch_count++;
+        }
+    } else {
+        status = spk__reserve(ctx, SPK__MEMORY_TENSOR, partial_bytes, scratch);
+    }
     uint32_t groups[3], column_groups[3] = {1, 1, 1};
     if (status == SPK_OK) status = spk__grid(ctx, plan.workgroups, groups);
     if (status == SPK_OK && plan.strided)
@@ -159,7 +174,7 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
     }
 
     spk__dispatch_desc d = {
-        .bindings = {x->ref, y->ref, {ctx->scratch.block->buffer, ctx->scratch.offset, partial_bytes}},
+        .bindings = {x->ref, y->ref, {scratch->block->buffer, scratch->offset, partial_bytes}},
         .push = push,
         .push_size = sizeof push,
     };
@@ -179,8 +194,9 @@ spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_ten
     return spk__softpick_tuned(ctx, NULL, x, axis, y);
 }
 
-spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
-                               spk_tensor *y) {
+/* Checks softpick's operands; *empty when there is nothing to do. */
+static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int axis, const spk_tensor *y, bool *empty) {
+    *empty = true;
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status status = spk__check_tensor(ctx, x, "softpick input");
     if (status == SPK_OK) status = spk__check_tensor(ctx, y, "softpick output");
@@ -190,15 +206,32 @@ spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tun
                          x->ndim);
     if (x->ndim != y->ndim || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof *x->shape) != 0)
         return spk__fail(ctx, SPK_ERROR_SHAPE, "softpick output shape differs from the input shape");
-    if (x != y && x->ref.buffer == y->ref.buffer && x->ref.offset < y->ref.offset + y->ref.size &&
-        y->ref.offset < x->ref.offset + x->ref.size && x->ref.offset != y->ref.offset)
+    if (x != y && spk__overlap(x, y) && x->ref.offset != y->ref.offset)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "softpick input and output partially overlap");
-    if (x->count == 0) return SPK_OK;
+    *empty = x->count == 0;
+    return SPK_OK;
+}
 
+spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                               spk_tensor *y) {
+    bool empty;
+    spk_status status = spk__softpick_check(ctx, x, axis, y, &empty);
+    if (status != SPK_OK || empty) return status;
     pthread_mutex_lock(&ctx->lock);
     status = spk__begin(ctx);
     if (status == SPK_OK) status = spk__record_softpick(ctx, tuning, x, axis, y);
     if (status == SPK_OK) status = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+spk_status spk_record_softpick(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis, spk_tensor *y) {
+    bool empty;
+    spk_status status = spk__softpick_check(ctx, x, axis, y, &empty);
+    if (status != SPK_OK || empty) return status;
+    status = spk__record_app_begin(ctx, cmd);
+    if (status != SPK_OK) return status;
+    status = spk__record_softpick(ctx, NULL, x, axis, y);
+    spk__record_app_end(ctx);
     return status;
 }

@@ -11,31 +11,40 @@ spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *
     return SPK_OK;
 }
 
-spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, spk_tensor **out) {
-    if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_create: out is NULL");
-    *out = NULL;
-    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+/* Checks a shape (rank, non-negative dimensions, size within maxStorageBufferRange) and gives its
+ * element count. */
+static spk_status spk__shape_count(spk_context *ctx, int ndim, const int64_t *shape, uint64_t *count) {
     if (ndim < 1 || ndim > SPK_MAX_RANK)
         return spk__fail(ctx, SPK_ERROR_SHAPE, "tensor rank %d is outside 1..%d", ndim, SPK_MAX_RANK);
-    if (!shape) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_create: shape is NULL");
-    uint64_t count = 1;
+    if (!shape) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "the shape is NULL");
+    *count = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return spk__fail(ctx, SPK_ERROR_SHAPE, "dimension %d is negative (%lld)", i, (long long)shape[i]);
-        if (spk__mul_overflows(count, (uint64_t)shape[i], &count) || count > (UINT64_MAX >> 3))
+        if (spk__mul_overflows(*count, (uint64_t)shape[i], count) || *count > (UINT64_MAX >> 3))
             return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "the shape's element count overflows");
     }
-    uint64_t bytes = count * sizeof(float);
-    uint64_t limit = ctx->caps.props.limits.maxStorageBufferRange;
+    uint64_t bytes = *count * sizeof(float), limit = ctx->caps.props.limits.maxStorageBufferRange;
     if (bytes > limit)
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "a tensor of %llu bytes exceeds the device's maxStorageBufferRange of %llu bytes",
                          (unsigned long long)bytes, (unsigned long long)limit);
+    return SPK_OK;
+}
+
+spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, spk_tensor **out) {
+    if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_create: out is NULL");
+    *out = NULL;
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    uint64_t count;
+    spk_status status = spk__shape_count(ctx, ndim, shape, &count);
+    if (status != SPK_OK) return status;
+    uint64_t bytes = count * sizeof(float);
 
     spk_tensor *t = calloc(1, sizeof *t);
     if (!t) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     pthread_mutex_lock(&ctx->lock);
-    spk_status status = spk__allocate(ctx, SPK__MEMORY_TENSOR, bytes, &t->alloc);
+    status = spk__allocate(ctx, SPK__MEMORY_TENSOR, bytes, &t->alloc);
     pthread_mutex_unlock(&ctx->lock);
     if (status != SPK_OK) {
         free(t);
@@ -52,10 +61,48 @@ spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, s
 
 void spk_tensor_destroy(spk_tensor *t) {
     if (!t) return;
-    pthread_mutex_lock(&t->ctx->lock);
-    spk__free(t->ctx, &t->alloc);
-    pthread_mutex_unlock(&t->ctx->lock);
+    spk_context *ctx = t->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    if (t->wrapped) spk__forget_range(ctx, t->ref);
+    spk__free(ctx, &t->alloc);
+    for (uint32_t i = 0; i < t->scratch_count; i++) spk__free(ctx, &t->scratch[i]);
+    pthread_mutex_unlock(&ctx->lock);
+    free(t->scratch);
     free(t);
+}
+
+spk_status spk_tensor_wrap_buffer(spk_context *ctx, VkBuffer buffer, VkDeviceSize offset, int ndim,
+                                  const int64_t *shape, spk_tensor **out) {
+    if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_wrap_buffer: out is NULL");
+    *out = NULL;
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!buffer) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_wrap_buffer: buffer is VK_NULL_HANDLE");
+    uint64_t count;
+    spk_status status = spk__shape_count(ctx, ndim, shape, &count);
+    if (status != SPK_OK) return status;
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    if (offset % l->minStorageBufferOffsetAlignment != 0)
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT,
+                         "buffer offset %llu is not a multiple of minStorageBufferOffsetAlignment (%llu)",
+                         (unsigned long long)offset, (unsigned long long)l->minStorageBufferOffsetAlignment);
+    /* Vulkan cannot report a buffer's size; its memory requirements are at least that large, so a
+     * shape past them certainly does not fit. */
+    VkMemoryRequirements req;
+    ctx->vk.vkGetBufferMemoryRequirements(ctx->device, buffer, &req);
+    uint64_t bytes = count * sizeof(float);
+    if (offset > req.size || bytes > req.size - offset)
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "%llu bytes from offset %llu do not fit the buffer (%llu bytes)",
+                         (unsigned long long)bytes, (unsigned long long)offset, (unsigned long long)req.size);
+    spk_tensor *t = calloc(1, sizeof *t);
+    if (!t) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    t->ctx = ctx;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->count = (int64_t)count;
+    t->wrapped = true;
+    t->ref = (spk__buffer_ref){buffer, offset, bytes}; /* empty tensors are never bound */
+    *out = t;
+    return SPK_OK;
 }
 
 int spk_tensor_ndim(const spk_tensor *t) { return t ? t->ndim : 0; }
@@ -67,7 +114,7 @@ int64_t spk_tensor_count(const spk_tensor *t) { return t ? t->count : 0; }
 static spk_status spk__transfer(spk_tensor *t, void *host, bool to_device) {
     spk_context *ctx = t->ctx;
     VkDeviceSize bytes = (VkDeviceSize)t->count * sizeof(float);
-    if (t->alloc.block->mapped && !ctx->force_staging) {
+    if (t->alloc.block && t->alloc.block->mapped && !ctx->force_staging) {
         unsigned char *dev = (unsigned char *)t->alloc.block->mapped + t->alloc.offset;
         if (to_device) memcpy(dev, host, bytes);
         else memcpy(host, dev, bytes);

@@ -44,6 +44,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Vulkan's types, for running on an application's own device (vulkan_core.h, not vulkan.h, so
+ * that an application using volk may include this header before or after volk.h). */
+#include <vulkan/vulkan_core.h>
+
 #if defined(SPK_STATIC)
 #define SPK_API
 #elif defined(_WIN32)
@@ -332,6 +336,71 @@ SPK_API spk_status spk_model_forward(spk_model *model, const float *input, int64
 /* As spk_model_forward on device tensors: input [batch, seq_len, embed_dim], output of
  * spk_model_output_shape's shape. Recorded on every call (the input and output are the caller's). */
 SPK_API spk_status spk_model_forward_tensors(spk_model *model, const spk_tensor *input, spk_tensor *output);
+
+/* ---------------------------------------------------------------------------------------------
+ * Renderer integration: the application's VkDevice, buffers and command buffers.
+ *
+ * Rules (see also README "Inside a renderer"):
+ * - Function pointers: the library loads Vulkan through its own private copy of volk (every
+ *   symbol renamed) and calls device functions through a per-context table (volkLoadDeviceTable),
+ *   so the application's loader, its own volk and its global function pointers are untouched. It
+ *   never destroys what it did not create (the instance, device, queue, wrapped buffers).
+ * - Features: optional paths follow what the application enabled. With `enabled_features` (the
+ *   VkPhysicalDeviceFeatures2 chain the device was created with), full-subgroup control is used
+ *   where VkPhysicalDeviceSubgroupSizeControlFeatures or VkPhysicalDeviceVulkan13Features enable
+ *   it; without it only Vulkan 1.1 core is used (subgroup operations are core properties and need
+ *   no enabling). A device below Vulkan 1.1, or a queue family without compute, is refused.
+ * - spk_record_* only record: no submit, no wait, no queue use. Before the recorded work the
+ *   caller makes its writes to the inputs available to VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
+ *   VK_ACCESS_SHADER_READ_BIT; the recorded work ends with its results written by compute
+ *   shaders, so the caller's next barrier has source COMPUTE_SHADER / SHADER_WRITE. Between its
+ *   own passes the library records every barrier they need. Descriptor sets a recording uses are
+ *   kept by the context (found again when the same tensors are recorded again) and stay valid
+ *   until a tensor they name is destroyed, so one recording can be submitted every frame.
+ * - Threads: recording calls on one context are serialized by its lock (recording into different
+ *   command buffers from different threads is safe; the pool of the command buffer is the
+ *   caller's to synchronize). Synchronous calls (spk_softpick, uploads, ...) need `queue`.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct spk_vulkan_device {
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    uint32_t queue_family_index; /* a family with VK_QUEUE_COMPUTE_BIT */
+    VkQueue queue;               /* used only by spk's synchronous calls; may be VK_NULL_HANDLE */
+    uint32_t api_version;        /* the version the application's instance was created with */
+    const void *enabled_features; /* optional: the VkPhysicalDeviceFeatures2 chain the device was created with */
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* optional; NULL = the system loader's */
+} spk_vulkan_device;
+
+/* Creates a context on the application's device. Destroying it frees only what the library
+ * created (its memory blocks, pipelines, pools); it does not wait for the device to be idle:
+ * work the application submitted must have completed. */
+SPK_API spk_status spk_context_create_external(const spk_vulkan_device *dev, spk_context **out);
+
+/* A tensor over the application's buffer, from byte `offset` (a multiple of the device's
+ * minStorageBufferOffsetAlignment). The buffer must have VK_BUFFER_USAGE_STORAGE_BUFFER_BIT and
+ * hold the shape's bytes from `offset` (checked against its memory requirements; Vulkan cannot
+ * report the usage, so that is the caller's promise). Destroying the tensor leaves the buffer. */
+SPK_API spk_status spk_tensor_wrap_buffer(spk_context *ctx, VkBuffer buffer, VkDeviceSize offset, int ndim,
+                                          const int64_t *shape, spk_tensor **out);
+
+/* The ops, recorded into the caller's command buffer (in the recording state) instead of run. */
+SPK_API spk_status spk_record_softpick(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis,
+                                       spk_tensor *y);
+SPK_API spk_status spk_record_layer_norm(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x,
+                                         const spk_tensor *gamma, const spk_tensor *beta,
+                                         const spk_layer_norm_desc *desc, spk_tensor *y);
+SPK_API spk_status spk_record_matmul(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *a, const spk_tensor *b,
+                                     const spk_matmul_desc *desc, spk_tensor *c);
+SPK_API spk_status spk_record_softpick_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *q,
+                                                 const spk_tensor *k, const spk_tensor *v, int num_heads,
+                                                 bool causal, spk_tensor *out);
+/* The whole forward on device tensors (as spk_model_forward_tensors), recorded. It uses the
+ * model's activation buffers: the recording stays valid until the model is destroyed or a later
+ * call needs more positions (batch * seq_len) than any before, which re-allocates them. */
+SPK_API spk_status spk_model_record_forward(spk_model *model, VkCommandBuffer cmd, const spk_tensor *input,
+                                            spk_tensor *output);
 
 /* ---------------------------------------------------------------------------------------------
  * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32)

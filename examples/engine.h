@@ -130,7 +130,7 @@ static void engine_create(engine *e, VkDeviceSize buffer_bytes, const void *devi
     VkBufferCreateInfo buffer_info = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = buffer_bytes,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
     };
     CHECK_VK(vkCreateBuffer(e->device, &buffer_info, NULL, &e->buffer));
     VkMemoryRequirements req;

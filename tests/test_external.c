@@ -302,12 +302,70 @@ static void threads_record(void **state) {
     assert_int_equal(g_validation_messages, 0);
 }
 
+/* One recording submitted three times gives the same result each time; an owned context runs
+ * beside the external one; after the external context is gone the engine's device, buffer and
+ * command buffer keep working. */
+static void replay_and_coexistence(void **state) {
+    (void)state;
+    spk_context *ctx = external_context();
+    spk_context *owned = test_context(NULL);
+    int64_t shape[2] = {5, 61};
+    spk_tensor *x = wrap(ctx, 0, 2, shape), *y = wrap(ctx, 2048, 2, shape);
+    float input[5 * 61], first[5 * 61];
+    test_fill_random(input, 5 * 61, 77);
+    begin(g_engine.cmd);
+    assert_int_equal(spk_record_softpick(ctx, g_engine.cmd, x, 0, y), SPK_OK);
+    memory_barrier(g_engine.cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    assert_int_equal(vkEndCommandBuffer(g_engine.cmd), VK_SUCCESS);
+    for (int frame = 0; frame < 3; frame++) {
+        memcpy(at(0), input, sizeof input);
+        memset(at(2048), 0, sizeof input);
+        VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
+                               .pCommandBuffers = &g_engine.cmd};
+        assert_int_equal(vkQueueSubmit(g_engine.queue, 1, &submit, g_engine.fence), VK_SUCCESS);
+        assert_int_equal(vkWaitForFences(g_engine.device, 1, &g_engine.fence, VK_TRUE, UINT64_MAX), VK_SUCCESS);
+        assert_int_equal(vkResetFences(g_engine.device, 1, &g_engine.fence), VK_SUCCESS);
+        if (frame == 0) memcpy(first, at(2048), sizeof first);
+        else assert_memory_equal(at(2048), first, sizeof first);
+    }
+    /* the owned context computes the same on its own device */
+    spk_tensor *t = NULL;
+    float owned_out[5 * 61];
+    assert_int_equal(spk_tensor_create(owned, 2, shape, &t), SPK_OK);
+    assert_int_equal(spk_tensor_upload(t, input, 5 * 61), SPK_OK);
+    assert_int_equal(spk_softpick(owned, t, 0, t), SPK_OK);
+    assert_int_equal(spk_tensor_download(t, owned_out, 5 * 61), SPK_OK);
+    assert_memory_equal(owned_out, first, sizeof first);
+    spk_tensor_destroy(t);
+    spk_context_destroy(owned);
+    spk_tensor_destroy(x), spk_tensor_destroy(y);
+    spk_context_destroy(ctx);
+
+    /* The engine carries on alone: fill its buffer with its own command buffer. */
+    VkCommandBufferBeginInfo b = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    assert_int_equal(vkBeginCommandBuffer(g_engine.cmd, &b), VK_SUCCESS);
+    vkCmdFillBuffer(g_engine.cmd, g_engine.buffer, 0, 256, 0x3f800000u); /* 1.0f */
+    memory_barrier(g_engine.cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    assert_int_equal(vkEndCommandBuffer(g_engine.cmd), VK_SUCCESS);
+    VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
+                           .pCommandBuffers = &g_engine.cmd};
+    assert_int_equal(vkQueueSubmit(g_engine.queue, 1, &submit, g_engine.fence), VK_SUCCESS);
+    assert_int_equal(vkWaitForFences(g_engine.device, 1, &g_engine.fence, VK_TRUE, UINT64_MAX), VK_SUCCESS);
+    assert_int_equal(vkResetFences(g_engine.device, 1, &g_engine.fence), VK_SUCCESS);
+    for (int i = 0; i < 64; i++) assert_true(at(0)[i] == 1.0f);
+    assert_int_equal(g_validation_messages, 0);
+    test_assert_no_validation();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(recorded_ops_match),
         cmocka_unit_test(refusals),
         cmocka_unit_test(features_follow_the_application),
         cmocka_unit_test(threads_record),
+        cmocka_unit_test(replay_and_coexistence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

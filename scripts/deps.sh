@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs the Debian 12 packages softpick-vk needs, only those missing. Non-interactive: safe in
-# CI (root, no terminal). Usage: scripts/deps.sh
+# CI (root, no terminal). Usage: scripts/deps.sh [fuzz]   (fuzz: also clang and libFuzzer)
 set -eu
 packages="cmake make gcc libc6-dev pkg-config glslang-tools libvulkan-dev libvulkan-volk-dev
 libcmocka-dev mesa-vulkan-drivers vulkan-validationlayers"
+[ "${1:-}" = fuzz ] && packages="$packages clang libclang-rt-14-dev"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

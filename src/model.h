@@ -50,6 +50,12 @@ struct spk_model {
     bool profile; /* benchmark: later recordings time every dispatch */
 };
 
+struct spk__safetensors;
+/* The configuration a weights file describes: its __metadata__, else what the tensor shapes say,
+ * else the defaults (model_config.c). On failure `error` says why. */
+spk_status spk__model_config_from_safetensors(const struct spk__safetensors *st, spk_model_config *c, char *error,
+                                              size_t error_size);
+
 /* Per-dispatch GPU nanoseconds of the most recent forward (the model must have `profile` set
  * before that shape was first recorded); returns how many were timed. */
 uint32_t spk__model_dispatch_times(spk_model *m, uint64_t *ns, uint32_t max);

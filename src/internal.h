@@ -230,6 +230,8 @@ void spk__allocator_destroy(spk_context *ctx);
 spk_status spk__allocate(spk_context *ctx, spk__memory_kind kind, VkDeviceSize size,
                          spk__allocation *out);
 void spk__free(spk_context *ctx, spk__allocation *alloc);
+/* Device memory the allocator holds (its blocks) and of that what is handed out, in bytes. */
+void spk__memory_in_use(spk_context *ctx, uint64_t *allocated, uint64_t *used);
 /* Grows `alloc` (staging or scratch) to hold at least `size` bytes; contents are not kept. */
 spk_status spk__reserve(spk_context *ctx, spk__memory_kind kind, VkDeviceSize size,
                         spk__allocation *alloc);

@@ -216,3 +216,16 @@ spk_status spk__reserve(spk_context *ctx, spk__memory_kind kind, VkDeviceSize si
     spk__free(ctx, alloc);
     return spk__allocate(ctx, kind, size, alloc);
 }
+
+void spk__memory_in_use(spk_context *ctx, uint64_t *allocated, uint64_t *used) {
+    pthread_mutex_lock(&ctx->lock);
+    *allocated = *used = 0;
+    for (uint32_t i = 0; i < ctx->allocator.block_count; i++) {
+        const spk__block *b = ctx->allocator.blocks[i];
+        uint64_t free_bytes = 0;
+        for (uint32_t r = 0; r < b->free_count; r++) free_bytes += b->free_ranges[r].size;
+        *allocated += b->size;
+        *used += b->size - free_bytes;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+}

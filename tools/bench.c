@@ -340,20 +340,22 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
 
 int cli_bench(int argc, char **argv) {
     const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0", *shape = NULL;
-    cli_option options[] = {
-        {"repeats", &repeats_text}, {"elements", &elements_text}, {"variants", &variants_text}, {"shape", &shape}};
+    const char *forwards_text = "10000";
+    cli_option options[] = {{"repeats", &repeats_text},   {"elements", &elements_text}, {"variants", &variants_text},
+                            {"shape", &shape},            {"forwards", &forwards_text}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 4, &args)) return 1;
+    if (!cli_parse(argc, argv, options, 5, &args)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
         (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0 &&
-         strcmp(what, "attention") != 0 && strcmp(what, "model") != 0))
-        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm, attention, model)",
+         strcmp(what, "attention") != 0 && strcmp(what, "model") != 0 && strcmp(what, "soak") != 0))
+        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm, attention, model, soak)",
                         what);
-    long repeats, elements, variants;
+    long repeats, elements, variants, forwards;
     if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) ||
         !cli_int(elements_text, 4096, 1L << 30, "--elements", &elements) ||
-        !cli_int(variants_text, 0, 1, "--variants", &variants))
+        !cli_int(variants_text, 0, 1, "--variants", &variants) ||
+        !cli_int(forwards_text, 2, 100000000, "--forwards", &forwards))
         return 1;
     elements = elements / 4096 * 4096;
     spk_context *ctx = cli_context(&args, NULL);
@@ -368,6 +370,7 @@ int cli_bench(int argc, char **argv) {
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
     else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats);
+    else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
     spk_context_destroy(ctx);
     return rc;

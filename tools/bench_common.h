@@ -21,5 +21,6 @@ int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);
 
 int bench_attention(spk_context *ctx, int repeats);
 int bench_model(spk_context *ctx, int repeats);
+int bench_soak(spk_context *ctx, long forwards);
 
 #endif

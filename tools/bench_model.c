@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "attention_plan.h"
+#include "internal.h"
 #include "bench_common.h"
 #include "cli.h"
 #include "model.h"
@@ -176,6 +177,55 @@ int bench_model(spk_context *ctx, int repeats) {
     }
     printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, seq) / 1e9,
            model_flops(&cfg, 32, seq) / 1e9);
+    spk_model_destroy(m);
+    return rc;
+}
+
+/* ---- soak ------------------------------------------------------------------------------- */
+
+/* Resident set size of this process in bytes (Linux), 0 if unknown. */
+static uint64_t resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return (uint64_t)resident * 4096u;
+}
+
+int bench_soak(spk_context *ctx, long forwards) {
+    spk_model_config cfg = spk_model_config_default(256);
+    spk_model *m = NULL;
+    spk_status s = spk_model_create(ctx, &cfg, &m);
+    if (s == SPK_OK) s = spk_model_init_random(m, 1);
+    if (s != SPK_OK) return cli_fail("bench soak setup failed: %s", spk_context_last_error(ctx));
+    int64_t seq = cfg.window_size, n_in = seq * cfg.embed_dim;
+    float *x = malloc((size_t)n_in * sizeof *x), *y = malloc((size_t)cfg.hidden_size * sizeof *y);
+    if (!x || !y) s = SPK_ERROR_OUT_OF_HOST_MEMORY;
+    else fill_random(x, n_in);
+    printf("soak: %ld forwards of the default model (embed 256, seq %lld, batch 1); host RSS and the device "
+           "memory the library holds (allocated blocks / in use)\n",
+           forwards, (long long)seq);
+    printf("%-10s %12s %14s %12s %12s\n", "forwards", "host RSS MiB", "device MiB", "in use MiB", "last ms");
+    long checkpoints[3] = {1, forwards / 2, forwards};
+    int next = 0;
+    double t0 = now_ns();
+    for (long i = 1; i <= forwards && s == SPK_OK; i++) {
+        s = spk_model_forward(m, x, 1, seq, y);
+        while (next < 3 && i == checkpoints[next]) {
+            uint64_t allocated, used;
+            spk__memory_in_use(ctx, &allocated, &used);
+            printf("%-10ld %12.2f %14.2f %12.2f %12.2f\n", i, (double)resident_bytes() / (1 << 20),
+                   (double)allocated / (1 << 20), (double)used / (1 << 20),
+                   (double)spk_context_last_gpu_time_ns(ctx) / 1e6);
+            fflush(stdout);
+            next++;
+        }
+    }
+    printf("(%.1f s in all)\n", (now_ns() - t0) / 1e9);
+    int rc = s == SPK_OK ? 0 : cli_fail("forward failed: %s", spk_context_last_error(ctx));
+    free(x), free(y);
     spk_model_destroy(m);
     return rc;
 }

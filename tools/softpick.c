@@ -15,7 +15,7 @@ static const char usage[] =
     "      [--heads N] [--layers N] [--hidden N] [--embed N] [--window N]\n"
     "                                       the transformer on [batch, seq_len, embed_dim] input\n"
     "  demo                                 the transformer on an embedded default (no files)\n"
-    "  bench [softpick|matmul|layernorm|attention|model] [--repeats N] [--variants 1]\n"
+    "  bench [softpick|matmul|layernorm|attention|model|soak] [--repeats N] [--variants 1] [--forwards N]\n"
     "                                       throughput beside ceilings measured in the same run\n"
     "\n"
     "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";

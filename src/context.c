@@ -11,8 +11,8 @@
 #define SPK__MIN_API VK_API_VERSION_1_1
 
 /* volk keeps loader-level and instance-level entry points in (renamed, library-private) globals.
- * They are loader trampolines valid for every instance, so loading them once per instance under
- * a lock is enough; device-level calls use each context's own VolkDeviceTable. */
+ * They are loader trampolines valid for every instance, so they are loaded once, under a lock;
+ * device-level calls use each context's own VolkDeviceTable. */
 static pthread_mutex_t spk__loader_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool spk__loader_ready;
 
@@ -31,10 +31,22 @@ static spk_status spk__load_vulkan_with(PFN_vkGetInstanceProcAddr get_instance_p
 
 static spk_status spk__load_vulkan(void) { return spk__load_vulkan_with(NULL); }
 
+/* Instance-level pointers are loaded once, from the first instance, and never written again:
+ * other threads call through them without the lock. (Extension functions, whose availability
+ * depends on the instance, are fetched per context: spk__load_debug_utils.) */
 static void spk__load_instance(VkInstance instance) {
     pthread_mutex_lock(&spk__loader_lock);
-    volkLoadInstanceOnly(instance);
+    if (!volkGetLoadedInstance()) volkLoadInstanceOnly(instance);
     pthread_mutex_unlock(&spk__loader_lock);
+}
+
+static void spk__load_debug_utils(spk_context *ctx) {
+    ctx->create_messenger = (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(
+        ctx->instance, "vkCreateDebugUtilsMessengerEXT");
+    ctx->destroy_messenger = (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(
+        ctx->instance, "vkDestroyDebugUtilsMessengerEXT");
+    ctx->set_object_name =
+        (PFN_vkSetDebugUtilsObjectNameEXT)vkGetInstanceProcAddr(ctx->instance, "vkSetDebugUtilsObjectNameEXT");
 }
 
 static bool spk__env_true(const char *name) {
@@ -152,9 +164,11 @@ static spk_status spk__create_instance(spk_context *ctx, bool validation) {
         return spk__fail_vk(ctx, r, "vkCreateInstance");
     }
     spk__load_instance(ctx->instance);
+    spk__load_debug_utils(ctx);
     ctx->debug_names = validation && debug_utils;
     if (validation) {
-        r = vkCreateDebugUtilsMessengerEXT(ctx->instance, &messenger_info, NULL, &ctx->messenger);
+        r = ctx->create_messenger ? ctx->create_messenger(ctx->instance, &messenger_info, NULL, &ctx->messenger)
+                                  : VK_ERROR_EXTENSION_NOT_PRESENT;
         if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkCreateDebugUtilsMessengerEXT");
     }
     return SPK_OK;
@@ -458,7 +472,7 @@ void spk__set_debug_name(spk_context *ctx, VkObjectType type, uint64_t handle, c
         .objectHandle = handle,
         .pObjectName = name,
     };
-    vkSetDebugUtilsObjectNameEXT(ctx->device, &info);
+    if (ctx->set_object_name) ctx->set_object_name(ctx->device, &info);
 }
 
 spk_status spk_context_create(const spk_context_desc *desc_in, spk_context **out) {
@@ -587,7 +601,7 @@ void spk_context_destroy(spk_context *ctx) {
         spk__allocator_destroy(ctx);
         if (!ctx->external) ctx->vk.vkDestroyDevice(ctx->device, NULL);
     }
-    if (ctx->messenger) vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
+    if (ctx->messenger) ctx->destroy_messenger(ctx->instance, ctx->messenger, NULL);
     if (ctx->instance && !ctx->external) vkDestroyInstance(ctx->instance, NULL);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);

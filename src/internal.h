@@ -144,6 +144,9 @@ struct spk_context {
 
     VkInstance instance;
     VkDebugUtilsMessengerEXT messenger;
+    PFN_vkCreateDebugUtilsMessengerEXT create_messenger; /* this instance's, NULL without the extension */
+    PFN_vkDestroyDebugUtilsMessengerEXT destroy_messenger;
+    PFN_vkSetDebugUtilsObjectNameEXT set_object_name;
     VkPhysicalDevice physical_device;
     uint32_t device_index;
     VkDevice device;

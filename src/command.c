@@ -2,6 +2,7 @@
  * place that knows each buffer range's last access in the current recording and inserts the
  * barriers the recorded work needs, only where a write is involved. */
 #include "internal.h"
+#include "fault.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +15,13 @@ spk_status spk__commands_init(spk_context *ctx) {
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
         .queueFamilyIndex = ctx->queue_family,
     };
-    VkResult r = ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &ctx->command_pool);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &ctx->command_pool));
     if (r != VK_SUCCESS) {
         ctx->command_pool = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkCreateCommandPool");
     }
     VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    r = ctx->vk.vkCreateFence(ctx->device, &fence_info, NULL, &ctx->fence);
+    r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateFence(ctx->device, &fence_info, NULL, &ctx->fence));
     if (r != VK_SUCCESS) {
         ctx->fence = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkCreateFence");
@@ -50,7 +51,7 @@ spk_status spk__recording_init(spk_context *ctx, spk__recording *rec, uint32_t p
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    VkResult r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cb_info, &rec->cmd);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkAllocateCommandBuffers(ctx->device, &cb_info, &rec->cmd));
     if (r != VK_SUCCESS) {
         rec->cmd = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkAllocateCommandBuffers");
@@ -61,7 +62,7 @@ spk_status spk__recording_init(spk_context *ctx, spk__recording *rec, uint32_t p
             .queryType = VK_QUERY_TYPE_TIMESTAMP,
             .queryCount = 2 + 2 * profile_dispatches,
         };
-        r = ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &rec->timestamps);
+        r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &rec->timestamps));
         if (r != VK_SUCCESS) {
             rec->timestamps = VK_NULL_HANDLE;
             return spk__fail_vk(ctx, r, "vkCreateQueryPool");
@@ -82,6 +83,8 @@ void spk__recording_destroy(spk_context *ctx, spk__recording *rec) {
 }
 
 spk_status spk__recording_begin(spk_context *ctx, spk__recording *rec, bool reusable) {
+    spk_status alive = spk__check_alive(ctx);
+    if (alive != SPK_OK) return alive;
     /* The previous submission has completed (every submit waits), so its descriptor sets can go. */
     for (uint32_t i = 0; i < rec->descriptor_pool_count; i++)
         ctx->vk.vkResetDescriptorPool(ctx->device, rec->descriptor_pools[i], 0);
@@ -168,7 +171,7 @@ static spk_status spk__create_pool(spk_context *ctx, VkDescriptorPoolCreateFlags
         .poolSizeCount = 1,
         .pPoolSizes = &size,
     };
-    VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, pool);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, pool));
     return r == VK_SUCCESS ? SPK_OK : spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
 }
 
@@ -197,7 +200,7 @@ static spk_status spk__find_cached_set(spk_context *ctx, uint32_t n, const spk__
                 .descriptorSetCount = 1,
                 .pSetLayouts = &layout,
             };
-            VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set);
+            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set));
             if (r == VK_SUCCESS) {
                 spk__cached_set *c = &ctx->cached_sets[ctx->cached_set_count++];
                 *c = (spk__cached_set){.binding_count = n, .pool = pool, .set = *set};
@@ -239,6 +242,8 @@ void spk__forget_range(spk_context *ctx, spk__buffer_ref range) {
 
 spk_status spk__record_app_begin(spk_context *ctx, VkCommandBuffer cmd) {
     if (!cmd) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "the command buffer is VK_NULL_HANDLE");
+    spk_status alive = spk__check_alive(ctx);
+    if (alive != SPK_OK) return alive;
     pthread_mutex_lock(&ctx->lock);
     /* Calls into one command buffer keep tracking each other's accesses (a later op may read
      * what an earlier one wrote); a command buffer not seen before starts clean, the caller's
@@ -275,7 +280,7 @@ static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layo
                 .descriptorSetCount = 1,
                 .pSetLayouts = &layout,
             };
-            VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set);
+            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set));
             if (r == VK_SUCCESS) return SPK_OK;
             if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
                 return spk__fail_vk(ctx, r, "vkAllocateDescriptorSets");
@@ -404,18 +409,26 @@ spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
     if (!ctx->queue)
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED,
                          "this context was created without a queue: record with spk_record_* and submit yourself");
+    spk_status alive = spk__check_alive(ctx);
+    if (alive != SPK_OK) return alive;
     VkSubmitInfo submit = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,
         .pCommandBuffers = &rec->cmd,
     };
-    VkResult r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_DEVICE_MEMORY, ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence));
     if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkQueueSubmit");
     /* A blocking wait: on CPU drivers the host thread shares the cores with the driver's workers,
      * and a spinning waiter would take their time. */
-    r = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
+    r = SPK__VK(VK_ERROR_DEVICE_LOST, ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX));
+    if (r != VK_SUCCESS) {
+        /* The device is lost (or the wait failed): nothing submitted may still be running when
+         * objects are destroyed later, so drain the queue (a lost device answers at once). The
+         * fence is not reset: it may still be in use. */
+        ctx->vk.vkQueueWaitIdle(ctx->queue);
+        return spk__fail_vk(ctx, r, "vkWaitForFences");
+    }
     VkResult reset = ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
-    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkWaitForFences");
     if (reset != VK_SUCCESS) return spk__fail_vk(ctx, reset, "vkResetFences");
     ctx->last_gpu_time_ns = 0;
     if (rec->timestamps) {

@@ -1,6 +1,7 @@
 /* The context: Vulkan loading, instance, physical-device choice, logical device and queue.
  * Set-up runs in Vulkan's natural order; memory, pipelines and commands have their own files. */
 #include "internal.h"
+#include "fault.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -78,7 +79,7 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL spk__debug_callback(
 static spk_status spk__create_instance(spk_context *ctx, bool validation) {
     uint32_t ext_count = 0;
     vkEnumerateInstanceExtensionProperties(NULL, &ext_count, NULL);
-    VkExtensionProperties *exts = calloc(ext_count ? ext_count : 1, sizeof *exts);
+    VkExtensionProperties *exts = spk__calloc(ext_count ? ext_count : 1, sizeof *exts);
     if (!exts) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkEnumerateInstanceExtensionProperties(NULL, &ext_count, exts);
     bool debug_utils = spk__has_instance_extension(exts, ext_count, VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
@@ -89,7 +90,7 @@ static spk_status spk__create_instance(spk_context *ctx, bool validation) {
     if (validation) {
         uint32_t n = 0;
         vkEnumerateInstanceLayerProperties(&n, NULL);
-        VkLayerProperties *layers = calloc(n ? n : 1, sizeof *layers);
+        VkLayerProperties *layers = spk__calloc(n ? n : 1, sizeof *layers);
         if (!layers) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
         vkEnumerateInstanceLayerProperties(&n, layers);
         bool found = false;
@@ -153,7 +154,7 @@ static spk_status spk__create_instance(spk_context *ctx, bool validation) {
         .enabledExtensionCount = enabled_ext_count,
         .ppEnabledExtensionNames = enabled_exts,
     };
-    VkResult r = vkCreateInstance(&info, NULL, &ctx->instance);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateInstance(&info, NULL, &ctx->instance));
     if (r != VK_SUCCESS) {
         ctx->instance = VK_NULL_HANDLE;
         /* The loader says "incompatible driver" when it finds no driver at all. */
@@ -199,7 +200,7 @@ const char *spk_device_type_string(spk_device_type type) {
 static bool spk__device_has_extension(VkPhysicalDevice pd, const char *name) {
     uint32_t n = 0;
     if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || n == 0) return false;
-    VkExtensionProperties *exts = calloc(n, sizeof *exts);
+    VkExtensionProperties *exts = spk__calloc(n, sizeof *exts);
     if (!exts) return false;
     bool found = false;
     if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, exts) == VK_SUCCESS)
@@ -345,7 +346,7 @@ static spk_status spk__choose_device(spk_context *ctx, const char *selector) {
     if (n == 0)
         return spk__fail(ctx, SPK_ERROR_NO_DEVICE,
                          "no Vulkan device found (for a CPU driver install mesa-vulkan-drivers)");
-    VkPhysicalDevice *devices = calloc(n, sizeof *devices);
+    VkPhysicalDevice *devices = spk__calloc(n, sizeof *devices);
     if (!devices) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     r = vkEnumeratePhysicalDevices(ctx->instance, &n, devices);
     if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
@@ -454,7 +455,7 @@ static spk_status spk__create_device(spk_context *ctx, const spk_context_desc *d
         .enabledExtensionCount = extension_count,
         .ppEnabledExtensionNames = extensions,
     };
-    VkResult r = vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device));
     if (r != VK_SUCCESS) {
         ctx->device = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkCreateDevice");
@@ -489,8 +490,11 @@ spk_status spk_context_create(const spk_context_desc *desc_in, spk_context **out
         return SPK_ERROR_INVALID_ARGUMENT;
     }
 
-    spk_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return SPK_ERROR_OUT_OF_HOST_MEMORY;
+    spk_context *ctx = spk__calloc(1, sizeof *ctx);
+    if (!ctx) {
+        spk__log(desc.log, desc.log_user_data, SPK_LOG_ERROR, "out of host memory creating a context");
+        return SPK_ERROR_OUT_OF_HOST_MEMORY;
+    }
     ctx->log = desc.log;
     ctx->log_user_data = desc.log_user_data;
     pthread_mutex_init(&ctx->lock, NULL);
@@ -572,8 +576,11 @@ spk_status spk_context_create_external(const spk_vulkan_device *dev, spk_context
     if (!out) return SPK_ERROR_INVALID_ARGUMENT;
     *out = NULL;
     if (!dev) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return SPK_ERROR_OUT_OF_HOST_MEMORY;
+    spk_context *ctx = spk__calloc(1, sizeof *ctx);
+    if (!ctx) {
+        spk__log(NULL, NULL, SPK_LOG_ERROR, "out of host memory creating a context");
+        return SPK_ERROR_OUT_OF_HOST_MEMORY;
+    }
     pthread_mutex_init(&ctx->lock, NULL);
     spk_status status = spk__load_vulkan_with(dev->get_instance_proc_addr);
     if (status != SPK_OK) spk__fail(ctx, status, "no Vulkan loader found (libvulkan.so.1)");
@@ -627,7 +634,7 @@ spk_status spk_list_devices(spk_device_info *infos, uint32_t capacity, uint32_t 
     if (status != SPK_OK) return status;
     uint32_t n = 0;
     VkResult r = vkEnumeratePhysicalDevices(scratch.instance, &n, NULL);
-    VkPhysicalDevice *devices = n ? calloc(n, sizeof *devices) : NULL;
+    VkPhysicalDevice *devices = n ? spk__calloc(n, sizeof *devices) : NULL;
     if (r == VK_SUCCESS && n && !devices) status = SPK_ERROR_OUT_OF_HOST_MEMORY;
     else if (r == VK_SUCCESS && n) r = vkEnumeratePhysicalDevices(scratch.instance, &n, devices);
     if (status == SPK_OK && r != VK_SUCCESS && r != VK_INCOMPLETE) status = spk__status_from_vk(r);

@@ -184,6 +184,7 @@ struct spk_context {
     uint32_t cache_pool_count, cache_pool_capacity;
 
     bool external;  /* on the application's VkDevice (spk_context_create_external) */
+    bool lost;      /* VK_ERROR_DEVICE_LOST was seen: every later call refuses */
 };
 
 struct spk_tensor {
@@ -205,7 +206,10 @@ struct spk_tensor {
 /* Records `status` with a formatted message as the context's last error and returns status. */
 spk_status spk__fail(spk_context *ctx, spk_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* As spk__fail for a failed Vulkan call: maps the VkResult to a status, names it in the message. */
+/* SPK_OK, or SPK_ERROR_DEVICE_LOST (with the message) once the context's device was lost. */
+spk_status spk__check_alive(spk_context *ctx);
+/* As spk__fail for a failed Vulkan call: maps the VkResult to a status, names it in the message;
+ * VK_ERROR_DEVICE_LOST marks the context lost. */
 spk_status spk__fail_vk(spk_context *ctx, VkResult result, const char *what);
 spk_status spk__status_from_vk(VkResult result);
 const char *spk__vk_result_string(VkResult result);

@@ -1,6 +1,7 @@
 /* Device memory: large blocks, each one VkDeviceMemory with one VkBuffer over it, carved into
  * aligned ranges with a first-fit free list. Small tensors never cost a vkAllocateMemory. */
 #include "internal.h"
+#include "fault.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,7 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
     *out = NULL;
     if (!spk__grow((void **)&a->blocks, &a->block_capacity, a->block_count + 1, sizeof *a->blocks))
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    spk__block *b = calloc(1, sizeof *b);
+    spk__block *b = spk__calloc(1, sizeof *b);
     if (!b || !spk__grow((void **)&b->free_ranges, &b->free_capacity, 1, sizeof *b->free_ranges)) {
         free(b);
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
@@ -77,7 +78,7 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    VkResult r = ctx->vk.vkCreateBuffer(ctx->device, &buffer_info, NULL, &b->buffer);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateBuffer(ctx->device, &buffer_info, NULL, &b->buffer));
     spk_status status = SPK_OK;
     if (r != VK_SUCCESS) status = spk__fail_vk(ctx, r, "vkCreateBuffer");
     VkMemoryRequirements req = {0};
@@ -93,7 +94,7 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
             .allocationSize = req.size,
             .memoryTypeIndex = memory_type,
         };
-        r = ctx->vk.vkAllocateMemory(ctx->device, &alloc_info, NULL, &b->memory);
+        r = SPK__VK(VK_ERROR_OUT_OF_DEVICE_MEMORY, ctx->vk.vkAllocateMemory(ctx->device, &alloc_info, NULL, &b->memory));
         if (r != VK_SUCCESS) {
             b->memory = VK_NULL_HANDLE;
             status = spk__fail(ctx, spk__status_from_vk(r),
@@ -102,11 +103,11 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
         }
     }
     if (status == SPK_OK) {
-        r = ctx->vk.vkBindBufferMemory(ctx->device, b->buffer, b->memory, 0);
+        r = SPK__VK(VK_ERROR_OUT_OF_DEVICE_MEMORY, ctx->vk.vkBindBufferMemory(ctx->device, b->buffer, b->memory, 0));
         if (r != VK_SUCCESS) status = spk__fail_vk(ctx, r, "vkBindBufferMemory");
     }
     if (status == SPK_OK && (ctx->allocator.memory_flags[memory_type] & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
-        r = ctx->vk.vkMapMemory(ctx->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped);
+        r = SPK__VK(VK_ERROR_OUT_OF_DEVICE_MEMORY, ctx->vk.vkMapMemory(ctx->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped));
         if (r != VK_SUCCESS) status = spk__fail_vk(ctx, r, "vkMapMemory");
     }
     if (status != SPK_OK) {

@@ -2,6 +2,7 @@
  * pseudocode; the rest is parameters (creation, random init, safetensors) and the cache of
  * recorded forwards that spk_model_forward replays. The configuration is model_config.c. */
 #include "model.h"
+#include "fault.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -47,7 +48,7 @@ static void spk__param_norm(spk__param **p, const char *name, const spk__norm_pa
 static uint32_t spk__model_params(const spk_model *m, spk__param **out) {
     int64_t h = m->cfg.hidden_size, e = m->cfg.embed_dim;
     uint32_t count = (m->input_projection.kernel ? 2 : 0) + 16 * (uint32_t)m->cfg.num_layers + 2;
-    spk__param *params = calloc(count, sizeof *params), *p = params;
+    spk__param *params = spk__calloc(count, sizeof *params), *p = params;
     *out = params;
     if (!params) return 0;
     if (m->input_projection.kernel)
@@ -80,11 +81,11 @@ typedef struct spk__images {
 static float *spk__image_of(spk__images *im, spk_tensor *t) {
     for (uint32_t i = 0; i < im->count; i++)
         if (im->tensors[i] == t) return im->data[i];
-    float *data = malloc((size_t)t->count * sizeof *data);
+    float *data = spk__malloc((size_t)t->count * sizeof *data);
     uint32_t n = im->count;
-    spk_tensor **tensors = realloc(im->tensors, (n + 1) * sizeof *tensors);
+    spk_tensor **tensors = spk__realloc(im->tensors, (n + 1) * sizeof *tensors);
     if (tensors) im->tensors = tensors;
-    float **datas = tensors ? realloc(im->data, (n + 1) * sizeof *datas) : NULL;
+    float **datas = tensors ? spk__realloc(im->data, (n + 1) * sizeof *datas) : NULL;
     if (datas) im->data = datas;
     if (!data || !tensors || !datas) {
         free(data);
@@ -122,7 +123,7 @@ static float *spk__param_buffer(const spk__param *params, uint32_t count) {
     int64_t max = 1;
     for (uint32_t i = 0; i < count; i++)
         if (params[i].rows * params[i].cols > max) max = params[i].rows * params[i].cols;
-    return malloc((size_t)max * sizeof(float));
+    return spk__malloc((size_t)max * sizeof(float));
 }
 
 /* splitmix64: a small, well-mixed generator; one stream per parameter. */
@@ -335,7 +336,8 @@ static spk_status spk__activations_create(spk_model *m, int64_t rows) {
     if (s == SPK_OK) s = spk__tensor1(ctx, rows, &m->mean_weights);
     /* Where tensors are not host-visible, input and output go through staging copies recorded
      * into the forward itself, so that a forward stays one submission. */
-    bool mapped = m->input->alloc.block->mapped && m->output->alloc.block->mapped && !ctx->force_staging;
+    bool mapped = s == SPK_OK && m->input->alloc.block->mapped && m->output->alloc.block->mapped &&
+                  !ctx->force_staging;
     if (s == SPK_OK && !mapped) {
         pthread_mutex_lock(&ctx->lock);
         s = spk__allocate(ctx, SPK__MEMORY_STAGING, (VkDeviceSize)(m->input->count + m->output->count) * sizeof(float),
@@ -354,8 +356,8 @@ spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, sp
     char error[200];
     if (spk_model_config_check(config, error, sizeof error) != SPK_OK)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "model configuration: %s", error);
-    spk_model *m = calloc(1, sizeof *m);
-    if (m) m->layers = calloc((size_t)config->num_layers, sizeof *m->layers);
+    spk_model *m = spk__calloc(1, sizeof *m);
+    if (m) m->layers = spk__calloc((size_t)config->num_layers, sizeof *m->layers);
     if (!m || !m->layers) {
         free(m);
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
@@ -515,7 +517,7 @@ static spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64
     /* Only the last position is normalized: gather those rows first. */
     int64_t last_shape[2] = {batch, h};
     spk_tensor last = spk__view(m->last, 2, last_shape);
-    VkBufferCopy *regions = malloc((size_t)batch * sizeof *regions);
+    VkBufferCopy *regions = spk__malloc((size_t)batch * sizeof *regions);
     if (!regions) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     VkDeviceSize row_bytes = (VkDeviceSize)h * sizeof(float);
     for (int64_t i = 0; i < batch; i++)
@@ -543,7 +545,7 @@ static spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t s
 /* Fills the mean-mode weights (1 / seq) for a forward of this shape. */
 static spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq) {
     if (m->cfg.output_mode != SPK_OUTPUT_MEAN) return SPK_OK;
-    float *w = malloc((size_t)m->mean_weights->count * sizeof *w);
+    float *w = spk__malloc((size_t)m->mean_weights->count * sizeof *w);
     if (!w) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (int64_t i = 0; i < m->mean_weights->count; i++) w[i] = i < batch * seq ? 1.0f / (float)seq : 0.0f;
     spk_status s = spk_tensor_upload(m->mean_weights, w, m->mean_weights->count);

@@ -2,6 +2,7 @@
  * against the bytes actually present before anything is read. Hosts are assumed little-endian
  * (every platform the library targets). */
 #include "internal.h"
+#include "fault.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -169,7 +170,7 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
                               size - data_start, (unsigned long long)data_bytes);
 
     a.count = (int64_t)count;
-    a.data = malloc(count ? count * sizeof(float) : 1);
+    a.data = spk__malloc(count ? count * sizeof(float) : 1);
     if (!a.data) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     const unsigned char *src = b + data_start;
     if (item == 4) {
@@ -197,7 +198,7 @@ spk_status spk_npy_read(const char *path, spk_array *out, char *error, size_t er
         fclose(f);
         return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
     }
-    data = malloc(n ? (size_t)n : 1);
+    data = spk__malloc(n ? (size_t)n : 1);
     if (!data) {
         fclose(f);
         return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory reading %s", path);

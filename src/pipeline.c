@@ -1,6 +1,7 @@
 /* Pipelines: the embedded SPIR-V, one cached pipeline per (shader, specialization) variant, and a
  * VkPipelineCache that persists to a file which is verified before the driver ever sees it. */
 #include "internal.h"
+#include "fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +88,7 @@ static unsigned char *spk__read_file(const char *path, size_t *size) {
     unsigned char *data = NULL;
     long n = -1;
     if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) data = malloc(n ? (size_t)n : 1);
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) data = spk__malloc(n ? (size_t)n : 1);
     if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
         free(data);
         data = NULL;
@@ -102,7 +103,7 @@ static spk_status spk__create_pipeline_cache(spk_context *ctx, const char *path)
     size_t file_size = 0, payload_size = 0;
     const unsigned char *payload = NULL;
     if (path && *path) {
-        ctx->pipeline_cache_path = malloc(strlen(path) + 1);
+        ctx->pipeline_cache_path = spk__malloc(strlen(path) + 1);
         if (!ctx->pipeline_cache_path) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
         strcpy(ctx->pipeline_cache_path, path);
         file = spk__read_file(path, &file_size);
@@ -117,7 +118,7 @@ static spk_status spk__create_pipeline_cache(spk_context *ctx, const char *path)
         .initialDataSize = payload ? payload_size : 0,
         .pInitialData = payload,
     };
-    VkResult r = ctx->vk.vkCreatePipelineCache(ctx->device, &info, NULL, &ctx->pipeline_cache);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreatePipelineCache(ctx->device, &info, NULL, &ctx->pipeline_cache));
     free(file);
     if (r != VK_SUCCESS) {
         ctx->pipeline_cache = VK_NULL_HANDLE;
@@ -132,9 +133,9 @@ static void spk__save_pipeline_cache(spk_context *ctx) {
     size_t n = 0;
     if (!path || ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->pipeline_cache, &n, NULL) != VK_SUCCESS)
         return;
-    unsigned char *data = malloc(SPK__CACHE_PREFIX + n);
+    unsigned char *data = spk__malloc(SPK__CACHE_PREFIX + n);
     size_t tmp_len = strlen(path) + 5;
-    char *tmp = malloc(tmp_len);
+    char *tmp = spk__malloc(tmp_len);
     bool ok = data && tmp &&
               ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->pipeline_cache, &n, data + SPK__CACHE_PREFIX) ==
                   VK_SUCCESS;
@@ -176,7 +177,7 @@ spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path) {
             .bindingCount = n,
             .pBindings = bindings,
         };
-        VkResult r = ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &ctx->set_layouts[n]);
+        VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &ctx->set_layouts[n]));
         if (r != VK_SUCCESS) {
             ctx->set_layouts[n] = VK_NULL_HANDLE;
             return spk__fail_vk(ctx, r, "vkCreateDescriptorSetLayout");
@@ -189,7 +190,7 @@ spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path) {
             .pushConstantRangeCount = 1,
             .pPushConstantRanges = &push,
         };
-        r = ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layouts[n]);
+        r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layouts[n]));
         if (r != VK_SUCCESS) {
             ctx->pipeline_layouts[n] = VK_NULL_HANDLE;
             return spk__fail_vk(ctx, r, "vkCreatePipelineLayout");
@@ -228,7 +229,7 @@ static spk_status spk__pipeline_build(spk_context *ctx, spk__pipeline *p) {
         .pCode = p->shader->code,
     };
     VkShaderModule module;
-    VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module);
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module));
     if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkCreateShaderModule");
 
     VkSpecializationMapEntry entries[SPK__MAX_SPEC];
@@ -250,7 +251,7 @@ static spk_status spk__pipeline_build(spk_context *ctx, spk__pipeline *p) {
             },
         .layout = p->layout,
     };
-    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &info, NULL, &p->pipeline);
+    r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &info, NULL, &p->pipeline));
     ctx->vk.vkDestroyShaderModule(ctx->device, module, NULL);
     if (r != VK_SUCCESS) {
         p->pipeline = VK_NULL_HANDLE;
@@ -276,7 +277,7 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
                    sizeof *ctx->pipelines))
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     /* Each pipeline is its own allocation so pointers handed out stay valid as the list grows. */
-    spk__pipeline *p = calloc(1, sizeof *p);
+    spk__pipeline *p = spk__calloc(1, sizeof *p);
     if (!p) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     p->shader = shader;
     memcpy(p->spec, spec, spec_count * sizeof *spec);

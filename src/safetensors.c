@@ -2,6 +2,7 @@
  * accepts exactly the header's grammar (an object of tensor entries and an optional string-to-
  * string __metadata__ object), with every read bounds-checked. Hosts are little-endian. */
 #include "safetensors.h"
+#include "fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ static spk_status spk__json_string(spk__json *j, char **out) {
     if (j->p >= j->end) return SPK__JSON_FAIL(j, "unterminated string");
     size_t raw = (size_t)(j->p - start);
     j->p++;
-    char *s = malloc(raw + 1); /* unescaping never lengthens: \uXXXX (6 bytes) is at most 3 */
+    char *s = spk__malloc(raw + 1); /* unescaping never lengthens: \uXXXX (6 bytes) is at most 3 */
     if (!s) return SPK_ERROR_OUT_OF_HOST_MEMORY;
     size_t n = 0;
     for (const char *c = start; c < start + raw; c++) {
@@ -236,7 +237,7 @@ static spk_status spk__check_ranges(spk__safetensors *st, char *error, size_t er
                                  t->name, (unsigned long long)(t->end - t->begin), (unsigned long long)bytes);
     }
     if (st->tensor_count < 2) return SPK_OK;
-    spk__st_tensor **order = malloc(st->tensor_count * sizeof *order);
+    spk__st_tensor **order = spk__malloc(st->tensor_count * sizeof *order);
     if (!order) return SPK_ERROR_OUT_OF_HOST_MEMORY;
     for (uint32_t i = 0; i < st->tensor_count; i++) order[i] = &st->tensors[i];
     qsort(order, st->tensor_count, sizeof *order, spk__compare_begin);
@@ -314,7 +315,7 @@ spk_status spk__safetensors_parse(const void *bytes, size_t size, spk__safetenso
                                   size_t error_size) {
     *out = (spk__safetensors){0};
     if (error && error_size) error[0] = '\0';
-    out->bytes = malloc(size ? size : 1);
+    out->bytes = spk__malloc(size ? size : 1);
     if (!out->bytes) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     if (size) memcpy(out->bytes, bytes, size);
     out->size = size;
@@ -335,7 +336,7 @@ spk_status spk__safetensors_read(const char *path, spk__safetensors *out, char *
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
         s = SPK_ERROR_IO;
         spk__error_message(error, error_size, SPK_ERROR_FORMAT, "cannot read '%s'", path);
-    } else if (!(out->bytes = malloc((size_t)size + 1))) {
+    } else if (!(out->bytes = spk__malloc((size_t)size + 1))) {
         s = SPK_ERROR_OUT_OF_HOST_MEMORY;
         spk__error_message(error, error_size, SPK_ERROR_FORMAT, "out of host memory reading '%s'", path);
     } else if (fread(out->bytes, 1, (size_t)size, f) != (size_t)size) {

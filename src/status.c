@@ -80,7 +80,14 @@ spk_status spk__status_from_vk(VkResult result) {
     }
 }
 
+spk_status spk__check_alive(spk_context *ctx) {
+    if (!ctx->lost) return SPK_OK;
+    return spk__fail(ctx, SPK_ERROR_DEVICE_LOST,
+                     "the device was lost earlier; destroy this context (and its tensors) and create a new one");
+}
+
 spk_status spk__fail_vk(spk_context *ctx, VkResult result, const char *what) {
+    if (ctx && result == VK_ERROR_DEVICE_LOST) ctx->lost = true;
     return spk__fail(ctx, spk__status_from_vk(result), "%s failed: %s", what,
                      spk__vk_result_string(result));
 }

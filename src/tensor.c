@@ -1,5 +1,6 @@
 /* Tensors: shape bookkeeping, device memory, and copies between host and device. */
 #include "internal.h"
+#include "fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +38,12 @@ spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, s
     *out = NULL;
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     uint64_t count;
-    spk_status status = spk__shape_count(ctx, ndim, shape, &count);
+    spk_status status = spk__check_alive(ctx);
+    if (status == SPK_OK) status = spk__shape_count(ctx, ndim, shape, &count);
     if (status != SPK_OK) return status;
     uint64_t bytes = count * sizeof(float);
 
-    spk_tensor *t = calloc(1, sizeof *t);
+    spk_tensor *t = spk__calloc(1, sizeof *t);
     if (!t) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     pthread_mutex_lock(&ctx->lock);
     status = spk__allocate(ctx, SPK__MEMORY_TENSOR, bytes, &t->alloc);
@@ -93,7 +95,7 @@ spk_status spk_tensor_wrap_buffer(spk_context *ctx, VkBuffer buffer, VkDeviceSiz
     if (offset > req.size || bytes > req.size - offset)
         return spk__fail(ctx, SPK_ERROR_SHAPE, "%llu bytes from offset %llu do not fit the buffer (%llu bytes)",
                          (unsigned long long)bytes, (unsigned long long)offset, (unsigned long long)req.size);
-    spk_tensor *t = calloc(1, sizeof *t);
+    spk_tensor *t = spk__calloc(1, sizeof *t);
     if (!t) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     t->ctx = ctx;
     t->ndim = ndim;
@@ -145,6 +147,8 @@ static spk_status spk__transfer_checked(spk_tensor *t, void *host, int64_t count
                          to_device ? "upload" : "download", (long long)count, (long long)t->count);
     if (count == 0) return SPK_OK;
     if (!host) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "host data pointer is NULL");
+    spk_status alive = spk__check_alive(ctx);
+    if (alive != SPK_OK) return alive;
     pthread_mutex_lock(&ctx->lock);
     spk_status status = spk__transfer(t, host, to_device);
     pthread_mutex_unlock(&ctx->lock);

@@ -1,5 +1,6 @@
 /* Small host-side helpers: checked arithmetic, growable arrays, error messages. */
 #include "internal.h"
+#include "fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@ bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_si
     if (needed <= *capacity) return true;
     uint32_t cap = *capacity ? *capacity : 4;
     while (cap < needed) cap *= 2;
-    void *grown = realloc(*items, (size_t)cap * item_size);
+    void *grown = spk__realloc(*items, (size_t)cap * item_size);
     if (!grown) return false;
     *items = grown;
     *capacity = cap;

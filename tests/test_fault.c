@@ -1,0 +1,218 @@
+/* Fault injection (src/fault.h): for each scenario, the N-th fallible call (host allocation,
+ * vkCreate*, vkAllocate*, vkBindBufferMemory, vkMapMemory, vkQueueSubmit, fence wait) fails, for
+ * every N until the scenario completes without reaching it. At every N: a clean status with a
+ * message, no crash, no leak (the asan preset), no validation message; where the context
+ * survived, the next operation on it succeeds with the right result; after an injected device
+ * loss every call says so and destroying still works. Built only with SOFTPICK_FAULT_INJECTION. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fault.h"
+#include "harness.h"
+
+#define GOLDEN "golden/model-e20-h32-n4-l2/"
+
+typedef struct scenario {
+    const char *name;
+    /* Prepares what the step needs on a fresh context (unarmed). */
+    void (*prepare)(spk_context *ctx, void **data);
+    /* The operation under injection. */
+    spk_status (*step)(spk_context *ctx, void *data);
+    /* Frees what prepare and step made. */
+    void (*cleanup)(void *data);
+} scenario;
+
+/* ---- the scenarios ---------------------------------------------------------------------- */
+
+typedef struct op_data {
+    spk_tensor *x, *y, *w, *gamma, *beta;
+    spk_model *model;
+    float host[4 * 60];
+} op_data;
+
+static void prepare_tensors(spk_context *ctx, void **out) {
+    op_data *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    int64_t shape[2] = {4, 60}, w_shape[2] = {60, 60}, n[1] = {60};
+    assert_int_equal(spk_tensor_create(ctx, 2, shape, &d->x), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 2, shape, &d->y), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 2, w_shape, &d->w), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, n, &d->gamma), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, n, &d->beta), SPK_OK);
+    test_fill_random(d->host, 4 * 60, 3);
+    assert_int_equal(spk_tensor_upload(d->x, d->host, 4 * 60), SPK_OK);
+    float w[60 * 60];
+    test_fill_random(w, 60 * 60, 4);
+    assert_int_equal(spk_tensor_upload(d->w, w, 60 * 60), SPK_OK);
+    assert_int_equal(spk_tensor_upload(d->gamma, w, 60), SPK_OK);
+    assert_int_equal(spk_tensor_upload(d->beta, w + 60, 60), SPK_OK);
+    *out = d;
+}
+
+static void cleanup_tensors(void *data) {
+    op_data *d = data;
+    if (!d) return;
+    spk_model_destroy(d->model);
+    spk_tensor_destroy(d->x), spk_tensor_destroy(d->y), spk_tensor_destroy(d->w);
+    spk_tensor_destroy(d->gamma), spk_tensor_destroy(d->beta);
+    free(d);
+}
+
+static void prepare_nothing(spk_context *ctx, void **out) {
+    (void)ctx;
+    *out = calloc(1, sizeof(op_data));
+}
+
+static spk_status step_tensor_create(spk_context *ctx, void *data) {
+    op_data *d = data;
+    int64_t shape[2] = {4, 60};
+    return spk_tensor_create(ctx, 2, shape, &d->x);
+}
+
+static spk_status step_softpick(spk_context *ctx, void *data) {
+    op_data *d = data;
+    return spk_softpick(ctx, d->x, -1, d->y);
+}
+
+static spk_status step_matmul(spk_context *ctx, void *data) {
+    op_data *d = data;
+    spk_matmul_desc desc = {.bias = d->gamma, .activation = SPK_ACTIVATION_GELU};
+    return spk_matmul(ctx, d->x, d->w, &desc, d->y);
+}
+
+static spk_status step_layer_norm(spk_context *ctx, void *data) {
+    op_data *d = data;
+    return spk_layer_norm(ctx, d->x, d->gamma, d->beta, NULL, d->y);
+}
+
+static spk_status step_model_create(spk_context *ctx, void *data) {
+    op_data *d = data;
+    return spk_model_create_from_safetensors(ctx, test_data_path(GOLDEN "weights.safetensors"), NULL, &d->model);
+}
+
+static void prepare_model(spk_context *ctx, void **out) {
+    prepare_nothing(ctx, out);
+    assert_int_equal(step_model_create(ctx, *out), SPK_OK);
+}
+
+static spk_status step_load(spk_context *ctx, void *data) {
+    (void)ctx;
+    op_data *d = data;
+    return spk_model_load_safetensors(d->model, test_data_path(GOLDEN "weights.safetensors"));
+}
+
+static spk_status step_forward(spk_context *ctx, void *data) {
+    (void)ctx;
+    op_data *d = data;
+    float x[2 * 9 * 20], y[2 * 32];
+    test_fill_random(x, 2 * 9 * 20, 8);
+    return spk_model_forward(d->model, x, 2, 9, y);
+}
+
+static const scenario g_scenarios[] = {
+    {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors},
+    {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors},
+    {"spk_matmul", prepare_tensors, step_matmul, cleanup_tensors},
+    {"spk_layer_norm", prepare_tensors, step_layer_norm, cleanup_tensors},
+    {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors},
+    {"safetensors load", prepare_model, step_load, cleanup_tensors},
+    {"forward pass", prepare_model, step_forward, cleanup_tensors},
+};
+
+/* After a failure the context must still work: a softpick of known data, checked. */
+static void check_context_works(spk_context *ctx) {
+    int64_t shape[1] = {5};
+    float x[5] = {1, -2, 3, -4, 0}, y[5];
+    spk_tensor *t = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 1, shape, &t), SPK_OK);
+    assert_int_equal(spk_tensor_upload(t, x, 5), SPK_OK);
+    spk_status s = spk_softpick(ctx, t, 0, t);
+    if (s != SPK_OK) fail_msg("the context does not work after the failure: %s", spk_context_last_error(ctx));
+    assert_int_equal(spk_tensor_download(t, y, 5), SPK_OK);
+    for (int i = 0; i < 5; i++) assert_true(fabsf(y[i] - x[i] / 11.0f) < 1e-6f);
+    spk_tensor_destroy(t);
+}
+
+static uint64_t run_scenario(const scenario *sc) {
+    uint64_t points = 0;
+    for (uint64_t n = 1;; n++) {
+        spk_context *ctx = test_context(NULL);
+        void *data = NULL;
+        sc->prepare(ctx, &data);
+        spk__fault_arm(n);
+        spk_status s = sc->step(ctx, data);
+        uint64_t calls = spk__fault_calls();
+        spk__fault_arm(0);
+        if (calls < n) { /* completed without reaching the n-th call */
+            if (s != SPK_OK) fail_msg("%s: unarmed run failed: %s", sc->name, spk_context_last_error(ctx));
+            sc->cleanup(data);
+            check_context_works(ctx);
+            spk_context_destroy(ctx);
+            test_assert_no_validation();
+            return points;
+        }
+        points++;
+        if (s == SPK_OK) {
+            /* a failure the library absorbed (a fallback path): the result must still be right */
+        } else if (s == SPK_ERROR_DEVICE_LOST) {
+            spk_tensor *t = NULL;
+            int64_t shape[1] = {4};
+            assert_int_equal(spk_tensor_create(ctx, 1, shape, &t), SPK_ERROR_DEVICE_LOST);
+            assert_non_null(strstr(spk_context_last_error(ctx), "lost"));
+        } else if (!spk_context_last_error(ctx)[0]) {
+            fail_msg("%s, call %llu: status %s without a message", sc->name, (unsigned long long)n,
+                     spk_status_string(s));
+        }
+        sc->cleanup(data);
+        if (s != SPK_ERROR_DEVICE_LOST) check_context_works(ctx);
+        spk_context_destroy(ctx);
+        test_assert_no_validation();
+    }
+}
+
+static void context_creation(void **state) {
+    (void)state;
+    spk_context_destroy(test_context(NULL)); /* skips (or fails in CI) without a device */
+    uint64_t points = 0;
+    for (uint64_t n = 1;; n++) {
+        spk_context_desc desc = {.validation = true, .log = test_log_callback};
+        spk_context *ctx = NULL;
+        g_log.last[0] = '\0';
+        spk__fault_arm(n);
+        spk_status s = spk_context_create(&desc, &ctx);
+        uint64_t calls = spk__fault_calls();
+        spk__fault_arm(0);
+        if (calls < n) {
+            assert_int_equal(s, SPK_OK);
+            spk_context_destroy(ctx);
+            break;
+        }
+        points++;
+        if (s == SPK_OK) {
+            check_context_works(ctx);
+            spk_context_destroy(ctx);
+        } else {
+            assert_null(ctx);
+            if (!g_log.last[0]) fail_msg("context creation, call %llu: no message", (unsigned long long)n);
+        }
+        test_assert_no_validation();
+    }
+    print_message("context creation: %llu injection points\n", (unsigned long long)points);
+}
+
+static void operations(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof g_scenarios / sizeof *g_scenarios; i++) {
+        uint64_t points = run_scenario(&g_scenarios[i]);
+        print_message("%s: %llu injection points\n", g_scenarios[i].name, (unsigned long long)points);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(context_creation),
+        cmocka_unit_test(operations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

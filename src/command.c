@@ -241,6 +241,7 @@ void spk__forget_range(spk_context *ctx, spk__buffer_ref range) {
 }
 
 spk_status spk__record_app_begin(spk_context *ctx, VkCommandBuffer cmd) {
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     if (!cmd) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "the command buffer is VK_NULL_HANDLE");
     spk_status alive = spk__check_alive(ctx);
     if (alive != SPK_OK) return alive;

@@ -55,6 +55,7 @@ typedef struct spk__allocator {
     VkMemoryPropertyFlags memory_flags[VK_MAX_MEMORY_TYPES];
     VkDeviceSize block_size;
     VkDeviceSize alignment;
+    VkDeviceSize tensor_heap_size; /* the heap tensors are allocated from */
 } spk__allocator;
 
 /* ---- pipeline.c ------------------------------------------------------------------------- */

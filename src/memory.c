@@ -31,6 +31,8 @@ spk_status spk__allocator_init(spk_context *ctx) {
     a->memory_type[SPK__MEMORY_STAGING] = spk__find_memory_type(&mem, staging_prefs, 2);
     if (a->memory_type[SPK__MEMORY_STAGING] == UINT32_MAX)
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the device has no host-visible coherent memory");
+    if (a->memory_type[SPK__MEMORY_TENSOR] != UINT32_MAX)
+        a->tensor_heap_size = mem.memoryHeaps[mem.memoryTypes[a->memory_type[SPK__MEMORY_TENSOR]].heapIndex].size;
 
     const VkPhysicalDeviceLimits *limits = &ctx->caps.props.limits;
     /* 16 bytes keeps every tensor aligned for vec4 loads. */

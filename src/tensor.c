@@ -26,6 +26,10 @@ static spk_status spk__shape_count(spk_context *ctx, int ndim, const int64_t *sh
             return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "the shape's element count overflows");
     }
     uint64_t bytes = *count * sizeof(float), limit = ctx->caps.props.limits.maxStorageBufferRange;
+    uint64_t heap = ctx->allocator.tensor_heap_size;
+    if (heap && bytes > heap)
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "a tensor of %llu bytes exceeds the device's memory heap of %llu bytes",
+                         (unsigned long long)bytes, (unsigned long long)heap);
     if (bytes > limit)
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "a tensor of %llu bytes exceeds the device's maxStorageBufferRange of %llu bytes",

@@ -29,13 +29,26 @@
  * ------
  * Every fallible call returns an spk_status. Calls on a context also leave a message naming the
  * problem in spk_context_last_error(ctx). Nothing in the library aborts or exits on bad input.
- * On failure, out-parameters are set to NULL and the caller's data is untouched.
+ * On failure, out-parameters are set to NULL and the caller's data is untouched. Out of memory
+ * (host or device) is SPK_ERROR_OUT_OF_HOST_MEMORY / SPK_ERROR_OUT_OF_DEVICE_MEMORY and leaves the
+ * context usable. After VK_ERROR_DEVICE_LOST every call on that context returns
+ * SPK_ERROR_DEVICE_LOST (nothing hangs); destroy its objects and the context, which stays clean.
  *
  * Threads
  * -------
- * A context may be shared between threads: its synchronous calls are serialized by a lock inside
- * the context. spk_context_last_error() then reports the last error of any thread; give each
- * thread its own context when the messages matter. Distinct contexts are fully independent.
+ * - Contexts: distinct contexts are fully independent, each usable from its own thread.
+ * - One context may be shared: every call that touches the device (ops, uploads, downloads, tensor
+ *   creation and destruction, model forwards, spk_record_*) takes the context's lock, so they may
+ *   be made from several threads at once and run one after another. spk_context_last_error() and
+ *   spk_context_last_gpu_time_ns() then describe the last call of any thread: give each thread its
+ *   own context when they matter.
+ * - Tensors: calls on different tensors may run concurrently; ordering two calls that write the
+ *   same tensor (or read one another writes) is the caller's.
+ * - Models: a model (its buffers and recordings) is used by one thread at a time; lock around it
+ *   when sharing. Different models on one context may run in different threads.
+ * - Application command buffers (spk_record_*): the caller synchronizes each command buffer and
+ *   its pool, as Vulkan requires; recording different command buffers from different threads on
+ *   one context works.
  */
 #ifndef SOFTPICK_SOFTPICK_H
 #define SOFTPICK_SOFTPICK_H

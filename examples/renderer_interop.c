@@ -1,9 +1,10 @@
 /* A renderer's view of softpick-vk: the application owns the VkInstance, the VkDevice, the
  * buffers and the command buffers; the library records its work into them and never submits.
  *
- * The "engine" here creates a device with one compute queue (and the validation layer when it is
- * installed), a host-visible storage buffer holding a batch of attention scores and a model input,
- * and one command buffer recorded once and submitted every "frame":
+ * The "engine" (engine.h: what a renderer already has) creates a device with one compute queue
+ * (and the validation layer when it is installed), a host-visible storage buffer holding a batch
+ * of attention scores and a model input, and one command buffer recorded once and submitted every
+ * "frame":
  *
  *     host writes -> [barrier] -> softpick rows -> transformer forward -> [barrier] -> host reads
  *

@@ -175,6 +175,44 @@ static spk_status spk__create_pool(spk_context *ctx, VkDescriptorPoolCreateFlags
     return r == VK_SUCCESS ? SPK_OK : spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
 }
 
+/* A set of `layout` from the last pool of a list, adding a pool (with `flags`) when that one is
+ * full or there is none yet; *from is the pool it came from. */
+static spk_status spk__allocate_from_pools(spk_context *ctx, VkDescriptorPool **pools, uint32_t *count,
+                                           uint32_t *capacity, VkDescriptorPoolCreateFlags flags,
+                                           VkDescriptorSetLayout layout, VkDescriptorSet *set,
+                                           VkDescriptorPool *from) {
+    for (uint32_t attempt = 0; attempt < 2; attempt++) {
+        if (*count > 0) {
+            *from = (*pools)[*count - 1];
+            VkDescriptorSetAllocateInfo info = {
+                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                .descriptorPool = *from,
+                .descriptorSetCount = 1,
+                .pSetLayouts = &layout,
+            };
+            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set));
+            if (r == VK_SUCCESS) return SPK_OK;
+            if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
+                return spk__fail_vk(ctx, r, "vkAllocateDescriptorSets");
+        }
+        if (!spk__grow((void **)pools, capacity, *count + 1, sizeof **pools))
+            return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        spk_status status = spk__create_pool(ctx, flags, &(*pools)[*count]);
+        if (status != SPK_OK) return status;
+        (*count)++;
+    }
+    return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
+}
+
+/* A set for the current recording. Its pools are reset, not freed, between recordings, so a long
+ * recording's pools are reused by later ones. */
+static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layout, VkDescriptorSet *set) {
+    spk__recording *rec = ctx->rec;
+    VkDescriptorPool from;
+    return spk__allocate_from_pools(ctx, &rec->descriptor_pools, &rec->descriptor_pool_count,
+                                    &rec->descriptor_pool_capacity, 0, layout, set, &from);
+}
+
 /* The cached set with exactly these bindings, made (and written) if new; *fresh says whether it
  * still needs writing. */
 static spk_status spk__find_cached_set(spk_context *ctx, uint32_t n, const spk__buffer_ref *bindings, VkDescriptorSet *set,
@@ -190,36 +228,16 @@ static spk_status spk__find_cached_set(spk_context *ctx, uint32_t n, const spk__
     if (!spk__grow((void **)&ctx->cached_sets, &ctx->cached_set_capacity, ctx->cached_set_count + 1,
                    sizeof *ctx->cached_sets))
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    VkDescriptorSetLayout layout = ctx->set_layouts[n];
-    for (uint32_t attempt = 0; attempt < 2; attempt++) {
-        if (ctx->cache_pool_count > 0) {
-            VkDescriptorPool pool = ctx->cache_pools[ctx->cache_pool_count - 1];
-            VkDescriptorSetAllocateInfo info = {
-                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                .descriptorPool = pool,
-                .descriptorSetCount = 1,
-                .pSetLayouts = &layout,
-            };
-            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set));
-            if (r == VK_SUCCESS) {
-                spk__cached_set *c = &ctx->cached_sets[ctx->cached_set_count++];
-                *c = (spk__cached_set){.binding_count = n, .pool = pool, .set = *set};
-                memcpy(c->bindings, bindings, n * sizeof *bindings);
-                *fresh = true;
-                return SPK_OK;
-            }
-            if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
-                return spk__fail_vk(ctx, r, "vkAllocateDescriptorSets");
-        }
-        if (!spk__grow((void **)&ctx->cache_pools, &ctx->cache_pool_capacity, ctx->cache_pool_count + 1,
-                       sizeof *ctx->cache_pools))
-            return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        spk_status status = spk__create_pool(ctx, VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT,
-                                             &ctx->cache_pools[ctx->cache_pool_count]);
-        if (status != SPK_OK) return status;
-        ctx->cache_pool_count++;
-    }
-    return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
+    VkDescriptorPool pool;
+    spk_status status = spk__allocate_from_pools(ctx, &ctx->cache_pools, &ctx->cache_pool_count,
+                                                 &ctx->cache_pool_capacity, VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT,
+                                                 ctx->set_layouts[n], set, &pool);
+    if (status != SPK_OK) return status;
+    spk__cached_set *c = &ctx->cached_sets[ctx->cached_set_count++];
+    *c = (spk__cached_set){.binding_count = n, .pool = pool, .set = *set};
+    memcpy(c->bindings, bindings, n * sizeof *bindings);
+    *fresh = true;
+    return SPK_OK;
 }
 
 void spk__forget_range(spk_context *ctx, spk__buffer_ref range) {
@@ -269,33 +287,6 @@ spk_status spk__record_app_begin(spk_context *ctx, VkCommandBuffer cmd) {
 void spk__record_app_end(spk_context *ctx) {
     ctx->rec = &ctx->own;
     pthread_mutex_unlock(&ctx->lock);
-}
-
-static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layout, VkDescriptorSet *set) {
-    spk__recording *rec = ctx->rec;
-    for (uint32_t attempt = 0; attempt < 2; attempt++) {
-        if (rec->descriptor_pool_count > 0) {
-            VkDescriptorSetAllocateInfo info = {
-                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                .descriptorPool = rec->descriptor_pools[rec->descriptor_pool_count - 1],
-                .descriptorSetCount = 1,
-                .pSetLayouts = &layout,
-            };
-            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkAllocateDescriptorSets(ctx->device, &info, set));
-            if (r == VK_SUCCESS) return SPK_OK;
-            if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
-                return spk__fail_vk(ctx, r, "vkAllocateDescriptorSets");
-        }
-        /* The current pool is full (or there is none yet): add one. Pools are reset, not freed,
-         * between recordings, so a long recording's pools are reused by later ones. */
-        if (!spk__grow((void **)&rec->descriptor_pools, &rec->descriptor_pool_capacity,
-                       rec->descriptor_pool_count + 1, sizeof *rec->descriptor_pools))
-            return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        spk_status status = spk__create_pool(ctx, 0, &rec->descriptor_pools[rec->descriptor_pool_count]);
-        if (status != SPK_OK) return status;
-        rec->descriptor_pool_count++;
-    }
-    return spk__fail(ctx, SPK_ERROR_VULKAN, "a fresh descriptor pool could not supply one set");
 }
 
 spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {

@@ -1,12 +1,18 @@
 #version 450
 // C = A B (+ bias) (then GELU) (+ residual), like matmul.comp, shaped for CPU drivers (lavapipe),
-// where every per-invocation memory access is a gather costing several times an 8-wide FMA.
+// where a shader's subgroup is one SIMD register and every per-invocation memory access is a
+// gather.
 //
-// Each subgroup of SG invocations computes RB = SG * ROW_SETS rows by SG * TN * VEC columns of C.
-// Per k, invocation l loads A for rows m0 + r * SG + l (ROW_SETS loads) and B for its columns
-// (TN loads of VEC floats), then takes every row's A value from its owner with a subgroup
-// shuffle (a register move, no memory access): ROW_SETS + TN loads feed SG * ROW_SETS * TN * VEC
-// FMAs. (Loading A at one address in every invocation instead measured slower on lavapipe.)
+// Each subgroup of SG invocations computes RB = SG * ROW_SETS rows by SG * CG * 4 columns of C;
+// invocation l owns 4 adjacent columns in each of CG groups. Per 4 steps of k, invocation l loads
+// A's 4 values for rows m0 + r * SG + l (ROW_SETS loads) and, for each k, B's 4 columns of each
+// group (4 * CG loads), then takes every row's A from its owner with a subgroup shuffle (a
+// register move, no memory access): ROW_SETS + 4 * CG loads feed RB * CG * 16 FMAs.
+//
+// TEXEL 1 reads A and B as uniform texel buffers: on lavapipe a texel fetch is one vectorized
+// gather where a storage-buffer load is a loop over the lanes (measured 5.7 against 0.3 G floats/s),
+// which makes this variant several times faster. VEC_A / VEC_B say whether the view (or, for
+// storage buffers, the indexing) is vec4: K (for A) or N (for B) a multiple of 4.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -14,19 +20,26 @@
 
 layout(local_size_x_id = 0) in;                  // a multiple of SG: WG / SG subgroups
 layout(constant_id = 1) const uint SG = 8;       // the device's (fixed, full) subgroup size
-layout(constant_id = 2) const uint ROW_SETS = 2;
-layout(constant_id = 3) const uint TN = 4;
+layout(constant_id = 2) const uint ROW_SETS = 4;
+layout(constant_id = 3) const uint CG = 1;
 layout(constant_id = 4) const uint EPILOGUE = 0; // bit 0 bias, bit 1 GELU, bit 2 residual
+layout(constant_id = 5) const uint VEC_A = 1;
+layout(constant_id = 6) const uint VEC_B = 1;
 
-layout(set = 0, binding = 0) readonly buffer A { float a[]; };
-#if VEC == 4
-// VEC 4 (N a multiple of 4): invocation l owns the 4 adjacent columns of each group of 4 * SG,
-// loaded as one vec4.
-layout(set = 0, binding = 1) readonly buffer B { vec4 b[]; };
-#define BT vec4
+#if TEXEL
+layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 view, or R32G32B32A32 with VEC_A 4
+layout(set = 0, binding = 1) uniform samplerBuffer B;
+float a1(uint i) { return texelFetch(A, int(i)).x; }
+vec4 a4(uint i) { return texelFetch(A, int(i)); }
+float b1(uint i) { return texelFetch(B, int(i)).x; }
+vec4 b4(uint i) { return texelFetch(B, int(i)); }
 #else
+layout(set = 0, binding = 0) readonly buffer A { float a[]; };
 layout(set = 0, binding = 1) readonly buffer B { float b[]; };
-#define BT float
+float a1(uint i) { return a[i]; }
+vec4 a4(uint i) { return vec4(a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]); }
+float b1(uint i) { return b[i]; }
+vec4 b4(uint i) { return vec4(b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]); }
 #endif
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
 layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
@@ -40,8 +53,23 @@ layout(push_constant) uniform Push {
 
 #include "erf.glsl"
 
+// A at one row (`row` its first element), columns k .. k + 3 (k a multiple of 4, k + 3 < K).
+vec4 load_a(uint row, uint k) {
+    if (VEC_A == 4) return a4((row + k) / 4);
+    return vec4(a1(row + k), a1(row + k + 1), a1(row + k + 2), a1(row + k + 3));
+}
+
+// B at one row (`row` its first element), columns n .. n + 3; columns past N repeat the last
+// one (their results are never stored).
+vec4 load_b(uint row, uint n) {
+    if (VEC_B == 4) return b4((row + n) / 4);
+    uint last = pc.N - 1;
+    return vec4(b1(row + min(n, last)), b1(row + min(n + 1, last)), b1(row + min(n + 2, last)),
+                b1(row + min(n + 3, last)));
+}
+
 void main() {
-    const uint RB = SG * ROW_SETS, CB = SG * TN * VEC;
+    const uint RB = SG * ROW_SETS, CB = SG * CG * 4;
     uint lane = gl_SubgroupInvocationID;
     uint batch = gl_WorkGroupID.z;
     // Subgroups of a workgroup take consecutive row blocks.
@@ -49,22 +77,37 @@ void main() {
     uint col0 = gl_WorkGroupID.x * CB;
     uint a_base = batch * pc.a_batch_stride, b_base = batch * pc.b_batch_stride;
 
-    uint a_row[ROW_SETS], b_col[TN];
+    // Rows past M repeat the last one, group starts past N the last group (never stored).
+    uint a_row[ROW_SETS], b_col[CG];
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++) a_row[r] = a_base + min(row0 + r * SG + lane, pc.M - 1) * pc.K;
-    // In units of BT: VEC columns each.
-    [[unroll]] for (uint j = 0; j < TN; j++) b_col[j] = b_base / VEC + min(col0 / VEC + lane + j * SG, pc.N / VEC - 1);
+    [[unroll]] for (uint g = 0; g < CG; g++) b_col[g] = min(col0 + (g * SG + lane) * 4, (pc.N - 1) & ~3u);
 
-    BT acc[RB * TN];
-    [[unroll]] for (uint i = 0; i < RB * TN; i++) acc[i] = BT(0.0);
-    for (uint k = 0; k < pc.K; k++) {
-        float av[ROW_SETS];
-        BT bv[TN];
-        [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = a[a_row[r] + k];
-        [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b[b_col[j] + k * (pc.N / VEC)];
+    vec4 acc[RB * CG];
+    [[unroll]] for (uint i = 0; i < RB * CG; i++) acc[i] = vec4(0.0);
+    uint k_end = pc.K & ~3u;
+    for (uint k = 0; k < k_end; k += 4) {
+        vec4 av[ROW_SETS], bv[4 * CG];
+        [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = load_a(a_row[r], k);
+        [[unroll]] for (uint kk = 0; kk < 4; kk++)
+            [[unroll]] for (uint g = 0; g < CG; g++) bv[kk * CG + g] = load_b(b_base + (k + kk) * pc.N, b_col[g]);
         [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
             [[unroll]] for (uint i = 0; i < SG; i++) {
-                BT x = BT(subgroupShuffle(av[r], i));
-                [[unroll]] for (uint j = 0; j < TN; j++) acc[(r * SG + i) * TN + j] = fma(x, bv[j], acc[(r * SG + i) * TN + j]);
+                vec4 x = subgroupShuffle(av[r], i);
+                [[unroll]] for (uint kk = 0; kk < 4; kk++)
+                    [[unroll]] for (uint g = 0; g < CG; g++)
+                        acc[(r * SG + i) * CG + g] = fma(vec4(x[kk]), bv[kk * CG + g], acc[(r * SG + i) * CG + g]);
+            }
+    }
+    // The last K % 4 steps, one at a time (VEC_A is 1 whenever there are any).
+    for (uint k = k_end; k < pc.K; k++) {
+        float av[ROW_SETS];
+        vec4 bv[CG];
+        [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = a1(a_row[r] + k);
+        [[unroll]] for (uint g = 0; g < CG; g++) bv[g] = load_b(b_base + k * pc.N, b_col[g]);
+        [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
+            [[unroll]] for (uint i = 0; i < SG; i++) {
+                float x = subgroupShuffle(av[r], i);
+                [[unroll]] for (uint g = 0; g < CG; g++) acc[(r * SG + i) * CG + g] = fma(vec4(x), bv[g], acc[(r * SG + i) * CG + g]);
             }
     }
 
@@ -72,15 +115,11 @@ void main() {
     [[unroll]] for (uint i = 0; i < RB; i++) {
         uint m = row0 + i;
         if (m >= pc.M) break;
-        [[unroll]] for (uint j = 0; j < TN; j++) {
-            [[unroll]] for (uint e = 0; e < VEC; e++) {
-                uint n = col0 + (lane + j * SG) * VEC + e;
+        [[unroll]] for (uint g = 0; g < CG; g++) {
+            [[unroll]] for (uint e = 0; e < 4; e++) {
+                uint n = col0 + (g * SG + lane) * 4 + e;
                 if (n >= pc.N) break;
-#if VEC == 4
-                float v = acc[i * TN + j][e];
-#else
-                float v = acc[i * TN + j];
-#endif
+                float v = acc[i * CG + g][e];
                 if ((EPILOGUE & 1u) != 0) v += bias[n];
                 if ((EPILOGUE & 2u) != 0) v = gelu(v);
                 uint idx = c_base + m * pc.N + n;

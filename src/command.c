@@ -163,13 +163,14 @@ static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, cons
 
 /* A descriptor pool of SPK__POOL_SETS sets. */
 static spk_status spk__create_pool(spk_context *ctx, VkDescriptorPoolCreateFlags flags, VkDescriptorPool *pool) {
-    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS};
+    VkDescriptorPoolSize sizes[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS},
+                                     {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, SPK__POOL_SETS * 2}};
     VkDescriptorPoolCreateInfo pool_info = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .flags = flags,
         .maxSets = SPK__POOL_SETS,
-        .poolSizeCount = 1,
-        .pPoolSizes = &size,
+        .poolSizeCount = 2,
+        .pPoolSizes = sizes,
     };
     VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, pool));
     return r == VK_SUCCESS ? SPK_OK : spk__fail_vk(ctx, r, "vkCreateDescriptorPool");
@@ -213,13 +214,15 @@ static spk_status spk__allocate_set(spk_context *ctx, VkDescriptorSetLayout layo
                                     &rec->descriptor_pool_capacity, 0, layout, set, &from);
 }
 
-/* The cached set with exactly these bindings, made (and written) if new; *fresh says whether it
- * still needs writing. */
-static spk_status spk__find_cached_set(spk_context *ctx, uint32_t n, const spk__buffer_ref *bindings, VkDescriptorSet *set,
-                                  bool *fresh) {
+/* The cached set of `layout` with exactly these bindings and views, made if new; *fresh says
+ * whether it still needs writing. */
+static spk_status spk__find_cached_set(spk_context *ctx, VkDescriptorSetLayout layout, uint32_t n,
+                                       const spk__buffer_ref *bindings, const VkBufferView *views,
+                                       VkDescriptorSet *set, bool *fresh) {
     for (uint32_t i = 0; i < ctx->cached_set_count; i++) {
         const spk__cached_set *c = &ctx->cached_sets[i];
-        if (c->binding_count == n && memcmp(c->bindings, bindings, n * sizeof *bindings) == 0) {
+        if (c->layout == layout && c->binding_count == n && memcmp(c->bindings, bindings, n * sizeof *bindings) == 0 &&
+            memcmp(c->views, views, sizeof c->views) == 0) {
             *set = c->set;
             *fresh = false;
             return SPK_OK;
@@ -231,11 +234,12 @@ static spk_status spk__find_cached_set(spk_context *ctx, uint32_t n, const spk__
     VkDescriptorPool pool;
     spk_status status = spk__allocate_from_pools(ctx, &ctx->cache_pools, &ctx->cache_pool_count,
                                                  &ctx->cache_pool_capacity, VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT,
-                                                 ctx->set_layouts[n], set, &pool);
+                                                 layout, set, &pool);
     if (status != SPK_OK) return status;
     spk__cached_set *c = &ctx->cached_sets[ctx->cached_set_count++];
-    *c = (spk__cached_set){.binding_count = n, .pool = pool, .set = *set};
+    *c = (spk__cached_set){.binding_count = n, .layout = layout, .pool = pool, .set = *set};
     memcpy(c->bindings, bindings, n * sizeof *bindings);
+    memcpy(c->views, views, sizeof c->views);
     *fresh = true;
     return SPK_OK;
 }
@@ -299,20 +303,25 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
 
     VkDescriptorSet set;
     bool fresh = true;
-    if (ctx->rec->external) status = spk__find_cached_set(ctx, n, d->bindings, &set, &fresh);
-    else status = spk__allocate_set(ctx, ctx->set_layouts[n], &set);
+    bool texel = p->shader->texel_inputs;
+    VkDescriptorSetLayout layout = ctx->set_layouts[texel][n];
+    VkBufferView views[2] = {texel ? d->views[0] : VK_NULL_HANDLE, texel ? d->views[1] : VK_NULL_HANDLE};
+    if (ctx->rec->external) status = spk__find_cached_set(ctx, layout, n, d->bindings, views, &set, &fresh);
+    else status = spk__allocate_set(ctx, layout, &set);
     if (status != SPK_OK) return status;
     VkDescriptorBufferInfo infos[SPK__MAX_BINDINGS];
     VkWriteDescriptorSet write_sets[SPK__MAX_BINDINGS];
     for (uint32_t i = 0; i < n; i++) {
+        bool texel_binding = texel && i < 2;
         infos[i] = (VkDescriptorBufferInfo){d->bindings[i].buffer, d->bindings[i].offset, d->bindings[i].size};
         write_sets[i] = (VkWriteDescriptorSet){
             .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
             .dstSet = set,
             .dstBinding = i,
             .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .pBufferInfo = &infos[i],
+            .descriptorType = texel_binding ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .pBufferInfo = texel_binding ? NULL : &infos[i],
+            .pTexelBufferView = texel_binding ? &views[i] : NULL,
         };
     }
     if (fresh) ctx->vk.vkUpdateDescriptorSets(ctx->device, n, write_sets, 0, NULL);

@@ -290,6 +290,13 @@ static void spk__query_caps(VkPhysicalDevice pd, spk__device_caps *caps,
     caps->uma = host_visible_local && (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ||
                                        caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU);
     caps->timestamp_period = caps->props.limits.timestampPeriod;
+
+    /* Vulkan requires both formats as uniform texel buffers; checked all the same. */
+    VkFormatProperties r32, rgba32;
+    vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32_SFLOAT, &r32);
+    vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32G32B32A32_SFLOAT, &rgba32);
+    caps->texel_buffers = (r32.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) &&
+                          (rgba32.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT);
 }
 
 static void spk__fill_info(VkPhysicalDevice pd, uint32_t index, spk_device_info *info) {

@@ -65,6 +65,10 @@ typedef struct spk__shader {
     const uint32_t *code;
     size_t code_size; /* bytes */
     uint32_t binding_count;
+    /* Bindings 0 and 1 are uniform texel buffers, read through the tensors' views: on CPU
+     * drivers a texel fetch is a vectorized gather, many times cheaper than a storage-buffer
+     * load. Every other binding is a storage buffer. */
+    bool texel_inputs;
 } spk__shader;
 
 enum {
@@ -117,6 +121,8 @@ typedef struct spk__recording {
 typedef struct spk__cached_set {
     uint32_t binding_count;
     spk__buffer_ref bindings[SPK__MAX_BINDINGS];
+    VkBufferView views[2];
+    VkDescriptorSetLayout layout;
     VkDescriptorPool pool;
     VkDescriptorSet set;
 } spk__cached_set;
@@ -132,6 +138,7 @@ typedef struct spk__device_caps {
     bool subgroup_size_control; /* computeFullSubgroups usable (1.3 core or the extension) */
     bool subgroup_size_control_ext; /* enabled through VK_EXT_subgroup_size_control */
     bool timestamps;
+    bool texel_buffers; /* R32 and R32G32B32A32 float uniform texel buffers */
     bool uma; /* device memory is host-visible and cheap to map (CPU and integrated devices) */
     float timestamp_period;
     uint32_t timestamp_valid_bits;
@@ -165,8 +172,9 @@ struct spk_context {
 
     VkPipelineCache pipeline_cache;
     char *pipeline_cache_path;
-    VkDescriptorSetLayout set_layouts[SPK__MAX_BINDINGS + 1]; /* by binding count */
-    VkPipelineLayout pipeline_layouts[SPK__MAX_BINDINGS + 1];
+    /* By texel_inputs (0, 1) and binding count. */
+    VkDescriptorSetLayout set_layouts[2][SPK__MAX_BINDINGS + 1];
+    VkPipelineLayout pipeline_layouts[2][SPK__MAX_BINDINGS + 1];
     spk__pipeline **pipelines;
     uint32_t pipeline_count, pipeline_capacity;
 
@@ -196,6 +204,10 @@ struct spk_tensor {
     spk__allocation alloc; /* empty for a wrapped application buffer */
     spk__buffer_ref ref;   /* the tensor's bytes: buffer, offset, size */
     bool wrapped;
+    /* Uniform texel views over the tensor's bytes as R32_SFLOAT and R32G32B32A32_SFLOAT, for
+     * kernels with texel inputs; NULL for wrapped buffers (their usage flags are unknown) and
+     * where the device's limits exclude them. */
+    VkBufferView views[2];
     /* Partial sums of softpick recorded into application command buffers with this tensor as
      * output: kept as long as the tensor, since those recordings may be replayed. */
     spk__allocation *scratch;
@@ -258,7 +270,7 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
                              uint32_t spec_count, uint32_t flags, const spk__pipeline **out);
 extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
     spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4, spk__shader_fma_peak,
-    spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle_f1, spk__shader_matmul_shuffle_f4, spk__shader_layer_norm_f1,
+    spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_attention, spk__shader_attention_shuffle;
 
 /* ---- command.c -------------------------------------------------------------------------- */
@@ -294,6 +306,7 @@ spk_status spk__submit_and_wait(spk_context *ctx);
 typedef struct spk__dispatch_desc {
     const spk__pipeline *pipeline;
     spk__buffer_ref bindings[SPK__MAX_BINDINGS];
+    VkBufferView views[2]; /* bindings 0 and 1 of a shader with texel inputs */
     uint32_t written_mask; /* bit i: binding i is written by the shader */
     const void *push;
     uint32_t push_size;

@@ -25,7 +25,8 @@ void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) 
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
         caps->min_subgroup_size == caps->max_subgroup_size)
-        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 2, .shuffle = true, .row_sets = 8};
+        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 1, .shuffle = true, .row_sets = 4,
+                                  .texel = caps->texel_buffers};
     else if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
         *t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
     else
@@ -49,15 +50,20 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
     const spk__pipeline *pipeline;
     spk_status status;
     uint32_t bm, bn; /* rows and columns of C per workgroup */
+    VkBufferView views[2] = {VK_NULL_HANDLE, VK_NULL_HANDLE};
     if (t->shuffle) {
-        /* vec4 loads of B where rows of B are whole vec4s. */
-        bool vec4 = p->n % 4 == 0 && p->b->ref.offset % 16 == 0;
+        /* vec4 indexing (and vec4 texel views) where rows of A and of B are whole vec4s. */
+        bool vec_a = p->k % 4 == 0, vec_b = p->n % 4 == 0;
+        views[0] = p->a->views[vec_a];
+        views[1] = p->b->views[vec_b];
+        /* Without views (a wrapped buffer, or one past the texel limits), storage buffers. */
+        bool texel = t->texel && views[0] && views[1];
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
-        bn = sg * t->tn * (vec4 ? 4 : 1);
-        uint32_t spec[5] = {t->wg_x, sg, t->row_sets, t->tn, epilogue};
-        status = spk__pipeline_get(ctx, vec4 ? &spk__shader_matmul_shuffle_f4 : &spk__shader_matmul_shuffle_f1, spec,
-                                   5, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+        bn = sg * t->tn * 4;
+        uint32_t spec[7] = {t->wg_x, sg, t->row_sets, t->tn, epilogue, vec_a ? 4 : 1, vec_b ? 4 : 1};
+        status = spk__pipeline_get(ctx, texel ? &spk__shader_matmul_shuffle_texel : &spk__shader_matmul_shuffle, spec,
+                                   7, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;
@@ -78,6 +84,7 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         /* Absent bias and residual bind A in their place: declared but never read. */
         .bindings = {p->a->ref, p->b->ref, p->c->ref, p->bias ? p->bias->ref : p->a->ref,
                      p->residual ? p->residual->ref : p->a->ref},
+        .views = {views[0], views[1]},
         .written_mask = 0x4,
     };
     uint32_t push[7] = {(uint32_t)p->m, (uint32_t)p->n, (uint32_t)p->k, (uint32_t)(p->m * p->k),

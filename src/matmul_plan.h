@@ -10,9 +10,11 @@ typedef struct spk__matmul_tuning {
     uint32_t tm, tn;     /* register block per invocation: rows and columns */
     uint32_t bk;         /* k-depth of a shared-memory slice */
     bool shared;         /* stage tiles in shared memory (else read operands directly) */
-    /* matmul_shuffle.comp instead: wg_x invocations, subgroups of rows sets x tn columns */
+    /* matmul_shuffle.comp instead: wg_x invocations; each subgroup computes row_sets x SG rows by
+     * tn groups of 4 x SG columns, reading A and B through texel views if `texel` */
     bool shuffle;
     uint32_t row_sets;
+    bool texel;
 } spk__matmul_tuning;
 
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t);

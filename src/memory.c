@@ -35,8 +35,9 @@ spk_status spk__allocator_init(spk_context *ctx) {
         a->tensor_heap_size = mem.memoryHeaps[mem.memoryTypes[a->memory_type[SPK__MEMORY_TENSOR]].heapIndex].size;
 
     const VkPhysicalDeviceLimits *limits = &ctx->caps.props.limits;
-    /* 16 bytes keeps every tensor aligned for vec4 loads. */
+    /* 16 bytes keeps every tensor aligned for vec4 loads; texel views need their own alignment. */
     a->alignment = limits->minStorageBufferOffsetAlignment > 16 ? limits->minStorageBufferOffsetAlignment : 16;
+    if (limits->minTexelBufferOffsetAlignment > a->alignment) a->alignment = limits->minTexelBufferOffsetAlignment;
     a->block_size = SPK__BLOCK_SIZE;
     return SPK_OK;
 }
@@ -76,8 +77,8 @@ static spk_status spk__block_create(spk_context *ctx, uint32_t memory_type, VkDe
     VkBufferCreateInfo buffer_info = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = size,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
     VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateBuffer(ctx->device, &buffer_info, NULL, &b->buffer));

@@ -9,8 +9,9 @@
 
 #include "shaders_all.h"
 
-#define SPK__SHADER(var, bindings) \
-    const spk__shader spk__shader_##var = {#var, spk_spirv_##var, sizeof(spk_spirv_##var), bindings}
+#define SPK__SHADER_WITH(var, bindings, texel_inputs) \
+    const spk__shader spk__shader_##var = {#var, spk_spirv_##var, sizeof(spk_spirv_##var), bindings, texel_inputs}
+#define SPK__SHADER(var, bindings) SPK__SHADER_WITH(var, bindings, false)
 SPK__SHADER(softpick_rows_f1, 3);
 SPK__SHADER(softpick_rows_f4, 3);
 SPK__SHADER(softpick_cols_f1, 3);
@@ -19,8 +20,8 @@ SPK__SHADER(copy_f4, 2);
 SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 2);
 SPK__SHADER(matmul, 5);
-SPK__SHADER(matmul_shuffle_f1, 5);
-SPK__SHADER(matmul_shuffle_f4, 5);
+SPK__SHADER(matmul_shuffle, 5);
+SPK__SHADER_WITH(matmul_shuffle_texel, 5, true);
 SPK__SHADER(layer_norm_f1, 4);
 SPK__SHADER(layer_norm_f4, 4);
 SPK__SHADER(attention, 5);
@@ -161,41 +162,46 @@ static void spk__save_pipeline_cache(spk_context *ctx) {
 spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path) {
     spk_status status = spk__create_pipeline_cache(ctx, cache_path);
     if (status != SPK_OK) return status;
-    /* One set layout (and pipeline layout) per binding count: every shader binds 1..N storage
-     * buffers at bindings 0..N-1 and takes its shapes as push constants. */
-    for (uint32_t n = 1; n <= SPK__MAX_BINDINGS; n++) {
-        VkDescriptorSetLayoutBinding bindings[SPK__MAX_BINDINGS];
-        for (uint32_t i = 0; i < n; i++)
-            bindings[i] = (VkDescriptorSetLayoutBinding){
-                .binding = i,
-                .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                .descriptorCount = 1,
-                .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+    /* One set layout (and pipeline layout) per binding count, and per whether bindings 0 and 1
+     * are uniform texel buffers: every shader binds 1..N buffers at bindings 0..N-1 and takes
+     * its shapes as push constants. */
+    for (uint32_t texel = 0; texel < 2; texel++)
+        for (uint32_t n = texel ? 2 : 1; n <= SPK__MAX_BINDINGS; n++) {
+            VkDescriptorSetLayoutBinding bindings[SPK__MAX_BINDINGS];
+            for (uint32_t i = 0; i < n; i++)
+                bindings[i] = (VkDescriptorSetLayoutBinding){
+                    .binding = i,
+                    .descriptorType = texel && i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                     : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                    .descriptorCount = 1,
+                    .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+                };
+            VkDescriptorSetLayoutCreateInfo set_info = {
+                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                .bindingCount = n,
+                .pBindings = bindings,
             };
-        VkDescriptorSetLayoutCreateInfo set_info = {
-            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-            .bindingCount = n,
-            .pBindings = bindings,
-        };
-        VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &ctx->set_layouts[n]));
-        if (r != VK_SUCCESS) {
-            ctx->set_layouts[n] = VK_NULL_HANDLE;
-            return spk__fail_vk(ctx, r, "vkCreateDescriptorSetLayout");
+            VkDescriptorSetLayout *set_layout = &ctx->set_layouts[texel][n];
+            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, set_layout));
+            if (r != VK_SUCCESS) {
+                *set_layout = VK_NULL_HANDLE;
+                return spk__fail_vk(ctx, r, "vkCreateDescriptorSetLayout");
+            }
+            VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, SPK__PUSH_BYTES};
+            VkPipelineLayoutCreateInfo layout_info = {
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                .setLayoutCount = 1,
+                .pSetLayouts = set_layout,
+                .pushConstantRangeCount = 1,
+                .pPushConstantRanges = &push,
+            };
+            VkPipelineLayout *layout = &ctx->pipeline_layouts[texel][n];
+            r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, layout));
+            if (r != VK_SUCCESS) {
+                *layout = VK_NULL_HANDLE;
+                return spk__fail_vk(ctx, r, "vkCreatePipelineLayout");
+            }
         }
-        VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, SPK__PUSH_BYTES};
-        VkPipelineLayoutCreateInfo layout_info = {
-            .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-            .setLayoutCount = 1,
-            .pSetLayouts = &ctx->set_layouts[n],
-            .pushConstantRangeCount = 1,
-            .pPushConstantRanges = &push,
-        };
-        r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layouts[n]));
-        if (r != VK_SUCCESS) {
-            ctx->pipeline_layouts[n] = VK_NULL_HANDLE;
-            return spk__fail_vk(ctx, r, "vkCreatePipelineLayout");
-        }
-    }
     return SPK_OK;
 }
 
@@ -207,12 +213,15 @@ void spk__pipelines_destroy(spk_context *ctx) {
     free(ctx->pipelines);
     ctx->pipelines = NULL;
     ctx->pipeline_count = ctx->pipeline_capacity = 0;
-    for (uint32_t n = 1; n <= SPK__MAX_BINDINGS; n++) {
-        if (ctx->pipeline_layouts[n]) ctx->vk.vkDestroyPipelineLayout(ctx->device, ctx->pipeline_layouts[n], NULL);
-        if (ctx->set_layouts[n]) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->set_layouts[n], NULL);
-        ctx->pipeline_layouts[n] = VK_NULL_HANDLE;
-        ctx->set_layouts[n] = VK_NULL_HANDLE;
-    }
+    for (uint32_t texel = 0; texel < 2; texel++)
+        for (uint32_t n = 1; n <= SPK__MAX_BINDINGS; n++) {
+            VkPipelineLayout *layout = &ctx->pipeline_layouts[texel][n];
+            VkDescriptorSetLayout *set_layout = &ctx->set_layouts[texel][n];
+            if (*layout) ctx->vk.vkDestroyPipelineLayout(ctx->device, *layout, NULL);
+            if (*set_layout) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, *set_layout, NULL);
+            *layout = VK_NULL_HANDLE;
+            *set_layout = VK_NULL_HANDLE;
+        }
     if (ctx->pipeline_cache) {
         spk__save_pipeline_cache(ctx);
         ctx->vk.vkDestroyPipelineCache(ctx->device, ctx->pipeline_cache, NULL);
@@ -283,7 +292,7 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
     memcpy(p->spec, spec, spec_count * sizeof *spec);
     p->spec_count = spec_count;
     p->flags = flags;
-    p->layout = ctx->pipeline_layouts[shader->binding_count];
+    p->layout = ctx->pipeline_layouts[shader->texel_inputs][shader->binding_count];
     spk_status status = spk__pipeline_build(ctx, p);
     if (status != SPK_OK) {
         free(p);

@@ -37,6 +37,30 @@ static spk_status spk__shape_count(spk_context *ctx, int ndim, const int64_t *sh
     return SPK_OK;
 }
 
+/* The tensor's uniform texel views (spk_tensor.views), where the device's limits allow them. */
+static spk_status spk__create_views(spk_context *ctx, spk_tensor *t) {
+    static const VkFormat formats[2] = {VK_FORMAT_R32_SFLOAT, VK_FORMAT_R32G32B32A32_SFLOAT};
+    static const VkDeviceSize texel_bytes[2] = {4, 16};
+    if (!ctx->caps.texel_buffers) return SPK_OK;
+    for (int i = 0; i < 2; i++) {
+        VkDeviceSize texels = (VkDeviceSize)t->count * sizeof(float) / texel_bytes[i];
+        if (texels == 0 || texels > ctx->caps.props.limits.maxTexelBufferElements) continue;
+        VkBufferViewCreateInfo info = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+            .buffer = t->ref.buffer,
+            .format = formats[i],
+            .offset = t->ref.offset,
+            .range = texels * texel_bytes[i],
+        };
+        VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateBufferView(ctx->device, &info, NULL, &t->views[i]));
+        if (r != VK_SUCCESS) {
+            t->views[i] = VK_NULL_HANDLE;
+            return spk__fail_vk(ctx, r, "vkCreateBufferView");
+        }
+    }
+    return SPK_OK;
+}
+
 spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, spk_tensor **out) {
     if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_tensor_create: out is NULL");
     *out = NULL;
@@ -61,6 +85,11 @@ spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, s
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->count = (int64_t)count;
     t->ref = (spk__buffer_ref){t->alloc.block->buffer, t->alloc.offset, bytes ? bytes : t->alloc.size};
+    status = spk__create_views(ctx, t);
+    if (status != SPK_OK) {
+        spk_tensor_destroy(t);
+        return status;
+    }
     *out = t;
     return SPK_OK;
 }
@@ -69,7 +98,10 @@ void spk_tensor_destroy(spk_tensor *t) {
     if (!t) return;
     spk_context *ctx = t->ctx;
     pthread_mutex_lock(&ctx->lock);
-    if (t->wrapped) spk__forget_range(ctx, t->ref);
+    /* Cached descriptor sets may name the buffer range or the views. */
+    spk__forget_range(ctx, t->ref);
+    for (int i = 0; i < 2; i++)
+        if (t->views[i]) ctx->vk.vkDestroyBufferView(ctx->device, t->views[i], NULL);
     spk__free(ctx, &t->alloc);
     for (uint32_t i = 0; i < t->scratch_count; i++) spk__free(ctx, &t->scratch[i]);
     pthread_mutex_unlock(&ctx->lock);

@@ -98,11 +98,19 @@ static void test_shapes_tile_kernel(void **state) {
     check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
     t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
     check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
-    /* The shuffle kernel with a small block, where the device has fixed-size subgroup shuffles. */
+    /* The shuffle kernel, where the device has fixed-size subgroup shuffles: odd blocks through
+     * storage buffers and texel views, and storage buffers on every shape (wrapped application
+     * buffers have no texel views). */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size) {
-        t = (spk__matmul_tuning){.wg_x = 2 * caps->max_subgroup_size, .tn = 3, .shuffle = true, .row_sets = 2};
-        check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
+        for (int texel = 0; texel < 2; texel++) {
+            t = (spk__matmul_tuning){.wg_x = 2 * caps->max_subgroup_size, .tn = 3, .shuffle = true, .row_sets = 2,
+                                     .texel = texel};
+            check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
+            check_matmul(ctx, &t, 2, 64, 128, 32, true, true, true, true);
+        }
+        t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 1, .shuffle = true, .row_sets = 1};
+        run_shapes(ctx, &t);
     }
 }
 

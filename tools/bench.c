@@ -261,19 +261,28 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char
         if (st == SPK_OK) st = spk_tensor_upload(r.b, host, k * n);
         if (st == SPK_OK) st = spk_tensor_upload(r.bias, host, n);
         if (st != SPK_OK) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
-        spk__matmul_tuning t[6];
-        const char *labels[6];
+        enum { MAX_VARIANTS = 12 };
+        spk__matmul_tuning t[MAX_VARIANTS];
+        char labels[MAX_VARIANTS][48];
         int nt = 0;
         spk__matmul_tuning_defaults(ctx, &t[nt]);
-        labels[nt++] = "default";
+        snprintf(labels[nt++], sizeof labels[0], "default");
         if (variants) {
-            static const spk__matmul_tuning others[] = {
-                {8, 1, 1, 1, 0, false, true, 8}, {8, 1, 1, 2, 0, false, true, 8}, {8, 1, 1, 2, 0, false, true, 4},
-                {8, 1, 1, 4, 0, false, true, 4}, {8, 1, 1, 1, 0, false, true, 16}};
-            static const char *other_labels[] = {"shuffle 64 rows, 1 load", "shuffle 64 rows, 2 loads",
-                                                 "shuffle 32 rows, 2 loads", "shuffle 32 rows, 4 loads",
-                                                 "shuffle 128 rows, 1 load"};
-            for (int v = 0; v < 5; v++) t[nt] = others[v], labels[nt++] = other_labels[v];
+            /* The shuffle kernel through texel views and through storage buffers, by block. */
+            uint32_t sg = ctx->caps.max_subgroup_size;
+            static const uint32_t blocks[][2] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {2, 2}, {4, 2}};
+            for (int texel = 1; texel >= 0; texel--)
+                for (size_t v = 0; v < sizeof blocks / sizeof blocks[0] && nt < MAX_VARIANTS; v++) {
+                    if (!texel && v != 3 && v != 5) continue;
+                    t[nt] = (spk__matmul_tuning){.wg_x = sg, .shuffle = true, .row_sets = blocks[v][0],
+                                                 .tn = blocks[v][1], .texel = texel};
+                    snprintf(labels[nt++], sizeof labels[0], "shuffle %s, %u rows x %u cols",
+                             texel ? "texel" : "storage", blocks[v][0] * sg, blocks[v][1] * sg * 4);
+                }
+            if (nt < MAX_VARIANTS) {
+                spk__matmul_tuning_tiles(ctx, &t[nt]);
+                snprintf(labels[nt++], sizeof labels[0], "shared-memory tiles");
+            }
         }
         char name[40];
         snprintf(name, sizeof name, "%lld x %lld x %lld", (long long)m, (long long)n, (long long)k);

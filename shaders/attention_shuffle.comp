@@ -11,6 +11,10 @@
 //
 // MODE 1 and 2: the unfused reference, as in attention.comp (1 writes the scores to S, 2 reads
 // the softpick'ed scores from S for the product).
+//
+// TEXEL 1 reads q, k and v as uniform texel buffers (see matmul_shuffle.comp: on lavapipe a
+// texel fetch is a vectorized gather); VEC 4 fetches 4 dimensions at once (head_dim, strides and
+// column offsets all multiples of 4, views of R32G32B32A32).
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
@@ -20,10 +24,33 @@ layout(constant_id = 1) const uint D = 64;     // head dimension
 layout(constant_id = 2) const uint SG = 8;     // the device's (fixed, full) subgroup size
 layout(constant_id = 3) const uint CAUSAL = 1;
 layout(constant_id = 4) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
+layout(constant_id = 5) const uint VEC = 1;
 
+// load_x(base, d): dimensions d .. d + 3 of the row starting at element `base` (those past D
+// repeat the last one and are never used).
+#if TEXEL
+layout(set = 0, binding = 0) uniform samplerBuffer q;
+layout(set = 0, binding = 1) uniform samplerBuffer k;
+layout(set = 0, binding = 2) uniform samplerBuffer v;
+#define DEFINE_LOAD(name, buf)                                                                   \
+    vec4 name(uint base, uint d) {                                                              \
+        if (VEC == 4) return texelFetch(buf, int((base + d) / 4));                              \
+        return vec4(texelFetch(buf, int(base + min(d, D - 1))).x, texelFetch(buf, int(base + min(d + 1, D - 1))).x, \
+                    texelFetch(buf, int(base + min(d + 2, D - 1))).x, texelFetch(buf, int(base + min(d + 3, D - 1))).x); \
+    }
+#else
 layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
 layout(set = 0, binding = 1) readonly buffer K { float k[]; };
 layout(set = 0, binding = 2) readonly buffer V { float v[]; };
+#define DEFINE_LOAD(name, buf)                                                                   \
+    vec4 name(uint base, uint d) {                                                              \
+        return vec4(buf[base + min(d, D - 1)], buf[base + min(d + 1, D - 1)], buf[base + min(d + 2, D - 1)], \
+                    buf[base + min(d + 3, D - 1)]);                                             \
+    }
+#endif
+DEFINE_LOAD(load_q, q)
+DEFINE_LOAD(load_k, k)
+DEFINE_LOAD(load_v, v)
 layout(set = 0, binding = 3) writeonly buffer O { float o[]; };
 layout(set = 0, binding = 4) buffer S { float s[]; };
 
@@ -49,7 +76,11 @@ void main() {
     float qv[D];
     if (MODE != 2) {
         uint base = (row0 + t_load) * pc.q_stride + pc.q_off + head * D;
-        [[unroll]] for (uint d = 0; d < D; d++) qv[d] = q[base + d] * pc.scale;
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
+            vec4 x = load_q(base, d4);
+            [[unroll]] for (uint e = 0; e < 4; e++)
+                if (d4 + e < D) qv[d4 + e] = x[e] * pc.scale;
+        }
     }
     float num[D];
     [[unroll]] for (uint d = 0; d < D; d++) num[d] = 0.0;
@@ -69,9 +100,11 @@ void main() {
         } else {
             [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0;
             uint base = (row0 + key_load) * pc.k_stride + k_col;
-            [[unroll]] for (uint d = 0; d < D; d++) {
-                float kd = k[base + d];
-                [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = fma(qv[d], subgroupShuffle(kd, i), sc[i]);
+            [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
+                vec4 kd = load_k(base, d4);
+                [[unroll]] for (uint e = 0; e < 4; e++)
+                    if (d4 + e < D)
+                        [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = fma(qv[d4 + e], subgroupShuffle(kd[e], i), sc[i]);
             }
             // Future and padding keys score exactly zero.
             [[unroll]] for (uint i = 0; i < SG; i++)
@@ -85,9 +118,11 @@ void main() {
         }
         [[unroll]] for (uint i = 0; i < SG; i++) den += abs(sc[i]);
         uint base = (row0 + key_load) * pc.v_stride + v_col;
-        [[unroll]] for (uint d = 0; d < D; d++) {
-            float vd = v[base + d];
-            [[unroll]] for (uint i = 0; i < SG; i++) num[d] = fma(sc[i], subgroupShuffle(vd, i), num[d]);
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
+            vec4 vd = load_v(base, d4);
+            [[unroll]] for (uint e = 0; e < 4; e++)
+                if (d4 + e < D)
+                    [[unroll]] for (uint i = 0; i < SG; i++) num[d4 + e] = fma(sc[i], subgroupShuffle(vd[e], i), num[d4 + e]);
         }
     }
     if (MODE == 1 || t >= pc.seq) return;

@@ -27,7 +27,8 @@ void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, u
      * shared-memory kernel 689 ms, the shuffle kernel TBD). */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && spk__attention_shuffle_supported(ctx))
-        t->shuffle = true, t->workgroup = 8 * caps->max_subgroup_size <= wg ? 8 * caps->max_subgroup_size : caps->max_subgroup_size;
+        t->shuffle = true, t->texel = caps->texel_buffers,
+        t->workgroup = 8 * caps->max_subgroup_size <= wg ? 8 * caps->max_subgroup_size : caps->max_subgroup_size;
 }
 
 bool spk__attention_shuffle_supported(const spk_context *ctx) {
@@ -59,17 +60,24 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
                          a->seq, a->heads, a->batch);
-    uint32_t spec[5] = {wg, a->head_dim, sg, a->causal ? 1 : 0, mode};
+    /* vec4 fetches where every row of every head starts at a multiple of 4 floats. */
+    const spk__attention_operand *in[3] = {&a->q, &a->k, &a->v};
+    bool vec4 = a->head_dim % 4 == 0, texel = t->texel;
+    for (int i = 0; i < 3; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
+    for (int i = 0; i < 3; i++) texel = texel && in[i]->views && in[i]->views[vec4];
+    uint32_t spec[6] = {wg, a->head_dim, sg, a->causal ? 1 : 0, mode, vec4 ? 4 : 1};
     spk__attention_push push = spk__attention_push_of(a);
     spk__dispatch_desc desc = {
         .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
+        .views = {texel ? a->q.views[vec4] : VK_NULL_HANDLE, texel ? a->k.views[vec4] : VK_NULL_HANDLE,
+                  texel ? a->v.views[vec4] : VK_NULL_HANDLE},
         .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
         .groups = {(uint32_t)groups, a->heads, a->batch},
         .push = &push,
         .push_size = sizeof push,
     };
-    spk_status status = spk__pipeline_get(ctx, &spk__shader_attention_shuffle, spec, 5, SPK__PIPELINE_FULL_SUBGROUPS,
-                                          &desc.pipeline);
+    spk_status status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_shuffle_texel : &spk__shader_attention_shuffle,
+                                          spec, 6, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
 }
@@ -142,9 +150,9 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
     if (q->count == 0) return SPK_OK;
     uint32_t h = (uint32_t)hidden;
     *args = (spk__attention_args){
-        .q = {q->ref, h, 0},
-        .k = {k->ref, h, 0},
-        .v = {v->ref, h, 0},
+        .q = {q->ref, h, 0, q->views},
+        .k = {k->ref, h, 0, k->views},
+        .v = {v->ref, h, 0, v->views},
         .out = {out->ref, h, 0},
         .batch = (uint32_t)q->shape[0],
         .seq = (uint32_t)q->shape[1],

@@ -9,6 +9,7 @@
 typedef struct spk__attention_operand {
     spk__buffer_ref ref;
     uint32_t stride, offset;
+    const VkBufferView *views; /* the tensor's texel views (spk_tensor.views), or NULL */
 } spk__attention_operand;
 
 typedef struct spk__attention_args {
@@ -24,6 +25,7 @@ typedef struct spk__attention_tuning {
     /* attention_shuffle.comp instead: an invocation per query, subgroups walking the keys with
      * shuffles (needs fixed-size subgroups with shuffles) */
     bool shuffle;
+    bool texel; /* the shuffle kernel reads q, k and v through texel views where they have them */
 } spk__attention_tuning;
 
 enum { SPK__ATTENTION_FUSED = 0, SPK__ATTENTION_SCORES = 1, SPK__ATTENTION_PRODUCT = 2 };

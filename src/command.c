@@ -68,6 +68,10 @@ spk_status spk__recording_init(spk_context *ctx, spk__recording *rec, uint32_t p
             return spk__fail_vk(ctx, r, "vkCreateQueryPool");
         }
         rec->timestamp_capacity = query_info.queryCount;
+        if (profile_dispatches) {
+            rec->profiled_shaders = spk__calloc(profile_dispatches, sizeof *rec->profiled_shaders);
+            if (!rec->profiled_shaders) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        }
     }
     return SPK_OK;
 }
@@ -77,6 +81,7 @@ void spk__recording_destroy(spk_context *ctx, spk__recording *rec) {
         ctx->vk.vkDestroyDescriptorPool(ctx->device, rec->descriptor_pools[i], NULL);
     free(rec->descriptor_pools);
     free(rec->accesses);
+    free(rec->profiled_shaders);
     if (rec->timestamps) ctx->vk.vkDestroyQueryPool(ctx->device, rec->timestamps, NULL);
     if (rec->cmd) ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->command_pool, 1, &rec->cmd);
     *rec = (spk__recording){0};
@@ -164,7 +169,7 @@ static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, cons
 /* A descriptor pool of SPK__POOL_SETS sets. */
 static spk_status spk__create_pool(spk_context *ctx, VkDescriptorPoolCreateFlags flags, VkDescriptorPool *pool) {
     VkDescriptorPoolSize sizes[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SPK__POOL_SETS * SPK__MAX_BINDINGS},
-                                     {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, SPK__POOL_SETS * 2}};
+                                     {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, SPK__POOL_SETS * SPK__MAX_TEXEL_INPUTS}};
     VkDescriptorPoolCreateInfo pool_info = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .flags = flags,
@@ -303,16 +308,16 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
 
     VkDescriptorSet set;
     bool fresh = true;
-    bool texel = p->shader->texel_inputs;
-    VkDescriptorSetLayout layout = ctx->set_layouts[texel][n];
-    VkBufferView views[2] = {texel ? d->views[0] : VK_NULL_HANDLE, texel ? d->views[1] : VK_NULL_HANDLE};
-    if (ctx->rec->external) status = spk__find_cached_set(ctx, layout, n, d->bindings, views, &set, &fresh);
-    else status = spk__allocate_set(ctx, layout, &set);
+    uint32_t texel = p->shader->texel_inputs;
+    VkBufferView views[SPK__MAX_TEXEL_INPUTS] = {VK_NULL_HANDLE};
+    memcpy(views, d->views, texel * sizeof *views);
+    if (ctx->rec->external) status = spk__find_cached_set(ctx, p->set_layout, n, d->bindings, views, &set, &fresh);
+    else status = spk__allocate_set(ctx, p->set_layout, &set);
     if (status != SPK_OK) return status;
     VkDescriptorBufferInfo infos[SPK__MAX_BINDINGS];
     VkWriteDescriptorSet write_sets[SPK__MAX_BINDINGS];
     for (uint32_t i = 0; i < n; i++) {
-        bool texel_binding = texel && i < 2;
+        bool texel_binding = i < texel;
         infos[i] = (VkDescriptorBufferInfo){d->bindings[i].buffer, d->bindings[i].offset, d->bindings[i].size};
         write_sets[i] = (VkWriteDescriptorSet){
             .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
@@ -335,8 +340,10 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d) {
     /* Profiling: timestamps once the previous work is done (after any barrier) and once this
      * dispatch is, so that their difference is the kernel alone. */
     bool profile = rec->timestamp_count + 2 <= rec->timestamp_capacity && rec->timestamp_capacity > 2;
-    if (profile)
+    if (profile) {
+        rec->profiled_shaders[(rec->timestamp_count - 2) / 2] = p->shader->name;
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, rec->timestamps, rec->timestamp_count++);
+    }
     ctx->vk.vkCmdDispatch(cmd, d->groups[0], d->groups[1], d->groups[2]);
     if (profile)
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, rec->timestamps, rec->timestamp_count++);
@@ -441,7 +448,8 @@ spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
     return SPK_OK;
 }
 
-uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns, uint32_t max) {
+uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns,
+                                       const char **shaders, uint32_t max) {
     uint32_t timed = rec->timestamp_count > 2 ? (rec->timestamp_count - 2) / 2 : 0;
     if (timed > max) timed = max;
     for (uint32_t i = 0; i < timed; i++) {
@@ -449,6 +457,7 @@ uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *r
         VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, rec->timestamps, 2 + 2 * i, 2, sizeof ts, ts,
                                                    sizeof ts[0], VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
         ns[i] = r == VK_SUCCESS ? spk__timestamp_ns(ctx, ts[0], ts[1]) : 0;
+        if (shaders) shaders[i] = rec->profiled_shaders[i];
     }
     return timed;
 }

@@ -14,6 +14,7 @@
 
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SPK__MAX_BINDINGS 5
+#define SPK__MAX_TEXEL_INPUTS 3
 #define SPK__MAX_SPEC 10
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
@@ -65,10 +66,10 @@ typedef struct spk__shader {
     const uint32_t *code;
     size_t code_size; /* bytes */
     uint32_t binding_count;
-    /* Bindings 0 and 1 are uniform texel buffers, read through the tensors' views: on CPU
-     * drivers a texel fetch is a vectorized gather, many times cheaper than a storage-buffer
-     * load. Every other binding is a storage buffer. */
-    bool texel_inputs;
+    /* The first texel_inputs bindings are uniform texel buffers, read through the tensors' views:
+     * on CPU drivers a texel fetch is a vectorized gather, many times cheaper than a
+     * storage-buffer load. Every other binding is a storage buffer. */
+    uint32_t texel_inputs;
 } spk__shader;
 
 enum {
@@ -81,7 +82,8 @@ typedef struct spk__pipeline {
     uint32_t spec_count;
     uint32_t flags;
     VkPipeline pipeline;
-    VkPipelineLayout layout; /* shared, owned by the context */
+    VkDescriptorSetLayout set_layout; /* shared, owned by the context */
+    VkPipelineLayout layout;
 } spk__pipeline;
 
 /* ---- command.c: one recording, with barrier tracking ------------------------------------ */
@@ -110,6 +112,7 @@ typedef struct spk__recording {
     uint32_t descriptor_pool_count, descriptor_pool_capacity;
     VkQueryPool timestamps; /* [0] start, [1] end, then (before, after) per dispatch if profiling */
     uint32_t timestamp_capacity, timestamp_count;
+    const char **profiled_shaders; /* the shader of each timed dispatch */
     uint32_t dispatch_count;
     /* Recording into an application's command buffer: descriptor sets come from the context's
      * cache and stay valid until a buffer they name is destroyed. */
@@ -121,7 +124,7 @@ typedef struct spk__recording {
 typedef struct spk__cached_set {
     uint32_t binding_count;
     spk__buffer_ref bindings[SPK__MAX_BINDINGS];
-    VkBufferView views[2];
+    VkBufferView views[SPK__MAX_TEXEL_INPUTS];
     VkDescriptorSetLayout layout;
     VkDescriptorPool pool;
     VkDescriptorSet set;
@@ -172,9 +175,9 @@ struct spk_context {
 
     VkPipelineCache pipeline_cache;
     char *pipeline_cache_path;
-    /* By texel_inputs (0, 1) and binding count. */
-    VkDescriptorSetLayout set_layouts[2][SPK__MAX_BINDINGS + 1];
-    VkPipelineLayout pipeline_layouts[2][SPK__MAX_BINDINGS + 1];
+    /* By texel inputs and binding count, made on first use. */
+    VkDescriptorSetLayout set_layouts[SPK__MAX_TEXEL_INPUTS + 1][SPK__MAX_BINDINGS + 1];
+    VkPipelineLayout pipeline_layouts[SPK__MAX_TEXEL_INPUTS + 1][SPK__MAX_BINDINGS + 1];
     spk__pipeline **pipelines;
     uint32_t pipeline_count, pipeline_capacity;
 
@@ -271,7 +274,8 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
 extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
     spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4, spk__shader_fma_peak,
     spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
-    spk__shader_layer_norm_f4, spk__shader_attention, spk__shader_attention_shuffle;
+    spk__shader_layer_norm_f4, spk__shader_attention, spk__shader_attention_shuffle,
+    spk__shader_attention_shuffle_texel;
 
 /* ---- command.c -------------------------------------------------------------------------- */
 
@@ -289,9 +293,11 @@ spk_status spk__recording_end(spk_context *ctx, spk__recording *rec);
 /* Submits an ended recording, waits on the fence (blocking) and reads its timestamps into
  * ctx->last_gpu_time_ns. */
 spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec);
-/* Per-dispatch GPU nanoseconds of the last submission of a profiling recording: fills up to `max`
- * entries and returns how many dispatches were timed. */
-uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns, uint32_t max);
+/* Per-dispatch GPU nanoseconds of the last submission of a profiling recording, and each
+ * dispatch's shader name if `shaders` is not NULL: fills up to `max` entries and returns how many
+ * dispatches were timed. */
+uint32_t spk__recording_dispatch_times(spk_context *ctx, const spk__recording *rec, uint64_t *ns,
+                                       const char **shaders, uint32_t max);
 /* Locks the context and directs recording into an application's command buffer (no submit, no
  * wait, no timestamps); spk__record_app_end unlocks. */
 spk_status spk__record_app_begin(spk_context *ctx, VkCommandBuffer cmd);
@@ -306,7 +312,7 @@ spk_status spk__submit_and_wait(spk_context *ctx);
 typedef struct spk__dispatch_desc {
     const spk__pipeline *pipeline;
     spk__buffer_ref bindings[SPK__MAX_BINDINGS];
-    VkBufferView views[2]; /* bindings 0 and 1 of a shader with texel inputs */
+    VkBufferView views[SPK__MAX_TEXEL_INPUTS]; /* the texel inputs' bindings */
     uint32_t written_mask; /* bit i: binding i is written by the shader */
     const void *push;
     uint32_t push_size;

@@ -452,9 +452,9 @@ static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk
                                  uint32_t seq, spk_tensor *out) {
     uint32_t h = (uint32_t)m->cfg.hidden_size;
     spk__attention_args args = {
-        .q = {qkv->ref, 3 * h, 0},
-        .k = {qkv->ref, 3 * h, h},
-        .v = {qkv->ref, 3 * h, 2 * h},
+        .q = {qkv->ref, 3 * h, 0, qkv->views},
+        .k = {qkv->ref, 3 * h, h, qkv->views},
+        .v = {qkv->ref, 3 * h, 2 * h, qkv->views},
         .out = {out->ref, h, 0},
         .batch = batch,
         .seq = seq,
@@ -674,9 +674,9 @@ spk_status spk_model_record_forward(spk_model *m, VkCommandBuffer cmd, const spk
     return s;
 }
 
-uint32_t spk__model_dispatch_times(spk_model *m, uint64_t *ns, uint32_t max) {
+uint32_t spk__model_dispatch_times(spk_model *m, uint64_t *ns, const char **shaders, uint32_t max) {
     const spk__model_recording *last = NULL;
     for (uint32_t i = 0; i < SPK__MODEL_RECORDINGS; i++)
         if (m->recordings[i].valid && (!last || m->recordings[i].last_use > last->last_use)) last = &m->recordings[i];
-    return last ? spk__recording_dispatch_times(m->ctx, &last->rec, ns, max) : 0;
+    return last ? spk__recording_dispatch_times(m->ctx, &last->rec, ns, shaders, max) : 0;
 }

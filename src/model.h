@@ -56,8 +56,9 @@ struct spk__safetensors;
 spk_status spk__model_config_from_safetensors(const struct spk__safetensors *st, spk_model_config *c, char *error,
                                               size_t error_size);
 
-/* Per-dispatch GPU nanoseconds of the most recent forward (the model must have `profile` set
- * before that shape was first recorded); returns how many were timed. */
-uint32_t spk__model_dispatch_times(spk_model *m, uint64_t *ns, uint32_t max);
+/* Per-dispatch GPU nanoseconds (and shader names, if `shaders` is not NULL) of the most recent
+ * forward (the model must have `profile` set before that shape was first recorded); returns how
+ * many were timed. */
+uint32_t spk__model_dispatch_times(spk_model *m, uint64_t *ns, const char **shaders, uint32_t max);
 
 #endif

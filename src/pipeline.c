@@ -11,7 +11,7 @@
 
 #define SPK__SHADER_WITH(var, bindings, texel_inputs) \
     const spk__shader spk__shader_##var = {#var, spk_spirv_##var, sizeof(spk_spirv_##var), bindings, texel_inputs}
-#define SPK__SHADER(var, bindings) SPK__SHADER_WITH(var, bindings, false)
+#define SPK__SHADER(var, bindings) SPK__SHADER_WITH(var, bindings, 0)
 SPK__SHADER(softpick_rows_f1, 3);
 SPK__SHADER(softpick_rows_f4, 3);
 SPK__SHADER(softpick_cols_f1, 3);
@@ -21,11 +21,12 @@ SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 2);
 SPK__SHADER(matmul, 5);
 SPK__SHADER(matmul_shuffle, 5);
-SPK__SHADER_WITH(matmul_shuffle_texel, 5, true);
+SPK__SHADER_WITH(matmul_shuffle_texel, 5, 2);
 SPK__SHADER(layer_norm_f1, 4);
 SPK__SHADER(layer_norm_f4, 4);
 SPK__SHADER(attention, 5);
 SPK__SHADER(attention_shuffle, 5);
+SPK__SHADER_WITH(attention_shuffle_texel, 5, 3);
 
 /* ---- the pipeline cache file -------------------------------------------------------------
  * Layout: "SPKPCACH" | u64 payload size | u64 FNV-1a hash of the payload | payload, where the
@@ -160,48 +161,49 @@ static void spk__save_pipeline_cache(spk_context *ctx) {
 /* ---- layouts and pipelines ---------------------------------------------------------------- */
 
 spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path) {
-    spk_status status = spk__create_pipeline_cache(ctx, cache_path);
-    if (status != SPK_OK) return status;
-    /* One set layout (and pipeline layout) per binding count, and per whether bindings 0 and 1
-     * are uniform texel buffers: every shader binds 1..N buffers at bindings 0..N-1 and takes
-     * its shapes as push constants. */
-    for (uint32_t texel = 0; texel < 2; texel++)
-        for (uint32_t n = texel ? 2 : 1; n <= SPK__MAX_BINDINGS; n++) {
-            VkDescriptorSetLayoutBinding bindings[SPK__MAX_BINDINGS];
-            for (uint32_t i = 0; i < n; i++)
-                bindings[i] = (VkDescriptorSetLayoutBinding){
-                    .binding = i,
-                    .descriptorType = texel && i < 2 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
-                                                     : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                    .descriptorCount = 1,
-                    .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
-                };
-            VkDescriptorSetLayoutCreateInfo set_info = {
-                .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                .bindingCount = n,
-                .pBindings = bindings,
+    return spk__create_pipeline_cache(ctx, cache_path);
+}
+
+/* The set layout (and pipeline layout) for `n` bindings of which the first `texel` are uniform
+ * texel buffers and the rest storage buffers, made on first use: every shader binds buffers at
+ * bindings 0..n-1 and takes its shapes as push constants. */
+static spk_status spk__layouts_get(spk_context *ctx, uint32_t texel, uint32_t n) {
+    VkDescriptorSetLayout *set_layout = &ctx->set_layouts[texel][n];
+    VkPipelineLayout *layout = &ctx->pipeline_layouts[texel][n];
+    if (*layout) return SPK_OK;
+    if (!*set_layout) {
+        VkDescriptorSetLayoutBinding bindings[SPK__MAX_BINDINGS];
+        for (uint32_t i = 0; i < n; i++)
+            bindings[i] = (VkDescriptorSetLayoutBinding){
+                .binding = i,
+                .descriptorType = i < texel ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                .descriptorCount = 1,
+                .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
             };
-            VkDescriptorSetLayout *set_layout = &ctx->set_layouts[texel][n];
-            VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, set_layout));
-            if (r != VK_SUCCESS) {
-                *set_layout = VK_NULL_HANDLE;
-                return spk__fail_vk(ctx, r, "vkCreateDescriptorSetLayout");
-            }
-            VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, SPK__PUSH_BYTES};
-            VkPipelineLayoutCreateInfo layout_info = {
-                .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-                .setLayoutCount = 1,
-                .pSetLayouts = set_layout,
-                .pushConstantRangeCount = 1,
-                .pPushConstantRanges = &push,
-            };
-            VkPipelineLayout *layout = &ctx->pipeline_layouts[texel][n];
-            r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, layout));
-            if (r != VK_SUCCESS) {
-                *layout = VK_NULL_HANDLE;
-                return spk__fail_vk(ctx, r, "vkCreatePipelineLayout");
-            }
+        VkDescriptorSetLayoutCreateInfo set_info = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+            .bindingCount = n,
+            .pBindings = bindings,
+        };
+        VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, set_layout));
+        if (r != VK_SUCCESS) {
+            *set_layout = VK_NULL_HANDLE;
+            return spk__fail_vk(ctx, r, "vkCreateDescriptorSetLayout");
         }
+    }
+    VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, SPK__PUSH_BYTES};
+    VkPipelineLayoutCreateInfo layout_info = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = set_layout,
+        .pushConstantRangeCount = 1,
+        .pPushConstantRanges = &push,
+    };
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, layout));
+    if (r != VK_SUCCESS) {
+        *layout = VK_NULL_HANDLE;
+        return spk__fail_vk(ctx, r, "vkCreatePipelineLayout");
+    }
     return SPK_OK;
 }
 
@@ -213,7 +215,7 @@ void spk__pipelines_destroy(spk_context *ctx) {
     free(ctx->pipelines);
     ctx->pipelines = NULL;
     ctx->pipeline_count = ctx->pipeline_capacity = 0;
-    for (uint32_t texel = 0; texel < 2; texel++)
+    for (uint32_t texel = 0; texel <= SPK__MAX_TEXEL_INPUTS; texel++)
         for (uint32_t n = 1; n <= SPK__MAX_BINDINGS; n++) {
             VkPipelineLayout *layout = &ctx->pipeline_layouts[texel][n];
             VkDescriptorSetLayout *set_layout = &ctx->set_layouts[texel][n];
@@ -292,8 +294,10 @@ spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const 
     memcpy(p->spec, spec, spec_count * sizeof *spec);
     p->spec_count = spec_count;
     p->flags = flags;
+    spk_status status = spk__layouts_get(ctx, shader->texel_inputs, shader->binding_count);
+    p->set_layout = ctx->set_layouts[shader->texel_inputs][shader->binding_count];
     p->layout = ctx->pipeline_layouts[shader->texel_inputs][shader->binding_count];
-    spk_status status = spk__pipeline_build(ctx, p);
+    if (status == SPK_OK) status = spk__pipeline_build(ctx, p);
     if (status != SPK_OK) {
         free(p);
         return status;

@@ -247,7 +247,8 @@ static void unfused_reference_path(void **state) {
     test_assert_no_validation();
 }
 
-/* The shared-memory tile kernel (the GPU default) on a sample of the grid, here too. */
+/* The shared-memory tile kernel (the GPU default) and the storage-buffer shuffle kernel on a
+ * sample of the grid, here too. */
 static void tile_kernel(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -266,14 +267,22 @@ static void tile_kernel(void **state) {
                 .seq = (uint32_t)cases[i].seq, .heads = (uint32_t)cases[i].heads, .head_dim = (uint32_t)cases[i].dim,
                 .causal = causal,
             };
-            spk__attention_tuning tiles;
-            spk__attention_tuning_defaults(ctx, args.head_dim, args.seq, &tiles);
-            tiles.shuffle = false;
-            unfused_args u = {&args, NULL, &tiles};
-            assert_int_equal(spk__run_sync(ctx, record_fused, &u), SPK_OK);
-            assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * cases[i].seq * h), SPK_OK);
-            double err = data_error(&a, (int)cases[i].heads, causal);
-            if (!(err <= 1e-5)) fail_msg("tiles, case %zu causal %d: error %.3g", i, causal, err);
+            /* The tiles, and the shuffle kernel through storage buffers (these operands have no
+             * texel views: the path wrapped application buffers take). */
+            spk__attention_tuning kernels[2];
+            spk__attention_tuning_defaults(ctx, args.head_dim, args.seq, &kernels[0]);
+            kernels[0].shuffle = false;
+            kernels[1] = kernels[0];
+            kernels[1].shuffle = true;
+            kernels[1].workgroup = ctx->caps.max_subgroup_size;
+            for (int k = 0; k < (spk__attention_shuffle_supported(ctx) ? 2 : 1); k++) {
+                test_poison(a.tout);
+                unfused_args u = {&args, NULL, &kernels[k]};
+                assert_int_equal(spk__run_sync(ctx, record_fused, &u), SPK_OK);
+                assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * cases[i].seq * h), SPK_OK);
+                double err = data_error(&a, (int)cases[i].heads, causal);
+                if (!(err <= 1e-5)) fail_msg("%s, case %zu causal %d: error %.3g", k ? "shuffle" : "tiles", i, causal, err);
+            }
             data_free(&a);
         }
     test_assert_no_validation();

@@ -85,8 +85,8 @@ int bench_attention(spk_context *ctx, int repeats) {
         } else {
             uint32_t h = (uint32_t)hidden;
             attention_run r = {ctx,
-                               {{spk__tensor_ref(q), h, 0}, {spk__tensor_ref(k), h, 0}, {spk__tensor_ref(v), h, 0},
-                                {spk__tensor_ref(o), h, 0}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
+                               {{q->ref, h, 0, q->views}, {k->ref, h, 0, k->views}, {v->ref, h, 0, v->views},
+                                {o->ref, h, 0, NULL}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
                                 (uint32_t)(hidden / heads), true},
                                scores};
             uint64_t fused = median_ns(run_fused, &r, repeats), unfused = median_ns(run_unfused, &r, repeats);
@@ -150,7 +150,12 @@ int bench_model(spk_context *ctx, int repeats) {
         double *wall = calloc((size_t)repeats, sizeof *wall), *gpu = calloc((size_t)repeats, sizeof *gpu);
         double *kernels = calloc((size_t)repeats, sizeof *kernels);
         uint64_t *times = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *times);
-        s = x && y && wall && gpu && kernels && times ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+        const char **shaders = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *shaders);
+        /* Kernel time by shader, summed over the repeats. */
+        enum { MAX_SHADERS = 8 };
+        const char *names[MAX_SHADERS] = {0};
+        double by_shader[MAX_SHADERS] = {0};
+        s = x && y && wall && gpu && kernels && times && shaders ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
         if (s == SPK_OK) fill_random(x, n_in);
         for (int w = 0; w < 3 && s == SPK_OK; w++) s = spk_model_forward(m, x, batch, seq, y);
         for (int r = 0; r < repeats && s == SPK_OK; r++) {
@@ -158,8 +163,14 @@ int bench_model(spk_context *ctx, int repeats) {
             s = spk_model_forward(m, x, batch, seq, y);
             wall[r] = now_ns() - t0;
             gpu[r] = (double)spk_context_last_gpu_time_ns(ctx);
-            uint32_t count = spk__model_dispatch_times(m, times, SPK__MODEL_PROFILE_DISPATCHES);
-            for (uint32_t d = 0; d < count; d++) kernels[r] += (double)times[d];
+            uint32_t count = spk__model_dispatch_times(m, times, shaders, SPK__MODEL_PROFILE_DISPATCHES);
+            for (uint32_t d = 0; d < count; d++) {
+                kernels[r] += (double)times[d];
+                int n = 0;
+                while (n < MAX_SHADERS - 1 && names[n] && strcmp(names[n], shaders[d]) != 0) n++;
+                names[n] = names[n] ? names[n] : shaders[d];
+                by_shader[n] += (double)times[d];
+            }
         }
         if (s != SPK_OK) {
             rc = cli_fail("forward failed: %s", spk_context_last_error(ctx));
@@ -172,8 +183,14 @@ int bench_model(spk_context *ctx, int repeats) {
             printf("%-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%%\n", (long long)batch, lat / 1e6, g / 1e6,
                    k / 1e6, (double)batch * 1e9 / lat, gflops, c.fma_gflops > 0 ? gflops / c.fma_gflops : 0,
                    lat > 0 ? 100.0 * (1.0 - k / lat) : 0);
+            double total = 0;
+            for (int n = 0; n < MAX_SHADERS; n++) total += by_shader[n];
+            printf("       kernel time by shader:");
+            for (int n = 0; n < MAX_SHADERS && names[n]; n++)
+                printf(" %s %.1f%%", names[n], total > 0 ? 100.0 * by_shader[n] / total : 0);
+            printf("\n");
         }
-        free(x), free(y), free(wall), free(gpu), free(kernels), free(times);
+        free(x), free(y), free(wall), free(gpu), free(kernels), free(times), free(shaders);
     }
     printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, seq) / 1e9,
            model_flops(&cfg, 32, seq) / 1e9);

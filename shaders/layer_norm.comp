@@ -30,9 +30,23 @@ layout(constant_id = 4) const uint ROWS = 1;
 #define FIRST(v) (v)
 #endif
 
+// TEXEL 1 reads x, gamma and beta as uniform texel buffers (views of T), which on lavapipe are
+// vectorized gathers where storage-buffer loads loop over the lanes.
+#if TEXEL
+layout(set = 0, binding = 0) uniform samplerBuffer x;
+layout(set = 0, binding = 1) uniform samplerBuffer gamma;
+layout(set = 0, binding = 2) uniform samplerBuffer beta;
+#if VEC == 4
+#define LOAD(buf, i) texelFetch(buf, int(i))
+#else
+#define LOAD(buf, i) texelFetch(buf, int(i)).x
+#endif
+#else
 layout(set = 0, binding = 0) readonly buffer X { T x[]; };
 layout(set = 0, binding = 1) readonly buffer Gamma { T gamma[]; };
 layout(set = 0, binding = 2) readonly buffer Beta { T beta[]; };
+#define LOAD(buf, i) buf[i]
+#endif
 layout(set = 0, binding = 3) writeonly buffer Y { T y[]; };
 
 layout(push_constant) uniform Push {
@@ -55,8 +69,8 @@ void main() {
     if (CACHE > 0) {
         [[unroll]] for (uint k = 0; k < CACHE; k++) {
             uint i = g + k * GROUP;
-            gv[k] = i < pc.n ? gamma[i] : T(0.0);
-            bv[k] = i < pc.n ? beta[i] : T(0.0);
+            gv[k] = i < pc.n ? LOAD(gamma, i) : T(0.0);
+            bv[k] = i < pc.n ? LOAD(beta, i) : T(0.0);
         }
     }
 
@@ -65,17 +79,17 @@ void main() {
         uint n = row < pc.rows ? pc.n : 0; // rows past the end take part in the reductions only
         uint base = row * pc.n;
 
-        float shift = n > 0 ? FIRST(x[base]) : 0.0;
+        float shift = n > 0 ? FIRST(LOAD(x, base)) : 0.0;
         T v[CACHE > 0 ? CACHE : 1]; // x - shift
         float sum = 0.0, comp = 0.0;
         if (CACHE > 0) {
             [[unroll]] for (uint k = 0; k < CACHE; k++) {
                 uint i = g + k * GROUP;
-                v[k] = i < n ? x[base + i] - shift : T(0.0);
+                v[k] = i < n ? LOAD(x, base + i) - shift : T(0.0);
                 sum += SUM(v[k]); // at most CACHE terms here: no compensation needed
             }
         } else {
-            for (uint i = g; i < n; i += GROUP) kahan_add(sum, comp, SUM((x[base + i] - shift)));
+            for (uint i = g; i < n; i += GROUP) kahan_add(sum, comp, SUM((LOAD(x, base + i) - shift)));
         }
         float mean = group_sum(sum) * inv_n; // of the shifted row
 
@@ -87,7 +101,7 @@ void main() {
             }
         } else {
             for (uint i = g; i < n; i += GROUP) {
-                T d = (x[base + i] - shift) - mean;
+                T d = (LOAD(x, base + i) - shift) - mean;
                 kahan_add(sum, comp, SUM((d * d)));
             }
         }
@@ -103,7 +117,7 @@ void main() {
             }
         } else {
             for (uint i = g; i < n; i += GROUP)
-                y[base + i] = ((x[base + i] - shift) - mean) * rstd * gamma[i] + beta[i];
+                y[base + i] = ((LOAD(x, base + i) - shift) - mean) * rstd * LOAD(gamma, i) + LOAD(beta, i);
         }
     }
 }

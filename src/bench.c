@@ -12,12 +12,20 @@ static spk_status spk__timed(spk_context *ctx, spk_status (*record)(spk_context 
 
 typedef struct spk__copy_args {
     const spk_tensor *src, *dst;
+    bool texel;
 } spk__copy_args;
 
 static spk_status spk__record_copy_shader(spk_context *ctx, const void *arg) {
     const spk__copy_args *a = arg;
     uint32_t count = (uint32_t)(a->src->count / 4), workgroup = 256;
-    return spk__dispatch_map(ctx, &spk__shader_copy_f4, &workgroup, 1, a->src->ref, a->dst->ref, count, count);
+    if (!a->texel) return spk__dispatch_map(ctx, &spk__shader_copy_f4, &workgroup, 1, a->src->ref, a->dst->ref, count, count);
+    if (!a->src->views[1]) return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the source has no texel view");
+    spk__dispatch_desc d = {.bindings = {a->src->ref, a->dst->ref}, .views = {a->src->views[1]}, .written_mask = 0x2,
+                            .push = &count, .push_size = sizeof count};
+    spk_status status = spk__grid(ctx, (count + workgroup - 1) / workgroup, d.groups);
+    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_copy_texel_f4, &workgroup, 1, 0, &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
 }
 
 static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
@@ -25,13 +33,14 @@ static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
     return spk__copy(ctx, a->src->ref, a->dst->ref);
 }
 
-spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns) {
-    spk__copy_args a = {src, dst};
+spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, bool texel,
+                                  uint64_t *ns) {
+    spk__copy_args a = {src, dst, texel};
     return spk__timed(ctx, spk__record_copy_shader, &a, ns);
 }
 
 spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns) {
-    spk__copy_args a = {src, dst};
+    spk__copy_args a = {src, dst, false};
     return spk__timed(ctx, spk__record_copy_buffer, &a, ns);
 }
 

@@ -17,6 +17,7 @@ void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tun
         .subgroup_row_max = cpu && fixed_sg ? 4096 : 0,
         .cache_max = cpu ? 32 : 16,
         .rows_max = cpu ? 16 : 1,
+        .texel = cpu && caps->texel_buffers,
     };
 }
 
@@ -51,8 +52,12 @@ static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     while (cache && rows_per_group < t->rows_max && p->rows >= groups_per_wg * 16 * rows_per_group * 2)
         rows_per_group *= 2;
     uint32_t spec[5] = {workgroup, group, subgroup, cache, rows_per_group};
+    /* Texel views of T where x, gamma and beta all have one (wrapped buffers do not). */
+    bool texel = t->texel && p->x->views[vec4] && p->gamma->views[vec4] && p->beta->views[vec4];
     spk__dispatch_desc d = {
         .bindings = {p->x->ref, p->gamma->ref, p->beta->ref, p->y->ref},
+        .views = {texel ? p->x->views[vec4] : VK_NULL_HANDLE, texel ? p->gamma->views[vec4] : VK_NULL_HANDLE,
+                  texel ? p->beta->views[vec4] : VK_NULL_HANDLE},
         .written_mask = 0x8,
     };
     struct {
@@ -64,7 +69,10 @@ static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     uint64_t rows_per_wg = groups_per_wg * rows_per_group;
     spk_status status = spk__grid(ctx, (p->rows + rows_per_wg - 1) / rows_per_wg, d.groups);
     if (status == SPK_OK)
-        status = spk__pipeline_get(ctx, vec4 ? &spk__shader_layer_norm_f4 : &spk__shader_layer_norm_f1, spec, 5,
+        status = spk__pipeline_get(ctx,
+                                   texel ? (vec4 ? &spk__shader_layer_norm_texel_f4 : &spk__shader_layer_norm_texel_f1)
+                                         : (vec4 ? &spk__shader_layer_norm_f4 : &spk__shader_layer_norm_f1),
+                                   spec, 5,
                                    subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;

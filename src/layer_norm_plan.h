@@ -11,6 +11,7 @@ typedef struct spk__layer_norm_tuning {
     uint32_t subgroup_row_max; /* rows up to this many loads get one subgroup each (fixed sizes) */
     uint32_t cache_max;        /* loads an invocation may keep in registers (0: never) */
     uint32_t rows_max;         /* rows one group may normalize with gamma and beta in registers */
+    bool texel;                /* read x, gamma and beta through texel views where they have them */
 } spk__layer_norm_tuning;
 
 void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tuning *t);

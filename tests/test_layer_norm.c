@@ -85,6 +85,19 @@ static void test_row_lengths_workgroup_per_row(void **state) {
     g_tuning = NULL;
 }
 
+/* The device's own shape read through storage buffers (the path wrapped application buffers
+ * take, where the default reads texel views). */
+static void test_row_lengths_storage_buffers(void **state) {
+    (void)state;
+    spk__layer_norm_tuning t;
+    spk__layer_norm_tuning_defaults(test_shared_context(), &t);
+    t.texel = false;
+    g_tuning = &t;
+    row_lengths_on(test_shared_context());
+    test_large_mean(state);
+    g_tuning = NULL;
+}
+
 static void test_row_lengths_shared_memory_path(void **state) {
     (void)state;
     spk_context_desc desc = {.reduction = SPK_REDUCTION_SHARED_MEMORY};
@@ -147,6 +160,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_lengths),
         cmocka_unit_test(test_row_lengths_workgroup_per_row),
+        cmocka_unit_test(test_row_lengths_storage_buffers),
         cmocka_unit_test(test_row_lengths_shared_memory_path),
         cmocka_unit_test(test_large_mean),
         cmocka_unit_test(test_in_place_and_epsilon),

@@ -34,11 +34,12 @@ uint64_t median_ns(bench_fn fn, void *arg, int repeats) {
 typedef struct copy_run {
     spk_context *ctx;
     spk_tensor *src, *dst;
+    bool texel;
 } copy_run;
 
 static spk_status run_copy_shader(void *arg, uint64_t *ns) {
     copy_run *r = arg;
-    return spk__bench_copy_shader(r->ctx, r->src, r->dst, ns);
+    return spk__bench_copy_shader(r->ctx, r->src, r->dst, r->texel, ns);
 }
 static spk_status run_copy_buffer(void *arg, uint64_t *ns) {
     copy_run *r = arg;
@@ -77,7 +78,7 @@ typedef struct bench_case {
 
 static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool variants) {
     int64_t shape[1] = {elements};
-    copy_run copy = {ctx, NULL, NULL};
+    copy_run copy = {ctx, NULL, NULL, false};
     spk_status status = spk_tensor_create(ctx, 1, shape, &copy.src);
     if (status == SPK_OK) status = spk_tensor_create(ctx, 1, shape, &copy.dst);
     float *host = status == SPK_OK ? malloc((size_t)elements * sizeof *host) : NULL;
@@ -186,7 +187,7 @@ static spk_status run_fma(void *arg, uint64_t *ns) {
 
 int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
     int64_t n = 1 << 22, inv = 1 << 18;
-    copy_run copy = {ctx, NULL, NULL};
+    copy_run copy = {ctx, NULL, NULL, false};
     fma_run fma = {ctx, NULL, NULL, 0};
     float *host = malloc((size_t)n * sizeof *host);
     spk_status status = host ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
@@ -204,12 +205,14 @@ int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
         fma.src = copy.src;
         uint64_t bytes = 2 * (uint64_t)n * sizeof(float);
         c->copy_shader = gbps(bytes, median_ns(run_copy_shader, &copy, repeats));
+        copy.texel = true;
+        c->copy_texel = copy.src->views[1] ? gbps(bytes, median_ns(run_copy_shader, &copy, repeats)) : 0;
         c->copy_buffer = gbps(bytes, median_ns(run_copy_buffer, &copy, repeats));
         uint64_t ns = median_ns(run_fma, &fma, repeats);
         c->fma_gflops = ns ? fma.flops / (double)ns : 0;
-        printf("ceilings: vec4 copy shader %.2f GB/s, vkCmdCopyBuffer %.2f GB/s (16 MiB read + written), "
-               "FMA-only shader %.1f GFLOP/s\n\n",
-               c->copy_shader, c->copy_buffer, c->fma_gflops);
+        printf("ceilings: vec4 copy shader %.2f GB/s (reading through a texel view: %.2f GB/s), vkCmdCopyBuffer "
+               "%.2f GB/s (16 MiB read + written), FMA-only shader %.1f GFLOP/s\n\n",
+               c->copy_shader, c->copy_texel, c->copy_buffer, c->fma_gflops);
     }
     spk_tensor_destroy(copy.src), spk_tensor_destroy(copy.dst), spk_tensor_destroy(fma.dst);
     free(host);
@@ -316,7 +319,7 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     static const int64_t shapes[][2] = {{60, 256}, {1920, 256}, {1920, 1024}, {16384, 1024}, {65536, 256}};
-    printf("%-16s %9s %9s %11s\n", "rows x n", "ms", "GB/s", "x copy-sh");
+    printf("%-16s %9s %9s %11s %13s\n", "rows x n", "ms", "GB/s", "x copy-sh", "x texel copy");
     float *host = malloc((size_t)16384 * 1024 * sizeof *host);
     if (!host) return cli_fail("out of host memory");
     fill_random(host, 16384 * 1024);
@@ -339,7 +342,8 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
             double g = gbps(2 * (uint64_t)(rows * n) * sizeof(float), time);
             char name[32];
             snprintf(name, sizeof name, "%lld x %lld", (long long)rows, (long long)n);
-            printf("%-16s %9.3f %9.2f %11.2f\n", name, time / 1e6, g, c.copy_shader > 0 ? g / c.copy_shader : 0);
+            printf("%-16s %9.3f %9.2f %11.2f %13.2f\n", name, time / 1e6, g, c.copy_shader > 0 ? g / c.copy_shader : 0,
+                   c.copy_texel > 0 ? g / c.copy_texel : 0);
         }
         spk_tensor_destroy(r.x), spk_tensor_destroy(r.y), spk_tensor_destroy(r.gamma), spk_tensor_destroy(r.beta);
     }

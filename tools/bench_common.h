@@ -14,7 +14,7 @@ void fill_random(float *data, int64_t n);
 
 /* The ceilings every table prints: copy bandwidths (GB/s, read + written) and the FMA peak. */
 typedef struct ceilings {
-    double copy_shader, copy_buffer, fma_gflops;
+    double copy_shader, copy_texel, copy_buffer, fma_gflops; /* copy_texel: reading a texel view (0: none) */
 } ceilings;
 /* Measures and prints them; returns non-zero (after printing why) on failure. */
 int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);

@@ -18,10 +18,11 @@ void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t) {
 }
 
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) {
-    /* Measured with softpick bench matmul --variants 1 on lavapipe (512^3): shared-memory tiles
-     * 0.6 GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel with scalar B loads
-     * 7 (32 x 32 blocks) to 10.6 (64 x 64), with two vec4 B loads per k (64 x 64) 11.6. GPUs get
-     * the classic shared-memory tiles. */
+    /* Measured with softpick bench matmul --variants 1 on lavapipe: shared-memory tiles 0.6
+     * GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel through storage buffers
+     * 7-9, through texel views 20-50 (blocks of 8-64 rows by 32-64 columns, within the run's
+     * noise of each other; 32 x 32 is never far from the best and keeps the 60-row shapes in
+     * enough workgroups). GPUs get the classic shared-memory tiles. */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
         caps->min_subgroup_size == caps->max_subgroup_size)

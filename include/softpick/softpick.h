@@ -394,7 +394,9 @@ SPK_API spk_status spk_context_create_external(const spk_vulkan_device *dev, spk
 /* A tensor over the application's buffer, from byte `offset` (a multiple of the device's
  * minStorageBufferOffsetAlignment). The buffer must have VK_BUFFER_USAGE_STORAGE_BUFFER_BIT and
  * hold the shape's bytes from `offset` (checked against its memory requirements; Vulkan cannot
- * report the usage, so that is the caller's promise). Destroying the tensor leaves the buffer. */
+ * report the usage, so that is the caller's promise). Destroying the tensor leaves the buffer.
+ * Kernels read a wrapped tensor as a storage buffer; the library's own tensors may also be read
+ * through texel views, which on CPU drivers (lavapipe) is several times faster. */
 SPK_API spk_status spk_tensor_wrap_buffer(spk_context *ctx, VkBuffer buffer, VkDeviceSize offset, int ndim,
                                           const int64_t *shape, spk_tensor **out);
 

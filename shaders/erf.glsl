@@ -5,6 +5,8 @@
 //                    squares fit of erfc(t) exp(t^2) on Chebyshev nodes of [0.7, 3.9], made in
 //                    float64 for this project (relative error about 1e-9);
 //   |x| >= 3.9       +-1, since erfc(3.9) < 3.5e-8.
+// The loops are unrolled (the including shader enables GL_EXT_control_flow_attributes): a
+// coefficient array indexed by a loop counter is a per-lane memory access on CPU drivers.
 const float ERF_TAYLOR[11] = float[](
     1.128379167e+00, -3.761263890e-01, 1.128379167e-01, -2.686617065e-02, 5.223977625e-03,
     -8.548327023e-04, 1.205533298e-04, -1.492565036e-05, 1.646211437e-06, -1.636584469e-07,
@@ -16,13 +18,13 @@ float erf_f32(float x) {
     if (t < 0.7) {
         float s = x * x;
         float r = ERF_TAYLOR[10];
-        for (int i = 9; i >= 0; i--) r = fma(r, s, ERF_TAYLOR[i]);
+        [[unroll]] for (int i = 9; i >= 0; i--) r = fma(r, s, ERF_TAYLOR[i]);
         return x * r;
     }
     if (t >= 3.9) return sign(x);
     float u = (2.0 * t - 4.6) / 3.2;
     float q = ERFC_Q[12];
-    for (int i = 11; i >= 0; i--) q = fma(q, u, ERFC_Q[i]);
+    [[unroll]] for (int i = 11; i >= 0; i--) q = fma(q, u, ERFC_Q[i]);
     return sign(x) * (1.0 - exp(-t * t) * q);
 }
 

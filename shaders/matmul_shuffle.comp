@@ -111,6 +111,12 @@ void main() {
             }
     }
 
+    // The bias of this invocation's columns, loaded once for all rows.
+    vec4 bias_v[CG];
+    [[unroll]] for (uint g = 0; g < CG; g++)
+        [[unroll]] for (uint e = 0; e < 4; e++)
+            bias_v[g][e] = (EPILOGUE & 1u) != 0 ? bias[min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)] : 0.0;
+
     uint c_base = batch * pc.c_batch_stride;
     [[unroll]] for (uint i = 0; i < RB; i++) {
         uint m = row0 + i;
@@ -119,8 +125,7 @@ void main() {
             [[unroll]] for (uint e = 0; e < 4; e++) {
                 uint n = col0 + (g * SG + lane) * 4 + e;
                 if (n >= pc.N) break;
-                float v = acc[i * CG + g][e];
-                if ((EPILOGUE & 1u) != 0) v += bias[n];
+                float v = acc[i * CG + g][e] + bias_v[g][e];
                 if ((EPILOGUE & 2u) != 0) v = gelu(v);
                 uint idx = c_base + m * pc.N + n;
                 if ((EPILOGUE & 4u) != 0) v += residual[idx];

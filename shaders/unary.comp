@@ -1,6 +1,7 @@
 #version 450
 // Elementwise functions: OP 0 is erf (tested on its own), OP 1 the exact GELU.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint OP = 1;
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };

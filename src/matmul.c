@@ -20,13 +20,14 @@ void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t) {
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) {
     /* Measured with softpick bench matmul --variants 1 on lavapipe: shared-memory tiles 0.6
      * GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel through storage buffers
-     * 7-9, through texel views 20-50 (blocks of 8-64 rows by 32-64 columns, within the run's
-     * noise of each other; 32 x 32 is never far from the best and keeps the 60-row shapes in
-     * enough workgroups). GPUs get the classic shared-memory tiles. */
+     * 7-9, through texel views 20-50 (blocks of 8-64 rows by 32-64 columns). 16 rows by 32
+     * columns was the best or within noise of it at 2048^3 and every 1920-row model shape (x FMA
+     * peak 0.60-0.85, against 0.52-0.58 for 32 x 32); larger blocks spill their accumulators.
+     * GPUs get the classic shared-memory tiles. */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
         caps->min_subgroup_size == caps->max_subgroup_size)
-        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 1, .shuffle = true, .row_sets = 4,
+        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 1, .shuffle = true, .row_sets = 2,
                                   .texel = caps->texel_buffers};
     else if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
         *t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};

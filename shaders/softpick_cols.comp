@@ -23,7 +23,19 @@ layout(constant_id = 2) const uint FOLD = 1; // 2: two rows of a 2-wide tensor p
 #define T float
 #endif
 
+// TEXEL 1 reads x as a uniform texel buffer (a view of T): on lavapipe a vectorized gather, where a
+// storage-buffer load is a loop over the lanes.
+#if TEXEL
+layout(set = 0, binding = 0) uniform samplerBuffer x;
+#if VEC == 4
+#define LOAD_X(i) texelFetch(x, int(i))
+#else
+#define LOAD_X(i) texelFetch(x, int(i)).x
+#endif
+#else
 layout(set = 0, binding = 0) readonly buffer X { T x[]; };
+#define LOAD_X(i) x[i]
+#endif
 layout(set = 0, binding = 1) writeonly buffer Y { T y[]; };
 layout(set = 0, binding = 2) buffer Partial { T partial[]; }; // [outer, segments, inner]
 
@@ -70,7 +82,7 @@ void main() {
         sum = partial[partials];
     } else {
         uint j = seg * pc.seg_first;
-        for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) ADD(sum, comp, abs(x[column + j * pc.inner]));
+        for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) ADD(sum, comp, abs(LOAD_X(column + j * pc.inner)));
         if (MODE == 1) {
             partial[partials + seg * pc.inner] = sum;
             return;
@@ -81,5 +93,5 @@ void main() {
 #endif
     ACC denom = 1.0 + sum;
     uint j = seg * pc.seg_first;
-    for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) y[column + j * pc.inner] = x[column + j * pc.inner] / denom;
+    for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) y[column + j * pc.inner] = LOAD_X(column + j * pc.inner) / denom;
 }

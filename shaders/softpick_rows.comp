@@ -26,7 +26,19 @@ layout(constant_id = 4) const uint CACHE = 1;            // MODE 3: loads kept p
 #define ABS_SUM(v) abs(v)
 #endif
 
+// TEXEL 1 reads x as a uniform texel buffer (a view of T): on lavapipe a vectorized gather, where a
+// storage-buffer load is a loop over the lanes.
+#if TEXEL
+layout(set = 0, binding = 0) uniform samplerBuffer x;
+#if VEC == 4
+#define LOAD_X(i) texelFetch(x, int(i))
+#else
+#define LOAD_X(i) texelFetch(x, int(i)).x
+#endif
+#else
 layout(set = 0, binding = 0) readonly buffer X { T x[]; };
+#define LOAD_X(i) x[i]
+#endif
 layout(set = 0, binding = 1) writeonly buffer Y { T y[]; };
 layout(set = 0, binding = 2) buffer Partial { float partial[]; }; // [rows, segments]
 
@@ -58,7 +70,7 @@ void main() {
         float sum = 0.0, comp = 0.0;
         for (uint k = 0; k < CACHE; k++) {
             uint i = begin + g + k * GROUP;
-            v[k] = i < end ? x[base + i] : T(0.0);
+            v[k] = i < end ? LOAD_X(base + i) : T(0.0);
             kahan_add(sum, comp, ABS_SUM(v[k]));
         }
         float denom = 1.0 + group_sum(sum);
@@ -78,7 +90,7 @@ void main() {
         total = group_sum(sum);
     } else {
         float sum = 0.0, comp = 0.0;
-        for (uint i = begin + g; i < end; i += GROUP) kahan_add(sum, comp, ABS_SUM(x[base + i]));
+        for (uint i = begin + g; i < end; i += GROUP) kahan_add(sum, comp, ABS_SUM(LOAD_X(base + i)));
         total = group_sum(sum);
         if (MODE == 1) {
             if (valid && g == 0) partial[row * pc.segments + seg] = total;
@@ -86,5 +98,5 @@ void main() {
         }
     }
     float denom = 1.0 + total;
-    for (uint i = begin + g; i < end; i += GROUP) y[base + i] = x[base + i] / denom;
+    for (uint i = begin + g; i < end; i += GROUP) y[base + i] = LOAD_X(base + i) / denom;
 }

@@ -154,7 +154,7 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
         .q = {q->ref, h, 0, q->views},
         .k = {k->ref, h, 0, k->views},
         .v = {v->ref, h, 0, v->views},
-        .out = {out->ref, h, 0},
+        .out = {out->ref, h, 0, NULL},
         .batch = (uint32_t)q->shape[0],
         .seq = (uint32_t)q->shape[1],
         .heads = (uint32_t)num_heads,

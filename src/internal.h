@@ -272,7 +272,9 @@ void spk__pipelines_destroy(spk_context *ctx);
 spk_status spk__pipeline_get(spk_context *ctx, const spk__shader *shader, const uint32_t *spec,
                              uint32_t spec_count, uint32_t flags, const spk__pipeline **out);
 extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows_f4,
-    spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
+    spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4,
+    spk__shader_softpick_rows_texel_f1, spk__shader_softpick_rows_texel_f4, spk__shader_softpick_cols_texel_f1,
+    spk__shader_softpick_cols_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
     spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
     spk__shader_attention_shuffle_texel;

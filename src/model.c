@@ -455,7 +455,7 @@ static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk
         .q = {qkv->ref, 3 * h, 0, qkv->views},
         .k = {qkv->ref, 3 * h, h, qkv->views},
         .v = {qkv->ref, 3 * h, 2 * h, qkv->views},
-        .out = {out->ref, h, 0},
+        .out = {out->ref, h, 0, NULL},
         .batch = batch,
         .seq = seq,
         .heads = (uint32_t)m->cfg.num_heads,

@@ -31,6 +31,7 @@ void spk__softpick_plan_defaults(const spk_context *ctx, spk__softpick_tuning *t
     t->subgroup_row_max = cpu ? UINT32_MAX : 1024;
     t->cache_max = cpu ? 32 : 8;
     t->interleave_columns = !cpu;
+    t->texel = cpu && caps->texel_buffers;
 }
 
 /* Segments for `busy` invocations over `len` loads each, so that about `target` run. */
@@ -145,8 +146,10 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
     }
     const spk__shader *shader;
     uint32_t push[7] = {0}, spec[5], spec_count, mode_index, flags = 0;
+    VkBufferView view = tuning->texel ? x->views[plan.vec == 4] : VK_NULL_HANDLE;
     if (!plan.strided) {
-        shader = plan.vec == 4 ? &spk__shader_softpick_rows_f4 : &spk__shader_softpick_rows_f1;
+        shader = view ? (plan.vec == 4 ? &spk__shader_softpick_rows_texel_f4 : &spk__shader_softpick_rows_texel_f1)
+                      : (plan.vec == 4 ? &spk__shader_softpick_rows_f4 : &spk__shader_softpick_rows_f1);
         push[0] = (uint32_t)plan.len;
         push[1] = (uint32_t)outer;
         push[2] = plan.segments;
@@ -159,7 +162,8 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
         spec_count = 5;
         if (plan.use_subgroup) flags |= SPK__PIPELINE_FULL_SUBGROUPS;
     } else {
-        shader = plan.vec == 4 ? &spk__shader_softpick_cols_f4 : &spk__shader_softpick_cols_f1;
+        shader = view ? (plan.vec == 4 ? &spk__shader_softpick_cols_texel_f4 : &spk__shader_softpick_cols_texel_f1)
+                      : (plan.vec == 4 ? &spk__shader_softpick_cols_f4 : &spk__shader_softpick_cols_f1);
         push[0] = (uint32_t)outer;
         push[1] = (uint32_t)plan.len;
         push[2] = (uint32_t)plan.columns;
@@ -175,6 +179,7 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
 
     spk__dispatch_desc d = {
         .bindings = {x->ref, y->ref, {scratch->block->buffer, scratch->offset, partial_bytes}},
+        .views = {view},
         .push = push,
         .push_size = sizeof push,
     };

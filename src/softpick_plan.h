@@ -16,6 +16,7 @@ typedef struct spk__softpick_tuning {
     uint32_t cache_max;          /* loads an invocation may keep in registers (0: never) */
     bool interleave_columns;     /* column segments interleave rows (else contiguous blocks) */
     uint32_t force_group;        /* nonzero: invocations per row, overriding the above */
+    bool texel;                  /* read x through its texel view where it has one */
 } spk__softpick_tuning;
 
 typedef struct spk__softpick_plan_t {

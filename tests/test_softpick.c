@@ -95,7 +95,8 @@ static void test_rows_of_2_pow_20(void **state) {
 
 /* Every kernel variant the planner can choose, on each reduction path: invocations per row
  * (1, a subgroup, a workgroup), registers or re-reads, segmented rows and columns, blocked and
- * interleaved column segments, scalar and vec4 loads, folded 2-wide columns. */
+ * interleaved column segments, scalar and vec4 loads, folded 2-wide columns, x read through its
+ * texel view or as a storage buffer. */
 static void run_variants(spk_context *ctx) {
     spk__softpick_tuning base;
     spk__softpick_plan_defaults(ctx, &base);
@@ -109,15 +110,17 @@ static void run_variants(spk_context *ctx) {
                 spk__softpick_tuning t = base;
                 t.force_group = groups[g];
                 t.cache_max = cache ? 64 : 0;
+                t.texel = base.texel && (g + cache) % 2 == 0; /* texel views and storage buffers */
                 t.target_invocations = l % 2 ? 1 << 20 : 64; /* segment some rows */
                 t.min_row_segment = 256;
                 int64_t shape[2] = {3, lengths[l]};
                 check(ctx, &t, x, 2, shape, -1, 1e-5);
             }
         }
-        for (int interleave = 0; interleave < 2; interleave++) {
+        for (int variant = 0; variant < 4; variant++) {
             spk__softpick_tuning t = base;
-            t.interleave_columns = interleave;
+            t.interleave_columns = variant & 1;
+            t.texel = base.texel && variant < 2;
             t.target_invocations = 1 << 16;
             t.min_column_segment = 16;
             int64_t two[2] = {lengths[l] * 3 / 2 * 2 / 2, 2}; /* even and odd row counts */

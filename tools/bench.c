@@ -101,12 +101,16 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
         return cli_fail("bench setup failed: %s", spk_context_last_error(ctx));
     }
     uint64_t bytes = 2 * (uint64_t)elements * sizeof(float); /* read once + written once */
-    uint64_t copy_shader_ns = median_ns(run_copy_shader, &copy, repeats);
-    uint64_t copy_buffer_ns = median_ns(run_copy_buffer, &copy, repeats);
+    uint64_t copy_shader_ns = best_ns(run_copy_shader, &copy, repeats);
+    copy.texel = true;
+    uint64_t copy_texel_ns = copy.src->views[1] ? best_ns(run_copy_shader, &copy, repeats) : 0;
+    uint64_t copy_buffer_ns = best_ns(run_copy_buffer, &copy, repeats);
     double copy_shader = gbps(bytes, copy_shader_ns), copy_buffer = gbps(bytes, copy_buffer_ns);
-    printf("ceilings over %lld floats (%.0f MiB read + written):\n", (long long)elements,
-           (double)bytes / 2 / (1 << 20));
+    double copy_texel = gbps(bytes, copy_texel_ns);
+    printf("ceilings over %lld floats (%.0f MiB read + written), best of %d runs:\n", (long long)elements,
+           (double)bytes / 2 / (1 << 20), repeats < 5 ? 5 : repeats);
     printf("  vec4 copy shader   %8.3f ms  %7.2f GB/s\n", copy_shader_ns / 1e6, copy_shader);
+    printf("  same, texel reads  %8.3f ms  %7.2f GB/s\n", copy_texel_ns / 1e6, copy_texel);
     printf("  vkCmdCopyBuffer    %8.3f ms  %7.2f GB/s\n\n", copy_buffer_ns / 1e6, copy_buffer);
     spk_tensor_destroy(copy.src);
     spk_tensor_destroy(copy.dst);
@@ -118,8 +122,8 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
         {"[N, 2], axis 0", {elements / 2, 2}, 0},
         {"[N, 60], axis 0", {rows60, 60}, 0},
     };
-    printf("%-26s %-18s %9s %9s %11s %11s  %s\n", "case", "shape", "ms", "GB/s", "x copy-sh", "x copy-buf",
-           "variant");
+    printf("%-26s %-18s %9s %9s %11s %11s %11s  %s\n", "case", "shape", "ms", "GB/s", "x copy-sh", "x texel-cp",
+           "x copy-buf", "variant");
     int rc = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0] && rc == 0; c++) {
         const bench_case *bc = &cases[c];
@@ -169,9 +173,9 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
                 run.tuning = &tunings[v];
                 uint64_t ns = median_ns(run_softpick, &run, repeats);
                 double g = gbps(case_bytes, ns);
-                printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f  %s\n", v == 0 ? bc->name : "", v == 0 ? shape_text : "",
-                       ns / 1e6, g, copy_shader > 0 ? g / copy_shader : 0, copy_buffer > 0 ? g / copy_buffer : 0,
-                       labels[v]);
+                printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f %11.2f  %s\n", v == 0 ? bc->name : "",
+                       v == 0 ? shape_text : "", ns / 1e6, g, copy_shader > 0 ? g / copy_shader : 0,
+                       copy_texel > 0 ? g / copy_texel : 0, copy_buffer > 0 ? g / copy_buffer : 0, labels[v]);
             }
         }
         spk_tensor_destroy(run.x);

@@ -18,14 +18,9 @@ typedef struct spk__copy_args {
 static spk_status spk__record_copy_shader(spk_context *ctx, const void *arg) {
     const spk__copy_args *a = arg;
     uint32_t count = (uint32_t)(a->src->count / 4), workgroup = 256;
-    if (!a->texel) return spk__dispatch_map(ctx, &spk__shader_copy_f4, &workgroup, 1, a->src->ref, a->dst->ref, count, count);
-    if (!a->src->views[1]) return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the source has no texel view");
-    spk__dispatch_desc d = {.bindings = {a->src->ref, a->dst->ref}, .views = {a->src->views[1]}, .written_mask = 0x2,
-                            .push = &count, .push_size = sizeof count};
-    spk_status status = spk__grid(ctx, (count + workgroup - 1) / workgroup, d.groups);
-    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_copy_texel_f4, &workgroup, 1, 0, &d.pipeline);
-    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
-    return status;
+    if (a->texel && !a->src->views[1]) return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the source has no texel view");
+    return spk__dispatch_map(ctx, a->texel ? &spk__shader_copy_texel_f4 : &spk__shader_copy_f4, &workgroup, 1,
+                             a->src->ref, a->src->views[1], a->dst->ref, count, count);
 }
 
 static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
@@ -52,8 +47,8 @@ typedef struct spk__fma_args {
 static spk_status spk__record_fma_peak(spk_context *ctx, const void *arg) {
     const spk__fma_args *a = arg;
     uint32_t spec[2] = {64, a->iterations};
-    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 2, a->src->ref, a->dst->ref, (uint64_t)a->dst->count,
-                             (uint32_t)a->src->count);
+    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 2, a->src->ref, VK_NULL_HANDLE, a->dst->ref,
+                             (uint64_t)a->dst->count, (uint32_t)a->src->count);
 }
 
 spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint32_t iterations,

@@ -478,8 +478,10 @@ spk_status spk__run_sync(spk_context *ctx, spk_status (*record)(spk_context *, c
 }
 
 spk_status spk__dispatch_map(spk_context *ctx, const spk__shader *shader, const uint32_t *spec, uint32_t spec_count,
-                             spk__buffer_ref src, spk__buffer_ref dst, uint64_t invocations, uint32_t count) {
-    spk__dispatch_desc d = {.bindings = {src, dst}, .written_mask = 0x2, .push = &count, .push_size = sizeof count};
+                             spk__buffer_ref src, VkBufferView src_view, spk__buffer_ref dst, uint64_t invocations,
+                             uint32_t count) {
+    spk__dispatch_desc d = {.bindings = {src, dst}, .views = {src_view}, .written_mask = 0x2, .push = &count,
+                            .push_size = sizeof count};
     spk_status status = spk__grid(ctx, (invocations + spec[0] - 1) / spec[0], d.groups);
     if (status == SPK_OK) status = spk__pipeline_get(ctx, shader, spec, spec_count, 0, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);

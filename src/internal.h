@@ -324,9 +324,11 @@ typedef struct spk__dispatch_desc {
 /* Records a dispatch, preceded by whatever barrier its bindings need against earlier work. */
 spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d);
 /* Records a dispatch of a two-binding shader (binding 0 read, binding 1 written) over at least
- * `invocations` invocations, spec[0] being its workgroup size and `count` its one push constant. */
+ * `invocations` invocations, spec[0] being its workgroup size and `count` its one push constant.
+ * `src_view` is src's texel view for a shader with a texel input (else ignored). */
 spk_status spk__dispatch_map(spk_context *ctx, const spk__shader *shader, const uint32_t *spec, uint32_t spec_count,
-                             spk__buffer_ref src, spk__buffer_ref dst, uint64_t invocations, uint32_t count);
+                             spk__buffer_ref src, VkBufferView src_view, spk__buffer_ref dst, uint64_t invocations,
+                             uint32_t count);
 /* Records vkCmdCopyBuffer, with the same barrier tracking. */
 spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst);
 /* Records one vkCmdCopyBuffer of several regions (absolute offsets) lying within src and dst. */

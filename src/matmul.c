@@ -212,7 +212,7 @@ typedef struct spk__unary_args {
 static spk_status spk__record_unary(spk_context *ctx, const void *arg) {
     const spk__unary_args *u = arg;
     uint32_t spec[2] = {64, u->op}, count = (uint32_t)u->x->count;
-    return spk__dispatch_map(ctx, &spk__shader_unary, spec, 2, u->x->ref, u->y->ref, count, count);
+    return spk__dispatch_map(ctx, &spk__shader_unary, spec, 2, u->x->ref, VK_NULL_HANDLE, u->y->ref, count, count);
 }
 
 spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, spk_tensor *y) {

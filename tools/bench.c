@@ -53,6 +53,16 @@ static spk_status run_copy_buffer(void *arg, uint64_t *ns) {
     return spk__bench_copy_buffer(r->ctx, r->src, r->dst, ns);
 }
 
+/* The copy ceilings over copy->src (best of their runs, in ns): the vec4 copy shader, the same
+ * reading a texel view (0 where src has none), vkCmdCopyBuffer. */
+static void time_copies(copy_run *copy, int repeats, uint64_t *shader_ns, uint64_t *texel_ns, uint64_t *buffer_ns) {
+    copy->texel = false;
+    *shader_ns = best_ns(run_copy_shader, copy, repeats);
+    copy->texel = true;
+    *texel_ns = copy->src->views[1] ? best_ns(run_copy_shader, copy, repeats) : 0;
+    *buffer_ns = best_ns(run_copy_buffer, copy, repeats);
+}
+
 typedef struct softpick_run {
     spk_context *ctx;
     spk_tensor *x, *y;
@@ -101,10 +111,8 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
         return cli_fail("bench setup failed: %s", spk_context_last_error(ctx));
     }
     uint64_t bytes = 2 * (uint64_t)elements * sizeof(float); /* read once + written once */
-    uint64_t copy_shader_ns = best_ns(run_copy_shader, &copy, repeats);
-    copy.texel = true;
-    uint64_t copy_texel_ns = copy.src->views[1] ? best_ns(run_copy_shader, &copy, repeats) : 0;
-    uint64_t copy_buffer_ns = best_ns(run_copy_buffer, &copy, repeats);
+    uint64_t copy_shader_ns, copy_texel_ns, copy_buffer_ns;
+    time_copies(&copy, repeats, &copy_shader_ns, &copy_texel_ns, &copy_buffer_ns);
     double copy_shader = gbps(bytes, copy_shader_ns), copy_buffer = gbps(bytes, copy_buffer_ns);
     double copy_texel = gbps(bytes, copy_texel_ns);
     printf("ceilings over %lld floats (%.0f MiB read + written), best of %d runs:\n", (long long)elements,
@@ -215,10 +223,11 @@ int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
     } else {
         fma.src = copy.src;
         uint64_t bytes = 2 * (uint64_t)n * sizeof(float);
-        c->copy_shader = gbps(bytes, best_ns(run_copy_shader, &copy, repeats));
-        copy.texel = true;
-        c->copy_texel = copy.src->views[1] ? gbps(bytes, best_ns(run_copy_shader, &copy, repeats)) : 0;
-        c->copy_buffer = gbps(bytes, best_ns(run_copy_buffer, &copy, repeats));
+        uint64_t shader_ns, texel_ns, buffer_ns;
+        time_copies(&copy, repeats, &shader_ns, &texel_ns, &buffer_ns);
+        c->copy_shader = gbps(bytes, shader_ns);
+        c->copy_texel = gbps(bytes, texel_ns);
+        c->copy_buffer = gbps(bytes, buffer_ns);
         uint64_t ns = best_ns(run_fma, &fma, repeats);
         c->fma_gflops = ns ? fma.flops / (double)ns : 0;
         printf("ceilings (best of %d runs): vec4 copy shader %.2f GB/s (reading through a texel view: %.2f GB/s), "

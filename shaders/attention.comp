@@ -84,7 +84,7 @@ void main() {
             for (uint i = tid; i < BQ * BK; i += WG) {
                 uint qi = i / BK, kj = i % BK;
                 float dot = 0.0;
-                [[unroll]] for (uint d = 0; d < D; d++) dot = fma(qs[qi * D + d], ks[kj * KD + d], dot);
+                for (uint d = 0; d < D; d++) dot = fma(qs[qi * D + d], ks[kj * KD + d], dot);
                 // Future (and padding) keys score exactly zero.
                 uint t = q0 + qi, key = kb + kj;
                 if ((CAUSAL != 0 && key > t) || key >= pc.seq) dot = 0.0;
@@ -101,15 +101,16 @@ void main() {
         if (MODE == 0) barrier();
 
         if (MODE == 0 && tid < BQ)
-            [[unroll]] for (uint kj = 0; kj < BK; kj++) den += abs(ss[tid * BK + kj]);
-        [[unroll]] for (uint j = 0; j < ACC; j++) {
-            uint i = tid + j * WG;
-            if (ACC * WG > BQ * D && i >= BQ * D) break;
-            uint qi = i / D, d = i % D;
-            float acc = num[j];
-            [[unroll]] for (uint kj = 0; kj < BK; kj++) acc = fma(ss[qi * BK + kj], vs[kj * D + d], acc);
-            num[j] = acc;
-        }
+            for (uint kj = 0; kj < BK; kj++) den += abs(ss[tid * BK + kj]);
+        // Only the loop over this invocation's outputs is unrolled (num[] stays in registers);
+        // unrolling the key loop too multiplied compile time (LLVM on CPU drivers: minutes per
+        // variant) for no measured gain.
+        for (uint kj = 0; kj < BK; kj++)
+            [[unroll]] for (uint j = 0; j < ACC; j++) {
+                uint i = tid + j * WG;
+                if (ACC * WG > BQ * D && i >= BQ * D) break;
+                num[j] = fma(ss[(i / D) * BK + kj], vs[kj * D + i % D], num[j]);
+            }
         barrier(); // the next block overwrites ks, vs and ss
     }
     if (MODE == 1) return;

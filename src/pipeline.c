@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shaders_all.h"
 
@@ -168,6 +169,8 @@ static void spk__save_pipeline_cache(spk_context *ctx) {
 /* ---- layouts and pipelines ---------------------------------------------------------------- */
 
 spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path) {
+    const char *log = getenv("SOFTPICK_LOG_PIPELINES");
+    ctx->log_pipelines = log && *log && strcmp(log, "0") != 0;
     return spk__create_pipeline_cache(ctx, cache_path);
 }
 
@@ -269,8 +272,19 @@ static spk_status spk__pipeline_build(spk_context *ctx, spk__pipeline *p) {
             },
         .layout = p->layout,
     };
+    struct timespec t0, t1;
+    timespec_get(&t0, TIME_UTC);
     r = SPK__VK(VK_ERROR_OUT_OF_HOST_MEMORY, ctx->vk.vkCreateComputePipelines(ctx->device, ctx->pipeline_cache, 1, &info, NULL, &p->pipeline));
+    timespec_get(&t1, TIME_UTC);
     ctx->vk.vkDestroyShaderModule(ctx->device, module, NULL);
+    uint64_t ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
+    ctx->pipeline_build_ns += ns;
+    if (ctx->log_pipelines) {
+        char spec_text[SPK__MAX_SPEC * 11 + 1] = "", *at = spec_text;
+        for (uint32_t i = 0; i < p->spec_count; i++) at += sprintf(at, " %u", p->spec[i]);
+        spk__log(ctx->log, ctx->log_user_data, SPK_LOG_INFO, "pipeline %s [%s ] built in %.1f ms",
+                 p->shader->name, spec_text, (double)ns / 1e6);
+    }
     if (r != VK_SUCCESS) {
         p->pipeline = VK_NULL_HANDLE;
         return spk__fail_vk(ctx, r, "vkCreateComputePipelines");

@@ -100,8 +100,8 @@ void spk__log(spk_log_fn log, void *user, spk_log_level level, const char *fmt, 
     va_end(ap);
     if (log) {
         log(level, message, user);
-    } else if (level <= SPK_LOG_WARNING) {
-        fprintf(stderr, "softpick: %s: %s\n", level == SPK_LOG_ERROR ? "error" : "warning",
-                message);
+    } else {
+        fprintf(stderr, "softpick: %s: %s\n",
+                level == SPK_LOG_ERROR ? "error" : level == SPK_LOG_WARNING ? "warning" : "info", message);
     }
 }

@@ -15,6 +15,8 @@ void test_log_callback(spk_log_level level, const char *message, void *user) {
         fprintf(stderr, "VALIDATION: %s\n", message);
     } else if (level <= SPK_LOG_WARNING) {
         g_log.warnings++;
+    } else {
+        fprintf(stderr, "info: %s\n", message);
     }
     snprintf(g_log.last, sizeof g_log.last, "%s", message);
 }
@@ -165,4 +167,11 @@ const char *test_data_path(const char *relative) {
     static char path[512];
     snprintf(path, sizeof path, "%s/%s", SOFTPICK_TEST_DATA, relative);
     return path;
+}
+
+/* SOFTPICK_TEST_FILTER=pattern runs only the matching tests of a program (cmocka's filter, '*'
+ * and '?' wildcards): for timing or debugging one test. */
+__attribute__((constructor)) static void test_filter_from_env(void) {
+    const char *filter = getenv("SOFTPICK_TEST_FILTER");
+    if (filter && *filter) cmocka_set_test_filter(filter);
 }

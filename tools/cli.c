@@ -67,8 +67,8 @@ bool cli_int(const char *text, long min, long max, const char *what, long *out) 
 
 static void cli_log(spk_log_level level, const char *message, void *user) {
     (void)user;
-    if (level <= SPK_LOG_WARNING)
-        fprintf(stderr, "softpick: %s: %s\n", level == SPK_LOG_ERROR ? "error" : "warning", message);
+    fprintf(stderr, "softpick: %s: %s\n",
+            level == SPK_LOG_ERROR ? "error" : level == SPK_LOG_WARNING ? "warning" : "info", message);
 }
 
 spk_context *cli_context(const cli_args *args, const char *pipeline_cache) {

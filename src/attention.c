@@ -9,27 +9,42 @@ static uint64_t spk__attention_shared_floats(uint32_t d, uint32_t bq, uint32_t b
     return (uint64_t)bq * d + (uint64_t)bk * (d + 1) + (uint64_t)bk * d + (uint64_t)bq * bk + bq;
 }
 
-void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, uint32_t seq,
-                                    spk__attention_tuning *t) {
+void spk__attention_tuning_tiles(const spk_context *ctx, uint32_t head_dim, uint32_t seq, spk__attention_tuning *t) {
     /* 32 x 32 blocks where shared memory allows (16 KiB is all Vulkan guarantees: head_dim 256
-     * gets 4 x 4), no larger than the sequence needs. */
+     * gets 4 x 4), no larger than the sequence needs, nor than the workgroup (an invocation per
+     * query sums its row's |s|). */
     const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
-    uint32_t block = 32, seq_pow2 = spk__pow2_at_least(seq ? seq : 1);
+    uint32_t wg = 64;
+    while (wg > l->maxComputeWorkGroupInvocations || wg > l->maxComputeWorkGroupSize[0]) wg /= 2;
+    uint32_t block = 32 < wg ? 32 : wg, seq_pow2 = spk__pow2_at_least(seq ? seq : 1);
     while (block > seq_pow2 && block > 1) block /= 2;
     while (block > 1 && spk__attention_shared_floats(head_dim, block, block) * sizeof(float) >
                             l->maxComputeSharedMemorySize)
         block /= 2;
-    uint32_t wg = 64;
-    while (wg > l->maxComputeWorkGroupInvocations || wg > l->maxComputeWorkGroupSize[0]) wg /= 2;
     *t = (spk__attention_tuning){.workgroup = wg, .queries = block, .keys = block};
+}
+
+void spk__attention_tuning_shuffle(const spk_context *ctx, bool texel, spk__attention_tuning *t) {
+    /* 64 queries per workgroup (one subgroup where subgroups are wider), within the limits. */
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    uint32_t sg = ctx->caps.max_subgroup_size, max = l->maxComputeWorkGroupInvocations;
+    if (max > l->maxComputeWorkGroupSize[0]) max = l->maxComputeWorkGroupSize[0];
+    uint32_t wg = sg >= 64 ? sg : 64;
+    while (wg > sg && wg > max) wg /= 2;
+    *t = (spk__attention_tuning){.workgroup = wg, .shuffle = true, .texel = texel && ctx->caps.texel_buffers};
+}
+
+void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, uint32_t seq,
+                                    spk__attention_tuning *t) {
     /* CPU drivers: shared memory is ordinary memory and every lane's access a gather, while
      * shuffles are register moves (softpick bench attention, lavapipe, batch 32 x seq 60: the
      * shared-memory kernel 689 ms, the shuffle kernel 26 ms through storage buffers, 9 ms
-     * through texel views). */
+     * through texel views). GPUs: the shared-memory tiles. */
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && spk__attention_shuffle_supported(ctx))
-        t->shuffle = true, t->texel = caps->texel_buffers,
-        t->workgroup = 8 * caps->max_subgroup_size <= wg ? 8 * caps->max_subgroup_size : caps->max_subgroup_size;
+        spk__attention_tuning_shuffle(ctx, true, t);
+    else
+        spk__attention_tuning_tiles(ctx, head_dim, seq, t);
 }
 
 bool spk__attention_shuffle_supported(const spk_context *ctx) {

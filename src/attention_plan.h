@@ -32,8 +32,13 @@ enum { SPK__ATTENTION_FUSED = 0, SPK__ATTENTION_SCORES = 1, SPK__ATTENTION_PRODU
 
 /* Whether the device can run the shuffle kernel. */
 bool spk__attention_shuffle_supported(const spk_context *ctx);
+/* The tuning this device uses, and each kernel's own tuning for this device (a variant's tuning
+ * is derived for that variant at the device's subgroup size, never copied from another). */
 void spk__attention_tuning_defaults(const spk_context *ctx, uint32_t head_dim, uint32_t seq,
                                     spk__attention_tuning *t);
+void spk__attention_tuning_tiles(const spk_context *ctx, uint32_t head_dim, uint32_t seq, spk__attention_tuning *t);
+/* The shuffle kernel's (check spk__attention_shuffle_supported); `texel`: through texel views. */
+void spk__attention_tuning_shuffle(const spk_context *ctx, bool texel, spk__attention_tuning *t);
 /* Records attention into the current recording. `mode` SCORES writes the scores to `scores`
  * ([batch, heads, seq, seq]); PRODUCT reads softpick'ed scores from it; FUSED ignores it. */
 spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,

@@ -1,5 +1,5 @@
-/* The bandwidth ceilings for the benchmarks (tools/bench.c): a vec4 copy shader and
- * vkCmdCopyBuffer, each timed on the GPU with the context's timestamp queries. Internal: the
+/* The ceilings for the benchmarks (tools/bench.c): copy shaders, vkCmdCopyBuffer and an FMA-only
+ * shader, each timed on the GPU with the context's timestamp queries. Internal: the
  * public API has no benchmarking surface. */
 #include "bench.h"
 
@@ -12,15 +12,25 @@ static spk_status spk__timed(spk_context *ctx, spk_status (*record)(spk_context 
 
 typedef struct spk__copy_args {
     const spk_tensor *src, *dst;
-    bool texel;
+    spk__copy_variant variant;
 } spk__copy_args;
 
 static spk_status spk__record_copy_shader(spk_context *ctx, const void *arg) {
     const spk__copy_args *a = arg;
-    uint32_t count = (uint32_t)(a->src->count / 4), workgroup = 256;
-    if (a->texel && !a->src->views[1]) return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the source has no texel view");
-    return spk__dispatch_map(ctx, a->texel ? &spk__shader_copy_texel_f4 : &spk__shader_copy_f4, &workgroup, 1,
-                             a->src->ref, a->src->views[1], a->dst->ref, count, count);
+    const spk__copy_variant *v = &a->variant;
+    uint32_t count = (uint32_t)(a->src->count / 4), per_group = v->workgroup * v->per_invocation;
+    uint32_t spec[3] = {v->workgroup, v->per_invocation, v->checked};
+    if (v->texel && !a->src->views[1]) return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the source has no texel view");
+    spk__dispatch_desc d = {.bindings = {a->src->ref, a->dst->ref}, .views = {a->src->views[1]}, .written_mask = 0x2,
+                            .push = &count, .push_size = sizeof count};
+    spk_status status = spk__grid(ctx, (count + per_group - 1) / per_group, d.groups);
+    if (status == SPK_OK && !v->checked && (uint64_t)d.groups[0] * d.groups[1] * per_group != count)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "an unchecked copy needs a grid that covers it exactly");
+    if (status == SPK_OK)
+        status = spk__pipeline_get(ctx, v->texel ? &spk__shader_copy_texel_f4 : &spk__shader_copy_f4, spec, 3, 0,
+                                   &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
 }
 
 static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
@@ -28,32 +38,33 @@ static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {
     return spk__copy(ctx, a->src->ref, a->dst->ref);
 }
 
-spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, bool texel,
-                                  uint64_t *ns) {
-    spk__copy_args a = {src, dst, texel};
+spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst,
+                                  const spk__copy_variant *variant, uint64_t *ns) {
+    spk__copy_args a = {src, dst, *variant};
     return spk__timed(ctx, spk__record_copy_shader, &a, ns);
 }
 
 spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns) {
-    spk__copy_args a = {src, dst, false};
+    spk__copy_args a = {src, dst, {0}};
     return spk__timed(ctx, spk__record_copy_buffer, &a, ns);
 }
 
 typedef struct spk__fma_args {
     const spk_tensor *src, *dst;
-    uint32_t iterations;
+    spk__fma_variant variant;
 } spk__fma_args;
 
 static spk_status spk__record_fma_peak(spk_context *ctx, const void *arg) {
     const spk__fma_args *a = arg;
-    uint32_t spec[2] = {64, a->iterations};
-    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 2, a->src->ref, VK_NULL_HANDLE, a->dst->ref,
+    uint32_t spec[3] = {a->variant.workgroup, a->variant.iterations, a->variant.chains};
+    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 3, a->src->ref, VK_NULL_HANDLE, a->dst->ref,
                              (uint64_t)a->dst->count, (uint32_t)a->src->count);
 }
 
-spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint32_t iterations,
-                               uint64_t *ns, double *flops) {
-    spk__fma_args a = {src, dst, iterations};
-    *flops = (double)(dst->count / 64 * 64) * iterations * 16.0;
+spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst,
+                               const spk__fma_variant *variant, uint64_t *ns, double *flops) {
+    spk__fma_args a = {src, dst, *variant};
+    uint64_t invocations = (uint64_t)dst->count / variant->workgroup * variant->workgroup;
+    *flops = (double)invocations * variant->iterations * variant->chains * 8.0;
     return spk__timed(ctx, spk__record_fma_peak, &a, ns);
 }

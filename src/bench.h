@@ -4,16 +4,28 @@
 
 #include "softpick_plan.h"
 
+/* A variant of the copy shader (shaders/copy.comp); zero fields are not defaults here. */
+typedef struct spk__copy_variant {
+    uint32_t workgroup, per_invocation; /* vec4s per invocation */
+    uint32_t checked;                   /* 0: no bounds check (the grid must cover the copy exactly) */
+    bool texel;                         /* read the source through its texel view */
+} spk__copy_variant;
+
+/* A variant of the FMA-only shader (shaders/fma_peak.comp). */
+typedef struct spk__fma_variant {
+    uint32_t workgroup, chains, iterations; /* independent vec4 chains per invocation */
+} spk__fma_variant;
+
 /* Each records one copy alone in a command buffer, submits, waits, and returns its GPU time from
  * timestamp queries in *ns (0 when the device has no timestamps). Tensors need equal sizes; the
- * copy shader copies whole vec4s (count a multiple of 4), reading through the source's texel view
- * if `texel`. */
-spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, bool texel,
-                                  uint64_t *ns);
+ * copy shader copies whole vec4s (count a multiple of 4). SPK_ERROR_UNSUPPORTED: a variant this
+ * size or device cannot run (an unchecked copy whose grid would not be exact, no texel view). */
+spk_status spk__bench_copy_shader(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst,
+                                  const spk__copy_variant *variant, uint64_t *ns);
 spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint64_t *ns);
-/* The FMA-only shader over one invocation per element of dst (a multiple of 64), each running
- * `iterations` rounds of 8 FMAs; *flops is the work done (2 per FMA). */
-spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst, uint32_t iterations,
-                               uint64_t *ns, double *flops);
+/* The FMA-only shader over one invocation per element of dst (rounded down to whole
+ * workgroups); *flops is the work done (2 per FMA, 4 lanes per chain). */
+spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst,
+                               const spk__fma_variant *variant, uint64_t *ns, double *flops);
 
 #endif

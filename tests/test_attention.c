@@ -231,10 +231,9 @@ static void unfused_reference_path(void **state) {
         .head_dim = (uint32_t)(hidden / heads), .causal = true,
     };
     spk__attention_tuning tunings[2];
-    spk__attention_tuning_defaults(ctx, args.head_dim, args.seq, &tunings[0]);
-    tunings[1] = tunings[0];
-    tunings[1].shuffle = !tunings[0].shuffle && spk__attention_shuffle_supported(ctx);
-    for (int t = 0; t < 2; t++) {
+    spk__attention_tuning_tiles(ctx, args.head_dim, args.seq, &tunings[0]);
+    spk__attention_tuning_shuffle(ctx, false, &tunings[1]);
+    for (int t = 0; t < (spk__attention_shuffle_supported(ctx) ? 2 : 1); t++) {
         test_poison(a.tout);
         unfused_args u = {&args, scores, &tunings[t]};
         assert_int_equal(spk__run_sync(ctx, record_unfused, &u), SPK_OK);
@@ -270,11 +269,9 @@ static void tile_kernel(void **state) {
             /* The tiles, and the shuffle kernel through storage buffers (these operands have no
              * texel views: the path wrapped application buffers take). */
             spk__attention_tuning kernels[2];
-            spk__attention_tuning_defaults(ctx, args.head_dim, args.seq, &kernels[0]);
-            kernels[0].shuffle = false;
-            kernels[1] = kernels[0];
-            kernels[1].shuffle = true;
-            kernels[1].workgroup = ctx->caps.max_subgroup_size;
+            spk__attention_tuning_tiles(ctx, args.head_dim, args.seq, &kernels[0]);
+            spk__attention_tuning_shuffle(ctx, false, &kernels[1]);
+            kernels[1].workgroup = ctx->caps.max_subgroup_size; /* one subgroup per workgroup too */
             for (int k = 0; k < (spk__attention_shuffle_supported(ctx) ? 2 : 1); k++) {
                 test_poison(a.tout);
                 unfused_args u = {&args, NULL, &kernels[k]};

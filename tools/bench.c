@@ -41,25 +41,47 @@ static uint64_t best_ns(bench_fn fn, void *arg, int repeats) { return ranked_ns(
 typedef struct copy_run {
     spk_context *ctx;
     spk_tensor *src, *dst;
-    bool texel;
+    spk__copy_variant variant;
 } copy_run;
 
 static spk_status run_copy_shader(void *arg, uint64_t *ns) {
     copy_run *r = arg;
-    return spk__bench_copy_shader(r->ctx, r->src, r->dst, r->texel, ns);
+    return spk__bench_copy_shader(r->ctx, r->src, r->dst, &r->variant, ns);
 }
 static spk_status run_copy_buffer(void *arg, uint64_t *ns) {
     copy_run *r = arg;
     return spk__bench_copy_buffer(r->ctx, r->src, r->dst, ns);
 }
 
-/* The copy ceilings over copy->src (best of their runs, in ns): the vec4 copy shader, the same
- * reading a texel view (0 where src has none), vkCmdCopyBuffer. */
-static void time_copies(copy_run *copy, int repeats, uint64_t *shader_ns, uint64_t *texel_ns, uint64_t *buffer_ns) {
-    copy->texel = false;
-    *shader_ns = best_ns(run_copy_shader, copy, repeats);
-    copy->texel = true;
-    *texel_ns = copy->src->views[1] ? best_ns(run_copy_shader, copy, repeats) : 0;
+/* The best time of the copy shader over its variants (workgroup size, vec4s per invocation, with
+ * and without the bounds check), reading through a storage buffer or a texel view; 0 where none
+ * runs. The best variant is described in `best`. */
+static uint64_t best_copy_shader(copy_run *copy, bool texel, int repeats, char *best, size_t best_size) {
+    static const uint32_t workgroups[] = {64, 256}, per_invocation[] = {1, 4};
+    uint64_t best_ns_so_far = 0;
+    snprintf(best, best_size, "none");
+    for (int w = 0; w < 2; w++)
+        for (int p = 0; p < 2; p++)
+            for (uint32_t checked = 0; checked < 2; checked++) {
+                copy->variant = (spk__copy_variant){workgroups[w], per_invocation[p], checked, texel};
+                uint64_t dummy;
+                if (spk__bench_copy_shader(copy->ctx, copy->src, copy->dst, &copy->variant, &dummy) != SPK_OK) continue;
+                uint64_t ns = best_ns(run_copy_shader, copy, repeats);
+                if (ns && (!best_ns_so_far || ns < best_ns_so_far)) {
+                    best_ns_so_far = ns;
+                    snprintf(best, best_size, "workgroup %u, %u vec4/invocation, %s", workgroups[w],
+                             per_invocation[p], checked ? "bounds-checked" : "exact grid");
+                }
+            }
+    return best_ns_so_far;
+}
+
+/* The copy ceilings over copy->src (best of their runs and variants, in ns): the copy shader,
+ * the same reading a texel view (0 where src has none), vkCmdCopyBuffer. */
+static void time_copies(copy_run *copy, int repeats, uint64_t *shader_ns, uint64_t *texel_ns, uint64_t *buffer_ns,
+                        char best[2][64]) {
+    *shader_ns = best_copy_shader(copy, false, repeats, best[0], sizeof best[0]);
+    *texel_ns = copy->src->views[1] ? best_copy_shader(copy, true, repeats, best[1], sizeof best[1]) : 0;
     *buffer_ns = best_ns(run_copy_buffer, copy, repeats);
 }
 
@@ -95,7 +117,7 @@ typedef struct bench_case {
 
 static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool variants) {
     int64_t shape[1] = {elements};
-    copy_run copy = {ctx, NULL, NULL, false};
+    copy_run copy = {ctx, NULL, NULL, {0}};
     spk_status status = spk_tensor_create(ctx, 1, shape, &copy.src);
     if (status == SPK_OK) status = spk_tensor_create(ctx, 1, shape, &copy.dst);
     float *host = status == SPK_OK ? malloc((size_t)elements * sizeof *host) : NULL;
@@ -112,13 +134,14 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
     }
     uint64_t bytes = 2 * (uint64_t)elements * sizeof(float); /* read once + written once */
     uint64_t copy_shader_ns, copy_texel_ns, copy_buffer_ns;
-    time_copies(&copy, repeats, &copy_shader_ns, &copy_texel_ns, &copy_buffer_ns);
+    char best[2][64];
+    time_copies(&copy, repeats, &copy_shader_ns, &copy_texel_ns, &copy_buffer_ns, best);
     double copy_shader = gbps(bytes, copy_shader_ns), copy_buffer = gbps(bytes, copy_buffer_ns);
     double copy_texel = gbps(bytes, copy_texel_ns);
-    printf("ceilings over %lld floats (%.0f MiB read + written), best of %d runs:\n", (long long)elements,
-           (double)bytes / 2 / (1 << 20), repeats < 5 ? 5 : repeats);
-    printf("  vec4 copy shader   %8.3f ms  %7.2f GB/s\n", copy_shader_ns / 1e6, copy_shader);
-    printf("  same, texel reads  %8.3f ms  %7.2f GB/s\n", copy_texel_ns / 1e6, copy_texel);
+    printf("ceilings over %lld floats (%.0f MiB read + written), best of %d runs and of the variants:\n",
+           (long long)elements, (double)bytes / 2 / (1 << 20), repeats < 5 ? 5 : repeats);
+    printf("  vec4 copy shader   %8.3f ms  %7.2f GB/s  (%s)\n", copy_shader_ns / 1e6, copy_shader, best[0]);
+    printf("  same, texel reads  %8.3f ms  %7.2f GB/s  (%s)\n", copy_texel_ns / 1e6, copy_texel, best[1]);
     printf("  vkCmdCopyBuffer    %8.3f ms  %7.2f GB/s\n\n", copy_buffer_ns / 1e6, copy_buffer);
     spk_tensor_destroy(copy.src);
     spk_tensor_destroy(copy.dst);
@@ -196,18 +219,37 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
 typedef struct fma_run {
     spk_context *ctx;
     spk_tensor *src, *dst;
+    spk__fma_variant variant;
     double flops;
 } fma_run;
 
 static spk_status run_fma(void *arg, uint64_t *ns) {
     fma_run *r = arg;
-    return spk__bench_fma_peak(r->ctx, r->src, r->dst, 256, ns, &r->flops);
+    return spk__bench_fma_peak(r->ctx, r->src, r->dst, &r->variant, ns, &r->flops);
+}
+
+/* The FMA peak in GFLOP/s: the best over chain counts and workgroup sizes (the same work in each). */
+static double best_fma(fma_run *fma, int repeats, char *best, size_t best_size) {
+    static const uint32_t chains[] = {2, 4, 8, 16}, workgroups[] = {64, 256};
+    double peak = 0;
+    snprintf(best, best_size, "none");
+    for (int c = 0; c < 4; c++)
+        for (int w = 0; w < 2; w++) {
+            fma->variant = (spk__fma_variant){workgroups[w], chains[c], 2048 / chains[c]};
+            uint64_t ns = best_ns(run_fma, fma, repeats);
+            double g = ns ? fma->flops / (double)ns : 0;
+            if (g > peak) {
+                peak = g;
+                snprintf(best, best_size, "%u vec4 chains, workgroup %u", chains[c], workgroups[w]);
+            }
+        }
+    return peak;
 }
 
 int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
     int64_t n = 1 << 22, inv = 1 << 18;
-    copy_run copy = {ctx, NULL, NULL, false};
-    fma_run fma = {ctx, NULL, NULL, 0};
+    copy_run copy = {ctx, NULL, NULL, {0}};
+    fma_run fma = {ctx, NULL, NULL, {0}, 0};
     float *host = malloc((size_t)n * sizeof *host);
     spk_status status = host ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
     if (status == SPK_OK) status = spk_tensor_create(ctx, 1, &n, &copy.src);
@@ -224,15 +266,17 @@ int measure_ceilings(spk_context *ctx, int repeats, ceilings *c) {
         fma.src = copy.src;
         uint64_t bytes = 2 * (uint64_t)n * sizeof(float);
         uint64_t shader_ns, texel_ns, buffer_ns;
-        time_copies(&copy, repeats, &shader_ns, &texel_ns, &buffer_ns);
+        char best[3][64];
+        time_copies(&copy, repeats, &shader_ns, &texel_ns, &buffer_ns, best);
         c->copy_shader = gbps(bytes, shader_ns);
         c->copy_texel = gbps(bytes, texel_ns);
         c->copy_buffer = gbps(bytes, buffer_ns);
-        uint64_t ns = best_ns(run_fma, &fma, repeats);
-        c->fma_gflops = ns ? fma.flops / (double)ns : 0;
-        printf("ceilings (best of %d runs): vec4 copy shader %.2f GB/s (reading through a texel view: %.2f GB/s), "
-               "vkCmdCopyBuffer %.2f GB/s (16 MiB read + written), FMA-only shader %.1f GFLOP/s\n\n",
-               repeats < 5 ? 5 : repeats, c->copy_shader, c->copy_texel, c->copy_buffer, c->fma_gflops);
+        c->fma_gflops = best_fma(&fma, repeats, best[2], sizeof best[2]);
+        printf("ceilings (best of %d runs and of the variants; 16 MiB read + written):\n"
+               "  vec4 copy shader      %7.2f GB/s  (%s)\n  same, texel reads     %7.2f GB/s  (%s)\n"
+               "  vkCmdCopyBuffer       %7.2f GB/s\n  FMA-only shader       %7.1f GFLOP/s  (%s)\n\n",
+               repeats < 5 ? 5 : repeats, c->copy_shader, best[0], c->copy_texel, best[1], c->copy_buffer,
+               c->fma_gflops, best[2]);
     }
     spk_tensor_destroy(copy.src), spk_tensor_destroy(copy.dst), spk_tensor_destroy(fma.dst);
     free(host);

@@ -21,6 +21,14 @@ void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tun
     };
 }
 
+uint32_t spk__layer_norm_group(const spk_context *ctx, const spk__layer_norm_tuning *t, uint64_t len) {
+    const spk__device_caps *caps = &ctx->caps;
+    uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
+    if (len <= t->short_row) return 1;
+    if (fixed_sg && len <= t->subgroup_row_max) return fixed_sg;
+    return t->workgroup;
+}
+
 typedef struct spk__layer_norm_args {
     const spk__layer_norm_tuning *tuning;
     const spk_tensor *x, *gamma, *beta;
@@ -32,14 +40,10 @@ typedef struct spk__layer_norm_args {
 static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     const spk__layer_norm_args *p = arg;
     const spk__layer_norm_tuning *t = p->tuning;
-    const spk__device_caps *caps = &ctx->caps;
-    uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
     bool vec4 = p->n % 4 == 0 && p->x->ref.offset % 16 == 0 && p->y->ref.offset % 16 == 0 &&
                 p->gamma->ref.offset % 16 == 0 && p->beta->ref.offset % 16 == 0;
     uint64_t len = vec4 ? p->n / 4 : p->n; /* loads per row */
-    uint32_t workgroup = t->workgroup, group = workgroup;
-    if (len <= t->short_row) group = 1;
-    else if (fixed_sg && len <= t->subgroup_row_max) group = fixed_sg;
+    uint32_t workgroup = t->workgroup, group = spk__layer_norm_group(ctx, t, len);
     bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP && group > 1;
     uint64_t per_invocation = (len + group - 1) / group;
     uint32_t cache = per_invocation <= t->cache_max ? spk__pow2_at_least(per_invocation) : 0;

@@ -15,6 +15,8 @@ typedef struct spk__layer_norm_tuning {
 } spk__layer_norm_tuning;
 
 void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tuning *t);
+/* Invocations per row for rows of `len` loads: 1, a subgroup or the workgroup. */
+uint32_t spk__layer_norm_group(const spk_context *ctx, const spk__layer_norm_tuning *t, uint64_t len);
 /* Checks the operands and records the layer norm into the current recording (ctx->rec). */
 spk_status spk__record_layer_norm(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
                                   const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,

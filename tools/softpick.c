@@ -15,6 +15,7 @@ static const char usage[] =
     "      [--heads N] [--layers N] [--hidden N] [--embed N] [--window N]\n"
     "                                       the transformer on [batch, seq_len, embed_dim] input\n"
     "  demo                                 the transformer on an embedded default (no files)\n"
+    "  selftest [--only OP]                 every kernel this device can run, against float64 references\n"
     "  bench [softpick|matmul|layernorm|attention|model|soak] [--repeats N] [--variants 1] [--forwards N]\n"
     "                                       throughput beside ceilings measured in the same run\n"
     "\n"
@@ -97,6 +98,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "softpick") == 0) return cmd_softpick(argc - 2, argv + 2);
     if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);
     if (strcmp(command, "demo") == 0) return cli_demo(argc - 2, argv + 2);
+    if (strcmp(command, "selftest") == 0) return cli_selftest(argc - 2, argv + 2);
     if (strcmp(command, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     cli_fail("unknown command '%s' (try softpick --help)", command);
     return 1;

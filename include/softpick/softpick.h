@@ -351,6 +351,51 @@ SPK_API spk_status spk_model_forward(spk_model *model, const float *input, int64
 SPK_API spk_status spk_model_forward_tensors(spk_model *model, const spk_tensor *input, spk_tensor *output);
 
 /* ---------------------------------------------------------------------------------------------
+ * Self-test: every kernel this device can run, in the variant the library chooses here and in
+ * every alternative, on small and awkward shapes, against float64 references computed on the host
+ * in the same process (outputs are poisoned with NaN first, so an unwritten element fails). Run it
+ * first on new hardware: `softpick selftest` prints the same table.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum spk_selftest_outcome {
+    SPK_SELFTEST_PASS = 0,
+    SPK_SELFTEST_FAIL,
+    SPK_SELFTEST_SKIPPED, /* the device cannot run this variant (the reason says why) */
+} spk_selftest_outcome;
+
+/* One line of the self-test: an (op, variant) pair over all its shapes. Strings are valid during
+ * the callback only. */
+typedef struct spk_selftest_result {
+    const char *op;      /* "softpick", "matmul", "layer norm", "erf", "gelu", "attention", "model" */
+    const char *variant; /* e.g. "rows, a subgroup per row, subgroup reduction, texel reads" */
+    bool used;           /* this device's defaults choose this variant (for some shape covered) */
+    const char *shapes;  /* the shapes covered */
+    double max_error;    /* the largest over shapes of max |y - ref| / max |ref| */
+    double bound;        /* the accuracy promised (SPEC.md; the header's op comments) */
+    spk_selftest_outcome outcome;
+    const char *reason;  /* why it failed or was skipped; "" when it passed */
+} spk_selftest_result;
+
+typedef void (*spk_selftest_fn)(const spk_selftest_result *result, void *user_data);
+
+/* Options of spk_selftest. Zero-initialized: every op, no callback. */
+typedef struct spk_selftest_desc {
+    spk_selftest_fn on_result; /* called once per line as it completes */
+    void *user_data;
+    const char *only;          /* run only the ops whose name contains this; NULL: all */
+} spk_selftest_desc;
+
+typedef struct spk_selftest_report {
+    uint32_t passed, failed, skipped;
+} spk_selftest_report;
+
+/* Runs the self-test on the context's device. Returns SPK_OK when it ran to the end, whatever the
+ * outcomes (report->failed counts the failures); an error status when it could not (out of memory,
+ * a lost device), with report holding the lines done so far. It switches the context's kernel
+ * choices as it goes: run no other work on the context meanwhile. `desc` may be NULL. */
+SPK_API spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_selftest_report *report);
+
+/* ---------------------------------------------------------------------------------------------
  * Renderer integration: the application's VkDevice, buffers and command buffers.
  *
  * Rules (see also README "Inside a renderer"):

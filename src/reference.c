@@ -1,0 +1,152 @@
+/* float64 references (reference.h): plain loops, written for clarity, not speed. */
+#include "reference.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+double spk__ref_error(const float *y, const double *ref, int64_t n) {
+    double max_err = 0, max_ref = 0;
+    bool nan = false;
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs((double)y[i] - ref[i]);
+        nan = nan || isnan(err);
+        if (err > max_err) max_err = err;
+        if (fabs(ref[i]) > max_ref) max_ref = fabs(ref[i]);
+    }
+    return nan ? NAN : max_err / (max_ref > 0 ? max_ref : 1.0);
+}
+
+void spk__ref_softpick(const float *x, int64_t outer, int64_t n, int64_t inner, double *y) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const float *xs = x + o * n * inner + i;
+            double sum = 0;
+            for (int64_t j = 0; j < n; j++) sum += fabs((double)xs[j * inner]);
+            for (int64_t j = 0; j < n; j++) y[o * n * inner + j * inner + i] = xs[j * inner] / (1.0 + sum);
+        }
+}
+
+double spk__ref_gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+
+void spk__ref_matmul(const float *a, const float *b, const float *bias, bool gelu, const float *residual,
+                     int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b, double *c) {
+    for (int64_t p = 0; p < batch; p++) {
+        const float *ap = a + p * m * k, *bp = b + (shared_b ? 0 : p * k * n);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double acc = bias ? bias[j] : 0.0;
+                for (int64_t l = 0; l < k; l++) acc += (double)ap[i * k + l] * bp[l * n + j];
+                if (gelu) acc = spk__ref_gelu(acc);
+                int64_t at = (p * m + i) * n + j;
+                c[at] = acc + (residual ? residual[at] : 0.0);
+            }
+    }
+}
+
+/* Rows held in doubles (the model's activations) are normalized by this one. */
+static void spk__ref_norm64(const double *x, const float *gamma, const float *beta, int64_t rows, int64_t n,
+                            double epsilon, double *y) {
+    for (int64_t r = 0; r < rows; r++) {
+        const double *xr = x + r * n;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < n; j++) mean += xr[j];
+        mean /= (double)n;
+        for (int64_t j = 0; j < n; j++) var += (xr[j] - mean) * (xr[j] - mean);
+        var /= (double)n;
+        double inv = 1.0 / sqrt(var + epsilon);
+        for (int64_t j = 0; j < n; j++) y[r * n + j] = (xr[j] - mean) * inv * gamma[j] + beta[j];
+    }
+}
+
+void spk__ref_layer_norm(const float *x, const float *gamma, const float *beta, int64_t rows, int64_t n,
+                         double epsilon, double *y) {
+    for (int64_t i = 0; i < rows * n; i++) y[i] = x[i];
+    spk__ref_norm64(y, gamma, beta, rows, n, epsilon, y);
+}
+
+/* Attention on doubles: rows of `stride` with the heads from column `off` of each. */
+static void spk__ref_attention64(const double *q, const double *k, const double *v, int64_t stride, int64_t batch,
+                                 int64_t seq, int64_t heads, int64_t hd, bool causal, double *out, int64_t out_stride) {
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t i = 0; i < seq; i++) {
+                const double *qi = q + (b * seq + i) * stride + h * hd;
+                double den = 1.0, *o = out + (b * seq + i) * out_stride + h * hd;
+                for (int64_t d = 0; d < hd; d++) o[d] = 0;
+                for (int64_t j = 0; j < seq && (!causal || j <= i); j++) {
+                    const double *kj = k + (b * seq + j) * stride + h * hd;
+                    double s = 0;
+                    for (int64_t d = 0; d < hd; d++) s += qi[d] * kj[d];
+                    s /= sqrt((double)hd);
+                    den += fabs(s);
+                    const double *vj = v + (b * seq + j) * stride + h * hd;
+                    for (int64_t d = 0; d < hd; d++) o[d] += s * vj[d];
+                }
+                for (int64_t d = 0; d < hd; d++) o[d] /= den;
+            }
+}
+
+void spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
+                        int64_t head_dim, bool causal, double *out) {
+    int64_t n = batch * seq * heads * head_dim;
+    double *q64 = malloc((size_t)(3 * n) * sizeof *q64);
+    if (!q64) { /* the caller compares NaNs: a failure, never a false pass */
+        for (int64_t i = 0; i < n; i++) out[i] = NAN;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) q64[i] = q[i], q64[n + i] = k[i], q64[2 * n + i] = v[i];
+    spk__ref_attention64(q64, q64 + n, q64 + 2 * n, heads * head_dim, batch, seq, heads, head_dim, causal, out,
+                         heads * head_dim);
+    free(q64);
+}
+
+/* y = act(x W + b) (+ y when accumulating), x [rows, in] in doubles. */
+static void spk__ref_dense(const double *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
+                           bool gelu, bool accumulate, double *y) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < out; j++) {
+            double acc = b[j];
+            for (int64_t l = 0; l < in; l++) acc += x[r * in + l] * w[l * out + j];
+            if (gelu) acc = spk__ref_gelu(acc);
+            y[r * out + j] = accumulate ? y[r * out + j] + acc : acc;
+        }
+}
+
+bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t batch, int64_t seq, double *out) {
+    int64_t h = m->cfg.hidden_size, e = m->cfg.embed_dim, rows = batch * seq, hd = h / m->cfg.num_heads;
+    double *x = malloc((size_t)(rows * h) * sizeof *x), *a = malloc((size_t)(rows * h) * sizeof *a);
+    double *qkv = malloc((size_t)(rows * 3 * h) * sizeof *qkv), *f = malloc((size_t)(rows * 4 * h) * sizeof *f);
+    double *in = malloc((size_t)(rows * e) * sizeof *in);
+    bool ok = x && a && qkv && f && in;
+    if (ok) {
+        for (int64_t i = 0; i < rows * e; i++) in[i] = input[i];
+        if (m->in_kernel) spk__ref_dense(in, m->in_kernel, m->in_bias, rows, e, h, false, false, x);
+        else memcpy(x, in, (size_t)(rows * h) * sizeof *x);
+        for (int l = 0; l < m->cfg.num_layers; l++) {
+            const spk__ref_layer *L = &m->layers[l];
+            spk__ref_norm64(x, L->attn_gamma, L->attn_beta, rows, h, 1e-5, a);
+            spk__ref_dense(a, L->qkv_kernel, L->qkv_bias, rows, h, 3 * h, false, false, qkv);
+            spk__ref_attention64(qkv, qkv + h, qkv + 2 * h, 3 * h, batch, seq, m->cfg.num_heads, hd, true, a, h);
+            spk__ref_dense(a, L->out_kernel, L->out_bias, rows, h, h, false, true, x);
+            spk__ref_norm64(x, L->ffn_gamma, L->ffn_beta, rows, h, 1e-5, a);
+            spk__ref_dense(a, L->up_kernel, L->up_bias, rows, h, 4 * h, true, false, f);
+            spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, true, x);
+        }
+        spk__ref_norm64(x, m->final_gamma, m->final_beta, rows, h, 1e-5, a);
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t j = 0; j < h; j++) {
+                if (m->cfg.output_mode == SPK_OUTPUT_ALL) {
+                    for (int64_t t = 0; t < seq; t++) out[(b * seq + t) * h + j] = a[(b * seq + t) * h + j];
+                } else if (m->cfg.output_mode == SPK_OUTPUT_MEAN) {
+                    double sum = 0;
+                    for (int64_t t = 0; t < seq; t++) sum += a[(b * seq + t) * h + j];
+                    out[b * h + j] = sum / (double)seq;
+                } else {
+                    out[b * h + j] = a[(b * seq + seq - 1) * h + j];
+                }
+            }
+    }
+    free(x), free(a), free(qkv), free(f), free(in);
+    return ok;
+}

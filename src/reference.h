@@ -1,0 +1,42 @@
+/* float64 references of every op and of the model, evaluated on the host: the self-test compares
+ * each kernel against them. Internal. Inputs are the float32 values the device sees, promoted. */
+#ifndef SOFTPICK_REFERENCE_H
+#define SOFTPICK_REFERENCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "softpick/softpick.h"
+
+/* max |y - ref| / max |ref| over n values; NaN (an unwritten, poisoned output) makes it NaN. */
+double spk__ref_error(const float *y, const double *ref, int64_t n);
+/* softpick along the middle axis of x viewed as [outer, n, inner]. */
+void spk__ref_softpick(const float *x, int64_t outer, int64_t n, int64_t inner, double *y);
+/* C[b] = act(A[b] B[b or shared] + bias) + residual; A [batch, M, K], B [(batch,) K, N]; bias and
+ * residual may be NULL. */
+void spk__ref_matmul(const float *a, const float *b, const float *bias, bool gelu, const float *residual,
+                     int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b, double *c);
+/* Layer norm over rows of n (biased variance). */
+void spk__ref_layer_norm(const float *x, const float *gamma, const float *beta, int64_t rows, int64_t n,
+                         double epsilon, double *y);
+double spk__ref_gelu(double x);
+/* Multi-head softpick attention, q, k, v [batch, seq, heads * head_dim]. */
+void spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
+                        int64_t head_dim, bool causal, double *out);
+
+/* The model's parameters as the device holds them (q, k and v kernels packed side by side). */
+typedef struct spk__ref_layer {
+    const float *attn_gamma, *attn_beta, *qkv_kernel, *qkv_bias, *out_kernel, *out_bias;
+    const float *ffn_gamma, *ffn_beta, *up_kernel, *up_bias, *down_kernel, *down_bias;
+} spk__ref_layer;
+typedef struct spk__ref_model {
+    spk_model_config cfg;
+    const float *in_kernel, *in_bias; /* NULL when embed_dim == hidden_size */
+    const spk__ref_layer *layers;
+    const float *final_gamma, *final_beta;
+} spk__ref_model;
+/* The forward of SPEC.md section 2 on x [batch, seq, embed_dim]; `out` receives
+ * spk_model_output_shape's elements. false when out of host memory. */
+bool spk__ref_model_forward(const spk__ref_model *m, const float *x, int64_t batch, int64_t seq, double *out);
+
+#endif

@@ -1,5 +1,6 @@
 /* float64 references (reference.h): plain loops, written for clarity, not speed. */
 #include "reference.h"
+#include "fault.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -87,18 +88,16 @@ static void spk__ref_attention64(const double *q, const double *k, const double 
             }
 }
 
-void spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
+bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
                         int64_t head_dim, bool causal, double *out) {
     int64_t n = batch * seq * heads * head_dim;
-    double *q64 = malloc((size_t)(3 * n) * sizeof *q64);
-    if (!q64) { /* the caller compares NaNs: a failure, never a false pass */
-        for (int64_t i = 0; i < n; i++) out[i] = NAN;
-        return;
-    }
+    double *q64 = spk__malloc((size_t)(3 * n) * sizeof *q64);
+    if (!q64) return false;
     for (int64_t i = 0; i < n; i++) q64[i] = q[i], q64[n + i] = k[i], q64[2 * n + i] = v[i];
     spk__ref_attention64(q64, q64 + n, q64 + 2 * n, heads * head_dim, batch, seq, heads, head_dim, causal, out,
                          heads * head_dim);
     free(q64);
+    return true;
 }
 
 /* y = act(x W + b) (+ y when accumulating), x [rows, in] in doubles. */
@@ -115,9 +114,9 @@ static void spk__ref_dense(const double *x, const float *w, const float *b, int6
 
 bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t batch, int64_t seq, double *out) {
     int64_t h = m->cfg.hidden_size, e = m->cfg.embed_dim, rows = batch * seq, hd = h / m->cfg.num_heads;
-    double *x = malloc((size_t)(rows * h) * sizeof *x), *a = malloc((size_t)(rows * h) * sizeof *a);
-    double *qkv = malloc((size_t)(rows * 3 * h) * sizeof *qkv), *f = malloc((size_t)(rows * 4 * h) * sizeof *f);
-    double *in = malloc((size_t)(rows * e) * sizeof *in);
+    double *x = spk__malloc((size_t)(rows * h) * sizeof *x), *a = spk__malloc((size_t)(rows * h) * sizeof *a);
+    double *qkv = spk__malloc((size_t)(rows * 3 * h) * sizeof *qkv), *f = spk__malloc((size_t)(rows * 4 * h) * sizeof *f);
+    double *in = spk__malloc((size_t)(rows * e) * sizeof *in);
     bool ok = x && a && qkv && f && in;
     if (ok) {
         for (int64_t i = 0; i < rows * e; i++) in[i] = input[i];

@@ -20,8 +20,9 @@ void spk__ref_matmul(const float *a, const float *b, const float *bias, bool gel
 void spk__ref_layer_norm(const float *x, const float *gamma, const float *beta, int64_t rows, int64_t n,
                          double epsilon, double *y);
 double spk__ref_gelu(double x);
-/* Multi-head softpick attention, q, k, v [batch, seq, heads * head_dim]. */
-void spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
+/* Multi-head softpick attention, q, k, v [batch, seq, heads * head_dim]; false when out of host
+ * memory. */
+bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
                         int64_t head_dim, bool causal, double *out);
 
 /* The model's parameters as the device holds them (q, k and v kernels packed side by side). */

@@ -2,6 +2,7 @@
  * can run, on awkward shapes, against the float64 references of reference.c. One line per
  * (op, variant); outputs are poisoned with NaN before each run. */
 #include "internal.h"
+#include "fault.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -118,7 +119,7 @@ static spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *sh
     int64_t n = t ? t->count : 0;
     float *nan = NULL;
     if (s == SPK_OK && !data) {
-        nan = malloc((size_t)(n ? n : 1) * sizeof *nan);
+        nan = spk__malloc((size_t)(n ? n : 1) * sizeof *nan);
         if (!nan) s = SPK_ERROR_OUT_OF_HOST_MEMORY;
         for (int64_t i = 0; nan && i < n; i++) nan[i] = NAN;
     }
@@ -140,7 +141,7 @@ typedef struct spk__st_buffers {
 } spk__st_buffers;
 
 static void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count, size_t size) {
-    void *p = calloc((size_t)(count ? count : 1), size);
+    void *p = spk__calloc((size_t)(count ? count : 1), size);
     if (!p || b->n == 8) {
         free(p);
         st->fatal = SPK_ERROR_OUT_OF_HOST_MEMORY;
@@ -494,8 +495,10 @@ static void spk__st_attention(spk__selftest *st) {
                     spk__st_attention_run run = {&t, &args};
                     if (spk__st_ran(st, spk__run_sync(ctx, spk__st_record_attention, &run), text) &&
                         spk__st_ran(st, spk_tensor_download(to, y, count), text)) {
-                        spk__ref_attention(q, q + count, q + 2 * count, batch, seq, heads, dim, causal, ref);
-                        spk__st_compare(st, y, ref, count, text);
+                        if (spk__ref_attention(q, q + count, q + 2 * count, batch, seq, heads, dim, causal, ref))
+                            spk__st_compare(st, y, ref, count, text);
+                        else
+                            spk__st_ran(st, SPK_ERROR_OUT_OF_HOST_MEMORY, text);
                     }
                 }
                 spk_tensor_destroy(tq), spk_tensor_destroy(tk), spk_tensor_destroy(tv), spk_tensor_destroy(to);
@@ -601,7 +604,7 @@ spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_sel
     spk_status status = spk__check_alive(ctx);
     if (status != SPK_OK) return status;
     spk_selftest_desc none = {0};
-    spk__selftest *st = calloc(1, sizeof *st);
+    spk__selftest *st = spk__calloc(1, sizeof *st);
     if (!st) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     *st = (spk__selftest){.ctx = ctx, .desc = desc ? desc : &none, .report = report, .seed = 0x5E1F7E57ull};
     spk__st_softpick(st);

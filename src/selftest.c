@@ -140,7 +140,9 @@ typedef struct spk__st_buffers {
     int n;
 } spk__st_buffers;
 
+/* NULL once anything failed: a case checks only its last allocation. */
 static void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count, size_t size) {
+    if (st->fatal != SPK_OK) return NULL;
     void *p = spk__calloc((size_t)(count ? count : 1), size);
     if (!p || b->n == 8) {
         free(p);

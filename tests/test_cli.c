@@ -146,6 +146,37 @@ static void test_run_and_demo(void **state) {
     assert_non_null(strstr(text, "forward:"));
 }
 
+/* Reads what the last command printed to stdout. */
+static void read_stdout(char *text, size_t size) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/stdout.txt", g_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, size - 1, f);
+    fclose(f);
+    text[n] = '\0';
+}
+
+/* softpick selftest: the table and a verdict, exit 0; --only narrows it; nothing matching is an
+ * error. */
+static void test_selftest_command(void **state) {
+    (void)state;
+    if (!have_device()) skip();
+    int lines;
+    char line[512], text[8192];
+    assert_int_equal(run_cli("selftest --only erf", &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 0);
+    read_stdout(text, sizeof text);
+    assert_non_null(strstr(text, "max error"));
+    assert_non_null(strstr(text, "erf        elementwise"));
+    assert_non_null(strstr(text, "selftest: PASS: 1 passed, 0 failed, 0 skipped of 1"));
+    assert_int_not_equal(run_cli("selftest --only nothing", &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 1);
+    assert_non_null(strstr(line, "no op matches"));
+    assert_int_not_equal(run_cli("selftest extra", &lines, line, sizeof line), 0);
+    assert_non_null(strstr(line, "usage"));
+}
+
 /* Every error: non-zero exit, exactly one line on stderr, naming the problem. */
 static void test_errors_print_one_line(void **state) {
     (void)state;
@@ -202,6 +233,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softpick_command),
         cmocka_unit_test(test_run_and_demo),
+        cmocka_unit_test(test_selftest_command),
         cmocka_unit_test(test_errors_print_one_line),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

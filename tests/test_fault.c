@@ -110,6 +110,14 @@ static spk_status step_forward(spk_context *ctx, void *data) {
     return spk_model_forward(d->model, x, 2, 9, y);
 }
 
+/* The self-test's erf line: its tensors, uploads, dispatch and reference under injection. */
+static spk_status step_selftest(spk_context *ctx, void *data) {
+    (void)data;
+    spk_selftest_desc desc = {.only = "erf"};
+    spk_selftest_report report;
+    return spk_selftest(ctx, &desc, &report);
+}
+
 static const scenario g_scenarios[] = {
     {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors},
     {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors},
@@ -118,6 +126,7 @@ static const scenario g_scenarios[] = {
     {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors},
     {"safetensors load", prepare_model, step_load, cleanup_tensors},
     {"forward pass", prepare_model, step_forward, cleanup_tensors},
+    {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors},
 };
 
 /* After a failure the context must still work: a softpick of known data, checked. */

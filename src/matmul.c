@@ -17,6 +17,17 @@ void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t) {
         t->bk /= 2;
 }
 
+void spk__matmul_tuning_shuffle(const spk_context *ctx, bool texel, spk__matmul_tuning *t) {
+    /* Rows per subgroup block by subgroup size, measured on lavapipe at 1920 x 1024 x 256 (softpick
+     * bench matmul --variants 1, x FMA peak): subgroups of 4 want 32 rows (0.38 against 0.27 for
+     * 8), of 8 want 16 (0.60-0.85 against 0.52-0.58 for 32), of 16 want 32 (0.74). Wider
+     * subgroups (no CPU driver has them) take one row set: already SG rows. */
+    uint32_t sg = ctx->caps.max_subgroup_size;
+    uint32_t row_sets = sg <= 4 ? 8 : sg <= 16 ? 2 : 1;
+    *t = (spk__matmul_tuning){.wg_x = sg, .tn = 1, .shuffle = true, .row_sets = row_sets,
+                              .texel = texel && ctx->caps.texel_buffers};
+}
+
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) {
     /* Measured with softpick bench matmul --variants 1 on lavapipe: shared-memory tiles 0.6
      * GFLOP/s, register blocks read directly 1.0-1.4, the shuffle kernel through storage buffers
@@ -27,8 +38,7 @@ void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) 
     const spk__device_caps *caps = &ctx->caps;
     if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && caps->subgroup_shuffle &&
         caps->min_subgroup_size == caps->max_subgroup_size)
-        *t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 1, .shuffle = true, .row_sets = 2,
-                                  .texel = caps->texel_buffers};
+        spk__matmul_tuning_shuffle(ctx, caps->texel_buffers, t);
     else if (caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
         *t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
     else

@@ -18,6 +18,9 @@ typedef struct spk__matmul_tuning {
 } spk__matmul_tuning;
 
 void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t);
+/* The shuffle kernel (the CPU drivers' default) with its block for this subgroup size; `texel`:
+ * read through texel views (where the device has them). */
+void spk__matmul_tuning_shuffle(const spk_context *ctx, bool texel, spk__matmul_tuning *t);
 /* The shared-memory tile kernel (the GPU default), sized within the device's limits. */
 void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t);
 /* Checks the operands and records the matmul into the current recording (ctx->rec). */

@@ -324,10 +324,8 @@ static void spk__st_matmul(spk__selftest *st) {
     spk__matmul_tuning_defaults(ctx, &defaults);
     spk__matmul_tuning_tiles(ctx, &kernels[0]);
     kernels[1] = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
-    uint32_t sg = caps->max_subgroup_size;
-    kernels[2] = (spk__matmul_tuning){.wg_x = sg, .tn = 1, .shuffle = true, .row_sets = 2, .texel = false};
-    kernels[3] = kernels[2];
-    kernels[3].texel = true;
+    spk__matmul_tuning_shuffle(ctx, false, &kernels[2]);
+    spk__matmul_tuning_shuffle(ctx, true, &kernels[3]);
     static const char *names[] = {"shared-memory tiles", "register blocks", "subgroup shuffles, storage-buffer reads",
                                   "subgroup shuffles, texel reads"};
     bool shuffles = caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size;
@@ -337,7 +335,7 @@ static void spk__st_matmul(spk__selftest *st) {
             st->r.used = memcmp(&kernels[kernel], &defaults, sizeof defaults) == 0;
             const char *why = NULL;
             if (kernel >= 2 && !shuffles) why = "device has no subgroup shuffles of one fixed size";
-            if (kernel == 3 && !caps->texel_buffers) why = "device has no float uniform texel buffers";
+            if (kernel == 3 && !kernels[3].texel) why = "device has no float uniform texel buffers";
             for (size_t s = 0; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s++)
                 spk__st_matmul_case(st, &kernels[kernel], e, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
                                     shapes[s][4] != 0);

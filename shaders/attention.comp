@@ -17,9 +17,8 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint D = 64;     // head dimension
 layout(constant_id = 2) const uint BQ = 16;    // queries per workgroup
 layout(constant_id = 3) const uint BK = 16;    // keys per shared-memory block
-layout(constant_id = 4) const uint CAUSAL = 1;
-layout(constant_id = 5) const uint ACC = 16;   // outputs per invocation: ceil(BQ * D / WG)
-layout(constant_id = 6) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
+layout(constant_id = 4) const uint ACC = 16;   // outputs per invocation: ceil(BQ * D / WG)
+layout(constant_id = 5) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
 
 layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
 layout(set = 0, binding = 1) readonly buffer K { float k[]; };
@@ -32,6 +31,7 @@ layout(push_constant) uniform Push {
     uint q_stride, k_stride, v_stride, o_stride;
     uint q_off, k_off, v_off;
     float scale;
+    uint causal; // a push constant, not a specialization: one pipeline (one compile) serves both
 } pc;
 
 const uint KD = D + 1; // padded rows: invocations reading different keys hit different banks
@@ -61,7 +61,7 @@ void main() {
     float den = 0.0; // invocations tid < BQ: query q0 + tid
 
     uint key_end = pc.seq;
-    if (CAUSAL != 0 && MODE == 0) key_end = min(pc.seq, q0 + BQ);
+    if (pc.causal != 0 && MODE == 0) key_end = min(pc.seq, q0 + BQ);
     for (uint kb = 0; kb < key_end; kb += BK) {
         if (MODE != 2)
             for (uint i = tid; i < BK * D; i += WG) {
@@ -87,7 +87,7 @@ void main() {
                 for (uint d = 0; d < D; d++) dot = fma(qs[qi * D + d], ks[kj * KD + d], dot);
                 // Future (and padding) keys score exactly zero.
                 uint t = q0 + qi, key = kb + kj;
-                if ((CAUSAL != 0 && key > t) || key >= pc.seq) dot = 0.0;
+                if ((pc.causal != 0 && key > t) || key >= pc.seq) dot = 0.0;
                 if (MODE == 1) {
                     if (t < pc.seq && key < pc.seq) s[(s_row0 + t) * pc.seq + key] = dot;
                 } else {

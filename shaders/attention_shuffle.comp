@@ -22,9 +22,8 @@
 layout(local_size_x_id = 0) in;                // a multiple of SG
 layout(constant_id = 1) const uint D = 64;     // head dimension
 layout(constant_id = 2) const uint SG = 8;     // the device's (fixed, full) subgroup size
-layout(constant_id = 3) const uint CAUSAL = 1;
-layout(constant_id = 4) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
-layout(constant_id = 5) const uint VEC = 1;
+layout(constant_id = 3) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
+layout(constant_id = 4) const uint VEC = 1;
 
 // load_x(base, d): dimensions d .. d + 3 of the row starting at element `base` (those past D
 // repeat the last one and are never used).
@@ -59,6 +58,7 @@ layout(push_constant) uniform Push {
     uint q_stride, k_stride, v_stride, o_stride;
     uint q_off, k_off, v_off;
     float scale;
+    uint causal; // a push constant, not a specialization: one pipeline (one compile) serves both
 } pc;
 
 void main() {
@@ -87,7 +87,7 @@ void main() {
     float den = 0.0;
 
     uint key_end = pc.seq;
-    if (CAUSAL != 0 && MODE == 0) key_end = min(pc.seq, q0 + SG); // later keys score zero
+    if (pc.causal != 0 && MODE == 0) key_end = min(pc.seq, q0 + SG); // later keys score zero
     for (uint j0 = 0; j0 < key_end; j0 += SG) {
         uint key = j0 + lane; // the key this lane loads
         uint key_load = min(key, pc.seq - 1);
@@ -108,7 +108,7 @@ void main() {
             }
             // Future and padding keys score exactly zero.
             [[unroll]] for (uint i = 0; i < SG; i++)
-                if ((CAUSAL != 0 && j0 + i > t) || j0 + i >= pc.seq) sc[i] = 0.0;
+                if ((pc.causal != 0 && j0 + i > t) || j0 + i >= pc.seq) sc[i] = 0.0;
         }
         if (MODE == 1) {
             if (t < pc.seq)

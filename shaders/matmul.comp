@@ -16,11 +16,10 @@ layout(constant_id = 2) const uint TM = 4;
 layout(constant_id = 3) const uint TN = 4;
 layout(constant_id = 4) const uint BK = 16;
 layout(constant_id = 5) const bool SHARED = true;
-layout(constant_id = 6) const uint EPILOGUE = 0; // bit 0 bias, bit 1 GELU, bit 2 residual
 // Shared tile sizes, BK * BM and BK * BN with SHARED (1 without), given by the host: array sizes
 // computed from other specialization constants are not accepted by every driver's compiler.
-layout(constant_id = 7) const uint TILE_A = 1;
-layout(constant_id = 8) const uint TILE_B = 1;
+layout(constant_id = 6) const uint TILE_A = 1;
+layout(constant_id = 7) const uint TILE_B = 1;
 
 layout(set = 0, binding = 0) readonly buffer A { float a[]; };
 layout(set = 0, binding = 1) readonly buffer B { float b[]; };
@@ -32,6 +31,9 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
     uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
+    // bit 0 bias, bit 1 GELU, bit 2 residual: a push constant (a uniform branch per stored
+    // element), so one pipeline serves every epilogue instead of one LLVM compile each
+    uint epilogue;
 } pc;
 
 #include "erf.glsl"
@@ -97,10 +99,10 @@ void main() {
             uint n = col0 + tx + j * WG_X;
             if (n >= pc.N) break;
             float v = acc[i * TN + j];
-            if ((EPILOGUE & 1u) != 0) v += bias[n];
-            if ((EPILOGUE & 2u) != 0) v = gelu(v);
+            if ((pc.epilogue & 1u) != 0) v += bias[n];
+            if ((pc.epilogue & 2u) != 0) v = gelu(v);
             uint idx = c_base + m * pc.N + n;
-            if ((EPILOGUE & 4u) != 0) v += residual[idx];
+            if ((pc.epilogue & 4u) != 0) v += residual[idx];
             c[idx] = v;
         }
     }

@@ -22,9 +22,8 @@ layout(local_size_x_id = 0) in;                  // a multiple of SG: WG / SG su
 layout(constant_id = 1) const uint SG = 8;       // the device's (fixed, full) subgroup size
 layout(constant_id = 2) const uint ROW_SETS = 4;
 layout(constant_id = 3) const uint CG = 1;
-layout(constant_id = 4) const uint EPILOGUE = 0; // bit 0 bias, bit 1 GELU, bit 2 residual
-layout(constant_id = 5) const uint VEC_A = 1;
-layout(constant_id = 6) const uint VEC_B = 1;
+layout(constant_id = 4) const uint VEC_A = 1;
+layout(constant_id = 5) const uint VEC_B = 1;
 
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 view, or R32G32B32A32 with VEC_A 4
@@ -49,6 +48,7 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride;
     uint tile_m0;
+    uint epilogue; // bit 0 bias, bit 1 GELU, bit 2 residual (see matmul.comp)
 } pc;
 
 #include "erf.glsl"
@@ -115,7 +115,7 @@ void main() {
     vec4 bias_v[CG];
     [[unroll]] for (uint g = 0; g < CG; g++)
         [[unroll]] for (uint e = 0; e < 4; e++)
-            bias_v[g][e] = (EPILOGUE & 1u) != 0 ? bias[min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)] : 0.0;
+            bias_v[g][e] = (pc.epilogue & 1u) != 0 ? bias[min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)] : 0.0;
 
     uint c_base = batch * pc.c_batch_stride;
     [[unroll]] for (uint i = 0; i < RB; i++) {
@@ -126,9 +126,9 @@ void main() {
                 uint n = col0 + (g * SG + lane) * 4 + e;
                 if (n >= pc.N) break;
                 float v = acc[i * CG + g][e] + bias_v[g][e];
-                if ((EPILOGUE & 2u) != 0) v = gelu(v);
+                if ((pc.epilogue & 2u) != 0) v = gelu(v);
                 uint idx = c_base + m * pc.N + n;
-                if ((EPILOGUE & 4u) != 0) v += residual[idx];
+                if ((pc.epilogue & 4u) != 0) v += residual[idx];
                 c[idx] = v;
             }
         }

@@ -57,11 +57,13 @@ bool spk__attention_shuffle_supported(const spk_context *ctx) {
 typedef struct spk__attention_push {
     uint32_t seq, heads, q_stride, k_stride, v_stride, o_stride, q_off, k_off, v_off;
     float scale;
+    uint32_t causal;
 } spk__attention_push;
 
 static spk__attention_push spk__attention_push_of(const spk__attention_args *a) {
     return (spk__attention_push){a->seq,      a->heads,    a->q.stride, a->k.stride, a->v.stride, a->out.stride,
-                                 a->q.offset, a->k.offset, a->v.offset, (float)(1.0 / sqrt((double)a->head_dim))};
+                                 a->q.offset, a->k.offset, a->v.offset, (float)(1.0 / sqrt((double)a->head_dim)),
+                                 a->causal ? 1u : 0u};
 }
 
 static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__attention_tuning *t,
@@ -81,7 +83,7 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
     bool vec4 = a->head_dim % 4 == 0, texel = t->texel;
     for (int i = 0; i < 3; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
     for (int i = 0; i < 3; i++) texel = texel && in[i]->views && in[i]->views[vec4];
-    uint32_t spec[6] = {wg, a->head_dim, sg, a->causal ? 1 : 0, mode, vec4 ? 4 : 1};
+    uint32_t spec[5] = {wg, a->head_dim, sg, mode, vec4 ? 4 : 1};
     spk__attention_push push = spk__attention_push_of(a);
     spk__dispatch_desc desc = {
         .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
@@ -93,7 +95,7 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
         .push_size = sizeof push,
     };
     spk_status status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_shuffle_texel : &spk__shader_attention_shuffle,
-                                          spec, 6, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
+                                          spec, 5, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
 }
@@ -117,7 +119,7 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
                          a->seq, a->heads, a->batch);
-    uint32_t spec[7] = {wg, d, bq, bk, a->causal ? 1 : 0, (bq * d + wg - 1) / wg, mode};
+    uint32_t spec[6] = {wg, d, bq, bk, (bq * d + wg - 1) / wg, mode};
     spk__dispatch_desc desc = {
         .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
         .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
@@ -126,7 +128,7 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
     spk__attention_push push = spk__attention_push_of(a);
     desc.push = &push;
     desc.push_size = sizeof push;
-    spk_status status = spk__pipeline_get(ctx, &spk__shader_attention, spec, 7, 0, &desc.pipeline);
+    spk_status status = spk__pipeline_get(ctx, &spk__shader_attention, spec, 6, 0, &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
 }

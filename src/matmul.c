@@ -73,15 +73,15 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
         bn = sg * t->tn * 4;
-        uint32_t spec[7] = {t->wg_x, sg, t->row_sets, t->tn, epilogue, vec_a ? 4 : 1, vec_b ? 4 : 1};
+        uint32_t spec[6] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1};
         status = spk__pipeline_get(ctx, texel ? &spk__shader_matmul_shuffle_texel : &spk__shader_matmul_shuffle, spec,
-                                   7, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+                                   6, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;
-        uint32_t spec[9] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared, epilogue,
+        uint32_t spec[8] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared,
                             t->shared ? t->bk * bm : 1, t->shared ? t->bk * bn : 1};
-        status = spk__pipeline_get(ctx, &spk__shader_matmul, spec, 9, 0, &pipeline);
+        status = spk__pipeline_get(ctx, &spk__shader_matmul, spec, 8, 0, &pipeline);
     }
     if (status != SPK_OK) return status;
 
@@ -99,8 +99,8 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         .views = {views[0], views[1]},
         .written_mask = 0x4,
     };
-    uint32_t push[7] = {(uint32_t)p->m, (uint32_t)p->n, (uint32_t)p->k, (uint32_t)(p->m * p->k),
-                        p->shared_b ? 0 : (uint32_t)(p->k * p->n), (uint32_t)(p->m * p->n), 0};
+    uint32_t push[8] = {(uint32_t)p->m, (uint32_t)p->n, (uint32_t)p->k, (uint32_t)(p->m * p->k),
+                        p->shared_b ? 0 : (uint32_t)(p->k * p->n), (uint32_t)(p->m * p->n), 0, epilogue};
     d.push = push;
     d.push_size = sizeof push;
     /* Row tiles beyond one dispatch's grid go to further dispatches. */

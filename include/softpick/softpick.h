@@ -150,8 +150,10 @@ typedef enum spk_log_level {
     SPK_LOG_INFO,
 } spk_log_level;
 
-/* Receives the library's warnings (e.g. an ignored pipeline cache file) and, with validation on,
- * the validation layer's messages. May be called from any thread that uses the context. */
+/* Receives the library's warnings (e.g. an ignored pipeline cache file), with validation on the
+ * validation layer's messages, and with SOFTPICK_LOG_PIPELINES=1 in the environment one INFO
+ * message per pipeline built, with its build time. May be called from any thread that uses the
+ * context. The default (NULL) prints them all to stderr. */
 typedef void (*spk_log_fn)(spk_log_level level, const char *message, void *user_data);
 
 /* Which workgroup reduction the kernels use. AUTO picks subgroup arithmetic where the device
@@ -177,7 +179,7 @@ typedef struct spk_context_desc {
      * environment variable SOFTPICK_VALIDATION=1 also enables it). Messages go to `log`. */
     bool validation;
     spk_reduction reduction; /* default SPK_REDUCTION_AUTO */
-    spk_log_fn log;          /* default NULL: warnings and errors are printed to stderr */
+    spk_log_fn log;          /* default NULL: messages are printed to stderr */
     void *log_user_data;
 } spk_context_desc;
 

@@ -56,8 +56,8 @@ typedef struct spk__fma_args {
 
 static spk_status spk__record_fma_peak(spk_context *ctx, const void *arg) {
     const spk__fma_args *a = arg;
-    uint32_t spec[3] = {a->variant.workgroup, a->variant.iterations, a->variant.chains};
-    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 3, a->src->ref, VK_NULL_HANDLE, a->dst->ref,
+    uint32_t spec[4] = {a->variant.workgroup, a->variant.iterations, a->variant.chains, a->variant.unroll};
+    return spk__dispatch_map(ctx, &spk__shader_fma_peak, spec, 4, a->src->ref, VK_NULL_HANDLE, a->dst->ref,
                              (uint64_t)a->dst->count, (uint32_t)a->src->count);
 }
 

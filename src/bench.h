@@ -14,6 +14,7 @@ typedef struct spk__copy_variant {
 /* A variant of the FMA-only shader (shaders/fma_peak.comp). */
 typedef struct spk__fma_variant {
     uint32_t workgroup, chains, iterations; /* independent vec4 chains per invocation */
+    uint32_t unroll;                        /* rounds per loop trip; divides iterations */
 } spk__fma_variant;
 
 /* Each records one copy alone in a command buffer, submits, waits, and returns its GPU time from

@@ -228,21 +228,24 @@ static spk_status run_fma(void *arg, uint64_t *ns) {
     return spk__bench_fma_peak(r->ctx, r->src, r->dst, &r->variant, ns, &r->flops);
 }
 
-/* The FMA peak in GFLOP/s: the best over chain counts and workgroup sizes (the same work in each). */
+/* The FMA peak in GFLOP/s: the best over chain counts, unrollings and workgroup sizes (the same
+ * work in each). */
 static double best_fma(fma_run *fma, int repeats, char *best, size_t best_size) {
-    static const uint32_t chains[] = {2, 4, 8, 16}, workgroups[] = {64, 256};
+    static const uint32_t chains[] = {4, 8, 16}, unrolls[] = {1, 4, 8}, workgroups[] = {64, 256};
     double peak = 0;
     snprintf(best, best_size, "none");
-    for (int c = 0; c < 4; c++)
-        for (int w = 0; w < 2; w++) {
-            fma->variant = (spk__fma_variant){workgroups[w], chains[c], 2048 / chains[c]};
-            uint64_t ns = best_ns(run_fma, fma, repeats);
-            double g = ns ? fma->flops / (double)ns : 0;
-            if (g > peak) {
-                peak = g;
-                snprintf(best, best_size, "%u vec4 chains, workgroup %u", chains[c], workgroups[w]);
+    for (int c = 0; c < 3; c++)
+        for (int u = 0; u < 3; u++)
+            for (int w = 0; w < 2; w++) {
+                fma->variant = (spk__fma_variant){workgroups[w], chains[c], 2048 / chains[c], unrolls[u]};
+                uint64_t ns = best_ns(run_fma, fma, repeats);
+                double g = ns ? fma->flops / (double)ns : 0;
+                if (g > peak) {
+                    peak = g;
+                    snprintf(best, best_size, "%u vec4 chains, %u rounds per trip, workgroup %u", chains[c],
+                             unrolls[u], workgroups[w]);
+                }
             }
-        }
     return peak;
 }
 

@@ -68,6 +68,25 @@ vec4 load_b(uint row, uint n) {
                 b1(row + min(n + 3, last)));
 }
 
+// C += A B over k .. k + 3 for this invocation's block.
+// This invocation's accumulators and operand positions (private globals, kept in registers).
+vec4 acc[SG * ROW_SETS * CG];
+uint a_row[ROW_SETS], b_col[CG];
+
+void step4(uint k, uint b_base) {
+    vec4 av[ROW_SETS], bv[4 * CG];
+    [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = load_a(a_row[r], k);
+    [[unroll]] for (uint kk = 0; kk < 4; kk++)
+        [[unroll]] for (uint g = 0; g < CG; g++) bv[kk * CG + g] = load_b(b_base + (k + kk) * pc.N, b_col[g]);
+    [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
+        [[unroll]] for (uint i = 0; i < SG; i++) {
+            vec4 x = subgroupShuffle(av[r], i);
+            [[unroll]] for (uint kk = 0; kk < 4; kk++)
+                [[unroll]] for (uint g = 0; g < CG; g++)
+                    acc[(r * SG + i) * CG + g] = fma(vec4(x[kk]), bv[kk * CG + g], acc[(r * SG + i) * CG + g]);
+        }
+}
+
 void main() {
     const uint RB = SG * ROW_SETS, CB = SG * CG * 4;
     uint lane = gl_SubgroupInvocationID;
@@ -78,28 +97,18 @@ void main() {
     uint a_base = batch * pc.a_batch_stride, b_base = batch * pc.b_batch_stride;
 
     // Rows past M repeat the last one, group starts past N the last group (never stored).
-    uint a_row[ROW_SETS], b_col[CG];
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++) a_row[r] = a_base + min(row0 + r * SG + lane, pc.M - 1) * pc.K;
     [[unroll]] for (uint g = 0; g < CG; g++) b_col[g] = min(col0 + (g * SG + lane) * 4, (pc.N - 1) & ~3u);
 
-    vec4 acc[RB * CG];
     [[unroll]] for (uint i = 0; i < RB * CG; i++) acc[i] = vec4(0.0);
     uint k_end = pc.K & ~3u;
-    for (uint k = 0; k < k_end; k += 4) {
-        vec4 av[ROW_SETS], bv[4 * CG];
-        [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = load_a(a_row[r], k);
-        [[unroll]] for (uint kk = 0; kk < 4; kk++)
-            [[unroll]] for (uint g = 0; g < CG; g++) bv[kk * CG + g] = load_b(b_base + (k + kk) * pc.N, b_col[g]);
-        [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
-            [[unroll]] for (uint i = 0; i < SG; i++) {
-                vec4 x = subgroupShuffle(av[r], i);
-                [[unroll]] for (uint kk = 0; kk < 4; kk++)
-                    [[unroll]] for (uint g = 0; g < CG; g++)
-                        acc[(r * SG + i) * CG + g] = fma(vec4(x[kk]), bv[kk * CG + g], acc[(r * SG + i) * CG + g]);
-            }
-    }
+    // Two 4-deep steps per loop trip: on CPU drivers every trip pays a lane-mask test.
+    uint k = 0;
+    for (; k + 8 <= k_end; k += 8)
+        [[unroll]] for (uint h = 0; h < 8; h += 4) step4(k + h, b_base);
+    if (k < k_end) step4(k, b_base);
     // The last K % 4 steps, one at a time (VEC_A is 1 whenever there are any).
-    for (uint k = k_end; k < pc.K; k++) {
+    for (k = k_end; k < pc.K; k++) {
         float av[ROW_SETS];
         vec4 bv[CG];
         [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = a1(a_row[r] + k);

@@ -68,11 +68,11 @@ vec4 load_b(uint row, uint n) {
                 b1(row + min(n + 3, last)));
 }
 
-// C += A B over k .. k + 3 for this invocation's block.
 // This invocation's accumulators and operand positions (private globals, kept in registers).
 vec4 acc[SG * ROW_SETS * CG];
 uint a_row[ROW_SETS], b_col[CG];
 
+// acc += A B over k .. k + 3 (k a multiple of 4, k + 3 < K).
 void step4(uint k, uint b_base) {
     vec4 av[ROW_SETS], bv[4 * CG];
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = load_a(a_row[r], k);

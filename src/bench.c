@@ -21,16 +21,16 @@ static spk_status spk__record_copy_shader(spk_context *ctx, const void *arg) {
     uint32_t count = (uint32_t)(a->src->count / 4), per_group = v->workgroup * v->per_invocation;
     uint32_t spec[3] = {v->workgroup, v->per_invocation, v->checked};
     if (v->texel && !a->src->views[1]) return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the source has no texel view");
-    spk__dispatch_desc d = {.bindings = {a->src->ref, a->dst->ref}, .views = {a->src->views[1]}, .written_mask = 0x2,
-                            .push = &count, .push_size = sizeof count};
-    spk_status status = spk__grid(ctx, (count + per_group - 1) / per_group, d.groups);
-    if (status == SPK_OK && !v->checked && (uint64_t)d.groups[0] * d.groups[1] * per_group != count)
-        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "an unchecked copy needs a grid that covers it exactly");
-    if (status == SPK_OK)
-        status = spk__pipeline_get(ctx, v->texel ? &spk__shader_copy_texel_f4 : &spk__shader_copy_f4, spec, 3, 0,
-                                   &d.pipeline);
-    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
-    return status;
+    if (!v->checked) { /* no bounds check: the grid must cover the copy exactly */
+        uint32_t groups[3];
+        spk_status status = spk__grid(ctx, (count + per_group - 1) / per_group, groups);
+        if (status != SPK_OK) return status;
+        if ((uint64_t)groups[0] * groups[1] * per_group != count)
+            return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "an unchecked copy needs a grid that covers it exactly");
+    }
+    return spk__dispatch_map(ctx, v->texel ? &spk__shader_copy_texel_f4 : &spk__shader_copy_f4, spec, 3, a->src->ref,
+                             a->src->views[1], a->dst->ref, (count + v->per_invocation - 1) / v->per_invocation,
+                             count);
 }
 
 static spk_status spk__record_copy_buffer(spk_context *ctx, const void *arg) {

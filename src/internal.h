@@ -180,7 +180,6 @@ struct spk_context {
     VkPipelineLayout pipeline_layouts[SPK__MAX_TEXEL_INPUTS + 1][SPK__MAX_BINDINGS + 1];
     spk__pipeline **pipelines;
     uint32_t pipeline_count, pipeline_capacity;
-    uint64_t pipeline_build_ns; /* host time spent in vkCreateComputePipelines, all pipelines */
     bool log_pipelines;         /* SOFTPICK_LOG_PIPELINES: report each build with its time */
 
     VkCommandPool command_pool;

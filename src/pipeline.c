@@ -278,7 +278,6 @@ static spk_status spk__pipeline_build(spk_context *ctx, spk__pipeline *p) {
     timespec_get(&t1, TIME_UTC);
     ctx->vk.vkDestroyShaderModule(ctx->device, module, NULL);
     uint64_t ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
-    ctx->pipeline_build_ns += ns;
     if (ctx->log_pipelines) {
         char spec_text[SPK__MAX_SPEC * 11 + 1] = "", *at = spec_text;
         for (uint32_t i = 0; i < p->spec_count; i++) at += sprintf(at, " %u", p->spec[i]);

@@ -86,6 +86,17 @@ static void test_softpick_command(void **state) {
 }
 
 /* softpick run reproduces the golden cases (1e-3 relative); demo runs and prints its output. */
+/* Reads what the last command printed to stdout. */
+static void read_stdout(char *text, size_t size) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/stdout.txt", g_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, size - 1, f);
+    fclose(f);
+    text[n] = '\0';
+}
+
 static void test_run_and_demo(void **state) {
     (void)state;
     if (!have_device()) skip();
@@ -134,27 +145,11 @@ static void test_run_and_demo(void **state) {
 
     assert_int_equal(run_cli("demo", &lines, line, sizeof line), 0);
     assert_int_equal(lines, 0);
-    char stdout_path[128], text[4096];
-    snprintf(stdout_path, sizeof stdout_path, "%s/stdout.txt", g_dir);
-    FILE *f = fopen(stdout_path, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
+    char text[4096];
+    read_stdout(text, sizeof text);
     assert_non_null(strstr(text, "output:  [4, 256]"));
     assert_non_null(strstr(text, "hidden_size 256, num_heads 4, num_layers 6"));
     assert_non_null(strstr(text, "forward:"));
-}
-
-/* Reads what the last command printed to stdout. */
-static void read_stdout(char *text, size_t size) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/stdout.txt", g_dir);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, size - 1, f);
-    fclose(f);
-    text[n] = '\0';
 }
 
 /* softpick selftest: the table and a verdict, exit 0; --only narrows it; nothing matching is an

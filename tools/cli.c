@@ -1,4 +1,5 @@
-/* Argument parsing and context creation for the softpick tool. */
+/* Argument parsing, context creation and the clock for the softpick tool. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "cli.h"
 
 #include <errno.h>
@@ -6,6 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+double cli_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 int cli_fail(const char *fmt, ...) {
     va_list ap;

@@ -24,6 +24,8 @@ bool cli_parse(int argc, char **argv, const cli_option *options, int option_coun
 bool cli_int(const char *text, long min, long max, const char *what, long *out);
 /* Creates a context for the --device choice; prints the error on failure. */
 spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
+/* Host wall time in milliseconds (a monotonic clock). */
+double cli_now_ms(void);
 /* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

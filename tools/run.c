@@ -1,9 +1,7 @@
 /* softpick run and softpick demo: the model on files, and on an embedded default. */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -84,12 +82,6 @@ int cli_run(int argc, char **argv) {
     return rc;
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static int compare_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -124,9 +116,9 @@ int cli_demo(int argc, char **argv) {
     double gpu[RUNS];
     if (s == SPK_OK) s = spk_model_forward(model, x, batch, seq, y); /* records, builds pipelines */
     for (int i = 0; i < RUNS && s == SPK_OK; i++) {
-        double t0 = now_ms();
+        double t0 = cli_now_ms();
         s = spk_model_forward(model, x, batch, seq, y);
-        wall[i] = now_ms() - t0;
+        wall[i] = cli_now_ms() - t0;
         gpu[i] = (double)spk_context_last_gpu_time_ns(ctx) / 1e6;
     }
     int rc = 0;

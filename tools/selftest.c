@@ -1,7 +1,5 @@
 /* softpick selftest: spk_selftest's table, one line per (op, variant), and a verdict. */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdio.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -16,19 +14,13 @@ static void print_line(const spk_selftest_result *r, void *user) {
     fflush(stdout);
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 int cli_selftest(int argc, char **argv) {
     const char *only = NULL;
     cli_option options[] = {{"only", &only}};
     cli_args args;
     if (!cli_parse(argc, argv, options, 1, &args)) return 1;
     if (args.positional_count) return cli_fail("usage: softpick selftest [--only OP] [--device D]");
-    double start = now_seconds();
+    double start = cli_now_ms();
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
     spk_device_info info;
@@ -47,7 +39,7 @@ int cli_selftest(int argc, char **argv) {
     if (total == 0 && rc == 0) return cli_fail("selftest: no op matches --only '%s'", only ? only : "");
     printf("\nselftest: %s: %u passed, %u failed, %u skipped of %u in %.1f s on %s\n",
            report.failed || rc ? "FAIL" : "PASS", report.passed, report.failed, report.skipped, total,
-           now_seconds() - start, info.name);
+           (cli_now_ms() - start) / 1e3, info.name);
     if (report.failed)
         printf("please report the FAIL lines with this table and `softpick devices` (see the README)\n");
     return report.failed || rc ? 1 : 0;

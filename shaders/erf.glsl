@@ -29,3 +29,8 @@ float erf_f32(float x) {
 }
 
 float gelu(float x) { return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752)); }
+
+// d gelu / dx = Phi(x) + x phi(x): the backward of the exact GELU (1 / sqrt(2 pi) = 0.3989...).
+float gelu_grad(float x) {
+    return 0.5 * (1.0 + erf_f32(x * 0.70710678118654752)) + x * 0.39894228040143268 * exp(-0.5 * x * x);
+}

@@ -1,6 +1,10 @@
 #version 450
 // C = A B (+ bias) (then GELU) (+ residual), float32, row-major:
 // A [batch, M, K], B [K, N] shared or [batch, K, N], bias [N], residual and C [batch, M, N].
+// The backward passes read an operand transposed where it is stored: TRANS_A takes A as stored
+// [batch, K, M] (dB = A^T dC), TRANS_B takes B as stored [N, K] (dA = dC B^T); no copy is made.
+// Epilogue bit 3 multiplies by GELU's derivative at the pre-activation in the residual binding
+// (the backward through a GELU epilogue, fused into the product that makes its gradient).
 //
 // A workgroup of WG_X x WG_Y invocations computes a BM x BN tile of C (BM = WG_Y * TM,
 // BN = WG_X * TN); each invocation keeps a TM x TN register block: rows ty * TM + i, columns
@@ -20,19 +24,23 @@ layout(constant_id = 5) const bool SHARED = true;
 // computed from other specialization constants are not accepted by every driver's compiler.
 layout(constant_id = 6) const uint TILE_A = 1;
 layout(constant_id = 7) const uint TILE_B = 1;
+layout(constant_id = 8) const uint TRANS_A = 0; // A(m, k) at k * M + m
+layout(constant_id = 9) const uint TRANS_B = 0; // B(k, n) at n * K + k
 
 layout(set = 0, binding = 0) readonly buffer A { float a[]; };
 layout(set = 0, binding = 1) readonly buffer B { float b[]; };
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
 layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
+layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
 
 layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
     uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
-    // bit 0 bias, bit 1 GELU, bit 2 residual: a push constant (a uniform branch per stored
-    // element), so one pipeline serves every epilogue instead of one LLVM compile each
+    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 3 times gelu'(residual), bit 4 keep A B + bias
+    // in Pre (the training forward): a push constant (a uniform branch per stored element), so
+    // one pipeline serves every epilogue instead of one LLVM compile each
     uint epilogue;
 } pc;
 
@@ -58,15 +66,18 @@ void main() {
     if (SHARED) {
         uint tid = ty * WG_X + tx;
         for (uint k0 = 0; k0 < pc.K; k0 += BK) {
+            // Neighbouring invocations load neighbouring addresses, whichever way A and B lie.
             for (uint e = tid; e < BM * BK; e += WG_X * WG_Y) {
-                uint r = e / BK, kk = e % BK;
+                uint r = TRANS_A != 0 ? e % BM : e / BK, kk = TRANS_A != 0 ? e / BM : e % BK;
                 uint m = min(row0 + r, pc.M - 1), k = k0 + kk;
-                tile_a[kk * BM + r] = k < pc.K ? a[a_base + m * pc.K + k] : 0.0;
+                uint at = TRANS_A != 0 ? a_base + k * pc.M + m : a_base + m * pc.K + k;
+                tile_a[kk * BM + r] = k < pc.K ? a[at] : 0.0;
             }
             for (uint e = tid; e < BK * BN; e += WG_X * WG_Y) {
-                uint kk = e / BN, cc = e % BN;
+                uint kk = TRANS_B != 0 ? e % BK : e / BN, cc = TRANS_B != 0 ? e / BK : e % BN;
                 uint n = min(col0 + cc, pc.N - 1), k = k0 + kk;
-                tile_b[kk * BN + cc] = k < pc.K ? b[b_base + k * pc.N + n] : 0.0;
+                uint at = TRANS_B != 0 ? b_base + n * pc.K + k : b_base + k * pc.N + n;
+                tile_b[kk * BN + cc] = k < pc.K ? b[at] : 0.0;
             }
             barrier();
             for (uint kk = 0; kk < BK; kk++) {
@@ -79,13 +90,21 @@ void main() {
             barrier();
         }
     } else {
+        // Element (m, k) of A at rows[i] + k * a_step, (k, n) of B at cols[j] + k * b_step.
         uint rows[TM], cols[TN];
-        [[unroll]] for (uint i = 0; i < TM; i++) rows[i] = a_base + min(row0 + ty * TM + i, pc.M - 1) * pc.K;
-        [[unroll]] for (uint j = 0; j < TN; j++) cols[j] = b_base + min(col0 + tx + j * WG_X, pc.N - 1);
+        uint a_step = TRANS_A != 0 ? pc.M : 1, b_step = TRANS_B != 0 ? 1 : pc.N;
+        [[unroll]] for (uint i = 0; i < TM; i++) {
+            uint m = min(row0 + ty * TM + i, pc.M - 1);
+            rows[i] = a_base + (TRANS_A != 0 ? m : m * pc.K);
+        }
+        [[unroll]] for (uint j = 0; j < TN; j++) {
+            uint n = min(col0 + tx + j * WG_X, pc.N - 1);
+            cols[j] = b_base + (TRANS_B != 0 ? n * pc.K : n);
+        }
         for (uint k = 0; k < pc.K; k++) {
             float av[TM], bv[TN];
-            [[unroll]] for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k];
-            [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b[cols[j] + k * pc.N];
+            [[unroll]] for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k * a_step];
+            [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b[cols[j] + k * b_step];
             [[unroll]] for (uint i = 0; i < TM; i++)
                 [[unroll]] for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
         }
@@ -100,9 +119,11 @@ void main() {
             if (n >= pc.N) break;
             float v = acc[i * TN + j];
             if ((pc.epilogue & 1u) != 0) v += bias[n];
-            if ((pc.epilogue & 2u) != 0) v = gelu(v);
             uint idx = c_base + m * pc.N + n;
+            if ((pc.epilogue & 16u) != 0) pre[idx] = v;
+            if ((pc.epilogue & 2u) != 0) v = gelu(v);
             if ((pc.epilogue & 4u) != 0) v += residual[idx];
+            if ((pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
             c[idx] = v;
         }
     }

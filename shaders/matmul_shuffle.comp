@@ -9,10 +9,16 @@
 // group (4 * CG loads), then takes every row's A from its owner with a subgroup shuffle (a
 // register move, no memory access): ROW_SETS + 4 * CG loads feed RB * CG * 16 FMAs.
 //
+// TRANS_A takes A as stored [batch, K, M] (dB = A^T dC in the backward): lanes then load 4
+// adjacent rows at one k (a vec4 along M) and the shuffles hand out row quads, ROW_SETS loads per
+// 4 steps as before. TRANS_B takes B as stored [N, K] (dA = dC B^T): each column's 4 steps are
+// one vec4 along K, transposed in registers. Neither makes a transposed copy.
+//
 // TEXEL 1 reads A and B as uniform texel buffers: on lavapipe a texel fetch is one vectorized
 // gather where a storage-buffer load is a loop over the lanes (measured 5.7 against 0.3 G floats/s),
 // which makes this variant several times faster. VEC_A / VEC_B say whether the view (or, for
-// storage buffers, the indexing) is vec4: K (for A) or N (for B) a multiple of 4.
+// storage buffers, the indexing) is vec4: A's and B's stored rows (K or, with TRANS_A, M for A;
+// N or, with TRANS_B, K for B) a multiple of 4.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -24,6 +30,8 @@ layout(constant_id = 2) const uint ROW_SETS = 4;
 layout(constant_id = 3) const uint CG = 1;
 layout(constant_id = 4) const uint VEC_A = 1;
 layout(constant_id = 5) const uint VEC_B = 1;
+layout(constant_id = 6) const uint TRANS_A = 0; // A(m, k) at k * M + m
+layout(constant_id = 7) const uint TRANS_B = 0; // B(k, n) at n * K + k
 
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 view, or R32G32B32A32 with VEC_A 4
@@ -43,12 +51,13 @@ vec4 b4(uint i) { return vec4(b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
 layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
+layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
 
 layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride;
     uint tile_m0;
-    uint epilogue; // bit 0 bias, bit 1 GELU, bit 2 residual (see matmul.comp)
+    uint epilogue; // bit 0 bias, 1 GELU, 2 residual, 3 times gelu'(residual), 4 keep Pre (matmul.comp)
 } pc;
 
 #include "erf.glsl"
@@ -57,6 +66,14 @@ layout(push_constant) uniform Push {
 vec4 load_a(uint row, uint k) {
     if (VEC_A == 4) return a4((row + k) / 4);
     return vec4(a1(row + k), a1(row + k + 1), a1(row + k + 2), a1(row + k + 3));
+}
+
+// TRANS_A: A at rows m .. m + 3 (m a multiple of 4; rows past M repeat the last) of step k.
+vec4 load_a_t(uint base, uint m, uint k) {
+    uint at = base + k * pc.M;
+    if (VEC_A == 4) return a4((at + min(m, pc.M - 4)) / 4);
+    uint last = pc.M - 1;
+    return vec4(a1(at + min(m, last)), a1(at + min(m + 1, last)), a1(at + min(m + 2, last)), a1(at + min(m + 3, last)));
 }
 
 // B at one row (`row` its first element), columns n .. n + 3; columns past N repeat the last
@@ -68,16 +85,49 @@ vec4 load_b(uint row, uint n) {
                 b1(row + min(n + 3, last)));
 }
 
+// TRANS_B: B at steps k .. k + 3 of column n (clamped to N - 1).
+vec4 load_b_t(uint base, uint n, uint k) {
+    uint at = base + min(n, pc.N - 1) * pc.K + k;
+    if (VEC_B == 4) return b4(at / 4);
+    return vec4(b1(at), b1(at + 1), b1(at + 2), b1(at + 3));
+}
+
 // This invocation's accumulators and operand positions (private globals, kept in registers).
+const uint RB = SG * ROW_SETS, QUADS = RB / 4;
 vec4 acc[SG * ROW_SETS * CG];
 uint a_row[ROW_SETS], b_col[CG];
+uint a_base, row0;
 
 // acc += A B over k .. k + 3 (k a multiple of 4, k + 3 < K).
 void step4(uint k, uint b_base) {
     vec4 av[ROW_SETS], bv[4 * CG];
-    [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = load_a(a_row[r], k);
-    [[unroll]] for (uint kk = 0; kk < 4; kk++)
-        [[unroll]] for (uint g = 0; g < CG; g++) bv[kk * CG + g] = load_b(b_base + (k + kk) * pc.N, b_col[g]);
+    uint lane = gl_SubgroupInvocationID;
+    // A: ROW_SETS loads per lane. Without TRANS_A load r is 4 steps of row r * SG + lane; with it,
+    // item u = r * SG + lane is the row quad u % QUADS at step u / QUADS.
+    [[unroll]] for (uint r = 0; r < ROW_SETS; r++) {
+        uint u = r * SG + lane;
+        av[r] = TRANS_A != 0 ? load_a_t(a_base, row0 + 4 * (u % QUADS), k + u / QUADS) : load_a(a_row[r], k);
+    }
+    [[unroll]] for (uint g = 0; g < CG; g++) {
+        if (TRANS_B != 0) {
+            vec4 t[4]; // t[c][kk]: column c, step kk
+            [[unroll]] for (uint c = 0; c < 4; c++) t[c] = load_b_t(b_base, b_col[g] + c, k);
+            [[unroll]] for (uint kk = 0; kk < 4; kk++) bv[kk * CG + g] = vec4(t[0][kk], t[1][kk], t[2][kk], t[3][kk]);
+        } else {
+            [[unroll]] for (uint kk = 0; kk < 4; kk++) bv[kk * CG + g] = load_b(b_base + (k + kk) * pc.N, b_col[g]);
+        }
+    }
+    if (TRANS_A != 0) {
+        [[unroll]] for (uint kk = 0; kk < 4; kk++)
+            [[unroll]] for (uint q = 0; q < QUADS; q++) {
+                uint u = kk * QUADS + q;
+                vec4 x = subgroupShuffle(av[u / SG], u % SG); // rows 4q .. 4q + 3 at step kk
+                [[unroll]] for (uint e = 0; e < 4; e++)
+                    [[unroll]] for (uint g = 0; g < CG; g++)
+                        acc[(4 * q + e) * CG + g] = fma(vec4(x[e]), bv[kk * CG + g], acc[(4 * q + e) * CG + g]);
+            }
+        return;
+    }
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
         [[unroll]] for (uint i = 0; i < SG; i++) {
             vec4 x = subgroupShuffle(av[r], i);
@@ -88,13 +138,14 @@ void step4(uint k, uint b_base) {
 }
 
 void main() {
-    const uint RB = SG * ROW_SETS, CB = SG * CG * 4;
+    const uint CB = SG * CG * 4;
     uint lane = gl_SubgroupInvocationID;
     uint batch = gl_WorkGroupID.z;
     // Subgroups of a workgroup take consecutive row blocks.
-    uint row0 = ((pc.tile_m0 + gl_WorkGroupID.y) * gl_NumSubgroups + gl_SubgroupID) * RB;
+    row0 = ((pc.tile_m0 + gl_WorkGroupID.y) * gl_NumSubgroups + gl_SubgroupID) * RB;
     uint col0 = gl_WorkGroupID.x * CB;
-    uint a_base = batch * pc.a_batch_stride, b_base = batch * pc.b_batch_stride;
+    a_base = batch * pc.a_batch_stride;
+    uint b_base = batch * pc.b_batch_stride;
 
     // Rows past M repeat the last one, group starts past N the last group (never stored).
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++) a_row[r] = a_base + min(row0 + r * SG + lane, pc.M - 1) * pc.K;
@@ -107,12 +158,24 @@ void main() {
     for (; k + 8 <= k_end; k += 8)
         [[unroll]] for (uint h = 0; h < 8; h += 4) step4(k + h, b_base);
     if (k < k_end) step4(k, b_base);
-    // The last K % 4 steps, one at a time (VEC_A is 1 whenever there are any).
+    // The last K % 4 steps, one at a time (VEC_A, or with TRANS_B VEC_B, is 1 whenever there are
+    // any; with TRANS_A a lane takes its row from its quad's load).
     for (k = k_end; k < pc.K; k++) {
         float av[ROW_SETS];
         vec4 bv[CG];
-        [[unroll]] for (uint r = 0; r < ROW_SETS; r++) av[r] = a1(a_row[r] + k);
-        [[unroll]] for (uint g = 0; g < CG; g++) bv[g] = load_b(b_base + k * pc.N, b_col[g]);
+        [[unroll]] for (uint r = 0; r < ROW_SETS; r++) {
+            uint m = min(row0 + r * SG + lane, pc.M - 1);
+            av[r] = TRANS_A != 0 ? load_a_t(a_base, m & ~3u, k)[m & 3u] : a1(a_row[r] + k);
+        }
+        [[unroll]] for (uint g = 0; g < CG; g++) {
+            if (TRANS_B != 0) {
+                uint at = b_base + k;
+                bv[g] = vec4(b1(at + min(b_col[g], pc.N - 1) * pc.K), b1(at + min(b_col[g] + 1, pc.N - 1) * pc.K),
+                             b1(at + min(b_col[g] + 2, pc.N - 1) * pc.K), b1(at + min(b_col[g] + 3, pc.N - 1) * pc.K));
+            } else {
+                bv[g] = load_b(b_base + k * pc.N, b_col[g]);
+            }
+        }
         [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
             [[unroll]] for (uint i = 0; i < SG; i++) {
                 float x = subgroupShuffle(av[r], i);
@@ -135,9 +198,11 @@ void main() {
                 uint n = col0 + (g * SG + lane) * 4 + e;
                 if (n >= pc.N) break;
                 float v = acc[i * CG + g][e] + bias_v[g][e];
-                if ((pc.epilogue & 2u) != 0) v = gelu(v);
                 uint idx = c_base + m * pc.N + n;
+                if ((pc.epilogue & 16u) != 0) pre[idx] = v;
+                if ((pc.epilogue & 2u) != 0) v = gelu(v);
                 if ((pc.epilogue & 4u) != 0) v += residual[idx];
+                if ((pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
                 c[idx] = v;
             }
         }

@@ -13,7 +13,7 @@
 #include "softpick/softpick.h"
 
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SPK__MAX_BINDINGS 5
+#define SPK__MAX_BINDINGS 6
 #define SPK__MAX_TEXEL_INPUTS 3
 #define SPK__MAX_SPEC 10
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
@@ -276,7 +276,7 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_softpick_cols_f1, spk__shader_softpick_cols_f4,
     spk__shader_softpick_rows_texel_f1, spk__shader_softpick_rows_texel_f4, spk__shader_softpick_cols_texel_f1,
     spk__shader_softpick_cols_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
-    spk__shader_unary, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
+    spk__shader_unary, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
     spk__shader_attention_shuffle_texel;
 

@@ -47,25 +47,24 @@ void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) 
 
 typedef struct spk__matmul_args {
     const spk__matmul_tuning *tuning;
-    const spk_tensor *a, *b, *bias, *residual;
-    spk_tensor *c;
-    spk_activation activation;
+    const spk_tensor *a, *b, *bias, *residual; /* residual: or the pre-activation with GELU_GRAD */
+    spk_tensor *c, *pre;
+    uint32_t epilogue; /* SPK__EPILOGUE_* bits */
     uint64_t batch, m, n, k;
     bool shared_b;
+    bool trans_a, trans_b; /* A stored [K, M], B stored [N, K] (matmul.comp) */
 } spk__matmul_args;
 
 static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
     const spk__matmul_args *p = arg;
     const spk__matmul_tuning *t = p->tuning;
-    uint32_t epilogue = (p->bias ? 1u : 0u) | (p->activation == SPK_ACTIVATION_GELU ? 2u : 0u) |
-                        (p->residual ? 4u : 0u);
     const spk__pipeline *pipeline;
     spk_status status;
     uint32_t bm, bn; /* rows and columns of C per workgroup */
     VkBufferView views[2] = {VK_NULL_HANDLE, VK_NULL_HANDLE};
     if (t->shuffle) {
-        /* vec4 indexing (and vec4 texel views) where rows of A and of B are whole vec4s. */
-        bool vec_a = p->k % 4 == 0, vec_b = p->n % 4 == 0;
+        /* vec4 indexing (and vec4 texel views) where stored rows of A and of B are whole vec4s. */
+        bool vec_a = (p->trans_a ? p->m : p->k) % 4 == 0, vec_b = (p->trans_b ? p->k : p->n) % 4 == 0;
         views[0] = p->a->views[vec_a];
         views[1] = p->b->views[vec_b];
         /* Without views (a wrapped buffer, or one past the texel limits), storage buffers. */
@@ -73,15 +72,15 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
         bn = sg * t->tn * 4;
-        uint32_t spec[6] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1};
+        uint32_t spec[8] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b};
         status = spk__pipeline_get(ctx, texel ? &spk__shader_matmul_shuffle_texel : &spk__shader_matmul_shuffle, spec,
-                                   6, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+                                   8, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;
-        uint32_t spec[8] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared,
-                            t->shared ? t->bk * bm : 1, t->shared ? t->bk * bn : 1};
-        status = spk__pipeline_get(ctx, &spk__shader_matmul, spec, 8, 0, &pipeline);
+        uint32_t spec[10] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared,
+                             t->shared ? t->bk * bm : 1, t->shared ? t->bk * bn : 1, p->trans_a, p->trans_b};
+        status = spk__pipeline_get(ctx, &spk__shader_matmul, spec, 10, 0, &pipeline);
     }
     if (status != SPK_OK) return status;
 
@@ -93,14 +92,15 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
                          (unsigned long long)tiles_n, (unsigned long long)p->batch, max[0], max[2]);
     spk__dispatch_desc d = {
         .pipeline = pipeline,
-        /* Absent bias and residual bind A in their place: declared but never read. */
+        /* Absent bias and residual bind A in their place (declared but never read), an absent
+         * pre-activation C (never written through that binding). */
         .bindings = {p->a->ref, p->b->ref, p->c->ref, p->bias ? p->bias->ref : p->a->ref,
-                     p->residual ? p->residual->ref : p->a->ref},
+                     p->residual ? p->residual->ref : p->a->ref, p->pre ? p->pre->ref : p->c->ref},
         .views = {views[0], views[1]},
-        .written_mask = 0x4,
+        .written_mask = p->pre ? 0x24 : 0x4,
     };
     uint32_t push[8] = {(uint32_t)p->m, (uint32_t)p->n, (uint32_t)p->k, (uint32_t)(p->m * p->k),
-                        p->shared_b ? 0 : (uint32_t)(p->k * p->n), (uint32_t)(p->m * p->n), 0, epilogue};
+                        p->shared_b ? 0 : (uint32_t)(p->k * p->n), (uint32_t)(p->m * p->n), 0, p->epilogue};
     d.push = push;
     d.push_size = sizeof push;
     /* Row tiles beyond one dispatch's grid go to further dispatches. */
@@ -128,6 +128,8 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
     if (status == SPK_OK) status = spk__check_tensor(ctx, c, "matmul C");
     if (status == SPK_OK && opts.bias) status = spk__check_tensor(ctx, opts.bias, "matmul bias");
     if (status == SPK_OK && opts.residual) status = spk__check_tensor(ctx, opts.residual, "matmul residual");
+    if (status == SPK_OK && opts.pre_activation)
+        status = spk__check_tensor(ctx, opts.pre_activation, "matmul pre-activation");
     if (status != SPK_OK) return status;
     if ((unsigned)opts.activation > SPK_ACTIVATION_GELU)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "unknown activation %d", (int)opts.activation);
@@ -148,10 +150,16 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
     if (status == SPK_OK && opts.bias) status = spk__check_shape(ctx, opts.bias, 1, bias_shape, "matmul bias");
     if (status == SPK_OK && opts.residual)
         status = spk__check_shape(ctx, opts.residual, a->ndim, c_shape, "matmul residual");
+    if (status == SPK_OK && opts.pre_activation)
+        status = spk__check_shape(ctx, opts.pre_activation, a->ndim, c_shape, "matmul pre-activation");
     if (status != SPK_OK) return status;
     if (spk__overlap(c, a) || spk__overlap(c, b) || (opts.bias && spk__overlap(c, opts.bias)) ||
         (opts.residual && opts.residual != c && spk__overlap(c, opts.residual)))
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "matmul C overlaps an input (only the residual may be C)");
+    const spk_tensor *pre = opts.pre_activation;
+    if (pre && (spk__overlap(pre, c) || spk__overlap(pre, a) || spk__overlap(pre, b) ||
+                (opts.bias && spk__overlap(pre, opts.bias)) || (opts.residual && spk__overlap(pre, opts.residual))))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "matmul pre-activation overlaps another operand");
     uint64_t batch = 1;
     for (int i = 0; i < a->ndim - 2; i++) batch *= (uint64_t)a->shape[i];
     /* Element offsets in the shader are 32-bit; tensors are capped by maxStorageBufferRange, but
@@ -175,7 +183,11 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
     /* With one B for all batches, A's and C's batches are just more rows: one [batch * M, K]
      * product fills the row tiles that a short M (a model's few positions) would leave empty. */
     if (shared_b) m *= batch, batch = 1;
-    *args = (spk__matmul_args){tuning, a, b, opts.bias, opts.residual, c, opts.activation, batch, m, n, k, shared_b};
+    uint32_t epilogue = (opts.bias ? SPK__EPILOGUE_BIAS : 0) | (opts.residual ? SPK__EPILOGUE_RESIDUAL : 0) |
+                        (opts.activation == SPK_ACTIVATION_GELU ? SPK__EPILOGUE_GELU : 0) |
+                        (pre ? SPK__EPILOGUE_PRE : 0);
+    *args = (spk__matmul_args){tuning, a, b, opts.bias, opts.residual, c, (spk_tensor *)pre, epilogue,
+                               batch, m, n, k, shared_b, false, false};
     return SPK_OK;
 }
 
@@ -211,10 +223,133 @@ spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b
     return spk__matmul_tuned(ctx, NULL, a, b, desc, c);
 }
 
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* A tensor's matrix dimensions: rows (the second last) and columns (the last), and the batch
+ * (the product of the rest). */
+static void spk__matrix_dims(const spk_tensor *t, uint64_t *batch, uint64_t *rows, uint64_t *cols) {
+    *batch = 1;
+    for (int i = 0; i < t->ndim - 2; i++) *batch *= (uint64_t)t->shape[i];
+    *rows = (uint64_t)t->shape[t->ndim - 2];
+    *cols = (uint64_t)t->shape[t->ndim - 1];
+}
+
+spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *dz, const spk_tensor *b,
+                                 const spk_tensor *gelu_pre, bool accumulate, spk_tensor *da) {
+    /* dA [.., M, K] = dZ [.., M, N] B^T, B read as stored [K, N]: the product's B operand is B^T
+     * laid out [N(reduction), K(columns)] transposed (TRANS_B). */
+    uint64_t batch, m, n, kb, nb, unused;
+    spk__matrix_dims(dz, &batch, &m, &n);
+    spk__matrix_dims(b, &unused, &kb, &nb);
+    bool shared_b = b->ndim == 2;
+    if (shared_b) m *= batch, batch = 1;
+    spk__matmul_tuning defaults;
+    if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
+    spk__matmul_args args = {
+        .tuning = tuning, .a = dz, .b = b, .c = da,
+        .residual = gelu_pre ? gelu_pre : accumulate ? da : NULL,
+        .epilogue = gelu_pre ? SPK__EPILOGUE_GELU_GRAD : accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
+        .batch = batch, .m = m, .n = kb, .k = nb, .shared_b = shared_b, .trans_b = true,
+    };
+    return m * kb * batch != 0 ? spk__matmul_dispatch(ctx, &args) : SPK_OK;
+}
+
+spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,
+                                 spk_tensor *db) {
+    /* dB [K, N] = A^T dZ over every row of every batch (a shared B gets the sum over the batch),
+     * or per batch for a batched B; A read as stored [.., M, K] (TRANS_A). */
+    uint64_t batch, m, k, unused, n;
+    spk__matrix_dims(a, &batch, &m, &k);
+    spk__matrix_dims(dz, &unused, &unused, &n);
+    if (db->ndim == 2) m *= batch, batch = 1;
+    spk__matmul_tuning defaults;
+    if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
+    spk__matmul_args args = {
+        .tuning = tuning, .a = a, .b = dz, .c = db,
+        .residual = accumulate ? db : NULL, .epilogue = accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
+        .batch = batch, .m = k, .n = n, .k = m, .trans_a = true,
+    };
+    /* No rows (m == 0) gives zeros: nothing to add when accumulating. */
+    if (k * n * batch == 0 || (m == 0 && accumulate)) return SPK_OK;
+    return spk__matmul_dispatch(ctx, &args);
+}
+
+typedef struct spk__matmul_backward_args {
+    const spk__matmul_tuning *tuning;
+    const spk_tensor *a, *b, *dc, *pre;
+    spk_tensor *dz; /* dC times gelu'(pre) with GELU, else dC itself */
+    spk_matmul_grads grads;
+} spk__matmul_backward_args;
+
+static spk_status spk__matmul_backward_dispatch(spk_context *ctx, const void *arg) {
+    const spk__matmul_backward_args *p = arg;
+    const spk_matmul_grads *g = &p->grads;
+    spk_status s = SPK_OK;
+    if (p->pre) s = spk__record_gelu_backward(ctx, p->pre, p->dc, p->dz);
+    if (s == SPK_OK && g->da) s = spk__record_matmul_da(ctx, p->tuning, p->dz, p->b, NULL, g->accumulate, g->da);
+    if (s == SPK_OK && g->db) s = spk__record_matmul_db(ctx, p->tuning, p->a, p->dz, g->accumulate, g->db);
+    if (s == SPK_OK && g->dbias) s = spk__record_column_sums(ctx, p->dz, NULL, NULL, g->accumulate, g->dbias, NULL);
+    return s;
+}
+
+spk_status spk_matmul_backward(spk_context *ctx, const spk_tensor *a, const spk_tensor *b, const spk_matmul_desc *desc,
+                               const spk_tensor *dc, const spk_matmul_grads *grads) {
+    return spk__matmul_backward_tuned(ctx, NULL, a, b, desc, dc, grads);
+}
+
+spk_status spk__matmul_backward_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                                      const spk_tensor *b, const spk_matmul_desc *desc, const spk_tensor *dc,
+                                      const spk_matmul_grads *grads) {
+    spk_matmul_desc opts = {0};
+    if (desc) opts = *desc;
+    bool gelu = opts.activation == SPK_ACTIVATION_GELU;
+    if (gelu && !opts.pre_activation)
+        return ctx ? spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT,
+                               "matmul backward through GELU needs the forward's pre-activation (desc->pre_activation)")
+                   : SPK_ERROR_INVALID_ARGUMENT;
+    /* The forward's checks give every shape: C's is dC's. */
+    spk__matmul_tuning defaults;
+    spk__matmul_args fwd;
+    spk_matmul_desc shapes = {.bias = opts.bias, .activation = opts.activation};
+    spk_status s = spk__check_tensor(ctx, dc, "matmul backward dC");
+    if (s == SPK_OK) s = spk__matmul_check(ctx, NULL, a, b, &shapes, (spk_tensor *)dc, &defaults, &fwd);
+    if (s == SPK_OK && gelu) s = spk__check_tensor(ctx, opts.pre_activation, "matmul pre-activation");
+    if (s == SPK_OK && gelu) s = spk__check_shape(ctx, opts.pre_activation, dc->ndim, dc->shape, "matmul pre-activation");
+    if (s != SPK_OK) return s;
+    spk_matmul_grads g = {0};
+    if (grads) g = *grads;
+    const spk_tensor *outs[3] = {g.da, g.db, g.dbias}, *likes[3] = {a, b, NULL};
+    static const char *names[3] = {"matmul dA", "matmul dB", "matmul dbias"};
+    int64_t n = dc->shape[dc->ndim - 1];
+    for (int i = 0; i < 3 && s == SPK_OK; i++) {
+        if (!outs[i]) continue;
+        s = spk__check_tensor(ctx, outs[i], names[i]);
+        if (s == SPK_OK) s = likes[i] ? spk__check_shape(ctx, outs[i], likes[i]->ndim, likes[i]->shape, names[i])
+                                      : spk__check_shape(ctx, outs[i], 1, &n, names[i]);
+        const spk_tensor *ins[4] = {a, b, dc, opts.pre_activation};
+        for (int j = 0; j < 4 && s == SPK_OK; j++)
+            if (ins[j] && spk__overlap(outs[i], ins[j]))
+                s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s overlaps an input", names[i]);
+        for (int j = 0; j < i && s == SPK_OK; j++)
+            if (outs[j] && spk__overlap(outs[i], outs[j]))
+                s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s overlaps %s", names[i], names[j]);
+    }
+    if (s != SPK_OK || (dc->count == 0 && !g.db && !g.dbias)) return s;
+    spk__matmul_backward_args args = {tuning, a, b, dc, gelu ? opts.pre_activation : NULL, (spk_tensor *)dc, g};
+    spk_tensor *dz = NULL;
+    if (gelu) {
+        s = spk_tensor_create(ctx, dc->ndim, dc->shape, &dz);
+        args.dz = dz;
+    }
+    if (s == SPK_OK) s = spk__run_sync(ctx, spk__matmul_backward_dispatch, &args);
+    spk_tensor_destroy(dz);
+    return s;
+}
+
 /* ---- elementwise ---------------------------------------------------------------------------- */
 
 typedef struct spk__unary_args {
-    const spk_tensor *x;
+    const spk_tensor *x, *dy; /* dy: GELU_GRAD only */
     spk_tensor *y;
     uint32_t op;
 } spk__unary_args;
@@ -222,22 +357,67 @@ typedef struct spk__unary_args {
 static spk_status spk__record_unary(spk_context *ctx, const void *arg) {
     const spk__unary_args *u = arg;
     uint32_t spec[2] = {64, u->op}, count = (uint32_t)u->x->count;
-    return spk__dispatch_map(ctx, &spk__shader_unary, spec, 2, u->x->ref, VK_NULL_HANDLE, u->y->ref, count, count);
+    spk__dispatch_desc d = {.bindings = {u->x->ref, u->y->ref, u->dy ? u->dy->ref : u->x->ref},
+                            .written_mask = 0x2, .push = &count, .push_size = sizeof count};
+    spk_status status = spk__grid(ctx, (count + spec[0] - 1) / spec[0], d.groups);
+    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_unary, spec, 2, 0, &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
 }
 
-spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, spk_tensor *y) {
+spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, const spk_tensor *dy, spk_tensor *y) {
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status status = spk__check_tensor(ctx, x, "input");
+    if (status == SPK_OK && op == SPK__UNARY_GELU_GRAD) status = spk__check_tensor(ctx, dy, "output gradient");
     if (status == SPK_OK) status = spk__check_tensor(ctx, y, "output");
+    if (status == SPK_OK && op == SPK__UNARY_GELU_GRAD) status = spk__check_shape(ctx, dy, x->ndim, x->shape, "output gradient");
     if (status == SPK_OK) status = spk__check_shape(ctx, y, x->ndim, x->shape, "output");
     if (status != SPK_OK) return status;
-    if (x != y && spk__overlap(x, y))
+    if ((x != y && spk__overlap(x, y)) || (dy && dy != y && spk__overlap(dy, y)))
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "input and output partially overlap");
+    if (x->count > UINT32_MAX) return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "more than 2^32 elements");
     if (x->count == 0) return SPK_OK;
-    spk__unary_args args = {x, y, op};
+    spk__unary_args args = {x, op == SPK__UNARY_GELU_GRAD ? dy : NULL, y, op};
     return spk__run_sync(ctx, spk__record_unary, &args);
 }
 
 spk_status spk_gelu(spk_context *ctx, const spk_tensor *x, spk_tensor *y) {
-    return spk__unary(ctx, SPK__UNARY_GELU, x, y);
+    return spk__unary(ctx, SPK__UNARY_GELU, x, NULL, y);
+}
+
+spk_status spk_gelu_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, spk_tensor *dx) {
+    return spk__unary(ctx, SPK__UNARY_GELU_GRAD, x, dy, dx);
+}
+
+spk_status spk__record_gelu_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, spk_tensor *dx) {
+    spk__unary_args args = {x, dy, dx, SPK__UNARY_GELU_GRAD};
+    return x->count ? spk__record_unary(ctx, &args) : SPK_OK;
+}
+
+/* ---- column sums: the gradients of biases, gamma and beta ------------------------------------ */
+
+spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
+                                   bool accumulate, spk_tensor *out0, spk_tensor *out1) {
+    uint64_t n = (uint64_t)out0->count, rows = n ? (uint64_t)g->count / n : 0;
+    if (n == 0) return SPK_OK;
+    /* Texel views where both inputs have one (the storage-buffer reads are per-lane loops on CPU
+     * drivers); GPUs read storage buffers. */
+    bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    const spk_tensor *xs = x ? x : g;
+    bool texel = cpu && ctx->caps.texel_buffers && g->views[0] && xs->views[0];
+    uint32_t spec[2] = {64, x ? 1u : 0u};
+    uint32_t push[3] = {(uint32_t)rows, (uint32_t)n, accumulate};
+    spk__dispatch_desc d = {
+        .bindings = {g->ref, xs->ref, stats ? stats->ref : g->ref, out0->ref, out1 ? out1->ref : out0->ref},
+        .views = {texel ? g->views[0] : VK_NULL_HANDLE, texel ? xs->views[0] : VK_NULL_HANDLE},
+        .written_mask = out1 ? 0x18 : 0x8,
+        .push = push,
+        .push_size = sizeof push,
+    };
+    spk_status status = spk__grid(ctx, (n + spec[0] - 1) / spec[0], d.groups);
+    if (status == SPK_OK)
+        status = spk__pipeline_get(ctx, texel ? &spk__shader_column_sums_texel : &spk__shader_column_sums, spec, 2, 0,
+                                   &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    return status;
 }

@@ -30,8 +30,38 @@ spk_status spk__record_matmul(spk_context *ctx, const spk__matmul_tuning *tuning
 spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c);
 
-enum { SPK__UNARY_ERF = 0, SPK__UNARY_GELU = 1 };
-/* y = op(x) elementwise (shaders/unary.comp). */
-spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, spk_tensor *y);
+/* The epilogue bits of shaders/matmul*.comp. */
+enum {
+    SPK__EPILOGUE_BIAS = 1u,
+    SPK__EPILOGUE_GELU = 2u,
+    SPK__EPILOGUE_RESIDUAL = 4u,
+    SPK__EPILOGUE_GELU_GRAD = 8u, /* times gelu'(P), P bound where the residual would be */
+    SPK__EPILOGUE_PRE = 16u,      /* also store A B + bias */
+};
+
+enum { SPK__UNARY_ERF = 0, SPK__UNARY_GELU = 1, SPK__UNARY_GELU_GRAD = 2 };
+/* spk_matmul_backward with a given tuning (NULL: the defaults). */
+spk_status spk__matmul_backward_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
+                                      const spk_tensor *b, const spk_matmul_desc *desc, const spk_tensor *dc,
+                                      const spk_matmul_grads *grads);
+
+/* y = op(x) elementwise (shaders/unary.comp); dy: GELU_GRAD's y = dy * gelu'(x), else NULL. */
+spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, const spk_tensor *dy, spk_tensor *y);
+
+/* The backward passes, recorded into the current recording without checks (the model's and
+ * spk_matmul_backward's shapes are right by construction), `tuning` NULL for the defaults:
+ * dA = dZ B^T (times gelu'(gelu_pre) when not NULL; else added to dA with `accumulate`), B [K, N]
+ * shared or batched as in the forward; */
+spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *dz, const spk_tensor *b,
+                                 const spk_tensor *gelu_pre, bool accumulate, spk_tensor *da);
+/* dB = A^T dZ, summed over A's batch when dB is [K, N]; */
+spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,
+                                 spk_tensor *db);
+/* out0 = column sums of g over all its rows (out0's count is the column count); with x and
+ * stats ([rows, 2]: mean, rstd) also out1 = column sums of g * (x - mean) * rstd; */
+spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
+                                   bool accumulate, spk_tensor *out0, spk_tensor *out1);
+/* dx = dy * gelu'(x). */
+spk_status spk__record_gelu_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, spk_tensor *dx);
 
 #endif

@@ -164,6 +164,203 @@ static void test_errors(void **state) {
     test_assert_no_validation();
 }
 
+/* ---- backward ------------------------------------------------------------------------------- */
+
+static double gelu_grad64(double x) { return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / 2.5066282746310002; }
+
+/* max |got - want| / max |want| (NaN in got fails). */
+static double rel_error(const float *got, const double *want, int64_t n) {
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (!(e <= err)) err = e;
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+    }
+    return err / (scale > 0 ? scale : 1);
+}
+
+/* The forward with its pre-activation kept, then spk_matmul_backward: dA, dB and dbias against
+ * float64, overwriting or accumulating onto random values. */
+static void check_backward(spk_context *ctx, const spk__matmul_tuning *tuning, int64_t batch, int64_t m, int64_t n,
+                           int64_t k, bool batched_b, bool gelu, bool accumulate) {
+    int64_t as[3] = {batch, m, k}, bs[3] = {batch, k, n}, cs[3] = {batch, m, n}, ns[1] = {n};
+    int64_t a_count = batch * m * k, nb = batched_b ? batch : 1, b_count = nb * k * n, c_count = batch * m * n;
+    float *a = test_alloc_floats(a_count), *b = test_alloc_floats(b_count), *bias = test_alloc_floats(n);
+    float *dc = test_alloc_floats(c_count), *pre = test_alloc_floats(c_count);
+    float *da0 = test_alloc_floats(a_count), *db0 = test_alloc_floats(b_count), *dbias0 = test_alloc_floats(n);
+    float *got = test_alloc_floats(a_count + b_count + n);
+    test_fill_random(a, a_count, (uint64_t)(m * 7 + k)), test_fill_random(b, b_count, (uint64_t)(n * 3 + k));
+    test_fill_random(bias, n, 5), test_fill_random(dc, c_count, 9);
+    test_fill_random(da0, a_count, 11), test_fill_random(db0, b_count, 12), test_fill_random(dbias0, n, 13);
+    spk_tensor *ta = make(ctx, 3, as, a), *tb = batched_b ? make(ctx, 3, bs, b) : make(ctx, 2, bs + 1, b);
+    spk_tensor *tbias = make(ctx, 1, ns, bias), *tc = make(ctx, 3, cs, NULL), *tpre = make(ctx, 3, cs, NULL);
+    spk_tensor *tdc = make(ctx, 3, cs, dc);
+    spk_tensor *tda = make(ctx, 3, as, accumulate ? da0 : NULL);
+    spk_tensor *tdb = batched_b ? make(ctx, 3, bs, accumulate ? db0 : NULL) : make(ctx, 2, bs + 1, accumulate ? db0 : NULL);
+    spk_tensor *tdbias = make(ctx, 1, ns, accumulate ? dbias0 : NULL);
+    spk_matmul_desc desc = {.bias = tbias, .activation = gelu ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
+                            .pre_activation = tpre};
+    if (spk__matmul_tuned(ctx, tuning, ta, tb, &desc, tc) != SPK_OK) fail_msg("%s", spk_context_last_error(ctx));
+    assert_int_equal(spk_tensor_download(tpre, pre, c_count), SPK_OK);
+    spk_matmul_grads grads = {.da = tda, .db = tdb, .dbias = tdbias, .accumulate = accumulate};
+    if (spk__matmul_backward_tuned(ctx, tuning, ta, tb, &desc, tdc, &grads) != SPK_OK)
+        fail_msg("%s", spk_context_last_error(ctx));
+
+    /* float64: the kept pre-activation (A B + bias), then dZ, dA, dB, dbias. */
+    double *dz = calloc((size_t)c_count, sizeof *dz), *want = calloc((size_t)(a_count + b_count + n), sizeof *want);
+    assert_non_null(dz), assert_non_null(want);
+    double *wa = want, *wb = want + a_count, *wbias = wb + b_count, pre_err = 0, pre_scale = 0;
+    for (int64_t q = 0; q < batch; q++)
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                const float *bb = b + (batched_b ? q * k * n : 0);
+                double acc = bias[j];
+                for (int64_t p = 0; p < k; p++) acc += (double)a[(q * m + i) * k + p] * bb[p * n + j];
+                int64_t idx = (q * m + i) * n + j;
+                pre_err = fmax(pre_err, fabs(acc - pre[idx])), pre_scale = fmax(pre_scale, fabs(acc));
+                dz[idx] = gelu ? dc[idx] * gelu_grad64(pre[idx]) : dc[idx];
+            }
+    assert_true(pre_err <= 1e-5 * fmax(pre_scale, 1e-30));
+    for (int64_t i = 0; i < a_count + b_count + n; i++)
+        want[i] = accumulate ? (i < a_count ? da0[i] : i < a_count + b_count ? db0[i - a_count] : dbias0[i - a_count - b_count]) : 0;
+    for (int64_t q = 0; q < batch; q++) {
+        const float *bb = b + (batched_b ? q * k * n : 0);
+        double *wbb = wb + (batched_b ? q * k * n : 0);
+        for (int64_t i = 0; i < m; i++) {
+            const double *dzr = dz + (q * m + i) * n;
+            for (int64_t p = 0; p < k; p++) {
+                double acc = 0, ai = a[(q * m + i) * k + p];
+                for (int64_t j = 0; j < n; j++) acc += dzr[j] * bb[p * n + j], wbb[p * n + j] += ai * dzr[j];
+                wa[(q * m + i) * k + p] += acc;
+            }
+            for (int64_t j = 0; j < n; j++) wbias[j] += dzr[j];
+        }
+    }
+    assert_int_equal(spk_tensor_download(tda, got, a_count), SPK_OK);
+    assert_int_equal(spk_tensor_download(tdb, got + a_count, b_count), SPK_OK);
+    assert_int_equal(spk_tensor_download(tdbias, got + a_count + b_count, n), SPK_OK);
+    double e[3] = {rel_error(got, wa, a_count), rel_error(got + a_count, wb, b_count),
+                   rel_error(got + a_count + b_count, wbias, n)};
+    if (!(e[0] <= 1e-5 && e[1] <= 1e-5 && e[2] <= 1e-5))
+        fail_msg("matmul backward batch %lld m %lld n %lld k %lld (batched B %d gelu %d accumulate %d): relative "
+                 "errors dA %.3g dB %.3g dbias %.3g", (long long)batch, (long long)m, (long long)n, (long long)k,
+                 batched_b, gelu, accumulate, e[0], e[1], e[2]);
+    spk_tensor *all[] = {ta, tb, tbias, tc, tpre, tdc, tda, tdb, tdbias};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) spk_tensor_destroy(all[i]);
+    free(a), free(b), free(bias), free(dc), free(pre), free(da0), free(db0), free(dbias0), free(got), free(dz), free(want);
+    test_assert_no_validation();
+}
+
+static const int64_t grad_sizes[] = {1, 7, 60, 65, 257};
+
+/* Each size of the issue's set as M, N and K against awkward others, batches, GELU and
+ * accumulation, for one kernel tuning. */
+static void run_backward(spk_context *ctx, const spk__matmul_tuning *tuning) {
+    for (size_t i = 0; i < sizeof grad_sizes / sizeof grad_sizes[0]; i++) {
+        int64_t s = grad_sizes[i];
+        check_backward(ctx, tuning, 1, s, 65, 7, false, false, false);
+        check_backward(ctx, tuning, 1, 7, s, 60, false, true, true);
+        check_backward(ctx, tuning, 1, 60, 257, s, false, false, true);
+    }
+    check_backward(ctx, tuning, 3, 17, 33, 64, false, true, false); /* shared B sums over the batch */
+    check_backward(ctx, tuning, 2, 60, 32, 65, true, false, true);  /* batched B */
+    check_backward(ctx, tuning, 2, 64, 128, 32, false, true, true); /* every stored row whole vec4s */
+}
+
+static void test_backward_default_kernel(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    run_backward(ctx, NULL);
+    check_backward(ctx, NULL, 1, 33, 47, 4097, false, true, false);
+    check_backward(ctx, NULL, 1, 4097, 33, 7, false, false, false);
+}
+
+/* The transposed reads of every kernel: tiles (shared memory and register blocks) and the
+ * shuffle kernel through storage buffers and texel views, at this device's subgroup size. The
+ * default kernel runs every shape above; the others run one shape whose stored rows are all
+ * awkward and one whose rows are all whole vec4s (each layout is a pipeline of its own: on CPU
+ * drivers an LLVM compile each). */
+static void run_backward_two(spk_context *ctx, const spk__matmul_tuning *t) {
+    check_backward(ctx, t, 2, 65, 127, 31, false, true, true);
+    check_backward(ctx, t, 2, 64, 128, 32, true, true, true);
+}
+
+static void test_backward_every_kernel(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    spk__matmul_tuning t;
+    spk__matmul_tuning_tiles(ctx, &t);
+    run_backward_two(ctx, &t);
+    t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 4, .tm = 3, .tn = 5, .bk = 7, .shared = true};
+    run_backward_two(ctx, &t);
+    t = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
+    run_backward_two(ctx, &t);
+    const spk__device_caps *caps = &ctx->caps;
+    if (caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size) {
+        for (int texel = 0; texel < 2; texel++) {
+            spk__matmul_tuning_shuffle(ctx, texel, &t);
+            run_backward_two(ctx, &t);
+        }
+        /* One row set: fewer row quads than lanes (the default's are as many, or more at
+         * subgroups of 4), two column groups, two subgroups per workgroup. */
+        t = (spk__matmul_tuning){.wg_x = 2 * caps->max_subgroup_size, .tn = 2, .shuffle = true, .row_sets = 1};
+        run_backward_two(ctx, &t);
+    } else if (getenv("CI")) {
+        fail_msg("lavapipe in CI must have fixed-size subgroup shuffles");
+    }
+}
+
+static void test_backward_errors(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    int64_t a_s[2] = {4, 5}, b_s[2] = {5, 6}, c_s[2] = {4, 6}, n6[1] = {6};
+    spk_tensor *a = make(ctx, 2, a_s, NULL), *b = make(ctx, 2, b_s, NULL), *dc = make(ctx, 2, c_s, NULL);
+    spk_tensor *da = make(ctx, 2, a_s, NULL), *dbias = make(ctx, 1, n6, NULL);
+    spk_matmul_desc gelu = {.activation = SPK_ACTIVATION_GELU};
+    spk_matmul_grads g = {.da = da};
+    assert_int_equal(spk_matmul_backward(ctx, a, b, &gelu, dc, &g), SPK_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(spk_context_last_error(ctx), "pre-activation"));
+    g = (spk_matmul_grads){.da = dbias};
+    assert_int_equal(spk_matmul_backward(ctx, a, b, NULL, dc, &g), SPK_ERROR_SHAPE);
+    assert_non_null(strstr(spk_context_last_error(ctx), "dA"));
+    g = (spk_matmul_grads){.dbias = da};
+    assert_int_equal(spk_matmul_backward(ctx, a, b, NULL, dc, &g), SPK_ERROR_SHAPE);
+    g = (spk_matmul_grads){.da = a};
+    assert_int_equal(spk_matmul_backward(ctx, a, b, NULL, dc, &g), SPK_ERROR_INVALID_ARGUMENT); /* dA is A */
+    assert_int_equal(spk_matmul_backward(ctx, a, b, NULL, da, &g), SPK_ERROR_SHAPE);            /* dC's shape */
+    assert_int_equal(spk_matmul_backward(ctx, a, b, NULL, dc, NULL), SPK_OK);                  /* nothing asked */
+    spk_tensor_destroy(a), spk_tensor_destroy(b), spk_tensor_destroy(dc), spk_tensor_destroy(da);
+    spk_tensor_destroy(dbias);
+    test_assert_no_validation();
+}
+
+/* GELU's backward on its own: dy * gelu'(x) against float64 over [-10, 10], in place. */
+static void test_gelu_backward(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    const int64_t n = 100001;
+    float *x = test_alloc_floats(n), *dy = test_alloc_floats(n), *got = test_alloc_floats(n);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(-10.0 + 20.0 * (double)i / (double)(n - 1));
+    test_fill_random(dy, n, 3);
+    int64_t shape[1] = {n};
+    spk_tensor *tx = make(ctx, 1, shape, x), *tdy = make(ctx, 1, shape, dy);
+    assert_int_equal(spk_gelu_backward(ctx, tx, tdy, tdy), SPK_OK);
+    assert_int_equal(spk_tensor_download(tdy, got, n), SPK_OK);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double ref = dy[i] * gelu_grad64((double)x[i]), e = fabs((double)got[i] - ref) / fmax(1.0, fabs(ref));
+        if (!(e <= worst)) worst = e;
+    }
+    printf("gelu backward: max error %.3g\n", worst);
+    assert_true(worst <= 1e-6);
+    int64_t other[1] = {7};
+    spk_tensor *t7 = make(ctx, 1, other, NULL);
+    assert_int_equal(spk_gelu_backward(ctx, tx, t7, tdy), SPK_ERROR_SHAPE);
+    spk_tensor_destroy(tx), spk_tensor_destroy(tdy), spk_tensor_destroy(t7);
+    free(x), free(dy), free(got);
+    test_assert_no_validation();
+}
+
 /* erf on its own: max abs error <= 2e-7 against the float64 function over [-10, 10]; GELU too. */
 static void test_erf_and_gelu(void **state) {
     (void)state;
@@ -173,7 +370,7 @@ static void test_erf_and_gelu(void **state) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)(-10.0 + 20.0 * (double)i / (double)(n - 1));
     int64_t shape[1] = {n};
     spk_tensor *tx = make(ctx, 1, shape, x), *ty = make(ctx, 1, shape, NULL);
-    assert_int_equal(spk__unary(ctx, SPK__UNARY_ERF, tx, ty), SPK_OK);
+    assert_int_equal(spk__unary(ctx, SPK__UNARY_ERF, tx, NULL, ty), SPK_OK);
     assert_int_equal(spk_tensor_download(ty, y, n), SPK_OK);
     double worst = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -205,6 +402,10 @@ int main(void) {
         cmocka_unit_test(test_batches_and_epilogues),
         cmocka_unit_test(test_grid_split),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_gelu_backward),
+        cmocka_unit_test(test_backward_default_kernel),
+        cmocka_unit_test(test_backward_every_kernel),
+        cmocka_unit_test(test_backward_errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

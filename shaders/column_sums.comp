@@ -1,6 +1,7 @@
 #version 450
 // Sums over rows, column by column, for the backward passes: out0[n] = sum_m g[m, n] (a bias's
-// gradient; layer norm's dbeta) and, with MODE 1, out1[n] = sum_m g[m, n] xhat[m, n] with
+// gradient; layer norm's dbeta) and, with MODE 1 (or alone with MODE 2),
+// out1[n] = sum_m g[m, n] xhat[m, n] with
 // xhat = (x[m, n] - mean_m) * rstd_m from the per-row statistics the training forward kept
 // (layer norm's dgamma). An invocation owns one column and walks the rows in order with a
 // compensated sum, so every run gives the same bits (no atomics), and neighbouring invocations
@@ -12,7 +13,7 @@
 #extension GL_GOOGLE_include_directive : require
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint MODE = 0; // 0 plain sums, 1 also the sums against xhat
+layout(constant_id = 1) const uint MODE = 0; // 0 plain sums, 1 also the sums against xhat, 2 those alone
 
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer g;
@@ -41,12 +42,12 @@ void main() {
     float s0 = 0.0, c0 = 0.0, s1 = 0.0, c1 = 0.0;
     for (uint m = 0; m < pc.rows; m++) {
         float gv = LOAD(g, m * pc.n + col);
-        kahan_add(s0, c0, gv);
-        if (MODE == 1) {
+        if (MODE != 2) kahan_add(s0, c0, gv);
+        if (MODE != 0) {
             vec2 st = stats[m];
             kahan_add(s1, c1, gv * ((LOAD(x, m * pc.n + col) - st.x) * st.y));
         }
     }
-    out0[col] = pc.accumulate != 0 ? out0[col] + s0 : s0;
-    if (MODE == 1) out1[col] = pc.accumulate != 0 ? out1[col] + s1 : s1;
+    if (MODE != 2) out0[col] = pc.accumulate != 0 ? out0[col] + s0 : s0;
+    if (MODE != 0) out1[col] = pc.accumulate != 0 ? out1[col] + s1 : s1;
 }

@@ -48,11 +48,13 @@ layout(set = 0, binding = 2) readonly buffer Beta { T beta[]; };
 #define LOAD(buf, i) buf[i]
 #endif
 layout(set = 0, binding = 3) writeonly buffer Y { T y[]; };
+layout(set = 0, binding = 4) writeonly buffer Stats { vec2 stats[]; }; // [rows]: mean, rstd
 
 layout(push_constant) uniform Push {
     uint n; // in units of T
     uint rows;
     float eps;
+    uint keep_stats; // training: write each row's mean and rstd for the backward
 } pc;
 
 #include "kahan.glsl"
@@ -106,6 +108,7 @@ void main() {
             }
         }
         float rstd = inversesqrt(group_sum(sum) * inv_n + pc.eps);
+        if (pc.keep_stats != 0 && g == 0 && n > 0) stats[row] = vec2(shift + mean, rstd);
 
         if (CACHE > 0) {
             // y = (v - mean) * rstd * gamma + beta as one fma: scale = rstd * gamma,

@@ -1,5 +1,6 @@
 /* Layer norm over the last axis (shaders/layer_norm.comp). */
 #include "layer_norm_plan.h"
+#include "matmul_plan.h"
 
 #include <math.h>
 #include <string.h>
@@ -32,7 +33,7 @@ uint32_t spk__layer_norm_group(const spk_context *ctx, const spk__layer_norm_tun
 typedef struct spk__layer_norm_args {
     const spk__layer_norm_tuning *tuning;
     const spk_tensor *x, *gamma, *beta;
-    spk_tensor *y;
+    spk_tensor *y, *stats;
     float epsilon;
     uint64_t rows, n;
 } spk__layer_norm_args;
@@ -59,15 +60,17 @@ static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     /* Texel views of T where x, gamma and beta all have one (wrapped buffers do not). */
     bool texel = t->texel && p->x->views[vec4] && p->gamma->views[vec4] && p->beta->views[vec4];
     spk__dispatch_desc d = {
-        .bindings = {p->x->ref, p->gamma->ref, p->beta->ref, p->y->ref},
+        /* Without stats, y in their place (never written through that binding). */
+        .bindings = {p->x->ref, p->gamma->ref, p->beta->ref, p->y->ref, p->stats ? p->stats->ref : p->y->ref},
         .views = {texel ? p->x->views[vec4] : VK_NULL_HANDLE, texel ? p->gamma->views[vec4] : VK_NULL_HANDLE,
                   texel ? p->beta->views[vec4] : VK_NULL_HANDLE},
-        .written_mask = 0x8,
+        .written_mask = p->stats ? 0x18 : 0x8,
     };
     struct {
         uint32_t n, rows;
         float eps;
-    } push = {(uint32_t)len, (uint32_t)p->rows, p->epsilon};
+        uint32_t keep_stats;
+    } push = {(uint32_t)len, (uint32_t)p->rows, p->epsilon, p->stats != NULL};
     d.push = &push;
     d.push_size = sizeof push;
     uint64_t rows_per_wg = groups_per_wg * rows_per_group;
@@ -85,6 +88,16 @@ static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
 spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tensor *gamma, const spk_tensor *beta,
                           const spk_layer_norm_desc *desc, spk_tensor *y) {
     return spk__layer_norm_tuned(ctx, NULL, x, gamma, beta, desc, y);
+}
+
+/* Checks that `stats` is a tensor of ctx with x's shape but 2 in the last dimension. */
+static spk_status spk__check_stats(spk_context *ctx, const spk_tensor *x, const spk_tensor *stats) {
+    spk_status status = spk__check_tensor(ctx, stats, "layer norm stats");
+    int64_t shape[SPK_MAX_RANK];
+    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
+    shape[x->ndim - 1] = 2;
+    if (status == SPK_OK) status = spk__check_shape(ctx, stats, x->ndim, shape, "layer norm stats");
+    return status;
 }
 
 /* Checks the operands and plans the dispatch; args->tuning is NULL when there is nothing to do. */
@@ -109,12 +122,19 @@ static spk_status spk__layer_norm_check(spk_context *ctx, const spk__layer_norm_
     if (status != SPK_OK) return status;
     if ((x != y && spk__overlap(x, y)) || spk__overlap(y, gamma) || spk__overlap(y, beta))
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm output overlaps an input (in place needs y == x)");
+    spk_tensor *stats = desc ? desc->stats : NULL;
+    if (stats) {
+        status = spk__check_stats(ctx, x, stats);
+        if (status != SPK_OK) return status;
+        if (spk__overlap(stats, x) || spk__overlap(stats, y) || spk__overlap(stats, gamma) || spk__overlap(stats, beta))
+            return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm stats overlap another operand");
+    }
     if (x->count == 0) return SPK_OK;
     if (!tuning) {
         spk__layer_norm_tuning_defaults(ctx, defaults);
         tuning = defaults;
     }
-    *args = (spk__layer_norm_args){tuning, x, gamma, beta, y, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
+    *args = (spk__layer_norm_args){tuning, x, gamma, beta, y, stats, epsilon, (uint64_t)(x->count / n), (uint64_t)n};
     return SPK_OK;
 }
 
@@ -145,4 +165,101 @@ spk_status spk_record_layer_norm(spk_context *ctx, VkCommandBuffer cmd, const sp
     status = spk__record_layer_norm(ctx, NULL, x, gamma, beta, desc, y);
     spk__record_app_end(ctx);
     return status;
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+typedef struct spk__layer_norm_backward_args {
+    const spk__layer_norm_tuning *tuning;
+    const spk_tensor *x, *gamma, *stats, *dy;
+    spk_layer_norm_grads grads;
+} spk__layer_norm_backward_args;
+
+static spk_status spk__layer_norm_backward_dispatch(spk_context *ctx, const void *arg) {
+    const spk__layer_norm_backward_args *p = arg;
+    const spk__layer_norm_tuning *t = p->tuning;
+    const spk_layer_norm_grads *g = &p->grads;
+    uint64_t n = (uint64_t)p->x->shape[p->x->ndim - 1], rows = n ? (uint64_t)p->x->count / n : 0;
+    spk_status status = SPK_OK;
+    if (g->dx && rows) {
+        /* Rows as in the forward: an invocation, a subgroup or the workgroup each. */
+        bool vec4 = n % 4 == 0 && p->x->ref.offset % 16 == 0 && p->dy->ref.offset % 16 == 0 &&
+                    p->gamma->ref.offset % 16 == 0 && g->dx->ref.offset % 16 == 0;
+        uint64_t len = vec4 ? n / 4 : n;
+        uint32_t workgroup = t->workgroup, group = spk__layer_norm_group(ctx, t, len);
+        bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP && group > 1;
+        bool texel = t->texel && p->x->views[vec4] && p->gamma->views[vec4] && p->dy->views[vec4];
+        uint32_t spec[3] = {workgroup, group, subgroup};
+        uint32_t push[3] = {(uint32_t)len, (uint32_t)rows, g->accumulate};
+        spk__dispatch_desc d = {
+            .bindings = {p->x->ref, p->gamma->ref, p->dy->ref, p->stats->ref, g->dx->ref},
+            .views = {texel ? p->x->views[vec4] : VK_NULL_HANDLE, texel ? p->gamma->views[vec4] : VK_NULL_HANDLE,
+                      texel ? p->dy->views[vec4] : VK_NULL_HANDLE},
+            .written_mask = 0x10,
+            .push = push,
+            .push_size = sizeof push,
+        };
+        uint64_t rows_per_wg = workgroup / group;
+        status = spk__grid(ctx, (rows + rows_per_wg - 1) / rows_per_wg, d.groups);
+        const spk__shader *shader = texel ? (vec4 ? &spk__shader_layer_norm_backward_texel_f4 : &spk__shader_layer_norm_backward_texel_f1)
+                                          : (vec4 ? &spk__shader_layer_norm_backward_f4 : &spk__shader_layer_norm_backward_f1);
+        if (status == SPK_OK)
+            status = spk__pipeline_get(ctx, shader, spec, 3, subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0, &d.pipeline);
+        if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    }
+    /* dbeta = column sums of dy, dgamma = column sums of dy * xhat: one pass for both. */
+    if (status == SPK_OK && (g->dgamma || g->dbeta))
+        status = spk__record_column_sums(ctx, p->dy, p->x, p->stats, g->accumulate, g->dbeta, g->dgamma);
+    return status;
+}
+
+spk_status spk__record_layer_norm_backward(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                           const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
+                                           const spk_layer_norm_grads *grads) {
+    spk__layer_norm_tuning defaults;
+    if (!tuning) spk__layer_norm_tuning_defaults(ctx, &defaults), tuning = &defaults;
+    spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, *grads};
+    return spk__layer_norm_backward_dispatch(ctx, &args);
+}
+
+spk_status spk__layer_norm_backward_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                          const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
+                                          const spk_layer_norm_grads *grads) {
+    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status s = spk__check_tensor(ctx, x, "layer norm input");
+    if (s == SPK_OK) s = spk__check_tensor(ctx, gamma, "layer norm gamma");
+    if (s == SPK_OK) s = spk__check_tensor(ctx, dy, "layer norm output gradient");
+    if (s == SPK_OK) s = spk__check_shape(ctx, dy, x->ndim, x->shape, "layer norm output gradient");
+    if (s == SPK_OK) s = spk__check_stats(ctx, x, stats);
+    int64_t n = x ? x->shape[x->ndim - 1] : 0;
+    if (s == SPK_OK) s = spk__check_shape(ctx, gamma, 1, &n, "layer norm gamma");
+    spk_layer_norm_grads g = {0};
+    if (grads) g = *grads;
+    spk_tensor *outs[3] = {g.dx, g.dgamma, g.dbeta};
+    static const char *names[3] = {"layer norm dx", "layer norm dgamma", "layer norm dbeta"};
+    for (int i = 0; i < 3 && s == SPK_OK; i++) {
+        if (!outs[i]) continue;
+        s = spk__check_tensor(ctx, outs[i], names[i]);
+        if (s == SPK_OK) s = i == 0 ? spk__check_shape(ctx, outs[i], x->ndim, x->shape, names[i])
+                                    : spk__check_shape(ctx, outs[i], 1, &n, names[i]);
+        const spk_tensor *ins[4] = {x, gamma, stats, dy};
+        for (int j = 0; j < 4 && s == SPK_OK; j++)
+            if (spk__overlap(outs[i], ins[j]) && !(i == 0 && j == 3 && outs[i] == dy))
+                s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s overlaps an input", names[i]);
+        for (int j = 0; j < i && s == SPK_OK; j++)
+            if (outs[j] && spk__overlap(outs[i], outs[j]))
+                s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s overlaps %s", names[i], names[j]);
+    }
+    if (s == SPK_OK && g.dx == dy && g.dx && g.accumulate)
+        s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm dx may be dy only when overwriting");
+    if (s != SPK_OK || x->count == 0) return s;
+    spk__layer_norm_tuning defaults;
+    if (!tuning) spk__layer_norm_tuning_defaults(ctx, &defaults), tuning = &defaults;
+    spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, g};
+    return spk__run_sync(ctx, spk__layer_norm_backward_dispatch, &args);
+}
+
+spk_status spk_layer_norm_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *gamma,
+                                   const spk_tensor *stats, const spk_tensor *dy, const spk_layer_norm_grads *grads) {
+    return spk__layer_norm_backward_tuned(ctx, NULL, x, gamma, stats, dy, grads);
 }

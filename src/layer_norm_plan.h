@@ -26,4 +26,13 @@ spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning 
                                  const spk_tensor *gamma, const spk_tensor *beta, const spk_layer_norm_desc *desc,
                                  spk_tensor *y);
 
+/* The backward, recorded into the current recording without checks (the model's), and run
+ * synchronously with checks and a given tuning (NULL: the defaults). */
+spk_status spk__record_layer_norm_backward(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                           const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
+                                           const spk_layer_norm_grads *grads);
+spk_status spk__layer_norm_backward_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
+                                          const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
+                                          const spk_layer_norm_grads *grads);
+
 #endif

@@ -398,19 +398,20 @@ spk_status spk__record_gelu_backward(spk_context *ctx, const spk_tensor *x, cons
 
 spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
                                    bool accumulate, spk_tensor *out0, spk_tensor *out1) {
-    uint64_t n = (uint64_t)out0->count, rows = n ? (uint64_t)g->count / n : 0;
+    spk_tensor *out = out0 ? out0 : out1;
+    uint64_t n = (uint64_t)out->count, rows = n ? (uint64_t)g->count / n : 0;
     if (n == 0) return SPK_OK;
     /* Texel views where both inputs have one (the storage-buffer reads are per-lane loops on CPU
      * drivers); GPUs read storage buffers. */
     bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     const spk_tensor *xs = x ? x : g;
     bool texel = cpu && ctx->caps.texel_buffers && g->views[0] && xs->views[0];
-    uint32_t spec[2] = {64, x ? 1u : 0u};
+    uint32_t spec[2] = {64, !out1 ? 0u : out0 ? 1u : 2u};
     uint32_t push[3] = {(uint32_t)rows, (uint32_t)n, accumulate};
     spk__dispatch_desc d = {
-        .bindings = {g->ref, xs->ref, stats ? stats->ref : g->ref, out0->ref, out1 ? out1->ref : out0->ref},
+        .bindings = {g->ref, xs->ref, stats ? stats->ref : g->ref, out->ref, out1 ? out1->ref : out->ref},
         .views = {texel ? g->views[0] : VK_NULL_HANDLE, texel ? xs->views[0] : VK_NULL_HANDLE},
-        .written_mask = out1 ? 0x18 : 0x8,
+        .written_mask = (out0 ? 0x8 : 0) | (out1 ? 0x10 : 0),
         .push = push,
         .push_size = sizeof push,
     };

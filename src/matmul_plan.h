@@ -57,8 +57,8 @@ spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tun
 /* dB = A^T dZ, summed over A's batch when dB is [K, N]; */
 spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,
                                  spk_tensor *db);
-/* out0 = column sums of g over all its rows (out0's count is the column count); with x and
- * stats ([rows, 2]: mean, rstd) also out1 = column sums of g * (x - mean) * rstd; */
+/* out0 = column sums of g over all its rows (its count is the column count); with x and stats
+ * ([rows, 2]: mean, rstd) out1 = column sums of g * (x - mean) * rstd; either may be NULL; */
 spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
                                    bool accumulate, spk_tensor *out0, spk_tensor *out1);
 /* dx = dy * gelu'(x). */

@@ -134,6 +134,135 @@ static void test_in_place_and_epsilon(void **state) {
     assert_true(run(ctx, x, 5, 64, 0.5f, false) <= 1e-5);
 }
 
+/* ---- backward ------------------------------------------------------------------------------- */
+
+static spk_tensor *tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
+    spk_tensor *t = NULL;
+    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
+    if (data) assert_int_equal(spk_tensor_upload(t, data, spk_tensor_count(t)), SPK_OK);
+    else test_poison(t);
+    return t;
+}
+
+static double rel_error(const float *got, const double *want, int64_t n) {
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (!(e <= err)) err = e;
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+    }
+    return err / (scale > 0 ? scale : 1);
+}
+
+/* The forward keeping its stats, then the backward: stats, dx, dgamma and dbeta against float64
+ * (x offset by `mean` so the stats matter), overwriting or accumulating. */
+static void check_backward(spk_context *ctx, int64_t rows, int64_t n, float mean, bool accumulate) {
+    int64_t count = rows * n, xs[2] = {rows, n}, ss[2] = {rows, 2}, gs[1] = {n};
+    float *x = test_alloc_floats(count), *dy = test_alloc_floats(count), *gamma = test_alloc_floats(n);
+    float *beta = test_alloc_floats(n), *init = test_alloc_floats(count + 2 * n), *got = test_alloc_floats(count + 2 * n + 2 * rows);
+    test_fill_random(x, count, (uint64_t)(rows * 31 + n)), test_fill_random(dy, count, 3);
+    test_fill_random(gamma, n, 4), test_fill_random(beta, n, 5), test_fill_random(init, count + 2 * n, 6);
+    for (int64_t i = 0; i < count; i++) x[i] += mean;
+    spk_tensor *tx = tensor(ctx, 2, xs, x), *tdy = tensor(ctx, 2, xs, dy), *tg = tensor(ctx, 1, gs, gamma);
+    spk_tensor *tb = tensor(ctx, 1, gs, beta), *ty = tensor(ctx, 2, xs, NULL), *tst = tensor(ctx, 2, ss, NULL);
+    spk_tensor *tdx = tensor(ctx, 2, xs, accumulate ? init : NULL);
+    spk_tensor *tdg = tensor(ctx, 1, gs, accumulate ? init + count : NULL);
+    spk_tensor *tdb = tensor(ctx, 1, gs, accumulate ? init + count + n : NULL);
+    spk_layer_norm_desc desc = {.stats = tst};
+    if (spk__layer_norm_tuned(ctx, g_tuning, tx, tg, tb, &desc, ty) != SPK_OK) fail_msg("%s", spk_context_last_error(ctx));
+    spk_layer_norm_grads grads = {.dx = tdx, .dgamma = tdg, .dbeta = tdb, .accumulate = accumulate};
+    if (spk__layer_norm_backward_tuned(ctx, g_tuning, tx, tg, tst, tdy, &grads) != SPK_OK)
+        fail_msg("%s", spk_context_last_error(ctx));
+    assert_int_equal(spk_tensor_download(tdx, got, count), SPK_OK);
+    assert_int_equal(spk_tensor_download(tdg, got + count, n), SPK_OK);
+    assert_int_equal(spk_tensor_download(tdb, got + count + n, n), SPK_OK);
+    assert_int_equal(spk_tensor_download(tst, got + count + 2 * n, 2 * rows), SPK_OK);
+
+    double *want = calloc((size_t)(count + 2 * n + 2 * rows), sizeof *want);
+    assert_non_null(want);
+    for (int64_t i = 0; i < count + 2 * n; i++) want[i] = accumulate ? init[i] : 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n, *dyr = dy + r * n;
+        double mu = 0, var = 0, mg = 0, mgx = 0;
+        for (int64_t i = 0; i < n; i++) mu += xr[i];
+        mu /= (double)n;
+        for (int64_t i = 0; i < n; i++) var += (xr[i] - mu) * (xr[i] - mu);
+        double rstd = 1.0 / sqrt(var / (double)n + 1e-5);
+        want[count + 2 * n + 2 * r] = mu, want[count + 2 * n + 2 * r + 1] = rstd;
+        for (int64_t i = 0; i < n; i++) {
+            double xhat = (xr[i] - mu) * rstd, gv = (double)dyr[i] * gamma[i];
+            mg += gv, mgx += gv * xhat;
+            want[count + i] += dyr[i] * xhat, want[count + n + i] += dyr[i];
+        }
+        mg /= (double)n, mgx /= (double)n;
+        for (int64_t i = 0; i < n; i++) {
+            double xhat = (xr[i] - mu) * rstd, gv = (double)dyr[i] * gamma[i];
+            want[r * n + i] += rstd * (gv - mg - xhat * mgx);
+        }
+    }
+    double e[4] = {rel_error(got, want, count), rel_error(got + count, want + count, n),
+                   rel_error(got + count + n, want + count + n, n), rel_error(got + count + 2 * n, want + count + 2 * n, 2 * rows)};
+    /* A row offset by 1e3 keeps float32's rounding of its mean (as PyTorch's saved mean does). */
+    double bound = mean != 0 ? 1e-3 : 1e-5;
+    if (!(e[0] <= bound && e[1] <= bound && e[2] <= 1e-5 && e[3] <= 1e-5))
+        fail_msg("layer norm backward %lld x %lld (mean %g, accumulate %d): relative errors dx %.3g dgamma %.3g "
+                 "dbeta %.3g stats %.3g", (long long)rows, (long long)n, mean, accumulate, e[0], e[1], e[2], e[3]);
+    spk_tensor *all[] = {tx, tdy, tg, tb, ty, tst, tdx, tdg, tdb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) spk_tensor_destroy(all[i]);
+    free(x), free(dy), free(gamma), free(beta), free(init), free(got), free(want);
+    test_assert_no_validation();
+}
+
+static void run_backward(void) {
+    spk_context *ctx = test_shared_context();
+    static const int64_t lengths[] = {1, 7, 33, 256, 257, 4097};
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+        check_backward(ctx, 3, lengths[i], 0.0f, false);
+        check_backward(ctx, 60, lengths[i], 0.0f, true);
+    }
+    check_backward(ctx, 5, 64, 1e3f, false);
+}
+
+static void test_backward(void **state) {
+    (void)state;
+    run_backward();
+}
+
+/* The GPU shape (a workgroup per row, shared-memory reduction) and storage-buffer reads. */
+static void test_backward_workgroup_per_row(void **state) {
+    (void)state;
+    spk__layer_norm_tuning t = {.workgroup = 64, .cache_max = 16, .rows_max = 1};
+    g_tuning = &t;
+    run_backward();
+    spk__layer_norm_tuning_defaults(test_shared_context(), &t);
+    t.texel = false;
+    run_backward();
+    g_tuning = NULL;
+}
+
+static void test_backward_errors(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    int64_t xs[2] = {3, 4}, ss[2] = {3, 2}, bad_s[2] = {3, 4}, gs[1] = {4};
+    spk_tensor *x = tensor(ctx, 2, xs, NULL), *st = tensor(ctx, 2, ss, NULL), *bad = tensor(ctx, 2, bad_s, NULL);
+    spk_tensor *g = tensor(ctx, 1, gs, NULL), *dx = tensor(ctx, 2, xs, NULL), *dy = tensor(ctx, 2, xs, NULL);
+    spk_layer_norm_grads grads = {.dx = dx};
+    assert_int_equal(spk_layer_norm_backward(ctx, x, g, bad, dy, &grads), SPK_ERROR_SHAPE);
+    assert_non_null(strstr(spk_context_last_error(ctx), "stats"));
+    assert_int_equal(spk_layer_norm_backward(ctx, x, g, st, st, &grads), SPK_ERROR_SHAPE);
+    grads = (spk_layer_norm_grads){.dgamma = dx};
+    assert_int_equal(spk_layer_norm_backward(ctx, x, g, st, dy, &grads), SPK_ERROR_SHAPE);
+    grads = (spk_layer_norm_grads){.dx = x};
+    assert_int_equal(spk_layer_norm_backward(ctx, x, g, st, dy, &grads), SPK_ERROR_INVALID_ARGUMENT);
+    grads = (spk_layer_norm_grads){.dx = dy, .accumulate = true};
+    assert_int_equal(spk_layer_norm_backward(ctx, x, g, st, dy, &grads), SPK_ERROR_INVALID_ARGUMENT);
+    spk_layer_norm_desc desc = {.stats = bad};
+    assert_int_equal(spk_layer_norm(ctx, x, g, g, &desc, dx), SPK_ERROR_SHAPE);
+    spk_tensor *all[] = {x, st, bad, g, dx, dy};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) spk_tensor_destroy(all[i]);
+    test_assert_no_validation();
+}
+
 static void test_errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -165,6 +294,9 @@ int main(void) {
         cmocka_unit_test(test_large_mean),
         cmocka_unit_test(test_in_place_and_epsilon),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_backward),
+        cmocka_unit_test(test_backward_workgroup_per_row),
+        cmocka_unit_test(test_backward_errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

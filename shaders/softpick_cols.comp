@@ -9,6 +9,10 @@
 // dispatch; for long columns MODE 1 writes each segment's partial sums, MODE 3 (one invocation
 // per column) adds them into the column's first partial, and MODE 2 scales each segment by it.
 //
+// BACKWARD 1 is the backward pass over the same columns and segments: with S = sum |x| and
+// T = sum dy x, dx = (dy - sgn(x) T / (1 + S)) / (1 + S) (sgn(0) = 0); partials hold S and T side
+// by side ([outer, segments, 2, inner]).
+//
 // FOLD 2 packs two rows of a 2-wide tensor into each vec4 (x0 y0 x1 y1): the host passes it as
 // n/2 rows of one vec4 column, and the sums of lanes (0, 2) and (1, 3) are folded together.
 #extension GL_GOOGLE_include_directive : require
@@ -25,19 +29,33 @@ layout(constant_id = 2) const uint FOLD = 1; // 2: two rows of a 2-wide tensor p
 
 // TEXEL 1 reads x as a uniform texel buffer (a view of T): on lavapipe a vectorized gather, where a
 // storage-buffer load is a loop over the lanes.
+// The backward reads dy at binding 1 (a texel input too) and writes dx at 2.
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer x;
+#if BACKWARD
+layout(set = 0, binding = 1) uniform samplerBuffer dy;
+#endif
 #if VEC == 4
 #define LOAD_X(i) texelFetch(x, int(i))
+#define LOAD_DY(i) texelFetch(dy, int(i))
 #else
 #define LOAD_X(i) texelFetch(x, int(i)).x
+#define LOAD_DY(i) texelFetch(dy, int(i)).x
 #endif
 #else
 layout(set = 0, binding = 0) readonly buffer X { T x[]; };
-#define LOAD_X(i) x[i]
+#if BACKWARD
+layout(set = 0, binding = 1) readonly buffer DY { T dy[]; };
 #endif
-layout(set = 0, binding = 1) writeonly buffer Y { T y[]; };
-layout(set = 0, binding = 2) buffer Partial { T partial[]; }; // [outer, segments, inner]
+#define LOAD_X(i) x[i]
+#define LOAD_DY(i) dy[i]
+#endif
+#if !BACKWARD
+#undef LOAD_DY
+#define LOAD_DY(i) T(0.0) // never read: the forward's branches on BACKWARD are constant
+#endif
+layout(set = 0, binding = 1 + BACKWARD) writeonly buffer Y { T y[]; }; // dx in the backward
+layout(set = 0, binding = 2 + BACKWARD) buffer Partial { T partial[]; }; // [outer, segments(, 2), inner]
 
 layout(push_constant) uniform Push {
     uint outer;
@@ -68,30 +86,49 @@ void main() {
     uint seg = rest % segments;
     uint o = rest / segments;
     if (o >= pc.outer) return;
+    const uint P = 1 + BACKWARD; // partial sums per segment
 
     uint column = o * pc.n * pc.inner + i;
-    uint partials = o * pc.segments * pc.inner + i;
+    uint partials = o * pc.segments * P * pc.inner + i; // segment s's S at + s * P * inner, T after
 
-    ACC sum = ACC(0.0), comp = ACC(0.0);
+    ACC sum = ACC(0.0), comp = ACC(0.0), tsum = ACC(0.0), tcomp = ACC(0.0);
     if (MODE == 3) {
-        for (uint s = 0; s < pc.segments; s++) ADD(sum, comp, partial[partials + s * pc.inner]);
+        for (uint s = 0; s < pc.segments; s++) {
+            ADD(sum, comp, partial[partials + s * P * pc.inner]);
+            if (BACKWARD != 0) ADD(tsum, tcomp, partial[partials + (s * P + 1) * pc.inner]);
+        }
         partial[partials] = sum;
+        if (BACKWARD != 0) partial[partials + pc.inner] = tsum;
         return;
     }
     if (MODE == 2) {
         sum = partial[partials];
+        if (BACKWARD != 0) tsum = partial[partials + pc.inner];
     } else {
         uint j = seg * pc.seg_first;
-        for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) ADD(sum, comp, abs(LOAD_X(column + j * pc.inner)));
+        for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) {
+            T xv = LOAD_X(column + j * pc.inner);
+            ADD(sum, comp, abs(xv));
+            if (BACKWARD != 0) ADD(tsum, tcomp, xv * LOAD_DY(column + j * pc.inner));
+        }
         if (MODE == 1) {
-            partial[partials + seg * pc.inner] = sum;
+            partial[partials + seg * P * pc.inner] = sum;
+            if (BACKWARD != 0) partial[partials + (seg * P + 1) * pc.inner] = tsum;
             return;
         }
     }
 #if VEC == 4
-    if (FOLD == 2) sum = (sum + sum.zwxy);
+    if (FOLD == 2) sum = (sum + sum.zwxy), tsum = (tsum + tsum.zwxy);
 #endif
-    ACC denom = 1.0 + sum;
+    ACC r = 1.0 + sum;
     uint j = seg * pc.seg_first;
-    for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) y[column + j * pc.inner] = LOAD_X(column + j * pc.inner) / denom;
+    for (uint k = 0; k < pc.seg_len && j < pc.n; k++, j += pc.row_step) {
+        uint at = column + j * pc.inner;
+#if BACKWARD
+        T xv = LOAD_X(at);
+        y[at] = (LOAD_DY(at) - sign(xv) * (tsum / r)) / r;
+#else
+        y[at] = LOAD_X(at) / r;
+#endif
+    }
 }

@@ -8,6 +8,10 @@
 // for rows of at most CACHE * GROUP loads: each invocation keeps its loads in registers between
 // the sum and the scaling, so x is read once (on CPU drivers the loads, not DRAM, are the cost).
 // GROUP is 1 (an invocation per row, for short rows), the subgroup size, or the workgroup size.
+//
+// BACKWARD 1 is the backward pass over the same rows and segments: with S = sum |x| and
+// T = sum dy x, dx = (dy - sgn(x) T / (1 + S)) / (1 + S) (sgn(0) = 0), two sums where the forward
+// has one (partials hold both).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
@@ -21,26 +25,42 @@ layout(constant_id = 4) const uint CACHE = 1;            // MODE 3: loads kept p
 #if VEC == 4
 #define T vec4
 #define ABS_SUM(v) ((abs(v.x) + abs(v.y)) + (abs(v.z) + abs(v.w)))
+#define DOT(a, b) dot(a, b)
 #else
 #define T float
 #define ABS_SUM(v) abs(v)
+#define DOT(a, b) ((a) * (b))
 #endif
 
 // TEXEL 1 reads x as a uniform texel buffer (a view of T): on lavapipe a vectorized gather, where a
 // storage-buffer load is a loop over the lanes.
+// The backward reads dy at binding 1 (a texel input too) and writes dx at 2.
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer x;
+#if BACKWARD
+layout(set = 0, binding = 1) uniform samplerBuffer dy;
+#endif
 #if VEC == 4
 #define LOAD_X(i) texelFetch(x, int(i))
+#define LOAD_DY(i) texelFetch(dy, int(i))
 #else
 #define LOAD_X(i) texelFetch(x, int(i)).x
+#define LOAD_DY(i) texelFetch(dy, int(i)).x
 #endif
 #else
 layout(set = 0, binding = 0) readonly buffer X { T x[]; };
-#define LOAD_X(i) x[i]
+#if BACKWARD
+layout(set = 0, binding = 1) readonly buffer DY { T dy[]; };
 #endif
-layout(set = 0, binding = 1) writeonly buffer Y { T y[]; };
-layout(set = 0, binding = 2) buffer Partial { float partial[]; }; // [rows, segments]
+#define LOAD_X(i) x[i]
+#define LOAD_DY(i) dy[i]
+#endif
+#if !BACKWARD
+#undef LOAD_DY
+#define LOAD_DY(i) T(0.0) // never read: the forward's branches on BACKWARD are constant
+#endif
+layout(set = 0, binding = 1 + BACKWARD) writeonly buffer Y { T y[]; }; // dx in the backward
+layout(set = 0, binding = 2 + BACKWARD) buffer Partial { float partial[]; }; // [rows, segments(, 2)]
 
 layout(push_constant) uniform Push {
     uint row_len;  // in units of T
@@ -52,6 +72,16 @@ layout(push_constant) uniform Push {
 #include "kahan.glsl"
 #include "reduce.glsl"
 
+// The output at i from x (and dy) and the row's sums: y = x / (1 + S), or the backward's dx.
+T result(uint i, T xv, float s, float t) {
+#if BACKWARD
+    float r = 1.0 + s;
+    return (LOAD_DY(i) - sign(xv) * (t / r)) / r;
+#else
+    return xv / (1.0 + s);
+#endif
+}
+
 void main() {
     uint groups_per_wg = gl_WorkGroupSize.x / GROUP;
     uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
@@ -60,6 +90,7 @@ void main() {
     uint row = item / pc.segments;
     uint seg = item % pc.segments;
     bool valid = row < pc.rows;
+    const uint P = 1 + BACKWARD; // partial sums per segment
 
     uint base = row * pc.row_len;
     uint begin = seg * pc.seg_len;
@@ -67,36 +98,48 @@ void main() {
 
     if (MODE == 3) {
         T v[CACHE];
-        float sum = 0.0, comp = 0.0;
+        float sum = 0.0, comp = 0.0, tsum = 0.0, tcomp = 0.0;
         for (uint k = 0; k < CACHE; k++) {
             uint i = begin + g + k * GROUP;
             v[k] = i < end ? LOAD_X(base + i) : T(0.0);
             kahan_add(sum, comp, ABS_SUM(v[k]));
+            if (BACKWARD != 0 && i < end) kahan_add(tsum, tcomp, DOT(v[k], LOAD_DY(base + i)));
         }
-        float denom = 1.0 + group_sum(sum);
+        float s = group_sum(sum), t = BACKWARD != 0 ? group_sum(tsum) : 0.0;
         for (uint k = 0; k < CACHE; k++) {
             uint i = begin + g + k * GROUP;
-            if (i < end) y[base + i] = v[k] / denom;
+            if (i < end) y[base + i] = result(base + i, v[k], s, t);
         }
         return;
     }
 
-    float total;
+    float s, t = 0.0;
     if (MODE == 2) {
         // Add the row's partial sums (written by MODE 1) in the same compensated way.
-        float sum = 0.0, comp = 0.0;
+        float sum = 0.0, comp = 0.0, tsum = 0.0, tcomp = 0.0;
         if (valid)
-            for (uint s = g; s < pc.segments; s += GROUP) kahan_add(sum, comp, partial[row * pc.segments + s]);
-        total = group_sum(sum);
+            for (uint k = g; k < pc.segments; k += GROUP) {
+                kahan_add(sum, comp, partial[(row * pc.segments + k) * P]);
+                if (BACKWARD != 0) kahan_add(tsum, tcomp, partial[(row * pc.segments + k) * P + 1]);
+            }
+        s = group_sum(sum);
+        if (BACKWARD != 0) t = group_sum(tsum);
     } else {
-        float sum = 0.0, comp = 0.0;
-        for (uint i = begin + g; i < end; i += GROUP) kahan_add(sum, comp, ABS_SUM(LOAD_X(base + i)));
-        total = group_sum(sum);
+        float sum = 0.0, comp = 0.0, tsum = 0.0, tcomp = 0.0;
+        for (uint i = begin + g; i < end; i += GROUP) {
+            T xv = LOAD_X(base + i);
+            kahan_add(sum, comp, ABS_SUM(xv));
+            if (BACKWARD != 0) kahan_add(tsum, tcomp, DOT(xv, LOAD_DY(base + i)));
+        }
+        s = group_sum(sum);
+        if (BACKWARD != 0) t = group_sum(tsum);
         if (MODE == 1) {
-            if (valid && g == 0) partial[row * pc.segments + seg] = total;
+            if (valid && g == 0) {
+                partial[(row * pc.segments + seg) * P] = s;
+                if (BACKWARD != 0) partial[(row * pc.segments + seg) * P + 1] = t;
+            }
             return;
         }
     }
-    float denom = 1.0 + total;
-    for (uint i = begin + g; i < end; i += GROUP) y[base + i] = LOAD_X(base + i) / denom;
+    for (uint i = begin + g; i < end; i += GROUP) y[base + i] = result(base + i, LOAD_X(base + i), s, t);
 }

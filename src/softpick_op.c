@@ -96,8 +96,22 @@ void spk__softpick_plan(const spk_context *ctx, const spk__softpick_tuning *t, u
     }
 }
 
-spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
-                                spk_tensor *y) {
+/* The shaders by [backward][strided][texel][vec4]. */
+static const spk__shader *const spk__softpick_shaders[2][2][2][2] = {
+    {{{&spk__shader_softpick_rows_f1, &spk__shader_softpick_rows_f4},
+      {&spk__shader_softpick_rows_texel_f1, &spk__shader_softpick_rows_texel_f4}},
+     {{&spk__shader_softpick_cols_f1, &spk__shader_softpick_cols_f4},
+      {&spk__shader_softpick_cols_texel_f1, &spk__shader_softpick_cols_texel_f4}}},
+    {{{&spk__shader_softpick_rows_backward_f1, &spk__shader_softpick_rows_backward_f4},
+      {&spk__shader_softpick_rows_backward_texel_f1, &spk__shader_softpick_rows_backward_texel_f4}},
+     {{&spk__shader_softpick_cols_backward_f1, &spk__shader_softpick_cols_backward_f4},
+      {&spk__shader_softpick_cols_backward_texel_f1, &spk__shader_softpick_cols_backward_texel_f4}}},
+};
+
+/* The forward (dy NULL: y = softpick(x)) or the backward (y = dx from x and dy): the same plan,
+ * passes and reductions, the backward with two sums (|x| and dy x) where the forward has one. */
+static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                            const spk_tensor *dy, int axis, spk_tensor *y) {
     int a = axis < 0 ? axis + x->ndim : axis;
     uint64_t outer = 1, n = (uint64_t)x->shape[a], inner = 1;
     for (int i = 0; i < a; i++) outer *= (uint64_t)x->shape[i];
@@ -110,9 +124,11 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
         tuning = &defaults;
     }
     spk__softpick_plan_t plan;
-    spk__softpick_plan(ctx, tuning, outer, n, inner, x->ref.offset % 16 == 0 && y->ref.offset % 16 == 0, &plan);
+    bool backward = dy != NULL;
+    spk__softpick_plan(ctx, tuning, outer, n, inner,
+                       x->ref.offset % 16 == 0 && y->ref.offset % 16 == 0 && (!dy || dy->ref.offset % 16 == 0), &plan);
 
-    VkDeviceSize partial_bytes = plan.partials ? plan.partials * sizeof(float) : 16;
+    VkDeviceSize partial_bytes = plan.partials ? plan.partials * sizeof(float) * (backward ? 2 : 1) : 16;
     /* Synchronous runs share the context's scratch; a recording in an application's command
      * buffer gets its own, kept with the output tensor, because it may be replayed later. */
     spk__allocation *scratch = &ctx->scratch;
@@ -144,12 +160,10 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
     } else if (plan.segments > 1) {
         modes[0] = 1, modes[1] = 3, modes[2] = 2, mode_count = 3;
     }
-    const spk__shader *shader;
     uint32_t push[7] = {0}, spec[5], spec_count, mode_index, flags = 0;
-    VkBufferView view = tuning->texel ? x->views[plan.vec == 4] : VK_NULL_HANDLE;
+    bool vec4 = plan.vec == 4, texel = tuning->texel && x->views[vec4] && (!dy || dy->views[vec4]);
+    const spk__shader *shader = spk__softpick_shaders[backward][plan.strided][texel][vec4];
     if (!plan.strided) {
-        shader = view ? (plan.vec == 4 ? &spk__shader_softpick_rows_texel_f4 : &spk__shader_softpick_rows_texel_f1)
-                      : (plan.vec == 4 ? &spk__shader_softpick_rows_f4 : &spk__shader_softpick_rows_f1);
         push[0] = (uint32_t)plan.len;
         push[1] = (uint32_t)outer;
         push[2] = plan.segments;
@@ -162,8 +176,6 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
         spec_count = 5;
         if (plan.use_subgroup) flags |= SPK__PIPELINE_FULL_SUBGROUPS;
     } else {
-        shader = view ? (plan.vec == 4 ? &spk__shader_softpick_cols_texel_f4 : &spk__shader_softpick_cols_texel_f1)
-                      : (plan.vec == 4 ? &spk__shader_softpick_cols_f4 : &spk__shader_softpick_cols_f1);
         push[0] = (uint32_t)outer;
         push[1] = (uint32_t)plan.len;
         push[2] = (uint32_t)plan.columns;
@@ -177,22 +189,33 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
         spec_count = 3;
     }
 
+    spk__buffer_ref partials = {scratch->block->buffer, scratch->offset, partial_bytes};
     spk__dispatch_desc d = {
-        .bindings = {x->ref, y->ref, {scratch->block->buffer, scratch->offset, partial_bytes}},
-        .views = {view},
+        .bindings = {x->ref, y->ref, partials},
+        .views = {texel ? x->views[vec4] : VK_NULL_HANDLE},
         .push = push,
         .push_size = sizeof push,
     };
+    if (backward) { /* x, dy, dx, partials */
+        d.bindings[1] = dy->ref, d.bindings[2] = y->ref, d.bindings[3] = partials;
+        d.views[1] = texel ? dy->views[vec4] : VK_NULL_HANDLE;
+    }
+    uint32_t y_bit = backward ? 0x4 : 0x2, partial_bit = y_bit << 1;
     for (uint32_t m = 0; m < mode_count && status == SPK_OK; m++) {
         spec[mode_index] = modes[m];
         status = spk__pipeline_get(ctx, shader, spec, spec_count, flags, &d.pipeline);
         /* The partials binding is declared writable in every mode, so it is tracked as written. */
-        d.written_mask = modes[m] == 1 || (plan.strided && modes[m] == 3) ? 0x4 : 0x6;
+        d.written_mask = modes[m] == 1 || (plan.strided && modes[m] == 3) ? partial_bit : partial_bit | y_bit;
         const uint32_t *g = plan.strided && modes[m] == 3 ? column_groups : groups;
         memcpy(d.groups, g, sizeof d.groups);
         if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     }
     return status;
+}
+
+spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                                spk_tensor *y) {
+    return spk__record_softpick_pass(ctx, tuning, x, NULL, axis, y);
 }
 
 spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y) {
@@ -239,4 +262,28 @@ spk_status spk_record_softpick(spk_context *ctx, VkCommandBuffer cmd, const spk_
     status = spk__record_softpick(ctx, NULL, x, axis, y);
     spk__record_app_end(ctx);
     return status;
+}
+
+spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                        const spk_tensor *dy, int axis, spk_tensor *dx) {
+    bool empty;
+    spk_status status = spk__softpick_check(ctx, x, axis, dx, &empty);
+    if (status == SPK_OK) status = spk__check_tensor(ctx, dy, "softpick output gradient");
+    if (status == SPK_OK) status = spk__check_shape(ctx, dy, x->ndim, x->shape, "softpick output gradient");
+    /* dx is written after each row's sums are complete only within one pass; a split row's last
+     * pass would read x or dy already overwritten, so dx must be separate from both. */
+    if (status == SPK_OK && (spk__overlap(dx, x) || spk__overlap(dx, dy)))
+        status = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "softpick backward dx overlaps x or dy");
+    if (status != SPK_OK || empty) return status;
+    pthread_mutex_lock(&ctx->lock);
+    status = spk__begin(ctx);
+    if (status == SPK_OK) status = spk__record_softpick_pass(ctx, tuning, x, dy, axis, dx);
+    if (status == SPK_OK) status = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+spk_status spk_softpick_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, int axis,
+                                 spk_tensor *dx) {
+    return spk__softpick_backward_tuned(ctx, NULL, x, dy, axis, dx);
 }

@@ -42,6 +42,9 @@ void spk__softpick_plan(const spk_context *ctx, const spk__softpick_tuning *t, u
 /* spk_softpick with a given tuning (NULL: the defaults). */
 spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
                                spk_tensor *y);
+/* spk_softpick_backward with a given tuning (NULL: the defaults). */
+spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                        const spk_tensor *dy, int axis, spk_tensor *dx);
 /* Records softpick into the context's current recording; `tuning` NULL means the defaults. */
 spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
                                 spk_tensor *y);

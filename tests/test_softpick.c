@@ -9,11 +9,36 @@
 #include "harness.h"
 #include "softpick_plan.h"
 
+/* With g_backward the checks below run spk_softpick_backward (dy from test_fill_random, seed 99)
+ * against the float64 backward instead of the forward. */
+static bool g_backward;
+
+/* float64 dx of softpick along axis: (dy - sgn(x) sum dy y) / (1 + sum |x|). */
+static void ref_softpick_backward(const float *x, const float *dy, double *dx, int ndim, const int64_t *shape,
+                                  int axis) {
+    int a = axis < 0 ? axis + ndim : axis;
+    int64_t outer = 1, len = shape[a], inner = 1;
+    for (int i = 0; i < a; i++) outer *= shape[i];
+    for (int i = a + 1; i < ndim; i++) inner *= shape[i];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const int64_t base = o * len * inner + i;
+            double s = 0.0, t = 0.0;
+            for (int64_t j = 0; j < len; j++) s += fabs((double)x[base + j * inner]);
+            for (int64_t j = 0; j < len; j++) t += (double)dy[base + j * inner] * x[base + j * inner] / (1.0 + s);
+            for (int64_t j = 0; j < len; j++) {
+                double xv = x[base + j * inner], sgn = xv > 0 ? 1.0 : xv < 0 ? -1.0 : 0.0;
+                dx[base + j * inner] = ((double)dy[base + j * inner] - sgn * t) / (1.0 + s);
+            }
+        }
+}
+
 /* Runs softpick (with `tuning`, NULL for the defaults) on `x_host` along `axis`, out of place and
- * with the output poisoned, and returns the device's output (caller frees). */
-static float *run(spk_context *ctx, const spk__softpick_tuning *tuning, const float *x_host, int ndim,
-                  const int64_t *shape, int axis, bool in_place) {
-    spk_tensor *x = NULL, *y = NULL;
+ * with the output poisoned, and returns the device's output (caller frees); with `dy_host` the
+ * backward's dx. */
+static float *run(spk_context *ctx, const spk__softpick_tuning *tuning, const float *x_host, const float *dy_host,
+                  int ndim, const int64_t *shape, int axis, bool in_place) {
+    spk_tensor *x = NULL, *y = NULL, *dy = NULL;
     assert_int_equal(spk_tensor_create(ctx, ndim, shape, &x), SPK_OK);
     int64_t n = spk_tensor_count(x);
     assert_int_equal(spk_tensor_upload(x, x_host, n), SPK_OK);
@@ -23,12 +48,20 @@ static float *run(spk_context *ctx, const spk__softpick_tuning *tuning, const fl
         assert_int_equal(spk_tensor_create(ctx, ndim, shape, &y), SPK_OK);
         test_poison(y);
     }
-    spk_status status = spk__softpick_tuned(ctx, tuning, x, axis, y);
+    spk_status status;
+    if (dy_host) {
+        assert_int_equal(spk_tensor_create(ctx, ndim, shape, &dy), SPK_OK);
+        assert_int_equal(spk_tensor_upload(dy, dy_host, n), SPK_OK);
+        status = spk__softpick_backward_tuned(ctx, tuning, x, dy, axis, y);
+    } else {
+        status = spk__softpick_tuned(ctx, tuning, x, axis, y);
+    }
     if (status != SPK_OK) fail_msg("softpick failed: %s", spk_context_last_error(ctx));
     float *out = test_alloc_floats(n);
     assert_int_equal(spk_tensor_download(y, out, n), SPK_OK);
     if (y != x) spk_tensor_destroy(y);
     spk_tensor_destroy(x);
+    spk_tensor_destroy(dy);
     test_assert_no_validation();
     return out;
 }
@@ -40,8 +73,16 @@ static double check(spk_context *ctx, const spk__softpick_tuning *tuning, const 
     for (int i = 0; i < ndim; i++) n *= shape[i];
     double *ref = malloc((size_t)(n ? n : 1) * sizeof *ref);
     assert_non_null(ref);
-    ref_softpick(x, ref, ndim, shape, axis);
-    float *y = run(ctx, tuning, x, ndim, shape, axis, false);
+    float *dy = NULL;
+    if (g_backward) {
+        dy = test_alloc_floats(n);
+        test_fill_random(dy, n, 99);
+        ref_softpick_backward(x, dy, ref, ndim, shape, axis);
+    } else {
+        ref_softpick(x, ref, ndim, shape, axis);
+    }
+    float *y = run(ctx, tuning, x, dy, ndim, shape, axis, false);
+    free(dy);
     double err = ref_row_error(y, ref, ndim, shape, axis);
     if (!(err <= tolerance)) {
         char text[128] = "";
@@ -152,6 +193,39 @@ static void test_variants_shared_memory_path(void **state) {
     run_variants_on(SPK_REDUCTION_SHARED_MEMORY);
 }
 
+/* The backward through the same shapes and variants (g_backward: check() runs it instead). */
+static void test_backward_every_axis(void **state) {
+    g_backward = true;
+    test_every_axis_of_awkward_shapes(state);
+    g_backward = false;
+}
+
+static void test_backward_variants(void **state) {
+    (void)state;
+    g_backward = true;
+    run_variants_on(SPK_REDUCTION_SUBGROUP);
+    g_backward = false;
+}
+
+static void test_backward_errors(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    int64_t s[2] = {3, 4}, other[2] = {4, 3};
+    spk_tensor *x = NULL, *dy = NULL, *dx = NULL, *bad = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 2, s, &x), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 2, s, &dy), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 2, s, &dx), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 2, other, &bad), SPK_OK);
+    assert_int_equal(spk_softpick_backward(ctx, x, dy, 2, dx), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_softpick_backward(ctx, x, bad, -1, dx), SPK_ERROR_SHAPE);
+    assert_int_equal(spk_softpick_backward(ctx, x, dy, -1, bad), SPK_ERROR_SHAPE);
+    assert_int_equal(spk_softpick_backward(ctx, x, dy, -1, dy), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_softpick_backward(ctx, x, dy, 0, x), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_softpick_backward(ctx, x, NULL, 0, dx), SPK_ERROR_INVALID_ARGUMENT);
+    spk_tensor_destroy(x), spk_tensor_destroy(dy), spk_tensor_destroy(dx), spk_tensor_destroy(bad);
+    test_assert_no_validation();
+}
+
 static void test_properties(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -160,7 +234,7 @@ static void test_properties(void **state) {
     float *x = test_alloc_floats(n);
     test_fill_random(x, n, 11);
     for (int axis = 0; axis < 3; axis++) {
-        float *y = run(ctx, NULL, x, 3, shape, axis, false);
+        float *y = run(ctx, NULL, x, NULL, 3, shape, axis, false);
         int64_t stride = axis == 2 ? 1 : axis == 1 ? 37 : 9 * 37;
         int64_t len = shape[axis];
         for (int64_t i = 0; i < n; i++) {
@@ -180,7 +254,7 @@ static void test_properties(void **state) {
     /* Agreement on every axis: softpick along axis a equals softpick along the last axis of the
      * tensor with axis a moved last (transposed on the host). */
     for (int axis = 0; axis < 2; axis++) {
-        float *direct = run(ctx, NULL, x, 3, shape, axis, false);
+        float *direct = run(ctx, NULL, x, NULL, 3, shape, axis, false);
         int64_t tshape[3], perm[3];
         for (int i = 0, k = 0; i < 3; i++)
             if (i != axis) perm[k++] = i;
@@ -193,7 +267,7 @@ static void test_properties(void **state) {
                 for (idx[2] = 0; idx[2] < shape[2]; idx[2]++)
                     xt[(idx[perm[0]] * tshape[1] + idx[perm[1]]) * tshape[2] + idx[perm[2]]] =
                         x[(idx[0] * shape[1] + idx[1]) * shape[2] + idx[2]];
-        float *yt = run(ctx, NULL, xt, 3, tshape, 2, false);
+        float *yt = run(ctx, NULL, xt, NULL, 3, tshape, 2, false);
         for (idx[0] = 0; idx[0] < shape[0]; idx[0]++)
             for (idx[1] = 0; idx[1] < shape[1]; idx[1]++)
                 for (idx[2] = 0; idx[2] < shape[2]; idx[2]++) {
@@ -212,7 +286,7 @@ static void test_properties(void **state) {
     double sum = 0;
     for (int i = 0; i < 37; i++) sum += fabs(x[i]);
     for (int i = 0; i < 37; i++) cx[i] = x[i] * 1e7f;
-    float *y = run(ctx, NULL, cx, 1, row, 0, false);
+    float *y = run(ctx, NULL, cx, NULL, 1, row, 0, false);
     for (int i = 0; i < 37; i++) assert_true(fabs(y[i] - x[i] / sum) <= 1e-5 * fabs(x[i] / sum) + 1e-7);
     free(y);
     free(x);
@@ -235,7 +309,7 @@ static void test_special_values(void **state) {
             AT(0, len / 2) = NAN;
             AT(1, len / 3) = INFINITY;
             for (int64_t j = 0; j < len; j += 2) AT(2, j) = (j % 4 ? -1 : 1) * 3e38f;
-            float *y = run(ctx, NULL, x, 2, shape, strided ? 0 : 1, false);
+            float *y = run(ctx, NULL, x, NULL, 2, shape, strided ? 0 : 1, false);
             for (int64_t j = 0; j < len; j++) {
                 float y0 = strided ? y[j * 4 + 0] : y[0 * len + j];
                 float y1 = strided ? y[j * 4 + 1] : y[1 * len + j];
@@ -283,7 +357,7 @@ static void test_in_place(void **state) {
     test_fill_random(x, 300 * 64, 8);
     for (int axis = 0; axis < 2; axis++) {
         ref_softpick(x, ref, 2, shape, axis);
-        float *y = run(ctx, NULL, x, 2, shape, axis, true);
+        float *y = run(ctx, NULL, x, NULL, 2, shape, axis, true);
         assert_true(ref_row_error(y, ref, 2, shape, axis) <= 1e-5);
         free(y);
     }
@@ -382,6 +456,9 @@ int main(void) {
         cmocka_unit_test(test_in_place),
         cmocka_unit_test(test_grid_beyond_one_dimension),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_backward_every_axis),
+        cmocka_unit_test(test_backward_variants),
+        cmocka_unit_test(test_backward_errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

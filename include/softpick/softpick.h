@@ -234,6 +234,12 @@ SPK_API spk_status spk_tensor_download(const spk_tensor *tensor, float *data, in
  * follow the float32 formula (a NaN makes its row NaN). Accuracy: within 1e-5 relative to a
  * float64 evaluation for rows of up to 2^20 elements. */
 SPK_API spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y);
+/* The backward of spk_softpick: given the forward's input x and dy (x's shape), writes
+ *     dx_k = (dy_k - sgn(x_k) sum_i dy_i y_i) / (1 + S),   S = sum_j |x_j|,  y = softpick(x),
+ * along `axis` (sgn(0) = 0), with the forward's reductions (rows, strided columns, compensated
+ * sums). dx must not overlap x or dy. Relative error within 1e-5 of float64 per row. */
+SPK_API spk_status spk_softpick_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, int axis,
+                                         spk_tensor *dx);
 
 /* Activation applied in a matmul's epilogue. */
 typedef enum spk_activation {

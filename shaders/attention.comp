@@ -32,6 +32,7 @@ layout(push_constant) uniform Push {
     uint q_off, k_off, v_off;
     float scale;
     uint causal; // a push constant, not a specialization: one pipeline (one compile) serves both
+    uint keep_r; // MODE 0, training: write r = 1 + sum |s| of each query to S ([batch, heads, seq])
 } pc;
 
 const uint KD = D + 1; // padded rows: invocations reading different keys hit different banks
@@ -116,6 +117,7 @@ void main() {
     if (MODE == 1) return;
 
     if (tid < BQ) den_s[tid] = den;
+    if (MODE == 0 && pc.keep_r != 0 && tid < BQ && q0 + tid < pc.seq) s[s_row0 + q0 + tid] = 1.0 + den;
     barrier();
     [[unroll]] for (uint j = 0; j < ACC; j++) {
         uint i = tid + j * WG;

@@ -59,6 +59,7 @@ layout(push_constant) uniform Push {
     uint q_off, k_off, v_off;
     float scale;
     uint causal; // a push constant, not a specialization: one pipeline (one compile) serves both
+    uint keep_r; // MODE 0, training: write r = 1 + sum |s| of each query to S ([batch, heads, seq])
 } pc;
 
 void main() {
@@ -127,6 +128,7 @@ void main() {
     }
     if (MODE == 1 || t >= pc.seq) return;
     if (MODE == 2) den = 0.0; // S already holds the normalized weights
+    if (MODE == 0 && pc.keep_r != 0) s[s_row0 + t] = 1.0 + den;
     float inv = 1.0 / (1.0 + den);
     uint dst = (row0 + t) * pc.o_stride + head * D;
     [[unroll]] for (uint d = 0; d < D; d++) o[dst + d] = num[d] * inv;

@@ -57,13 +57,23 @@ bool spk__attention_shuffle_supported(const spk_context *ctx) {
 typedef struct spk__attention_push {
     uint32_t seq, heads, q_stride, k_stride, v_stride, o_stride, q_off, k_off, v_off;
     float scale;
-    uint32_t causal;
+    uint32_t causal, keep_r;
 } spk__attention_push;
 
 static spk__attention_push spk__attention_push_of(const spk__attention_args *a) {
     return (spk__attention_push){a->seq,      a->heads,    a->q.stride, a->k.stride, a->v.stride, a->out.stride,
                                  a->q.offset, a->k.offset, a->v.offset, (float)(1.0 / sqrt((double)a->head_dim)),
-                                 a->causal ? 1u : 0u};
+                                 a->causal ? 1u : 0u, a->r.buffer != VK_NULL_HANDLE};
+}
+
+/* Binding 4: the scores of the unfused modes, r when the fused forward keeps it, else q (unused). */
+static spk__buffer_ref spk__attention_binding4(const spk__attention_args *a, uint32_t mode, spk__buffer_ref scores,
+                                               uint32_t *written_mask) {
+    *written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08;
+    if (mode != SPK__ATTENTION_FUSED) return scores;
+    if (a->r.buffer == VK_NULL_HANDLE) return a->q.ref;
+    *written_mask |= 0x10;
+    return a->r;
 }
 
 static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__attention_tuning *t,
@@ -85,11 +95,13 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
     for (int i = 0; i < 3; i++) texel = texel && in[i]->views && in[i]->views[vec4];
     uint32_t spec[5] = {wg, a->head_dim, sg, mode, vec4 ? 4 : 1};
     spk__attention_push push = spk__attention_push_of(a);
+    uint32_t written;
+    spk__buffer_ref b4 = spk__attention_binding4(a, mode, scores, &written);
     spk__dispatch_desc desc = {
-        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
+        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, b4},
+        .written_mask = written,
         .views = {texel ? a->q.views[vec4] : VK_NULL_HANDLE, texel ? a->k.views[vec4] : VK_NULL_HANDLE,
                   texel ? a->v.views[vec4] : VK_NULL_HANDLE},
-        .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
         .groups = {(uint32_t)groups, a->heads, a->batch},
         .push = &push,
         .push_size = sizeof push,
@@ -120,9 +132,11 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
                          "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
                          a->seq, a->heads, a->batch);
     uint32_t spec[6] = {wg, d, bq, bk, (bq * d + wg - 1) / wg, mode};
+    uint32_t written;
+    spk__buffer_ref b4 = spk__attention_binding4(a, mode, scores, &written);
     spk__dispatch_desc desc = {
-        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, mode == SPK__ATTENTION_FUSED ? a->q.ref : scores},
-        .written_mask = mode == SPK__ATTENTION_SCORES ? 0x10 : 0x08,
+        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->out.ref, b4},
+        .written_mask = written,
         .groups = {(uint32_t)query_blocks, a->heads, a->batch},
     };
     spk__attention_push push = spk__attention_push_of(a);
@@ -130,6 +144,67 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
     desc.push_size = sizeof push;
     spk_status status = spk__pipeline_get(ctx, &spk__shader_attention, spec, 6, 0, &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
+    return status;
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *a, bool texel,
+                                          bool shared_xchg) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    bool shuffle = !shared_xchg && spk__attention_shuffle_supported(ctx);
+    uint32_t sg = 32, wg = 32;
+    if (shuffle) {
+        spk__attention_tuning t;
+        spk__attention_tuning_shuffle(ctx, false, &t);
+        sg = ctx->caps.max_subgroup_size, wg = t.workgroup;
+    }
+    uint64_t groups = ((uint64_t)a->seq + wg - 1) / wg;
+    if (groups > l->maxComputeWorkGroupCount[0] || a->heads > l->maxComputeWorkGroupCount[1] ||
+        a->batch > l->maxComputeWorkGroupCount[2])
+        return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
+                         "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
+                         a->seq, a->heads, a->batch);
+    /* vec4 fetches where every row of every head of q, k, v and dO starts at a multiple of 4. */
+    const spk__attention_operand *in[4] = {&a->q, &a->k, &a->v, &a->dout};
+    bool vec4 = a->head_dim % 4 == 0;
+    for (int i = 0; i < 4; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
+    texel = texel && shuffle;
+    for (int i = 0; i < 4; i++) texel = texel && in[i]->views && in[i]->views[vec4];
+    uint32_t spec[4] = {wg, a->head_dim, sg, vec4 ? 4 : 1};
+    uint32_t flags = shuffle ? SPK__PIPELINE_FULL_SUBGROUPS : 0;
+    struct {
+        uint32_t seq, heads, q_stride, k_stride, v_stride, do_stride, x_stride, q_off, k_off, v_off, do_off, x_off;
+        uint32_t g1_stride, g1_off, g2_stride, g2_off;
+        float scale;
+        uint32_t causal;
+    } push = {a->seq, a->heads, a->q.stride, a->k.stride, a->v.stride, a->dout.stride, a->o.stride,
+              a->q.offset, a->k.offset, a->v.offset, a->dout.offset, a->o.offset, a->dq.stride, a->dq.offset,
+              0, 0, (float)(1.0 / sqrt((double)a->head_dim)), a->causal};
+    spk__dispatch_desc d = {
+        .bindings = {a->q.ref, a->k.ref, a->v.ref, a->dout.ref, a->r, a->d, a->dq.ref, a->o.ref},
+        .written_mask = 0x60,
+        .groups = {(uint32_t)groups, a->heads, a->batch},
+        .push = &push,
+        .push_size = sizeof push,
+    };
+    for (int i = 0; i < 4 && texel; i++) d.views[i] = in[i]->views[vec4];
+    /* Pass 0: dQ, and D_i = dO_i . O_i for pass 1. */
+    spk_status status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_backward_q_texel
+                                               : shuffle ? &spk__shader_attention_backward_q
+                                                         : &spk__shader_attention_backward_q_shared,
+                                          spec, 4, flags, &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
+    /* Pass 1: dK and dV, once every D_i is written (the tracked binding orders them). */
+    push.g1_stride = a->dk.stride, push.g1_off = a->dk.offset, push.g2_stride = a->dv.stride, push.g2_off = a->dv.offset;
+    d.bindings[6] = a->dk.ref, d.bindings[7] = a->dv.ref;
+    d.written_mask = 0xC0;
+    if (status == SPK_OK)
+        status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_backward_kv_texel
+                                         : shuffle ? &spk__shader_attention_backward_kv
+                                                   : &spk__shader_attention_backward_kv_shared,
+                                   spec, 4, flags, &d.pipeline);
+    if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;
 }
 
@@ -200,4 +275,84 @@ spk_status spk_record_softpick_attention(spk_context *ctx, VkCommandBuffer cmd, 
     status = spk__attention_dispatch(ctx, &args);
     spk__record_app_end(ctx);
     return status;
+}
+
+/* Checks r: [batch, num_heads, seq] of the context. */
+static spk_status spk__check_r(spk_context *ctx, const spk_tensor *q, int num_heads, const spk_tensor *r) {
+    int64_t shape[3] = {q->shape[0], num_heads, q->shape[1]};
+    spk_status status = spk__check_tensor(ctx, r, "attention r");
+    if (status == SPK_OK) status = spk__check_shape(ctx, r, 3, shape, "attention r");
+    return status;
+}
+
+spk_status spk_softpick_attention_train(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                        int num_heads, bool causal, spk_tensor *out, spk_tensor *r) {
+    spk__attention_args args;
+    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, out, &args);
+    if (status == SPK_OK) status = spk__check_r(ctx, q, num_heads, r);
+    if (status == SPK_OK && (spk__overlap(r, q) || spk__overlap(r, k) || spk__overlap(r, v) || spk__overlap(r, out)))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "attention r overlaps another operand");
+    if (status != SPK_OK || !args.batch) return status;
+    args.r = r->ref;
+    return spk__run_sync(ctx, spk__attention_dispatch, &args);
+}
+
+typedef struct spk__attention_backward_run {
+    spk__attention_backward_args args;
+    bool texel, shared_xchg;
+} spk__attention_backward_run;
+
+static spk_status spk__attention_backward_dispatch(spk_context *ctx, const void *arg) {
+    const spk__attention_backward_run *run = arg;
+    return spk__record_attention_backward(ctx, &run->args, run->texel, run->shared_xchg);
+}
+
+spk_status spk__attention_backward_tuned(spk_context *ctx, bool texel, bool shared_xchg, const spk_tensor *q,
+                                         const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
+                                         const spk_tensor *r, const spk_tensor *dout, int num_heads, bool causal,
+                                         const spk_attention_grads *grads) {
+    spk__attention_args fwd;
+    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, (spk_tensor *)out, &fwd);
+    if (status == SPK_OK) status = spk__check_r(ctx, q, num_heads, r);
+    if (status == SPK_OK) status = spk__check_tensor(ctx, dout, "attention output gradient");
+    if (status == SPK_OK) status = spk__check_shape(ctx, dout, 3, q->shape, "attention output gradient");
+    if (status == SPK_OK && !grads)
+        status = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "attention backward: grads is NULL");
+    if (status != SPK_OK) return status;
+    spk_tensor *outs[3] = {grads->dq, grads->dk, grads->dv};
+    const spk_tensor *ins[6] = {q, k, v, out, r, dout};
+    static const char *names[3] = {"attention dq", "attention dk", "attention dv"};
+    for (int i = 0; i < 3 && status == SPK_OK; i++) {
+        status = spk__check_tensor(ctx, outs[i], names[i]);
+        if (status == SPK_OK) status = spk__check_shape(ctx, outs[i], 3, q->shape, names[i]);
+        for (int j = 0; j < 6 && status == SPK_OK; j++)
+            if (spk__overlap(outs[i], ins[j])) status = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s overlaps an input", names[i]);
+        for (int j = 0; j < i && status == SPK_OK; j++)
+            if (spk__overlap(outs[i], outs[j]))
+                status = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s overlaps %s", names[i], names[j]);
+    }
+    if (status != SPK_OK || !fwd.batch) return status;
+    spk_tensor *dt = NULL; /* D_i = dO_i . O_i, between the two passes */
+    status = spk_tensor_create(ctx, 3, r->shape, &dt);
+    if (status != SPK_OK) return status;
+    uint32_t h = fwd.q.stride;
+    spk__attention_backward_run run = {
+        .args = {.q = fwd.q, .k = fwd.k, .v = fwd.v, .o = {out->ref, h, 0, NULL}, .dout = {dout->ref, h, 0, dout->views},
+                 .dq = {grads->dq->ref, h, 0, NULL}, .dk = {grads->dk->ref, h, 0, NULL}, .dv = {grads->dv->ref, h, 0, NULL},
+                 .r = r->ref, .d = dt->ref, .batch = fwd.batch, .seq = fwd.seq, .heads = fwd.heads,
+                 .head_dim = fwd.head_dim, .causal = causal},
+        .texel = texel,
+        .shared_xchg = shared_xchg,
+    };
+    status = spk__run_sync(ctx, spk__attention_backward_dispatch, &run);
+    spk_tensor_destroy(dt);
+    return status;
+}
+
+spk_status spk_softpick_attention_backward(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
+                                           const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
+                                           const spk_tensor *dout, int num_heads, bool causal,
+                                           const spk_attention_grads *grads) {
+    bool cpu = ctx && ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    return spk__attention_backward_tuned(ctx, cpu, false, q, k, v, out, r, dout, num_heads, causal, grads);
 }

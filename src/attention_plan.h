@@ -16,7 +16,19 @@ typedef struct spk__attention_args {
     spk__attention_operand q, k, v, out; /* out.offset must be 0 */
     uint32_t batch, seq, heads, head_dim;
     bool causal;
+    /* Training: the fused forward writes r = 1 + sum_j |s_ij| per (batch, head, query) here
+     * ([batch, heads, seq] floats); buffer VK_NULL_HANDLE: not kept. */
+    spk__buffer_ref r;
 } spk__attention_args;
+
+/* The backward's operands: the forward's q, k, v, its output o and r, the output's gradient;
+ * dq, dk and dv are written (any stride and column offset, like the inputs). */
+typedef struct spk__attention_backward_args {
+    spk__attention_operand q, k, v, o, dout, dq, dk, dv;
+    spk__buffer_ref r, d; /* [batch, heads, seq]: r (read), D_i = dO_i . O_i (written, scratch) */
+    uint32_t batch, seq, heads, head_dim;
+    bool causal;
+} spk__attention_backward_args;
 
 typedef struct spk__attention_tuning {
     uint32_t workgroup; /* invocations per workgroup */
@@ -43,6 +55,16 @@ void spk__attention_tuning_shuffle(const spk_context *ctx, bool texel, spk__atte
  * ([batch, heads, seq, seq]); PRODUCT reads softpick'ed scores from it; FUSED ignores it. */
 spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,
                                  const spk__attention_args *args, uint32_t mode, spk__buffer_ref scores);
+/* Records the backward (two passes: dQ with D, then dK and dV) with the shuffle kernels where the
+ * device has fixed-size subgroup shuffles (and texel views through `texel`), else exchanging
+ * through shared memory. `shared_xchg` forces the latter (tests). */
+spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *args, bool texel,
+                                          bool shared_xchg);
+/* spk_softpick_attention_backward with the kernel chosen: texel reads, shared-memory exchange. */
+spk_status spk__attention_backward_tuned(spk_context *ctx, bool texel, bool shared_xchg, const spk_tensor *q,
+                                         const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
+                                         const spk_tensor *r, const spk_tensor *dout, int num_heads, bool causal,
+                                         const spk_attention_grads *grads);
 /* The largest head dimension the kernel takes. */
 #define SPK__ATTENTION_MAX_HEAD_DIM 256
 

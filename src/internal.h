@@ -13,8 +13,8 @@
 #include "softpick/softpick.h"
 
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SPK__MAX_BINDINGS 6
-#define SPK__MAX_TEXEL_INPUTS 3
+#define SPK__MAX_BINDINGS 8
+#define SPK__MAX_TEXEL_INPUTS 4
 #define SPK__MAX_SPEC 10
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
@@ -282,7 +282,9 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_unary, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_backward_f1,
     spk__shader_layer_norm_backward_f4, spk__shader_layer_norm_backward_texel_f1, spk__shader_layer_norm_backward_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
-    spk__shader_attention_shuffle_texel;
+    spk__shader_attention_shuffle_texel, spk__shader_attention_backward_q, spk__shader_attention_backward_q_texel,
+    spk__shader_attention_backward_q_shared, spk__shader_attention_backward_kv, spk__shader_attention_backward_kv_texel,
+    spk__shader_attention_backward_kv_shared;
 
 /* ---- command.c -------------------------------------------------------------------------- */
 

@@ -49,6 +49,12 @@ SPK__SHADER_WITH(layer_norm_backward_texel_f4, 5, 3);
 SPK__SHADER(attention, 5);
 SPK__SHADER(attention_shuffle, 5);
 SPK__SHADER_WITH(attention_shuffle_texel, 5, 3);
+SPK__SHADER(attention_backward_q, 8);
+SPK__SHADER_WITH(attention_backward_q_texel, 8, 4);
+SPK__SHADER(attention_backward_q_shared, 8);
+SPK__SHADER(attention_backward_kv, 8);
+SPK__SHADER_WITH(attention_backward_kv_texel, 8, 4);
+SPK__SHADER(attention_backward_kv_shared, 8);
 
 /* ---- the pipeline cache file -------------------------------------------------------------
  * Layout: "SPKPCACH" | u64 payload size | u64 FNV-1a hash of the payload | payload, where the

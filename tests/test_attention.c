@@ -285,6 +285,156 @@ static void tile_kernel(void **state) {
     test_assert_no_validation();
 }
 
+/* ---- backward ------------------------------------------------------------------------------- */
+
+/* float64 backward of one batch row ([seq, hidden] each): r, then dq, dk, dv for output gradient g. */
+static void ref_attention_backward(const float *q, const float *k, const float *v, const float *g, int64_t seq,
+                                   int64_t heads, int64_t hd, bool causal, double *r, double *dq, double *dk,
+                                   double *dv) {
+    int64_t hidden = heads * hd;
+    double *s = malloc((size_t)(seq * seq) * sizeof *s), *o = malloc((size_t)hd * sizeof *o);
+    assert_non_null(s), assert_non_null(o);
+    for (int64_t i = 0; i < seq * hidden; i++) dq[i] = dk[i] = dv[i] = 0;
+    double scale = 1.0 / sqrt((double)hd);
+    for (int64_t h = 0; h < heads; h++) {
+        const int64_t c = h * hd;
+        for (int64_t i = 0; i < seq; i++) {
+            double den = 1.0;
+            for (int64_t j = 0; j < seq; j++) {
+                double dot = 0;
+                for (int64_t d = 0; d < hd; d++) dot += (double)q[i * hidden + c + d] * k[j * hidden + c + d];
+                s[i * seq + j] = causal && j > i ? 0.0 : dot * scale;
+                den += fabs(s[i * seq + j]);
+            }
+            r[h * seq + i] = den;
+        }
+        for (int64_t i = 0; i < seq; i++) {
+            double ri = r[h * seq + i], di = 0;
+            for (int64_t d = 0; d < hd; d++) {
+                o[d] = 0;
+                for (int64_t j = 0; j < seq; j++) o[d] += s[i * seq + j] / ri * v[j * hidden + c + d];
+                di += (double)g[i * hidden + c + d] * o[d];
+            }
+            for (int64_t j = 0; j < seq; j++) {
+                if (causal && j > i) continue;
+                double sij = s[i * seq + j], dp = 0, sg = sij > 0 ? 1.0 : sij < 0 ? -1.0 : 0.0;
+                for (int64_t d = 0; d < hd; d++) dp += (double)g[i * hidden + c + d] * v[j * hidden + c + d];
+                double ds = (dp - sg * di) / ri;
+                for (int64_t d = 0; d < hd; d++) {
+                    dq[i * hidden + c + d] += ds * k[j * hidden + c + d] * scale;
+                    dk[j * hidden + c + d] += ds * q[i * hidden + c + d] * scale;
+                    dv[j * hidden + c + d] += sij / ri * g[i * hidden + c + d];
+                }
+            }
+        }
+    }
+    free(s), free(o);
+}
+
+static double max_rel(const float *got, const double *want, int64_t n) {
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (!(e <= err)) err = e;
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+    }
+    return err / (scale > 0 ? scale : 1);
+}
+
+/* Kernels: 0 this device's default, 1 the shuffle kernel through storage buffers, 2 the exchange
+ * through shared memory (devices without fixed-size subgroup shuffles). */
+static void check_backward(spk_context *ctx, int kernel, int64_t batch, int64_t seq, int heads, int64_t hd, bool causal) {
+    attention_data a;
+    int64_t hidden = heads * hd, n = batch * seq * hidden, rs[3] = {batch, heads, seq};
+    data_init(ctx, &a, batch, seq, hidden, (uint64_t)(seq * 13 + hd));
+    data_upload(&a);
+    float *g = test_alloc_floats(n), *got = test_alloc_floats(3 * n + batch * heads * seq), *again = test_alloc_floats(3 * n);
+    test_fill_random(g, n, 5);
+    spk_tensor *tr = NULL, *tg = NULL, *tdq = NULL, *tdk = NULL, *tdv = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 3, rs, &tr), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 3, a.shape, &tg), SPK_OK);
+    assert_int_equal(spk_tensor_upload(tg, g, n), SPK_OK);
+    spk_tensor **outs[3] = {&tdq, &tdk, &tdv};
+    for (int i = 0; i < 3; i++) assert_int_equal(spk_tensor_create(ctx, 3, a.shape, outs[i]), SPK_OK), test_poison(*outs[i]);
+    test_poison(tr);
+    if (spk_softpick_attention_train(ctx, a.tq, a.tk, a.tv, heads, causal, a.tout, tr) != SPK_OK)
+        fail_msg("%s", spk_context_last_error(ctx));
+    spk_attention_grads grads = {tdq, tdk, tdv};
+    for (int run = 0; run < 2; run++) {
+        spk_status st = kernel == 0 ? spk_softpick_attention_backward(ctx, a.tq, a.tk, a.tv, a.tout, tr, tg, heads, causal, &grads)
+                                    : spk__attention_backward_tuned(ctx, false, kernel == 2, a.tq, a.tk,
+                                                                    a.tv, a.tout, tr, tg, heads, causal, &grads);
+        if (st != SPK_OK) fail_msg("attention backward: %s", spk_context_last_error(ctx));
+        float *dst = run ? again : got;
+        for (int i = 0; i < 3; i++) assert_int_equal(spk_tensor_download(*outs[i], dst + i * n, n), SPK_OK);
+    }
+    /* Deterministic: the second run gives the same bits. */
+    assert_memory_equal(got, again, (size_t)(3 * n) * sizeof *got);
+    assert_int_equal(spk_tensor_download(tr, got + 3 * n, batch * heads * seq), SPK_OK);
+    int64_t row = seq * hidden;
+    double *want = malloc((size_t)(3 * n + batch * heads * seq) * sizeof *want);
+    assert_non_null(want);
+    for (int64_t b = 0; b < batch; b++)
+        ref_attention_backward(a.q + b * row, a.k + b * row, a.v + b * row, g + b * row, seq, heads, hd, causal,
+                               want + 3 * n + b * heads * seq, want + b * row, want + n + b * row, want + 2 * n + b * row);
+    double e[4] = {max_rel(got, want, n), max_rel(got + n, want + n, n), max_rel(got + 2 * n, want + 2 * n, n),
+                   max_rel(got + 3 * n, want + 3 * n, batch * heads * seq)};
+    if (!(e[0] <= 2e-5 && e[1] <= 2e-5 && e[2] <= 2e-5 && e[3] <= 1e-5))
+        fail_msg("attention backward (kernel %d) seq %lld heads %d head_dim %lld causal %d: dq %.3g dk %.3g dv %.3g r %.3g",
+                 kernel, (long long)seq, heads, (long long)hd, causal, e[0], e[1], e[2], e[3]);
+    spk_tensor_destroy(tr), spk_tensor_destroy(tg), spk_tensor_destroy(tdq), spk_tensor_destroy(tdk), spk_tensor_destroy(tdv);
+    free(g), free(got), free(again), free(want);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
+static void backward_grid(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    static const struct {
+        int64_t seq;
+        int heads;
+        int64_t hd;
+    } cases[] = {{1, 2, 4}, {7, 1, 1}, {33, 3, 5}, {60, 4, 16}, {65, 2, 64}, {300, 1, 128}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        for (int causal = 0; causal < 2; causal++) check_backward(ctx, 0, 2, cases[i].seq, cases[i].heads, cases[i].hd, causal);
+}
+
+static void backward_every_kernel(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    for (int kernel = 1; kernel < 3; kernel++) {
+        if (kernel == 1 && !spk__attention_shuffle_supported(ctx)) continue;
+        check_backward(ctx, kernel, 2, 33, 3, 5, true);
+        check_backward(ctx, kernel, 1, 70, 2, 16, false);
+    }
+}
+
+static void backward_errors(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    attention_data a;
+    data_init(ctx, &a, 1, 4, 8, 1);
+    int64_t rs[3] = {1, 2, 4}, bad_r[3] = {1, 4, 4};
+    spk_tensor *r = NULL, *bad = NULL, *g = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 3, rs, &r), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 3, bad_r, &bad), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 3, a.shape, &g), SPK_OK);
+    assert_int_equal(spk_softpick_attention_train(ctx, a.tq, a.tk, a.tv, 2, true, a.tout, bad), SPK_ERROR_SHAPE);
+    assert_int_equal(spk_softpick_attention_train(ctx, a.tq, a.tk, a.tv, 2, true, a.tout, a.tq), SPK_ERROR_SHAPE);
+    spk_attention_grads grads = {g, g, g};
+    assert_int_equal(spk_softpick_attention_backward(ctx, a.tq, a.tk, a.tv, a.tout, r, a.tq, 2, true, &grads),
+                     SPK_ERROR_INVALID_ARGUMENT); /* the gradients overlap each other */
+    grads = (spk_attention_grads){a.tq, g, NULL};
+    assert_int_equal(spk_softpick_attention_backward(ctx, a.tq, a.tk, a.tv, a.tout, r, a.tk, 2, true, &grads),
+                     SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_softpick_attention_backward(ctx, a.tq, a.tk, a.tv, a.tout, r, a.tk, 2, true, NULL),
+                     SPK_ERROR_INVALID_ARGUMENT);
+    spk_tensor_destroy(r), spk_tensor_destroy(bad), spk_tensor_destroy(g);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
 static void errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -322,6 +472,9 @@ int main(void) {
         cmocka_unit_test(unfused_reference_path),
         cmocka_unit_test(tile_kernel),
         cmocka_unit_test(errors),
+        cmocka_unit_test(backward_grid),
+        cmocka_unit_test(backward_every_kernel),
+        cmocka_unit_test(backward_errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

@@ -85,7 +85,7 @@ int bench_attention(spk_context *ctx, int repeats) {
             attention_run r = {ctx,
                                {{q->ref, h, 0, q->views}, {k->ref, h, 0, k->views}, {v->ref, h, 0, v->views},
                                 {o->ref, h, 0, NULL}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
-                                (uint32_t)(hidden / heads), true},
+                                (uint32_t)(hidden / heads), true, {0}},
                                scores};
             uint64_t fused = median_ns(run_fused, &r, repeats), unfused = median_ns(run_unfused, &r, repeats);
             double flops = 4.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;

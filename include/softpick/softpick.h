@@ -331,6 +331,29 @@ SPK_API spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q,
                                           const spk_tensor *v, int num_heads, bool causal,
                                           spk_tensor *out);
 
+/* As spk_softpick_attention, and also keeps what the backward needs: r [batch, num_heads, seq],
+ * r_i = 1 + sum_j |s_ij| for each head and query, written by the same fused kernel. */
+SPK_API spk_status spk_softpick_attention_train(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
+                                                const spk_tensor *v, int num_heads, bool causal, spk_tensor *out,
+                                                spk_tensor *r);
+
+/* Gradients spk_softpick_attention_backward writes, each [batch, seq, hidden] (all required). */
+typedef struct spk_attention_grads {
+    spk_tensor *dq, *dk, *dv;
+} spk_attention_grads;
+
+/* The backward of softpick attention, flash style: from the forward's q, k, v, its output `out`
+ * and r (spk_softpick_attention_train) and the output's gradient dout, with
+ *     D_i = dO_i . O_i,  dS_ij = mask_ij (dO_i . v_j - sgn(s_ij) D_i) / r_i,
+ *     dQ = dS K / sqrt(d),  dK = dS^T Q / sqrt(d),  dV = P^T dO,  P_ij = mask_ij s_ij / r_i,
+ * scores recomputed per block (never a [seq, seq] tensor), in two passes (dQ, then dK and dV)
+ * that each write only their own rows: the same inputs give the same bits on every run. Needs
+ * O(batch * heads * seq) scratch for D. The gradients must not overlap the inputs or each other. */
+SPK_API spk_status spk_softpick_attention_backward(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
+                                                   const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
+                                                   const spk_tensor *dout, int num_heads, bool causal,
+                                                   const spk_attention_grads *grads);
+
 /* ---------------------------------------------------------------------------------------------
  * The softpick transformer (SPEC.md section 2): pre-norm blocks of causal softpick attention
  * and a GELU feed-forward, a final layer norm, the last position (or all, or the mean) out.

@@ -1,0 +1,205 @@
+#version 450
+// The backward of fused softpick attention, flash style: the [seq, seq] scores are recomputed
+// per block and never stored. Per head, with s_ij = q_i . k_j / sqrt(D) (zero for masked keys),
+// r_i = 1 + sum_j |s_ij| (kept by the training forward), P_ij = s_ij / r_i, O = P V and dO given:
+//     D_i = dO_i . O_i,   dP_ij = dO_i . v_j,   dS_ij = mask_ij (dP_ij - sgn(s_ij) D_i) / r_i,
+//     dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D),   dV = P^T dO.
+// Two passes, each writing only its own rows, so a run gives the same bits every time (no
+// atomics): PASS 0 owns a query per invocation (dQ, and D_i for pass 1), PASS 1 a key per
+// invocation (dK and dV), walking the queries that see it.
+//
+// The walk is attention_shuffle.comp's: an invocation keeps its own row (and accumulators) in
+// registers, and a group of SG invocations takes SG other rows at a time, each lane loading one
+// and every lane taking all SG values by exchange: a subgroup shuffle (a register move), or with
+// SHARED_XCHG a round through shared memory (devices without fixed-size subgroup shuffles; the
+// workgroup is then one group of SG). Rows go round 4 dimensions at a time; the loops over the
+// head dimension are not unrolled (unrolled, LLVM on CPU drivers took minutes per variant).
+//
+// TEXEL 1 reads q, k, v and dO as uniform texel buffers (vectorized gathers on lavapipe); VEC 4
+// fetches 4 dimensions at once (head size, strides and column offsets multiples of 4).
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_shuffle : enable
+
+layout(local_size_x_id = 0) in;                // a multiple of SG (SG itself with SHARED_XCHG)
+layout(constant_id = 1) const uint D = 64;     // head dimension
+layout(constant_id = 2) const uint SG = 8;     // the exchange group: the subgroup size
+layout(constant_id = 3) const uint VEC = 1;
+
+#if TEXEL
+layout(set = 0, binding = 0) uniform samplerBuffer q;
+layout(set = 0, binding = 1) uniform samplerBuffer k;
+layout(set = 0, binding = 2) uniform samplerBuffer v;
+layout(set = 0, binding = 3) uniform samplerBuffer dout;
+#define DEFINE_LOAD(name, buf)                                                                   \
+    vec4 name(uint base, uint d) {                                                              \
+        if (VEC == 4) return texelFetch(buf, int((base + d) / 4));                              \
+        return vec4(texelFetch(buf, int(base + min(d, D - 1))).x, texelFetch(buf, int(base + min(d + 1, D - 1))).x, \
+                    texelFetch(buf, int(base + min(d + 2, D - 1))).x, texelFetch(buf, int(base + min(d + 3, D - 1))).x); \
+    }
+#else
+layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
+layout(set = 0, binding = 1) readonly buffer K { float k[]; };
+layout(set = 0, binding = 2) readonly buffer V { float v[]; };
+layout(set = 0, binding = 3) readonly buffer DO { float dout[]; };
+#define DEFINE_LOAD(name, buf)                                                                   \
+    vec4 name(uint base, uint d) {                                                              \
+        return vec4(buf[base + min(d, D - 1)], buf[base + min(d + 1, D - 1)], buf[base + min(d + 2, D - 1)], \
+                    buf[base + min(d + 3, D - 1)]);                                             \
+    }
+#endif
+DEFINE_LOAD(load_q, q)
+DEFINE_LOAD(load_k, k)
+DEFINE_LOAD(load_v, v)
+DEFINE_LOAD(load_do, dout)
+layout(set = 0, binding = 4) readonly buffer R { float r[]; }; // [batch, heads, seq]
+#if PASS == 0
+layout(set = 0, binding = 5) writeonly buffer DD { float dd[]; }; // [batch, heads, seq]: D_i
+layout(set = 0, binding = 6) writeonly buffer G1 { float g1[]; }; // dQ
+layout(set = 0, binding = 7) readonly buffer O { float o[]; };
+#else
+layout(set = 0, binding = 5) readonly buffer DD { float dd[]; };
+layout(set = 0, binding = 6) writeonly buffer G1 { float g1[]; }; // dK
+layout(set = 0, binding = 7) writeonly buffer G2 { float g2[]; }; // dV
+#endif
+
+layout(push_constant) uniform Push {
+    uint seq, heads;
+    uint q_stride, k_stride, v_stride, do_stride, x_stride; // x: O (pass 0)
+    uint q_off, k_off, v_off, do_off, x_off;
+    uint g1_stride, g1_off, g2_stride, g2_off;
+    float scale;
+    uint causal;
+} pc;
+
+// publish(a, b) makes this lane's a and b available to the group; take_a(a, i) and take_b(b, i)
+// return lane i's (a and b being the published values).
+#if SHARED_XCHG
+shared vec4 xa[SG], xb[SG];
+#define LANE gl_LocalInvocationID.x
+// Every invocation of the workgroup (one group) calls it at the same point.
+void publish(vec4 a, vec4 b) {
+    barrier(); // the previous values have been read
+    xa[LANE] = a, xb[LANE] = b;
+    barrier();
+}
+#define take_a(a, i) xa[i]
+#define take_b(b, i) xb[i]
+#else
+#define LANE gl_SubgroupInvocationID
+#define publish(a, b)
+#define take_a(a, i) subgroupShuffle(a, i)
+#define take_b(b, i) subgroupShuffle(b, i)
+#endif
+
+void main() {
+    uint lane = LANE;
+    uint block = gl_WorkGroupID.x * (gl_WorkGroupSize.x / SG) + gl_LocalInvocationID.x / SG;
+    uint head = gl_WorkGroupID.y, batch = gl_WorkGroupID.z;
+    uint b0 = block * SG; // this group's first query (pass 0) or key (pass 1)
+    if (b0 >= pc.seq) return; // whole groups only: the exchanges need every lane
+    uint t = b0 + lane, t_load = min(t, pc.seq - 1); // lanes past the end compute, write nothing
+    uint row0 = batch * pc.seq, stat0 = (batch * pc.heads + head) * pc.seq;
+    uint q_col = pc.q_off + head * D, k_col = pc.k_off + head * D, v_col = pc.v_off + head * D;
+    uint do_col = pc.do_off + head * D;
+
+    float mine1[D], mine2[D], acc1[D];
+#if PASS == 1
+    float acc2[D];
+#endif
+    // Own rows: q (scaled) and dO for a query; k (scaled) and v for a key.
+    [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
+#if PASS == 0
+        vec4 a = load_q((row0 + t_load) * pc.q_stride + q_col, d4) * pc.scale;
+        vec4 b = load_do((row0 + t_load) * pc.do_stride + do_col, d4);
+#else
+        vec4 a = load_k((row0 + t_load) * pc.k_stride + k_col, d4) * pc.scale;
+        vec4 b = load_v((row0 + t_load) * pc.v_stride + v_col, d4);
+#endif
+        [[unroll]] for (uint e = 0; e < 4; e++)
+            if (d4 + e < D) mine1[d4 + e] = a[e], mine2[d4 + e] = b[e], acc1[d4 + e] = 0.0;
+    }
+
+#if PASS == 0
+    // D_t = dO_t . O_t, kept for pass 1; this query's r.
+    float dt = 0.0;
+    uint o_base = (row0 + t_load) * pc.x_stride + pc.x_off + head * D;
+    [[unroll]] for (uint d = 0; d < D; d++) dt = fma(mine2[d], o[o_base + d], dt);
+    float rt = r[stat0 + t_load];
+    if (t < pc.seq) dd[stat0 + t] = dt;
+
+    uint key_end = pc.causal != 0 ? min(pc.seq, b0 + SG) : pc.seq;
+    for (uint j0 = 0; j0 < key_end; j0 += SG) {
+        uint kb = (row0 + min(j0 + lane, pc.seq - 1)) * pc.k_stride + k_col;
+        uint vb = (row0 + min(j0 + lane, pc.seq - 1)) * pc.v_stride + v_col;
+        float sc[SG], dp[SG];
+        [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0, dp[i] = 0.0;
+        for (uint d4 = 0; d4 < D; d4 += 4) {
+            vec4 kd = load_k(kb, d4), vd = load_v(vb, d4);
+            publish(kd, vd);
+            [[unroll]] for (uint i = 0; i < SG; i++) {
+                vec4 ki = take_a(kd, i), vi = take_b(vd, i);
+                [[unroll]] for (uint e = 0; e < 4; e++)
+                    if (d4 + e < D) sc[i] = fma(mine1[d4 + e], ki[e], sc[i]), dp[i] = fma(mine2[d4 + e], vi[e], dp[i]);
+            }
+        }
+        // dS for this query against keys j0 .. j0 + SG - 1 (masked and padding keys: zero).
+        [[unroll]] for (uint i = 0; i < SG; i++) {
+            bool live = j0 + i < pc.seq && !(pc.causal != 0 && j0 + i > t);
+            sc[i] = live ? (dp[i] - sign(sc[i]) * dt) / rt : 0.0;
+        }
+        for (uint d4 = 0; d4 < D; d4 += 4) {
+            vec4 kd = load_k(kb, d4);
+            publish(kd, kd);
+            vec4 a = vec4(0.0);
+            [[unroll]] for (uint i = 0; i < SG; i++) a = fma(vec4(sc[i]), take_a(kd, i), a);
+            [[unroll]] for (uint e = 0; e < 4; e++)
+                if (d4 + e < D) acc1[d4 + e] += a[e];
+        }
+    }
+    if (t >= pc.seq) return;
+    uint dst = (row0 + t) * pc.g1_stride + pc.g1_off + head * D;
+    [[unroll]] for (uint d = 0; d < D; d++) g1[dst + d] = acc1[d] * pc.scale;
+#else
+    [[unroll]] for (uint d = 0; d < D; d++) acc2[d] = 0.0;
+    // Queries i >= this group's first key see it (all queries without the mask).
+    for (uint i0 = pc.causal != 0 ? b0 : 0; i0 < pc.seq; i0 += SG) {
+        uint i_load = min(i0 + lane, pc.seq - 1);
+        uint qb = (row0 + i_load) * pc.q_stride + q_col, gb = (row0 + i_load) * pc.do_stride + do_col;
+        float r_l = r[stat0 + i_load], d_l = dd[stat0 + i_load];
+        float sc[SG], dp[SG], p[SG];
+        [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0, dp[i] = 0.0;
+        for (uint d4 = 0; d4 < D; d4 += 4) {
+            vec4 qd = load_q(qb, d4), gd = load_do(gb, d4);
+            publish(qd, gd);
+            [[unroll]] for (uint i = 0; i < SG; i++) {
+                vec4 qi = take_a(qd, i), gi = take_b(gd, i);
+                [[unroll]] for (uint e = 0; e < 4; e++)
+                    if (d4 + e < D) sc[i] = fma(mine1[d4 + e], qi[e], sc[i]), dp[i] = fma(mine2[d4 + e], gi[e], dp[i]);
+            }
+        }
+        // P and dS of queries i0 .. i0 + SG - 1 against this key.
+        vec4 rd = vec4(r_l, d_l, 0.0, 0.0);
+        publish(rd, rd);
+        [[unroll]] for (uint i = 0; i < SG; i++) {
+            vec4 ri_di = take_a(rd, i);
+            float ri = ri_di.x, di = ri_di.y;
+            bool live = i0 + i < pc.seq && !(pc.causal != 0 && i0 + i < t);
+            p[i] = live ? sc[i] / ri : 0.0;
+            sc[i] = live ? (dp[i] - sign(sc[i]) * di) / ri : 0.0;
+        }
+        for (uint d4 = 0; d4 < D; d4 += 4) {
+            vec4 qd = load_q(qb, d4), gd = load_do(gb, d4);
+            publish(qd, gd);
+            vec4 a = vec4(0.0), b = vec4(0.0);
+            [[unroll]] for (uint i = 0; i < SG; i++) a = fma(vec4(sc[i]), take_a(qd, i), a), b = fma(vec4(p[i]), take_b(gd, i), b);
+            [[unroll]] for (uint e = 0; e < 4; e++)
+                if (d4 + e < D) acc1[d4 + e] += a[e], acc2[d4 + e] += b[e];
+        }
+    }
+    if (t >= pc.seq) return;
+    uint dk_dst = (row0 + t) * pc.g1_stride + pc.g1_off + head * D;
+    uint dv_dst = (row0 + t) * pc.g2_stride + pc.g2_off + head * D;
+    [[unroll]] for (uint d = 0; d < D; d++) g1[dk_dst + d] = acc1[d] * pc.scale, g2[dv_dst + d] = acc2[d];
+#endif
+}

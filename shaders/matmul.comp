@@ -3,8 +3,6 @@
 // A [batch, M, K], B [K, N] shared or [batch, K, N], bias [N], residual and C [batch, M, N].
 // The backward passes read an operand transposed where it is stored: TRANS_A takes A as stored
 // [batch, K, M] (dB = A^T dC), TRANS_B takes B as stored [N, K] (dA = dC B^T); no copy is made.
-// Epilogue bit 3 multiplies by GELU's derivative at the pre-activation in the residual binding
-// (the backward through a GELU epilogue, fused into the product that makes its gradient).
 //
 // A workgroup of WG_X x WG_Y invocations computes a BM x BN tile of C (BM = WG_Y * TM,
 // BN = WG_X * TN); each invocation keeps a TM x TN register block: rows ty * TM + i, columns
@@ -38,8 +36,8 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
     uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
-    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 3 times gelu'(residual), bit 4 keep A B + bias
-    // in Pre (the training forward): a push constant (a uniform branch per stored element), so
+    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 4 keep A B + bias in Pre (the training
+    // forward): a push constant (a uniform branch per stored element), so
     // one pipeline serves every epilogue instead of one LLVM compile each
     uint epilogue;
 } pc;
@@ -123,7 +121,6 @@ void main() {
             if ((pc.epilogue & 16u) != 0) pre[idx] = v;
             if ((pc.epilogue & 2u) != 0) v = gelu(v);
             if ((pc.epilogue & 4u) != 0) v += residual[idx];
-            if ((pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
             c[idx] = v;
         }
     }

@@ -361,6 +361,15 @@ spk_status spk__copy_regions(spk_context *ctx, spk__buffer_ref src, spk__buffer_
     return SPK_OK;
 }
 
+spk_status spk__fill_zero(spk_context *ctx, spk__buffer_ref dst) {
+    bool writes[1] = {true};
+    spk_status status = spk__track(ctx, &dst, writes, 1, VK_PIPELINE_STAGE_TRANSFER_BIT);
+    if (status != SPK_OK) return status;
+    /* vkCmdFillBuffer needs a multiple of 4 bytes: float tensors always are. */
+    ctx->vk.vkCmdFillBuffer(ctx->rec->cmd, dst.buffer, dst.offset, dst.size, 0);
+    return SPK_OK;
+}
+
 spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst) {
     VkBufferCopy region = {src.offset, dst.offset, src.size < dst.size ? src.size : dst.size};
     return spk__copy_regions(ctx, src, dst, &region, 1);

@@ -279,7 +279,7 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_softpick_cols_backward_f1, spk__shader_softpick_cols_backward_f4, spk__shader_softpick_rows_backward_texel_f1,
     spk__shader_softpick_rows_backward_texel_f4, spk__shader_softpick_cols_backward_texel_f1,
     spk__shader_softpick_cols_backward_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
-    spk__shader_unary, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
+    spk__shader_unary, spk__shader_loss, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_backward_f1,
     spk__shader_layer_norm_backward_f4, spk__shader_layer_norm_backward_texel_f1, spk__shader_layer_norm_backward_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
     spk__shader_attention_shuffle_texel, spk__shader_attention_backward_q, spk__shader_attention_backward_q_texel,
@@ -336,6 +336,8 @@ spk_status spk__dispatch(spk_context *ctx, const spk__dispatch_desc *d);
 spk_status spk__dispatch_map(spk_context *ctx, const spk__shader *shader, const uint32_t *spec, uint32_t spec_count,
                              spk__buffer_ref src, VkBufferView src_view, spk__buffer_ref dst, uint64_t invocations,
                              uint32_t count);
+/* Records vkCmdFillBuffer of zeros over dst, with the same barrier tracking. */
+spk_status spk__fill_zero(spk_context *ctx, spk__buffer_ref dst);
 /* Records vkCmdCopyBuffer, with the same barrier tracking. */
 spk_status spk__copy(spk_context *ctx, spk__buffer_ref src, spk__buffer_ref dst);
 /* Records one vkCmdCopyBuffer of several regions (absolute offsets) lying within src and dst. */

@@ -47,7 +47,7 @@ void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) 
 
 typedef struct spk__matmul_args {
     const spk__matmul_tuning *tuning;
-    const spk_tensor *a, *b, *bias, *residual; /* residual: or the pre-activation with GELU_GRAD */
+    const spk_tensor *a, *b, *bias, *residual;
     spk_tensor *c, *pre;
     uint32_t epilogue; /* SPK__EPILOGUE_* bits */
     uint64_t batch, m, n, k;
@@ -247,11 +247,14 @@ spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tun
     if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
     spk__matmul_args args = {
         .tuning = tuning, .a = dz, .b = b, .c = da,
-        .residual = gelu_pre ? gelu_pre : accumulate ? da : NULL,
-        .epilogue = gelu_pre ? SPK__EPILOGUE_GELU_GRAD : accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
+        .residual = accumulate && !gelu_pre ? da : NULL,
+        .epilogue = accumulate && !gelu_pre ? SPK__EPILOGUE_RESIDUAL : 0,
         .batch = batch, .m = m, .n = kb, .k = nb, .shared_b = shared_b, .trans_b = true,
     };
-    return m * kb * batch != 0 ? spk__matmul_dispatch(ctx, &args) : SPK_OK;
+    if (m * kb * batch == 0) return SPK_OK;
+    spk_status s = spk__matmul_dispatch(ctx, &args);
+    if (s == SPK_OK && gelu_pre) s = spk__record_gelu_backward(ctx, gelu_pre, da, da);
+    return s;
 }
 
 spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,

@@ -16,17 +16,6 @@
 
 /* ---- parameters --------------------------------------------------------------------------- */
 
-/* Every parameter of the file format, with where it lives in the model: q, k and v kernels are
- * packed side by side into one [hidden, 3 hidden] kernel (one matmul instead of three). */
-typedef struct spk__param {
-    char name[80];
-    spk_tensor *tensor; /* destination */
-    int ndim;           /* in the file: 2 for kernels [rows, cols], 1 otherwise [cols] */
-    int64_t rows, cols;
-    int64_t column; /* first destination column (of a destination row of tensor->shape[last]) */
-    enum { SPK__INIT_GLOROT, SPK__INIT_ZERO, SPK__INIT_ONE } init;
-} spk__param;
-
 static void spk__param_dense(spk__param **p, const char *name, spk_tensor *kernel, spk_tensor *bias, int64_t in,
                              int64_t out, int64_t column) {
     spk__param *k = (*p)++, *b = (*p)++;
@@ -45,16 +34,17 @@ static void spk__param_norm(spk__param **p, const char *name, const spk__norm_pa
 }
 
 /* Lists the parameters (SPEC.md section 3 names); returns how many, or 0 when out of memory. */
-static uint32_t spk__model_params(const spk_model *m, spk__param **out) {
+uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param **out) {
     int64_t h = m->cfg.hidden_size, e = m->cfg.embed_dim;
-    uint32_t count = (m->input_projection.kernel ? 2 : 0) + 16 * (uint32_t)m->cfg.num_layers + 2;
+    uint32_t count = (w->input_projection.kernel ? 2 : 0) + 16 * (uint32_t)m->cfg.num_layers + 2 +
+                     (w->head.kernel ? 2 : 0);
     spk__param *params = spk__calloc(count, sizeof *params), *p = params;
     *out = params;
     if (!params) return 0;
-    if (m->input_projection.kernel)
-        spk__param_dense(&p, "input_projection", m->input_projection.kernel, m->input_projection.bias, e, h, 0);
+    if (w->input_projection.kernel)
+        spk__param_dense(&p, "input_projection", w->input_projection.kernel, w->input_projection.bias, e, h, 0);
     for (int l = 0; l < m->cfg.num_layers; l++) {
-        const spk__layer *b = &m->layers[l];
+        const spk__layer *b = &w->layers[l];
         char name[64];
 #define SPK__NAME(suffix) (snprintf(name, sizeof name, "softpick_block_%d_%s", l + 1, suffix), name)
         spk__param_norm(&p, SPK__NAME("attn_norm"), &b->attn_norm, h);
@@ -67,7 +57,9 @@ static uint32_t spk__model_params(const spk_model *m, spk__param **out) {
         spk__param_dense(&p, SPK__NAME("ffn_down"), b->down.kernel, b->down.bias, 4 * h, h, 0);
 #undef SPK__NAME
     }
-    spk__param_norm(&p, "final_norm", &m->final_norm, h);
+    spk__param_norm(&p, "final_norm", &w->final_norm, h);
+    if (w->head.kernel)
+        spk__param_dense(&p, "output_head", w->head.kernel, w->head.bias, h, m->cfg.num_outputs, 0);
     return count;
 }
 
@@ -137,7 +129,7 @@ static uint64_t spk__splitmix(uint64_t *state) {
 spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
     spk__param *params;
-    uint32_t count = spk__model_params(m, &params);
+    uint32_t count = spk__model_params(m, &m->w, &params);
     spk__images im = {0};
     float *values = count ? spk__param_buffer(params, count) : NULL, *v = values;
     spk_status s = values ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
@@ -168,7 +160,7 @@ spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
 static spk_status spk__load_params(spk_model *m, const spk__safetensors *st) {
     spk_context *ctx = m->ctx;
     spk__param *params;
-    uint32_t count = spk__model_params(m, &params);
+    uint32_t count = spk__model_params(m, &m->w, &params);
     if (!count) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     spk_status s = SPK_OK;
     /* Everything is checked before anything is uploaded, so a bad file changes nothing. */
@@ -247,6 +239,7 @@ spk_status spk_model_create_from_safetensors(spk_context *ctx, const char *path,
         if (overrides->num_layers) c.num_layers = overrides->num_layers;
         if (overrides->window_size) c.window_size = overrides->window_size;
         if (overrides->dropout) c.dropout = overrides->dropout;
+        if (overrides->num_outputs) c.num_outputs = overrides->num_outputs;
         c.output_mode = overrides->output_mode;
     }
     spk_model *m = NULL;
@@ -321,7 +314,7 @@ static void spk__activations_destroy(spk_model *m) {
 }
 
 /* Activation buffers for `rows` = batch * seq_len positions. */
-static spk_status spk__activations_create(spk_model *m, int64_t rows) {
+spk_status spk__activations_create(spk_model *m, int64_t rows) {
     spk_context *ctx = m->ctx;
     int64_t h = m->cfg.hidden_size;
     spk__activations_destroy(m);
@@ -332,7 +325,7 @@ static spk_status spk__activations_create(spk_model *m, int64_t rows) {
     if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->attended);
     if (s == SPK_OK) s = spk__tensor2(ctx, rows, 4 * h, &m->ffn);
     if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->last);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->output);
+    if (s == SPK_OK) s = spk__tensor2(ctx, rows, spk_model_output_size(&m->cfg), &m->output);
     if (s == SPK_OK) s = spk__tensor1(ctx, rows, &m->mean_weights);
     /* Where tensors are not host-visible, input and output go through staging copies recorded
      * into the forward itself, so that a forward stays one submission. */
@@ -349,6 +342,68 @@ static spk_status spk__activations_create(spk_model *m, int64_t rows) {
     return s;
 }
 
+spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk__weights *w) {
+    *w = (spk__weights){0};
+    w->layers = spk__calloc((size_t)c->num_layers, sizeof *w->layers);
+    if (!w->layers) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    int64_t h = c->hidden_size;
+    spk_status s = SPK_OK;
+    if (c->embed_dim != c->hidden_size) s = spk__dense_create(ctx, c->embed_dim, h, &w->input_projection);
+    for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
+        spk__layer *b = &w->layers[l];
+        s = spk__norm_create(ctx, h, &b->attn_norm);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, 3 * h, &b->qkv);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, h, &b->out);
+        if (s == SPK_OK) s = spk__norm_create(ctx, h, &b->ffn_norm);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, 4 * h, &b->up);
+        if (s == SPK_OK) s = spk__dense_create(ctx, 4 * h, h, &b->down);
+    }
+    if (s == SPK_OK) s = spk__norm_create(ctx, h, &w->final_norm);
+    if (s == SPK_OK && c->num_outputs > 0) s = spk__dense_create(ctx, h, c->num_outputs, &w->head);
+    if (s != SPK_OK) spk__weights_destroy(w, c->num_layers);
+    return s;
+}
+
+void spk__weights_destroy(spk__weights *w, int num_layers) {
+    spk__dense_destroy(&w->input_projection);
+    for (int l = 0; w->layers && l < num_layers; l++) {
+        spk__layer *b = &w->layers[l];
+        spk__norm_destroy(&b->attn_norm);
+        spk__dense_destroy(&b->qkv);
+        spk__dense_destroy(&b->out);
+        spk__norm_destroy(&b->ffn_norm);
+        spk__dense_destroy(&b->up);
+        spk__dense_destroy(&b->down);
+    }
+    spk__norm_destroy(&w->final_norm);
+    spk__dense_destroy(&w->head);
+    free(w->layers);
+    *w = (spk__weights){0};
+}
+
+uint32_t spk__weights_count(int num_layers) { return 2 + 12 * (uint32_t)num_layers + 2 + 2; }
+
+uint32_t spk__weights_list(const spk__weights *w, int num_layers, spk_tensor **out) {
+    uint32_t n = 0;
+#define SPK__PUT(t) \
+    if (t) out[n++] = t
+    SPK__PUT(w->input_projection.kernel);
+    SPK__PUT(w->input_projection.bias);
+    for (int l = 0; l < num_layers; l++) {
+        const spk__layer *b = &w->layers[l];
+        spk_tensor *const all[12] = {b->attn_norm.gamma, b->attn_norm.beta, b->qkv.kernel, b->qkv.bias,
+                                     b->out.kernel,      b->out.bias,       b->ffn_norm.gamma, b->ffn_norm.beta,
+                                     b->up.kernel,       b->up.bias,        b->down.kernel,   b->down.bias};
+        for (int i = 0; i < 12; i++) SPK__PUT(all[i]);
+    }
+    SPK__PUT(w->final_norm.gamma);
+    SPK__PUT(w->final_norm.beta);
+    SPK__PUT(w->head.kernel);
+    SPK__PUT(w->head.bias);
+#undef SPK__PUT
+    return n;
+}
+
 spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, spk_model **out) {
     if (!out) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_model_create: out is NULL");
     *out = NULL;
@@ -357,26 +412,10 @@ spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, sp
     if (spk_model_config_check(config, error, sizeof error) != SPK_OK)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "model configuration: %s", error);
     spk_model *m = spk__calloc(1, sizeof *m);
-    if (m) m->layers = spk__calloc((size_t)config->num_layers, sizeof *m->layers);
-    if (!m || !m->layers) {
-        free(m);
-        return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    }
+    if (!m) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     m->ctx = ctx;
     m->cfg = *config;
-    int64_t h = config->hidden_size;
-    spk_status s = SPK_OK;
-    if (config->embed_dim != config->hidden_size) s = spk__dense_create(ctx, config->embed_dim, h, &m->input_projection);
-    for (int l = 0; l < config->num_layers && s == SPK_OK; l++) {
-        spk__layer *b = &m->layers[l];
-        s = spk__norm_create(ctx, h, &b->attn_norm);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, 3 * h, &b->qkv);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, h, &b->out);
-        if (s == SPK_OK) s = spk__norm_create(ctx, h, &b->ffn_norm);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, 4 * h, &b->up);
-        if (s == SPK_OK) s = spk__dense_create(ctx, 4 * h, h, &b->down);
-    }
-    if (s == SPK_OK) s = spk__norm_create(ctx, h, &m->final_norm);
+    spk_status s = spk__weights_create(ctx, config, &m->w);
     if (s == SPK_OK) s = spk__activations_create(m, config->window_size);
     if (s != SPK_OK) {
         spk_model_destroy(m);
@@ -388,19 +427,9 @@ spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, sp
 
 void spk_model_destroy(spk_model *m) {
     if (!m) return;
+    spk__train_destroy(m);
     spk__activations_destroy(m);
-    spk__dense_destroy(&m->input_projection);
-    for (int l = 0; l < m->cfg.num_layers; l++) {
-        spk__layer *b = &m->layers[l];
-        spk__norm_destroy(&b->attn_norm);
-        spk__dense_destroy(&b->qkv);
-        spk__dense_destroy(&b->out);
-        spk__norm_destroy(&b->ffn_norm);
-        spk__dense_destroy(&b->up);
-        spk__dense_destroy(&b->down);
-    }
-    spk__norm_destroy(&m->final_norm);
-    free(m->layers);
+    spk__weights_destroy(&m->w, m->cfg.num_layers);
     free(m);
 }
 
@@ -415,7 +444,7 @@ spk_status spk_model_set_output_mode(spk_model *m, spk_output_mode mode) {
 
 int64_t spk_model_output_shape(const spk_model *m, int64_t batch, int64_t seq_len, int *ndim, int64_t shape[3]) {
     if (!m || !ndim || !shape || batch <= 0 || seq_len <= 0) return 0;
-    int64_t h = m->cfg.hidden_size;
+    int64_t h = spk_model_output_size(&m->cfg);
     if (m->cfg.output_mode == SPK_OUTPUT_ALL) {
         *ndim = 3, shape[0] = batch, shape[1] = seq_len, shape[2] = h;
         return batch * seq_len * h;
@@ -426,8 +455,7 @@ int64_t spk_model_output_shape(const spk_model *m, int64_t batch, int64_t seq_le
 
 /* ---- the forward pass --------------------------------------------------------------------- */
 
-/* A tensor over the first elements of `t` with another shape (never destroyed). */
-static spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape) {
+spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape) {
     spk_tensor v = *t;
     v.ndim = ndim;
     v.count = 1;
@@ -437,19 +465,24 @@ static spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape)
     return v;
 }
 
+/* y = x W + b (then GELU, keeping the pre-activation in `pre` when not NULL) (+ residual). */
 static spk_status spk__record_dense(spk_context *ctx, const spk_tensor *x, const spk__dense_params *d, spk_activation activation,
-                             const spk_tensor *residual, spk_tensor *y) {
-    spk_matmul_desc desc = {.bias = d->bias, .activation = activation, .residual = residual};
+                                    const spk_tensor *residual, spk_tensor *pre, spk_tensor *y) {
+    spk_matmul_desc desc = {.bias = d->bias, .activation = activation, .residual = residual, .pre_activation = pre};
     return spk__record_matmul(ctx, NULL, x, d->kernel, &desc, y);
 }
 
-static spk_status spk__record_norm(spk_context *ctx, const spk_tensor *x, const spk__norm_params *n, spk_tensor *y) {
-    return spk__record_layer_norm(ctx, NULL, x, n->gamma, n->beta, NULL, y);
+/* y = layer_norm(x), keeping each row's mean and rstd in `stats` when not NULL. */
+static spk_status spk__record_norm(spk_context *ctx, const spk_tensor *x, const spk__norm_params *n, spk_tensor *stats,
+                                   spk_tensor *y) {
+    spk_layer_norm_desc desc = {.stats = stats};
+    return spk__record_layer_norm(ctx, NULL, x, n->gamma, n->beta, &desc, y);
 }
 
-/* Causal softpick attention of every head, reading q, k and v from their columns of `qkv`. */
+/* Causal softpick attention of every head, reading q, k and v from their columns of `qkv`;
+ * training keeps r = 1 + sum |s| per head and query in `r`. */
 static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk_tensor *qkv, uint32_t batch,
-                                 uint32_t seq, spk_tensor *out) {
+                                 uint32_t seq, const spk_tensor *r, spk_tensor *out) {
     uint32_t h = (uint32_t)m->cfg.hidden_size;
     spk__attention_args args = {
         .q = {qkv->ref, 3 * h, 0, qkv->views},
@@ -462,14 +495,84 @@ static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk
         .head_dim = h / (uint32_t)m->cfg.num_heads,
         .causal = true,
     };
+    if (r) args.r = (spk__buffer_ref){r->ref.buffer, r->ref.offset, (VkDeviceSize)batch * seq * (uint32_t)m->cfg.num_heads * sizeof(float)};
     spk__buffer_ref unused = {0};
     return spk__record_attention(ctx, NULL, &args, SPK__ATTENTION_FUSED, unused);
 }
 
-/* Records the model on input [batch, seq, embed] into output (the output mode's shape), using
- * the model's activation buffers (which must hold batch * seq rows). */
-static spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq,
-                                    spk_tensor *output) {
+/* output = layer_norm(x, final_norm) at the last position, every position, or averaged over
+ * positions, then dense(output, output_head) with a head. Training keeps the norm's input rows,
+ * stats and output, and the head's input (keep: see spk__acts). */
+static spk_status spk__record_output(spk_model *m, const spk_tensor *x, int64_t batch, int64_t seq, spk_tensor *output,
+                                     const spk__acts *keep) {
+    spk_context *ctx = m->ctx;
+    const spk_model_config *c = &m->cfg;
+    int64_t h = c->hidden_size, rows = c->output_mode == SPK_OUTPUT_ALL ? batch * seq : batch;
+    bool head = m->w.head.kernel != NULL;
+    int64_t all_h[2] = {batch * seq, h}, all_2[2] = {batch * seq, 2}, out_h[2] = {rows, h}, out_2[2] = {rows, 2};
+    int64_t out_shape[2] = {rows, spk_model_output_size(c)};
+    spk_tensor out = spk__view(output, 2, out_shape);
+    /* The norm's rows: every position, or the last ones gathered first. */
+    spk_tensor norm_in = spk__view(x, 2, all_h), stats, normed, pooled;
+    spk_status s = SPK_OK;
+    if (c->output_mode == SPK_OUTPUT_LAST) {
+        spk_tensor last = spk__view(keep ? keep->final_in : m->last, 2, out_h);
+        VkBufferCopy *regions = spk__malloc((size_t)batch * sizeof *regions);
+        if (!regions) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        VkDeviceSize row_bytes = (VkDeviceSize)h * sizeof(float);
+        for (int64_t i = 0; i < batch; i++)
+            regions[i] = (VkBufferCopy){x->ref.offset + (VkDeviceSize)(i * seq + seq - 1) * row_bytes,
+                                        last.ref.offset + (VkDeviceSize)i * row_bytes, row_bytes};
+        s = spk__copy_regions(ctx, x->ref, last.ref, regions, (uint32_t)batch);
+        free(regions);
+        norm_in = last;
+    }
+    bool mean = c->output_mode == SPK_OUTPUT_MEAN;
+    if (keep) {
+        stats = spk__view(keep->final_stats, 2, mean ? all_2 : out_2);
+        normed = spk__view(keep->final_normed, 2, mean ? all_h : out_h);
+        pooled = spk__view(keep->pooled, 2, out_h);
+    } else {
+        /* In place on the gathered rows, or in the normed buffer; the mean pools into `last`. */
+        normed = c->output_mode == SPK_OUTPUT_LAST ? norm_in : spk__view(m->normed, 2, mean ? all_h : out_h);
+        pooled = spk__view(m->last, 2, out_h);
+    }
+    /* Without a head (and not pooling) the norm writes the output itself; in place on the
+     * gathered rows, it takes the same tensor as input and output. */
+    if (!head && !mean) normed = out;
+    spk_tensor *norm_out = !keep && head && c->output_mode == SPK_OUTPUT_LAST ? &norm_in : &normed;
+    if (s == SPK_OK) s = spk__record_norm(ctx, &norm_in, &m->w.final_norm, keep ? &stats : NULL, norm_out);
+    spk_tensor *head_in = norm_out;
+    if (s == SPK_OK && mean) {
+        /* The mean over positions as a batched product with weights of 1 / seq: [b, 1, seq] x
+         * [b, seq, h]. */
+        int64_t w_shape[3] = {batch, 1, seq}, seq_h[3] = {batch, seq, h}, one_h[3] = {batch, 1, h};
+        spk_tensor w = spk__view(m->mean_weights, 3, w_shape), n3 = spk__view(norm_out, 3, seq_h);
+        spk_tensor y = spk__view(head ? &pooled : &out, 3, one_h);
+        s = spk__record_matmul(ctx, NULL, &w, &n3, NULL, &y);
+        head_in = &pooled;
+    }
+    if (s == SPK_OK && head) s = spk__record_dense(ctx, head_in, &m->w.head, SPK_ACTIVATION_NONE, NULL, NULL, &out);
+    return s;
+}
+
+/* Views of the kept activations of layer l for this batch and sequence length. */
+void spk__layer_views(const spk__layer_acts *k, int64_t batch, int64_t seq, int64_t h, int heads,
+                             spk__layer_view *v) {
+    int64_t rows_h[3] = {batch, seq, h}, rows_3h[3] = {batch, seq, 3 * h}, rows_4h[3] = {batch, seq, 4 * h};
+    int64_t rows_2[3] = {batch, seq, 2}, r_shape[3] = {batch, heads, seq};
+    v->x = spk__view(k->x, 3, rows_h), v->a1 = spk__view(k->a1, 3, rows_h), v->stats1 = spk__view(k->stats1, 3, rows_2);
+    v->qkv = spk__view(k->qkv, 3, rows_3h), v->r = spk__view(k->r, 3, r_shape), v->o = spk__view(k->o, 3, rows_h);
+    v->x_mid = spk__view(k->x_mid, 3, rows_h), v->a2 = spk__view(k->a2, 3, rows_h);
+    v->stats2 = spk__view(k->stats2, 3, rows_2), v->h = spk__view(k->h, 3, rows_4h), v->g = spk__view(k->g, 3, rows_4h);
+}
+
+/* Records the model on input [batch, seq, embed] into output (the output mode's shape). Inference
+ * (keep NULL) uses the model's activation buffers, which must hold batch * seq rows, and
+ * overwrites them layer after layer; training keeps every layer's activations in `keep` for the
+ * backward (model_backward.c). */
+spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq,
+                                    spk_tensor *output, const spk__acts *keep) {
     spk_context *ctx = m->ctx;
     const spk_model_config *c = &m->cfg;
     int64_t h = c->hidden_size;
@@ -482,55 +585,47 @@ static spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64
     /* x = input, projected to hidden_size if embed_dim differs. Without a projection the first
      * block reads the input in place of x (no copy: the first pass writing x is its residual
      * add), so a recording starts and ends with compute work. */
+    spk__layer_view v;
     const spk_tensor *x_in = &x;
+    if (keep) spk__layer_views(&keep->layers[0], batch, seq, h, c->num_heads, &v);
     s = SPK_OK;
-    if (m->input_projection.kernel) s = spk__record_dense(ctx, input, &m->input_projection, SPK_ACTIVATION_NONE, NULL, &x);
-    else x_in = input;
+    if (m->w.input_projection.kernel)
+        s = spk__record_dense(ctx, input, &m->w.input_projection, SPK_ACTIVATION_NONE, NULL, NULL, keep ? &v.x : &x);
+    if (!m->w.input_projection.kernel) x_in = input;
 
-    for (int l = 0; l < c->num_layers && s == SPK_OK; l++, x_in = &x) {
-        const spk__layer *b = &m->layers[l];
+    spk_tensor x_next;
+    for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
+        const spk__layer *b = &m->w.layers[l];
+        /* Where this layer's activations go: the shared buffers (inference), or its own. */
+        spk_tensor *a1 = &a, *q = &qkv, *att = &o, *xm = &x, *a2 = &a, *ff = &f, *xn = &x;
+        spk_tensor *st1 = NULL, *st2 = NULL, *r = NULL, *pre = NULL;
+        if (keep) {
+            spk__layer_views(&keep->layers[l], batch, seq, h, c->num_heads, &v);
+            if (l > 0 || m->w.input_projection.kernel) x_in = &v.x;
+            a1 = &v.a1, st1 = &v.stats1, q = &v.qkv, r = &v.r, att = &v.o, xm = &v.x_mid, a2 = &v.a2, st2 = &v.stats2;
+            pre = &v.h, ff = &v.g;
+            x_next = l + 1 < c->num_layers ? spk__view(keep->layers[l + 1].x, 3, rows_h) : spk__view(keep->x_final, 3, rows_h);
+            xn = &x_next;
+        }
         /* a = layer_norm(x); q, k, v = dense(a) (one fused matmul) */
-        s = spk__record_norm(ctx, x_in, &b->attn_norm, &a);
-        if (s == SPK_OK) s = spk__record_dense(ctx, &a, &b->qkv, SPK_ACTIVATION_NONE, NULL, &qkv);
+        s = spk__record_norm(ctx, x_in, &b->attn_norm, st1, a1);
+        if (s == SPK_OK) s = spk__record_dense(ctx, a1, &b->qkv, SPK_ACTIVATION_NONE, NULL, NULL, q);
         /* o = softpick(causal(q k^T / sqrt(head_dim))) v, per head */
-        if (s == SPK_OK) s = spk__attention(ctx, m, &qkv, (uint32_t)batch, (uint32_t)seq, &o);
+        if (s == SPK_OK) s = spk__attention(ctx, m, q, (uint32_t)batch, (uint32_t)seq, r, att);
         /* x = x + dense(o, out_proj) */
-        if (s == SPK_OK) s = spk__record_dense(ctx, &o, &b->out, SPK_ACTIVATION_NONE, x_in, &x);
+        if (s == SPK_OK) s = spk__record_dense(ctx, att, &b->out, SPK_ACTIVATION_NONE, x_in, NULL, xm);
         /* x = x + dense(gelu(dense(layer_norm(x), up)), down) */
-        if (s == SPK_OK) s = spk__record_norm(ctx, &x, &b->ffn_norm, &a);
-        if (s == SPK_OK) s = spk__record_dense(ctx, &a, &b->up, SPK_ACTIVATION_GELU, NULL, &f);
-        if (s == SPK_OK) s = spk__record_dense(ctx, &f, &b->down, SPK_ACTIVATION_NONE, &x, &x);
+        if (s == SPK_OK) s = spk__record_norm(ctx, xm, &b->ffn_norm, st2, a2);
+        if (s == SPK_OK) s = spk__record_dense(ctx, a2, &b->up, SPK_ACTIVATION_GELU, NULL, pre, ff);
+        if (s == SPK_OK) s = spk__record_dense(ctx, ff, &b->down, SPK_ACTIVATION_NONE, xm, NULL, xn);
+        x_in = xn;
     }
     if (s != SPK_OK) return s;
-
-    /* output = layer_norm(x, final_norm) at the last position, every position, or averaged */
-    if (c->output_mode == SPK_OUTPUT_ALL) return spk__record_norm(ctx, &x, &m->final_norm, output);
-    if (c->output_mode == SPK_OUTPUT_MEAN) {
-        /* The mean over positions as a batched product with weights of 1 / seq: [b, 1, seq] x
-         * [b, seq, h]. */
-        int64_t w_shape[3] = {batch, 1, seq}, out_shape[3] = {batch, 1, h};
-        spk_tensor w = spk__view(m->mean_weights, 3, w_shape), y = spk__view(output, 3, out_shape);
-        s = spk__record_norm(ctx, &x, &m->final_norm, &a);
-        if (s == SPK_OK) s = spk__record_matmul(ctx, NULL, &w, &a, NULL, &y);
-        return s;
-    }
-    /* Only the last position is normalized: gather those rows first. */
-    int64_t last_shape[2] = {batch, h};
-    spk_tensor last = spk__view(m->last, 2, last_shape);
-    VkBufferCopy *regions = spk__malloc((size_t)batch * sizeof *regions);
-    if (!regions) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    VkDeviceSize row_bytes = (VkDeviceSize)h * sizeof(float);
-    for (int64_t i = 0; i < batch; i++)
-        regions[i] = (VkBufferCopy){x.ref.offset + (VkDeviceSize)(i * seq + seq - 1) * row_bytes,
-                                    last.ref.offset + (VkDeviceSize)i * row_bytes, row_bytes};
-    s = spk__copy_regions(ctx, x.ref, last.ref, regions, (uint32_t)batch);
-    free(regions);
-    if (s == SPK_OK) s = spk__record_norm(ctx, &last, &m->final_norm, output);
-    return s;
+    return spk__record_output(m, x_in, batch, seq, output, keep);
 }
 
 /* Checks a forward's sizes: positive, and every activation's element count within 32 bits. */
-static spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t seq) {
+spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t seq) {
     if (batch <= 0 || seq <= 0)
         return spk__fail(m->ctx, SPK_ERROR_SHAPE, "batch (%lld) and sequence length (%lld) must be > 0",
                          (long long)batch, (long long)seq);
@@ -543,7 +638,7 @@ static spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t s
 }
 
 /* Fills the mean-mode weights (1 / seq) for a forward of this shape. */
-static spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq) {
+spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq) {
     if (m->cfg.output_mode != SPK_OUTPUT_MEAN) return SPK_OK;
     float *w = spk__malloc((size_t)m->mean_weights->count * sizeof *w);
     if (!w) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
@@ -581,7 +676,7 @@ static spk_status spk__model_recording_for(spk_model *m, int64_t batch, int64_t 
             spk__buffer_ref staged = {m->staging.block->buffer, m->staging.offset, in_bytes};
             s = spk__copy(ctx, staged, input.ref);
         }
-        if (s == SPK_OK) s = spk__model_record(m, &input, batch, seq, &output);
+        if (s == SPK_OK) s = spk__model_record(m, &input, batch, seq, &output, NULL);
         if (s == SPK_OK && m->staging.block) {
             spk__buffer_ref staged = {m->staging.block->buffer, m->staging.offset + in_bytes, out_bytes};
             s = spk__copy(ctx, output.ref, staged);
@@ -659,7 +754,7 @@ spk_status spk_model_forward_tensors(spk_model *m, const spk_tensor *input, spk_
     spk_context *ctx = m->ctx;
     pthread_mutex_lock(&ctx->lock);
     s = spk__begin(ctx);
-    if (s == SPK_OK) s = spk__model_record(m, input, input->shape[0], input->shape[1], output);
+    if (s == SPK_OK) s = spk__model_record(m, input, input->shape[0], input->shape[1], output, NULL);
     if (s == SPK_OK) s = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
     return s;
@@ -669,7 +764,7 @@ spk_status spk_model_record_forward(spk_model *m, VkCommandBuffer cmd, const spk
     spk_status s = spk__forward_tensors_prepare(m, input, output);
     if (s == SPK_OK) s = spk__record_app_begin(m->ctx, cmd);
     if (s != SPK_OK) return s;
-    s = spk__model_record(m, input, input->shape[0], input->shape[1], output);
+    s = spk__model_record(m, input, input->shape[0], input->shape[1], output, NULL);
     spk__record_app_end(m->ctx);
     return s;
 }

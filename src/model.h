@@ -33,12 +33,87 @@ typedef struct spk__model_recording {
 #define SPK__MODEL_RECORDINGS 4
 #define SPK__MODEL_PROFILE_DISPATCHES 1024
 
+/* Every parameter tensor of the model. Gradients and the optimizer's moments are spk__weights
+ * too: one layout for all of them (llm.c's ParameterTensors). */
+typedef struct spk__weights {
+    spk__dense_params input_projection; /* NULL tensors when embed_dim == hidden_size */
+    spk__layer *layers;                 /* num_layers */
+    spk__norm_params final_norm;
+    spk__dense_params head; /* [hidden, num_outputs]: NULL tensors without an output head */
+} spk__weights;
+
+/* Makes (uninitialized) or frees a set of weights of this configuration. */
+spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk__weights *w);
+void spk__weights_destroy(spk__weights *w, int num_layers);
+/* The weights' tensors in one fixed order (input projection, layers, final norm, head), NULL
+ * ones skipped; `out` holds at least spk__weights_count. Returns how many. */
+uint32_t spk__weights_list(const spk__weights *w, int num_layers, spk_tensor **out);
+uint32_t spk__weights_count(int num_layers);
+
+/* What the training forward keeps for the backward, per layer, for `rows` positions (llm.c's
+ * ActivationTensors). Inference keeps none of it. */
+typedef struct spk__layer_acts {
+    spk_tensor *x;              /* [rows, hidden]: the block's input (unused for layer 0 without a
+                                 * projection: the model's input is) */
+    spk_tensor *a1, *stats1;    /* [rows, hidden], [rows, 2]: attn_norm output, its mean and rstd */
+    spk_tensor *qkv;            /* [rows, 3 hidden] */
+    spk_tensor *r;              /* [rows * num_heads]: 1 + sum |s| per (batch, head, query) */
+    spk_tensor *o;              /* [rows, hidden]: attention output */
+    spk_tensor *x_mid;          /* [rows, hidden]: x + dense(o, out_proj) */
+    spk_tensor *a2, *stats2;    /* [rows, hidden], [rows, 2]: ffn_norm output and stats */
+    spk_tensor *h, *g;          /* [rows, 4 hidden]: ffn_up pre-activation and its GELU */
+} spk__layer_acts;
+
+typedef struct spk__acts {
+    int64_t rows;
+    spk__layer_acts *layers;    /* num_layers */
+    spk_tensor *x_final;        /* [rows, hidden]: the last block's output */
+    spk_tensor *final_in;       /* [rows, hidden]: mode last: the gathered last positions */
+    spk_tensor *final_stats;    /* [rows, 2]: final_norm's */
+    spk_tensor *final_normed;   /* [rows, hidden]: final_norm's output (the head's input) */
+    spk_tensor *pooled;         /* [rows, hidden]: mode mean: the mean over positions */
+} spk__acts;
+
+/* Views of one layer's kept activations for a (batch, seq). */
+typedef struct spk__layer_view {
+    spk_tensor x, a1, stats1, qkv, r, o, x_mid, a2, stats2, h, g;
+} spk__layer_view;
+
+void spk__layer_views(const spk__layer_acts *k, int64_t batch, int64_t seq, int64_t h, int heads, spk__layer_view *v);
+
+/* A tensor over the first elements of `t` with another shape (never destroyed). */
+spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape);
+
+struct spk__train;
+void spk__train_destroy(spk_model *m);
+
+/* Every parameter of the file format, with where it lives in the model: q, k and v kernels are
+ * packed side by side into one [hidden, 3 hidden] kernel (one matmul instead of three). */
+typedef struct spk__param {
+    char name[80];
+    spk_tensor *tensor; /* destination */
+    int ndim;           /* in the file: 2 for kernels [rows, cols], 1 otherwise [cols] */
+    int64_t rows, cols;
+    int64_t column; /* first destination column (of a destination row of tensor->shape[last]) */
+    enum { SPK__INIT_GLOROT, SPK__INIT_ZERO, SPK__INIT_ONE } init;
+} spk__param;
+
+/* Lists the parameters (SPEC.md section 3 names) of `w` (the model's weights, or gradients or
+ * moments of the same layout); returns how many, or 0 when out of memory. */
+uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param **out);
+/* Records the forward (model.c); `keep` NULL for inference, else the training activations. */
+spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq, spk_tensor *output,
+                             const spk__acts *keep);
+/* Checks a forward's sizes; fills the mean-mode weights for a shape; sizes the activations. */
+spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t seq);
+spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq);
+spk_status spk__activations_create(spk_model *m, int64_t rows);
+
 struct spk_model {
     spk_context *ctx;
     spk_model_config cfg;
-    spk__dense_params input_projection; /* NULL tensors when embed_dim == hidden_size */
-    spk__layer *layers;
-    spk__norm_params final_norm;
+    spk__weights w;
+    struct spk__train *train; /* gradients, moments, kept activations: made on first training use */
 
     /* Activations for `rows` positions (batch * seq_len), grown on demand. */
     int64_t rows;

@@ -21,7 +21,9 @@ spk_model_config spk_model_config_default(int embed_dim) {
     };
 }
 
-int spk_model_output_size(const spk_model_config *config) { return config ? config->hidden_size : 0; }
+int spk_model_output_size(const spk_model_config *config) {
+    return !config ? 0 : config->num_outputs > 0 ? config->num_outputs : config->hidden_size;
+}
 
 spk_status spk_model_config_check(const spk_model_config *c, char *error, size_t error_size) {
     const char *why = NULL;
@@ -31,6 +33,7 @@ spk_status spk_model_config_check(const spk_model_config *c, char *error, size_t
     else if (c->hidden_size <= 0) why = "hidden_size must be > 0";
     else if (c->num_heads <= 0) why = "num_heads must be > 0";
     else if (c->num_layers <= 0) why = "num_layers must be > 0";
+    else if (c->num_outputs < 0) why = "num_outputs must be >= 0 (0: no output head)";
     else if (c->window_size <= 0) why = "window_size must be > 0";
     else if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) why = "dropout must be in [0, 1)";
     else if ((unsigned)c->output_mode > SPK_OUTPUT_MEAN) why = "unknown output mode";
@@ -77,11 +80,14 @@ spk_status spk__model_config_from_safetensors(const spk__safetensors *st, spk_mo
     do snprintf(name, sizeof name, "softpick_block_%d_attn_norm.gamma", ++c->num_layers);
     while (c->num_layers < 100000 && spk__safetensors_find(st, name));
     c->num_layers = c->num_layers > 1 ? c->num_layers - 1 : 6;
+    const spk__st_tensor *head = spk__safetensors_find(st, "output_head.kernel");
+    c->num_outputs = head && head->ndim == 2 && head->shape[1] <= INT32_MAX ? (int)head->shape[1] : 0;
     spk_status s = spk__metadata_int(st, "embed_dim", &c->embed_dim, error, error_size);
     if (s == SPK_OK) s = spk__metadata_int(st, "hidden_size", &c->hidden_size, error, error_size);
     if (s == SPK_OK) s = spk__metadata_int(st, "num_heads", &c->num_heads, error, error_size);
     if (s == SPK_OK) s = spk__metadata_int(st, "num_layers", &c->num_layers, error, error_size);
     if (s == SPK_OK) s = spk__metadata_int(st, "window_size", &c->window_size, error, error_size);
+    if (s == SPK_OK) s = spk__metadata_int(st, "num_outputs", &c->num_outputs, error, error_size);
     const char *dropout = spk__safetensors_metadata(st, "dropout");
     if (s == SPK_OK && dropout) {
         char *end;

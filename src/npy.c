@@ -145,11 +145,13 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
         return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                               "Fortran-ordered NPY arrays are not supported; save with C order");
     size_t item;
-    if (strcmp(descr, "<f4") == 0) item = 4;
-    else if (strcmp(descr, "<f8") == 0) item = 8;
+    bool integer = descr[1] == 'i';
+    if (strcmp(descr, "<f4") == 0 || strcmp(descr, "<i4") == 0) item = 4;
+    else if (strcmp(descr, "<f8") == 0 || strcmp(descr, "<i8") == 0) item = 8;
     else
         return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
-                              "unsupported NPY dtype '%s' (expected little-endian float32 '<f4' or float64 '<f8')",
+                              "unsupported NPY dtype '%s' (expected little-endian float32 '<f4' or float64 '<f8', or "
+                              "int32 '<i4' or int64 '<i8' class indices)",
                               descr);
 
     uint64_t count = 1;
@@ -173,7 +175,27 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
     a.data = spk__malloc(count ? count * sizeof(float) : 1);
     if (!a.data) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     const unsigned char *src = b + data_start;
-    if (item == 4) {
+    a.integer = integer;
+    if (integer) {
+        /* Class indices: exact in float32 up to 2^24. */
+        for (uint64_t i = 0; i < count; i++) {
+            int64_t v;
+            if (item == 4) {
+                int32_t v32;
+                memcpy(&v32, src + 4 * i, 4);
+                v = v32;
+            } else {
+                memcpy(&v, src + 8 * i, 8);
+            }
+            if (v > (1 << 24) || v < -(1 << 24)) {
+                free(a.data);
+                return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
+                                          "NPY integer %lld at %llu is beyond float32's exact range (2^24)",
+                                          (long long)v, (unsigned long long)i);
+            }
+            a.data[i] = (float)v;
+        }
+    } else if (item == 4) {
         memcpy(a.data, src, count * 4);
     } else {
         for (uint64_t i = 0; i < count; i++) {

@@ -567,12 +567,12 @@ static void spk__st_model(spk__selftest *st) {
         return;
     }
     float glorot = 0.35f;
-    rm.in_kernel = spk__st_param(st, &keep[0], m->input_projection.kernel, glorot, 0);
-    rm.in_bias = spk__st_param(st, &keep[0], m->input_projection.bias, 0.1f, 0);
-    rm.final_gamma = spk__st_param(st, &keep[0], m->final_norm.gamma, 0.2f, 1);
-    rm.final_beta = spk__st_param(st, &keep[0], m->final_norm.beta, 0.1f, 0);
+    rm.in_kernel = spk__st_param(st, &keep[0], m->w.input_projection.kernel, glorot, 0);
+    rm.in_bias = spk__st_param(st, &keep[0], m->w.input_projection.bias, 0.1f, 0);
+    rm.final_gamma = spk__st_param(st, &keep[0], m->w.final_norm.gamma, 0.2f, 1);
+    rm.final_beta = spk__st_param(st, &keep[0], m->w.final_norm.beta, 0.1f, 0);
     for (int l = 0; l < 2; l++) {
-        spk__layer *L = &m->layers[l];
+        spk__layer *L = &m->w.layers[l];
         spk__st_buffers *k = &keep[1 + 3 * l];
         layers[l] = (spk__ref_layer){
             .attn_gamma = spk__st_param(st, k, L->attn_norm.gamma, 0.2f, 1),

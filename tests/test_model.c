@@ -289,11 +289,11 @@ static void random_init(void **state) {
     assert_memory_not_equal(ya, yc, 2 * 32 * sizeof(float));
 
     /* ffn_up kernel [32, 128]: U(-limit, limit), limit = sqrt(6 / 160) */
-    const spk_tensor *up = a->layers[1].up.kernel;
+    const spk_tensor *up = a->w.layers[1].up.kernel;
     float *w = test_alloc_floats(up->count), *bias = test_alloc_floats(128), *gamma = test_alloc_floats(32);
     assert_int_equal(spk_tensor_download(up, w, up->count), SPK_OK);
-    assert_int_equal(spk_tensor_download(a->layers[1].up.bias, bias, 128), SPK_OK);
-    assert_int_equal(spk_tensor_download(a->final_norm.gamma, gamma, 32), SPK_OK);
+    assert_int_equal(spk_tensor_download(a->w.layers[1].up.bias, bias, 128), SPK_OK);
+    assert_int_equal(spk_tensor_download(a->w.final_norm.gamma, gamma, 32), SPK_OK);
     double limit = sqrt(6.0 / 160.0), max = 0, mean = 0;
     for (int64_t i = 0; i < up->count; i++) {
         assert_true(fabs(w[i]) <= limit);

@@ -51,6 +51,21 @@ static void test_valid_float32_and_float64(void **state) {
     spk_array_free(&a);
     assert_null(a.data);
 
+    /* Class indices: int32 and int64, converted exactly; beyond 2^24 refused. */
+    int32_t i4[3] = {0, 7, -3};
+    assert_int_equal(parse("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", 1, i4, sizeof i4, &a, err), SPK_OK);
+    assert_true(a.integer);
+    for (int i = 0; i < 3; i++) assert_true(a.data[i] == (float)i4[i]);
+    spk_array_free(&a);
+    int64_t i8[2] = {16777216, 2};
+    assert_int_equal(parse("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", 1, i8, sizeof i8, &a, err), SPK_OK);
+    assert_true(a.integer && a.data[0] == 16777216.0f && a.data[1] == 2.0f);
+    spk_array_free(&a);
+    i8[0] = 16777217;
+    assert_int_equal(parse("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", 1, i8, sizeof i8, &a, err),
+                     SPK_ERROR_FORMAT);
+    assert_non_null(strstr(err, "2^24"));
+
     double d[3] = {0.1, -1e-3, 12345.678};
     assert_int_equal(parse("{\"descr\":\"<f8\",\"fortran_order\":False,\"shape\":(3,)}", 2, d, sizeof d, &a, err),
                      SPK_OK);
@@ -78,7 +93,8 @@ static void test_malformed_files(void **state) {
         const char *header, *expect;
         size_t bytes;
     } cases[] = {
-        {"{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", "dtype", 16},
+        {"{'descr': '<u4', 'fortran_order': False, 'shape': (4,), }", "dtype", 16},
+        {"{'descr': '>i8', 'fortran_order': False, 'shape': (2,), }", "dtype", 16},
         {"{'descr': '>f4', 'fortran_order': False, 'shape': (4,), }", "dtype", 16},
         {"{'descr': '<f4', 'fortran_order': True, 'shape': (4,), }", "Fortran", 16},
         {"{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }", "truncated", 16},

@@ -354,6 +354,21 @@ SPK_API spk_status spk_softpick_attention_backward(spk_context *ctx, const spk_t
                                                    const spk_tensor *dout, int num_heads, bool causal,
                                                    const spk_attention_grads *grads);
 
+/* Losses (SPEC.md section 6). */
+typedef enum spk_loss_kind {
+    SPK_LOSS_MSE = 0,       /* mean over every element of (y - t)^2; t has y's shape */
+    SPK_LOSS_CROSS_ENTROPY, /* mean over rows of -log_softmax(y_row)[t_row]; t holds class indices */
+} spk_loss_kind;
+
+/* Computes the loss of y ([..., n]) against `target` into loss ([1]) on the device, and dL/dy
+ * into dy (y's shape) unless dy is NULL. For cross-entropy `target` has y's shape without its
+ * last axis and holds class indices as floats (exact below 2^24); an index outside [0, n) or not
+ * an integer makes the loss and that row's gradient NaN (the model's training calls check the
+ * targets on the host and refuse them instead). log_softmax is shifted by each row's maximum,
+ * so large logits stay finite. Rows are summed in a fixed order: the same bits every run. */
+SPK_API spk_status spk_loss(spk_context *ctx, spk_loss_kind kind, const spk_tensor *y, const spk_tensor *target,
+                            spk_tensor *loss, spk_tensor *dy);
+
 /* ---------------------------------------------------------------------------------------------
  * The softpick transformer (SPEC.md section 2): pre-norm blocks of causal softpick attention
  * and a GELU feed-forward, a final layer norm, the last position (or all, or the mean) out.
@@ -373,14 +388,17 @@ typedef struct spk_model_config {
     float dropout;   /* default 0.1: a training-time rate, stored and reported, never applied */
     int window_size; /* default 60: the sequence length buffers and recordings are made for */
     spk_output_mode output_mode; /* default SPK_OUTPUT_LAST */
+    /* default 0: no output head. > 0: the output is dense(output, "output_head"), num_outputs
+     * wide (SPEC.md section 6): [batch, num_outputs], or [batch, seq_len, num_outputs] in mode all */
+    int num_outputs;
 } spk_model_config;
 
 /* The defaults above for this embed_dim. */
 SPK_API spk_model_config spk_model_config_default(int embed_dim);
-/* hidden_size: the size of each output vector. */
+/* The size of each output vector: num_outputs with an output head, else hidden_size. */
 SPK_API int spk_model_output_size(const spk_model_config *config);
 /* SPK_OK, or SPK_ERROR_INVALID_ARGUMENT with the reason in `error`: sizes <= 0, hidden_size not
- * divisible by num_heads, a dropout outside [0, 1), an unknown output mode. */
+ * divisible by num_heads, a dropout outside [0, 1), an unknown output mode, num_outputs < 0. */
 SPK_API spk_status spk_model_config_check(const spk_model_config *config, char *error, size_t error_size);
 
 typedef struct spk_model spk_model;
@@ -424,6 +442,25 @@ SPK_API spk_status spk_model_forward(spk_model *model, const float *input, int64
 /* As spk_model_forward on device tensors: input [batch, seq_len, embed_dim], output of
  * spk_model_output_shape's shape. Recorded on every call (the input and output are the caller's). */
 SPK_API spk_status spk_model_forward_tensors(spk_model *model, const spk_tensor *input, spk_tensor *output);
+
+/* ---------------------------------------------------------------------------------------------
+ * Training (SPEC.md section 6). Each parameter has a gradient of its shape, accumulated over
+ * calls until spk_model_zero_grad (as PyTorch's .grad). Training state (gradients, the kept
+ * activations: about (16 hidden + 4 + heads) floats per position per layer) is made on first use.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Zeroes every gradient. */
+SPK_API spk_status spk_model_zero_grad(spk_model *model);
+/* The forward on `input` [batch, seq_len, embed_dim] keeping its activations, the loss against
+ * `target` (mse: the output's shape; cross-entropy: one class index per output row, as floats,
+ * checked: an index outside [0, outputs) or not an integer is SPK_ERROR_INVALID_ARGUMENT), and the
+ * backward, adding dL/dparameter to every gradient: one command buffer, one submit. Dropout is
+ * off. Writes the loss to *loss_out unless NULL. */
+SPK_API spk_status spk_model_grad(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
+                                  spk_loss_kind loss, const float *target, float *loss_out);
+/* Copies the gradient of the parameter `name` (SPEC.md section 3 names, e.g.
+ * "softpick_block_1_attn_q_proj.kernel") into out, which holds `count` floats (its element count). */
+SPK_API spk_status spk_model_get_gradient(spk_model *model, const char *name, float *out, int64_t count);
 
 /* ---------------------------------------------------------------------------------------------
  * Self-test: every kernel this device can run, in the variant the library chooses here and in
@@ -538,14 +575,16 @@ SPK_API spk_status spk_model_record_forward(spk_model *model, VkCommandBuffer cm
                                             spk_tensor *output);
 
 /* ---------------------------------------------------------------------------------------------
- * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32)
+ * NPY files (version 1.0/2.0, C order, little-endian float32; <f8 is converted to float32;
+ * integers <i4 and <i8, such as class indices, are converted exactly up to 2^24 in magnitude)
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct spk_array {
     int ndim;
     int64_t shape[SPK_MAX_RANK];
     int64_t count;
-    float *data; /* owned: free with spk_array_free */
+    float *data;  /* owned: free with spk_array_free */
+    bool integer; /* the file held integers (<i4, <i8) */
 } spk_array;
 
 /* Reads a .npy file. On failure `*out` is zeroed and, if `error` is given, a one-line reason is

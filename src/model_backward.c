@@ -1,0 +1,372 @@
+/* Training the softpick transformer (SPEC.md section 6): what the training forward keeps, the
+ * backward (spk__model_record_backward reads like spk__model_record in model.c, reversed), the
+ * gradients that accumulate until zeroed, and spk_model_grad, which records the forward, the loss
+ * and the backward into one command buffer. */
+#include "model.h"
+#include "fault.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention_plan.h"
+#include "layer_norm_plan.h"
+#include "loss_plan.h"
+#include "matmul_plan.h"
+
+/* The training state of a model, made on first use (inference never pays for it). */
+typedef struct spk__train {
+    spk__weights grad;   /* dL/dparameter, accumulated until spk_model_zero_grad */
+    spk__acts acts;      /* what the forward kept, for acts.rows positions */
+    /* The backward's own buffers for acts.rows positions. */
+    spk_tensor *dx;      /* [rows, hidden]: dL/dx of the residual stream, walking back */
+    spk_tensor *da;      /* [rows, hidden]: dL/d(a norm's output) */
+    spk_tensor *d_o;     /* [rows, hidden]: dL/d(attention output) */
+    spk_tensor *dqkv;    /* [rows, 3 hidden] */
+    spk_tensor *dh;      /* [rows, 4 hidden]: dL/d(ffn_up pre-activation) */
+    spk_tensor *d_final; /* [rows, hidden]: dL/d(final norm output) (mode last: the gathered rows') */
+    spk_tensor *d_scratch; /* [rows * heads]: the attention backward's D */
+    spk_tensor *dy;      /* [rows, outputs]: dL/d(model output) */
+    spk_tensor *target;  /* [rows, outputs]: the loss's targets */
+    spk_tensor *loss;    /* [1] */
+    spk_tensor *row_loss; /* [rows] */
+} spk__train;
+
+static spk_status spk__t2(spk_context *ctx, int64_t rows, int64_t cols, spk_tensor **out) {
+    int64_t shape[2] = {rows, cols};
+    return spk_tensor_create(ctx, 2, shape, out);
+}
+
+static void spk__acts_destroy(spk__train *t, int num_layers) {
+    spk__acts *a = &t->acts;
+    for (int l = 0; a->layers && l < num_layers; l++) {
+        spk__layer_acts *k = &a->layers[l];
+        spk_tensor *all[] = {k->x, k->a1, k->stats1, k->qkv, k->r, k->o, k->x_mid, k->a2, k->stats2, k->h, k->g};
+        for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
+    }
+    free(a->layers);
+    spk_tensor *all[] = {a->x_final, a->final_in, a->final_stats, a->final_normed, a->pooled, t->dx, t->da, t->d_o,
+                         t->dqkv, t->dh, t->d_final, t->d_scratch, t->dy, t->target, t->row_loss};
+    for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
+    *a = (spk__acts){0};
+    t->dx = t->da = t->d_o = t->dqkv = t->dh = t->d_final = t->d_scratch = t->dy = t->target = t->row_loss = NULL;
+}
+
+/* The kept activations and the backward's buffers for `rows` positions. Device memory per
+ * position: (16 hidden + 4 + heads) floats per layer, plus about 12 hidden + 2 outputs. */
+static spk_status spk__acts_create(spk_model *m, int64_t rows) {
+    spk_context *ctx = m->ctx;
+    spk__train *t = m->train;
+    const spk_model_config *c = &m->cfg;
+    int64_t h = c->hidden_size, outs = spk_model_output_size(c);
+    spk__acts_destroy(t, c->num_layers);
+    spk__acts *a = &t->acts;
+    a->layers = spk__calloc((size_t)c->num_layers, sizeof *a->layers);
+    spk_status s = a->layers ? SPK_OK : spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
+        spk__layer_acts *k = &a->layers[l];
+        s = spk__t2(ctx, rows, h, &k->x);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, h, &k->a1);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, 2, &k->stats1);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, 3 * h, &k->qkv);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, c->num_heads, &k->r);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, h, &k->o);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, h, &k->x_mid);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, h, &k->a2);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, 2, &k->stats2);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, 4 * h, &k->h);
+        if (s == SPK_OK) s = spk__t2(ctx, rows, 4 * h, &k->g);
+    }
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->x_final);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->final_in);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, 2, &a->final_stats);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->final_normed);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->pooled);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->dx);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->da);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->d_o);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, 3 * h, &t->dqkv);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, 4 * h, &t->dh);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->d_final);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, c->num_heads, &t->d_scratch);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, outs, &t->dy);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, outs, &t->target);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, 1, &t->row_loss);
+    if (s == SPK_OK) a->rows = rows;
+    else spk__acts_destroy(t, c->num_layers);
+    return s;
+}
+
+void spk__train_destroy(spk_model *m) {
+    spk__train *t = m->train;
+    if (!t) return;
+    spk__acts_destroy(t, m->cfg.num_layers);
+    spk__weights_destroy(&t->grad, m->cfg.num_layers);
+    spk_tensor_destroy(t->loss);
+    free(t);
+    m->train = NULL;
+}
+
+/* Records zeros into every gradient. */
+static spk_status spk__record_zero_grad(spk_model *m) {
+    spk_tensor *tensors[512];
+    if (spk__weights_count(m->cfg.num_layers) > SPK__ARRAY_LEN(tensors))
+        return spk__fail(m->ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");
+    uint32_t n = spk__weights_list(&m->train->grad, m->cfg.num_layers, tensors);
+    spk_status s = SPK_OK;
+    for (uint32_t i = 0; i < n && s == SPK_OK; i++) s = spk__fill_zero(m->ctx, tensors[i]->ref);
+    return s;
+}
+
+/* The training state, made (with zeroed gradients) on first use, and activations for `rows`. */
+static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
+    spk_context *ctx = m->ctx;
+    spk_status s = SPK_OK;
+    if (!m->train) {
+        if (spk__weights_count(m->cfg.num_layers) > 512)
+            return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");
+        m->train = spk__calloc(1, sizeof *m->train);
+        if (!m->train) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        s = spk__weights_create(ctx, &m->cfg, &m->train->grad);
+        int64_t one = 1;
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 1, &one, &m->train->loss);
+        if (s == SPK_OK) {
+            pthread_mutex_lock(&ctx->lock);
+            s = spk__begin(ctx);
+            if (s == SPK_OK) s = spk__record_zero_grad(m);
+            if (s == SPK_OK) s = spk__submit_and_wait(ctx);
+            pthread_mutex_unlock(&ctx->lock);
+        }
+        if (s != SPK_OK) {
+            spk__train_destroy(m);
+            return s;
+        }
+    }
+    if (rows > m->train->acts.rows) s = spk__acts_create(m, rows);
+    if (s == SPK_OK && rows > m->rows) s = spk__activations_create(m, rows);
+    return s;
+}
+
+/* ---- the backward ------------------------------------------------------------------------- */
+
+/* The backward of y = x W + b: dW += x^T dy, db += column sums of dy, and dx = dy W^T (times
+ * gelu'(pre) when `gelu_pre`: the GELU that followed this layer's input's own dense) unless dx
+ * is NULL. */
+static spk_status spk__dense_backward(spk_context *ctx, const spk_tensor *x, const spk__dense_params *p,
+                                      spk__dense_params *grad, const spk_tensor *dy, const spk_tensor *gelu_pre,
+                                      spk_tensor *dx) {
+    spk_status s = spk__record_column_sums(ctx, dy, NULL, NULL, true, grad->bias, NULL);
+    if (s == SPK_OK) s = spk__record_matmul_db(ctx, NULL, x, dy, true, grad->kernel);
+    if (s == SPK_OK && dx) s = spk__record_matmul_da(ctx, NULL, dy, p->kernel, gelu_pre, false, dx);
+    return s;
+}
+
+/* The backward of y = layer_norm(x): dx (+)= ..., dgamma += ..., dbeta += ... */
+static spk_status spk__norm_backward(spk_context *ctx, const spk_tensor *x, const spk__norm_params *p,
+                                     spk__norm_params *grad, const spk_tensor *stats, const spk_tensor *dy,
+                                     bool accumulate_dx, spk_tensor *dx) {
+    /* dgamma and dbeta always accumulate; dx as asked: one call each way. */
+    spk_layer_norm_grads g = {.dgamma = grad->gamma, .dbeta = grad->beta, .accumulate = true};
+    spk_status s = spk__record_layer_norm_backward(ctx, NULL, x, p->gamma, stats, dy, &g);
+    g = (spk_layer_norm_grads){.dx = dx, .accumulate = accumulate_dx};
+    if (s == SPK_OK) s = spk__record_layer_norm_backward(ctx, NULL, x, p->gamma, stats, dy, &g);
+    return s;
+}
+
+/* The backward of attention over the columns of qkv, into the same columns of dqkv. */
+static spk_status spk__attention_backward(spk_context *ctx, const spk_model *m, const spk__layer_view *v,
+                                          const spk_tensor *d_o, spk_tensor *dqkv, const spk_tensor *d_scratch,
+                                          uint32_t batch, uint32_t seq) {
+    uint32_t h = (uint32_t)m->cfg.hidden_size, heads = (uint32_t)m->cfg.num_heads;
+    spk__attention_backward_args args = {
+        .q = {v->qkv.ref, 3 * h, 0, v->qkv.views},
+        .k = {v->qkv.ref, 3 * h, h, v->qkv.views},
+        .v = {v->qkv.ref, 3 * h, 2 * h, v->qkv.views},
+        .o = {v->o.ref, h, 0, NULL},
+        .dout = {d_o->ref, h, 0, d_o->views},
+        .dq = {dqkv->ref, 3 * h, 0, NULL},
+        .dk = {dqkv->ref, 3 * h, h, NULL},
+        .dv = {dqkv->ref, 3 * h, 2 * h, NULL},
+        .r = v->r.ref,
+        .d = {d_scratch->ref.buffer, d_scratch->ref.offset, v->r.ref.size},
+        .batch = batch, .seq = seq, .heads = heads, .head_dim = h / heads, .causal = true,
+    };
+    bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    return spk__record_attention_backward(ctx, &args, cpu, false);
+}
+
+/* Records the backward of the last training forward on input [batch, seq, embed] from dL/dy
+ * (the output's shape), accumulating every parameter's gradient: the forward's steps in reverse. */
+static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq,
+                                             const spk_tensor *dy) {
+    spk_context *ctx = m->ctx;
+    const spk_model_config *c = &m->cfg;
+    spk__train *t = m->train;
+    const spk__acts *k = &t->acts;
+    spk__weights *g = &t->grad;
+    int64_t h = c->hidden_size, rows = c->output_mode == SPK_OUTPUT_ALL ? batch * seq : batch;
+    int64_t rows_h[3] = {batch, seq, h}, rows_3h[3] = {batch, seq, 3 * h}, rows_4h[3] = {batch, seq, 4 * h};
+    int64_t out_h[2] = {rows, h}, all_h[2] = {batch * seq, h}, out_2[2] = {rows, 2}, all_2[2] = {batch * seq, 2};
+    spk_tensor dx = spk__view(t->dx, 3, rows_h), da = spk__view(t->da, 3, rows_h), d_o = spk__view(t->d_o, 3, rows_h);
+    spk_tensor dqkv = spk__view(t->dqkv, 3, rows_3h), dh = spk__view(t->dh, 3, rows_4h);
+    spk_tensor x_final = spk__view(k->x_final, 3, rows_h);
+    bool mean = c->output_mode == SPK_OUTPUT_MEAN, last = c->output_mode == SPK_OUTPUT_LAST;
+    spk_status s = SPK_OK;
+
+    /* output = dense(head_in, output_head) */
+    spk_tensor d_final = spk__view(t->d_final, 2, out_h), normed = spk__view(k->final_normed, 2, mean ? all_h : out_h);
+    spk_tensor pooled = spk__view(k->pooled, 2, out_h), d_head_in = d_final;
+    if (m->w.head.kernel) {
+        s = spk__dense_backward(ctx, mean ? &pooled : &normed, &m->w.head, &g->head, dy, NULL, &d_final);
+    } else {
+        d_head_in = spk__view(dy, 2, out_h);
+    }
+    /* pooled = the mean over positions: d normed = w^T d pooled, with w = 1 / seq */
+    spk_tensor d_normed = d_head_in;
+    if (s == SPK_OK && mean) {
+        int64_t w_shape[3] = {batch, 1, seq}, one_h[3] = {batch, 1, h};
+        spk_tensor w = spk__view(m->mean_weights, 3, w_shape), dp = spk__view(&d_head_in, 3, one_h);
+        spk_tensor dn = spk__view(t->da, 3, rows_h);
+        s = spk__record_matmul_db(ctx, NULL, &w, &dp, false, &dn);
+        d_normed = spk__view(t->da, 2, all_h);
+    }
+    /* normed = layer_norm(x at the last position, every position) */
+    if (s == SPK_OK && last) {
+        spk_tensor in = spk__view(k->final_in, 2, out_h), st = spk__view(k->final_stats, 2, out_2);
+        spk_tensor d_last = spk__view(t->da, 2, out_h);
+        s = spk__norm_backward(ctx, &in, &m->w.final_norm, &g->final_norm, &st, &d_normed, false, &d_last);
+        /* Scatter the last positions' gradient into dx; the other positions get none. */
+        if (s == SPK_OK) s = spk__fill_zero(ctx, dx.ref);
+        VkBufferCopy *regions = s == SPK_OK ? spk__malloc((size_t)batch * sizeof *regions) : NULL;
+        if (s == SPK_OK && !regions) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        VkDeviceSize row_bytes = (VkDeviceSize)h * sizeof(float);
+        for (int64_t i = 0; s == SPK_OK && i < batch; i++)
+            regions[i] = (VkBufferCopy){d_last.ref.offset + (VkDeviceSize)i * row_bytes,
+                                        dx.ref.offset + (VkDeviceSize)(i * seq + seq - 1) * row_bytes, row_bytes};
+        if (s == SPK_OK) s = spk__copy_regions(ctx, d_last.ref, dx.ref, regions, (uint32_t)batch);
+        free(regions);
+    } else if (s == SPK_OK) {
+        spk_tensor in = spk__view(&x_final, 2, all_h), st = spk__view(k->final_stats, 2, all_2);
+        spk_tensor dx2 = spk__view(t->dx, 2, all_h);
+        s = spk__norm_backward(ctx, &in, &m->w.final_norm, &g->final_norm, &st, &d_normed, false, &dx2);
+    }
+
+    for (int l = c->num_layers - 1; l >= 0 && s == SPK_OK; l--) {
+        const spk__layer *b = &m->w.layers[l];
+        spk__layer *gb = &g->layers[l];
+        spk__layer_view v;
+        spk__layer_views(&k->layers[l], batch, seq, h, c->num_heads, &v);
+        const spk_tensor *x_in = l == 0 && !m->w.input_projection.kernel ? input : &v.x;
+        /* x = x_mid + dense(gelu(dense(a2, up)), down): dx flows to x_mid unchanged */
+        s = spk__dense_backward(ctx, &v.g, &b->down, &gb->down, &dx, &v.h, &dh);
+        if (s == SPK_OK) s = spk__dense_backward(ctx, &v.a2, &b->up, &gb->up, &dh, NULL, &da);
+        /* a2 = layer_norm(x_mid) */
+        if (s == SPK_OK) s = spk__norm_backward(ctx, &v.x_mid, &b->ffn_norm, &gb->ffn_norm, &v.stats2, &da, true, &dx);
+        /* x_mid = x + dense(o, out_proj): dx flows to x unchanged */
+        if (s == SPK_OK) s = spk__dense_backward(ctx, &v.o, &b->out, &gb->out, &dx, NULL, &d_o);
+        /* o = softpick attention of q, k, v */
+        if (s == SPK_OK)
+            s = spk__attention_backward(ctx, m, &v, &d_o, &dqkv, t->d_scratch, (uint32_t)batch, (uint32_t)seq);
+        /* q, k, v = dense(a1) */
+        if (s == SPK_OK) s = spk__dense_backward(ctx, &v.a1, &b->qkv, &gb->qkv, &dqkv, NULL, &da);
+        /* a1 = layer_norm(x) */
+        if (s == SPK_OK) s = spk__norm_backward(ctx, x_in, &b->attn_norm, &gb->attn_norm, &v.stats1, &da, true, &dx);
+    }
+    /* x = dense(input, input_projection) */
+    if (s == SPK_OK && m->w.input_projection.kernel)
+        s = spk__dense_backward(ctx, input, &m->w.input_projection, &g->input_projection, &dx, NULL, NULL);
+    return s;
+}
+
+/* ---- the public calls --------------------------------------------------------------------- */
+
+spk_status spk_model_zero_grad(spk_model *m) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status s = spk__train_prepare(m, 1);
+    if (s != SPK_OK) return s;
+    pthread_mutex_lock(&m->ctx->lock);
+    s = spk__begin(m->ctx);
+    if (s == SPK_OK) s = spk__record_zero_grad(m);
+    if (s == SPK_OK) s = spk__submit_and_wait(m->ctx);
+    pthread_mutex_unlock(&m->ctx->lock);
+    return s;
+}
+
+/* Checks targets on the host: mse floats of the output's count, or class indices in [0, classes). */
+static spk_status spk__check_targets(spk_model *m, spk_loss_kind kind, const float *target, int64_t rows,
+                                     int64_t classes) {
+    if (!target) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "the targets are NULL");
+    if (kind == SPK_LOSS_MSE) {
+        for (int64_t i = 0; i < rows * classes; i++)
+            if (isnan(target[i])) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "target %lld is NaN", (long long)i);
+        return SPK_OK;
+    }
+    if (kind != SPK_LOSS_CROSS_ENTROPY) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "unknown loss %d", (int)kind);
+    for (int64_t i = 0; i < rows; i++)
+        if (!(target[i] >= 0 && target[i] < (float)classes && target[i] == floorf(target[i])))
+            return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "class index %g at row %lld is outside [0, %lld)",
+                             (double)target[i], (long long)i, (long long)classes);
+    return SPK_OK;
+}
+
+spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
+                          const float *target, float *loss_out) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_context *ctx = m->ctx;
+    if (!input) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "grad: input is NULL");
+    spk_status s = spk__check_forward_size(m, batch, seq_len);
+    int out_ndim;
+    int64_t out_shape[3], rows = batch * seq_len;
+    int64_t out_count = s == SPK_OK ? spk_model_output_shape(m, batch, seq_len, &out_ndim, out_shape) : 0;
+    int64_t classes = spk_model_output_size(&m->cfg), out_rows = classes ? out_count / classes : 0;
+    if (s == SPK_OK) s = spk__check_targets(m, loss, target, out_rows, classes);
+    if (s == SPK_OK) s = spk__train_prepare(m, rows);
+    if (s == SPK_OK) s = spk__mean_weights(m, batch, seq_len);
+    if (s != SPK_OK) return s;
+    spk__train *t = m->train;
+    int64_t in_shape[3] = {batch, seq_len, m->cfg.embed_dim}, t_shape[3];
+    memcpy(t_shape, out_shape, sizeof t_shape);
+    int t_ndim = loss == SPK_LOSS_MSE ? out_ndim : out_ndim - 1;
+    spk_tensor in = spk__view(m->input, 3, in_shape), out = spk__view(m->output, out_ndim, out_shape);
+    spk_tensor dy = spk__view(t->dy, out_ndim, out_shape), tgt = spk__view(t->target, t_ndim, t_shape);
+    s = spk_tensor_upload(&in, input, in.count);
+    if (s == SPK_OK) s = spk_tensor_upload(&tgt, target, tgt.count);
+    if (s != SPK_OK) return s;
+    pthread_mutex_lock(&ctx->lock);
+    s = spk__begin(ctx);
+    if (s == SPK_OK) s = spk__model_record(m, &in, batch, seq_len, &out, &t->acts);
+    if (s == SPK_OK) s = spk__record_loss(ctx, loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
+    if (s == SPK_OK) s = spk__model_record_backward(m, &in, batch, seq_len, &dy);
+    if (s == SPK_OK) s = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    if (s == SPK_OK && loss_out) s = spk_tensor_download(t->loss, loss_out, 1);
+    return s;
+}
+
+spk_status spk_model_get_gradient(spk_model *m, const char *name, float *out, int64_t count) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!name || !out) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "get_gradient: name or out is NULL");
+    spk_status s = spk__train_prepare(m, 1);
+    if (s != SPK_OK) return s;
+    spk__param *params;
+    uint32_t n = spk__model_params(m, &m->train->grad, &params);
+    if (!n) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    const spk__param *p = NULL;
+    for (uint32_t i = 0; i < n && !p; i++)
+        if (strcmp(params[i].name, name) == 0) p = &params[i];
+    if (!p) s = spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "the model has no parameter '%s'", name);
+    else if (count != p->rows * p->cols)
+        s = spk__fail(m->ctx, SPK_ERROR_SHAPE, "parameter '%s' has %lld elements, not %lld", name,
+                      (long long)(p->rows * p->cols), (long long)count);
+    float *all = s == SPK_OK ? spk__malloc((size_t)p->tensor->count * sizeof *all) : NULL;
+    if (s == SPK_OK && !all) s = spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (s == SPK_OK) s = spk_tensor_download(p->tensor, all, p->tensor->count);
+    if (s == SPK_OK) {
+        int64_t stride = p->tensor->shape[p->tensor->ndim - 1];
+        for (int64_t r = 0; r < p->rows; r++)
+            memcpy(out + r * p->cols, all + r * stride + p->column, (size_t)p->cols * sizeof *out);
+    }
+    free(all);
+    free(params);
+    return s;
+}

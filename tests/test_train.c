@@ -1,0 +1,117 @@
+/* Training: the golden cases of an independent float64 autograd (loss and every gradient), and
+ * the gradient API's error paths. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "safetensors.h"
+
+static float *read_npy(const char *dir, const char *name, spk_array *a) {
+    char path[512], error[256];
+    snprintf(path, sizeof path, "%s/%s", test_data_path(dir), name);
+    if (spk_npy_read(path, a, error, sizeof error) != SPK_OK) fail_msg("%s: %s", path, error);
+    return a->data;
+}
+
+/* One golden case: the loss and every gradient within 1e-4 (max abs error / max abs value, per
+ * tensor) of the float64 evaluation, dropout off. */
+static void golden_gradients(const char *dir, spk_output_mode mode, spk_loss_kind loss) {
+    spk_context *ctx = test_shared_context();
+    char path[512];
+    snprintf(path, sizeof path, "%s/weights.safetensors", test_data_path(dir));
+    spk_model_config over = {.output_mode = mode};
+    spk_model *m = NULL;
+    if (spk_model_create_from_safetensors(ctx, path, &over, &m) != SPK_OK) fail_msg("%s", spk_context_last_error(ctx));
+    spk_array in, target, want_loss;
+    read_npy(dir, "input.npy", &in), read_npy(dir, "target.npy", &target), read_npy(dir, "expected_loss.npy", &want_loss);
+    assert_int_equal(target.integer, loss == SPK_LOSS_CROSS_ENTROPY);
+    float got_loss = 0;
+    if (spk_model_grad(m, in.data, in.shape[0], in.shape[1], loss, target.data, &got_loss) != SPK_OK)
+        fail_msg("grad: %s", spk_context_last_error(ctx));
+    double loss_err = fabs(got_loss - want_loss.data[0]) / fabs(want_loss.data[0]);
+    printf("%s: loss %.7g (float64 %.7g, relative error %.2g)\n", dir, got_loss, want_loss.data[0], loss_err);
+    assert_true(loss_err <= 1e-4);
+
+    spk__safetensors st;
+    char error[256];
+    snprintf(path, sizeof path, "%s/expected_gradients.safetensors", test_data_path(dir));
+    if (spk__safetensors_read(path, &st, error, sizeof error) != SPK_OK) fail_msg("%s", error);
+    double worst = 0;
+    for (uint32_t i = 0; i < st.tensor_count; i++) {
+        const spk__st_tensor *t = &st.tensors[i];
+        float *want = test_alloc_floats((int64_t)t->count), *got = test_alloc_floats((int64_t)t->count);
+        spk__safetensors_to_f32(&st, t, want);
+        if (spk_model_get_gradient(m, t->name, got, (int64_t)t->count) != SPK_OK)
+            fail_msg("%s: %s", t->name, spk_context_last_error(ctx));
+        double err = 0, scale = 0;
+        for (uint64_t j = 0; j < t->count; j++) {
+            double e = fabs((double)got[j] - want[j]);
+            if (!(e <= err)) err = e;
+            scale = fmax(scale, fabs(want[j]));
+        }
+        double rel = err / (scale > 0 ? scale : 1);
+        if (!(rel <= 1e-4)) fail_msg("%s: gradient %s relative error %.3g", dir, t->name, rel);
+        worst = fmax(worst, rel);
+        free(want), free(got);
+    }
+    printf("%s: %u gradients, worst relative error %.2g\n", dir, st.tensor_count, worst);
+    /* Gradients accumulate: a second call doubles them; zeroing clears them. */
+    const spk__st_tensor *t0 = &st.tensors[0];
+    float *once = test_alloc_floats((int64_t)t0->count), *twice = test_alloc_floats((int64_t)t0->count);
+    assert_int_equal(spk_model_get_gradient(m, t0->name, once, (int64_t)t0->count), SPK_OK);
+    assert_int_equal(spk_model_grad(m, in.data, in.shape[0], in.shape[1], loss, target.data, NULL), SPK_OK);
+    assert_int_equal(spk_model_get_gradient(m, t0->name, twice, (int64_t)t0->count), SPK_OK);
+    for (uint64_t j = 0; j < t0->count; j++) assert_true(fabsf(twice[j] - 2 * once[j]) <= 1e-6f * (1 + fabsf(once[j])));
+    assert_int_equal(spk_model_zero_grad(m), SPK_OK);
+    assert_int_equal(spk_model_get_gradient(m, t0->name, twice, (int64_t)t0->count), SPK_OK);
+    for (uint64_t j = 0; j < t0->count; j++) assert_true(twice[j] == 0.0f);
+    free(once), free(twice);
+    spk__safetensors_free(&st);
+    spk_array_free(&in), spk_array_free(&target), spk_array_free(&want_loss);
+    spk_model_destroy(m);
+    test_assert_no_validation();
+}
+
+static void golden_xent_last_with_head(void **state) {
+    (void)state;
+    golden_gradients("golden/train-e12-h16-n2-l2-o3-xent-last", SPK_OUTPUT_LAST, SPK_LOSS_CROSS_ENTROPY);
+}
+
+static void golden_mse_all(void **state) {
+    (void)state;
+    golden_gradients("golden/train-e20-h20-n4-l1-mse-all", SPK_OUTPUT_ALL, SPK_LOSS_MSE);
+}
+
+static void grad_errors(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    spk_model_config c = spk_model_config_default(8);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 1, c.num_outputs = 3;
+    spk_model *m = NULL;
+    assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
+    assert_int_equal(spk_model_init_random(m, 1), SPK_OK);
+    float x[2 * 4 * 8] = {0}, classes[2] = {0, 3}, nan_t[6] = {0, 0, NAN, 0, 0, 0}, g[24];
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_CROSS_ENTROPY, classes, NULL), SPK_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(spk_context_last_error(ctx), "outside [0, 3)"));
+    classes[1] = 1.5f;
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_CROSS_ENTROPY, classes, NULL), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_MSE, nan_t, NULL), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_MSE, NULL, NULL), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_grad(m, x, 0, 4, SPK_LOSS_MSE, nan_t, NULL), SPK_ERROR_SHAPE);
+    assert_int_equal(spk_model_get_gradient(m, "no_such.kernel", g, 24), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_get_gradient(m, "output_head.kernel", g, 23), SPK_ERROR_SHAPE);
+    assert_int_equal(spk_model_get_gradient(m, "output_head.kernel", g, 24), SPK_OK);
+    spk_model_destroy(m);
+    test_assert_no_validation();
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(golden_xent_last_with_head),
+        cmocka_unit_test(golden_mse_all),
+        cmocka_unit_test(grad_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
+}

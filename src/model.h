@@ -84,8 +84,38 @@ void spk__layer_views(const spk__layer_acts *k, int64_t batch, int64_t seq, int6
 /* A tensor over the first elements of `t` with another shape (never destroyed). */
 spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape);
 
-struct spk__train;
+/* The training state of a model, made on first use (inference never pays for it). */
+typedef struct spk__train {
+    spk__weights grad;   /* dL/dparameter, accumulated until spk_model_zero_grad */
+    spk__acts acts;      /* what the forward kept, for acts.rows positions */
+    /* The backward's own buffers for acts.rows positions. */
+    spk_tensor *dx;      /* [rows, hidden]: dL/dx of the residual stream, walking back */
+    spk_tensor *da;      /* [rows, hidden]: dL/d(a norm's output) */
+    spk_tensor *d_o;     /* [rows, hidden]: dL/d(attention output) */
+    spk_tensor *dqkv;    /* [rows, 3 hidden] */
+    spk_tensor *dh;      /* [rows, 4 hidden]: dL/d(ffn_up pre-activation) */
+    spk_tensor *d_final; /* [rows, hidden]: dL/d(final norm output) (mode last: the gathered rows') */
+    spk_tensor *d_scratch; /* [rows * heads]: the attention backward's D */
+    spk_tensor *dy;      /* [rows, outputs]: dL/d(model output) */
+    spk_tensor *target;  /* [rows, outputs]: the loss's targets */
+    spk_tensor *loss;    /* [1] */
+    spk_tensor *row_loss; /* [rows] */
+    /* The optimizer's, made on its first step: AdamW's moments (the weights' layout), and on the
+     * device the step count, the clipping coefficient and the gradient norm. */
+    spk__weights moment1, moment2;
+    bool has_moments;
+    spk_tensor *opt_state;   /* [4]: step, clip coefficient, norm, 0 */
+    spk_tensor *opt_partial; /* [tensors]: each gradient's sum of squares */
+} spk__train;
+
 void spk__train_destroy(spk_model *m);
+/* Records the optimizer's step over every parameter (optimizer.c); makes its state first. */
+spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *opt);
+/* Makes the optimizer's state (zeroed moments, step 0) if the model has none. */
+spk_status spk__optimizer_prepare(spk_model *m);
+void spk__optimizer_destroy(spk_model *m);
+/* Checks an optimizer description (SPK_ERROR_INVALID_ARGUMENT with the reason). */
+spk_status spk__optimizer_check(spk_context *ctx, const spk_optimizer_desc *opt);
 
 /* Every parameter of the file format, with where it lives in the model: q, k and v kernels are
  * packed side by side into one [hidden, 3 hidden] kernel (one matmul instead of three). */

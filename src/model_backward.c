@@ -14,24 +14,6 @@
 #include "loss_plan.h"
 #include "matmul_plan.h"
 
-/* The training state of a model, made on first use (inference never pays for it). */
-typedef struct spk__train {
-    spk__weights grad;   /* dL/dparameter, accumulated until spk_model_zero_grad */
-    spk__acts acts;      /* what the forward kept, for acts.rows positions */
-    /* The backward's own buffers for acts.rows positions. */
-    spk_tensor *dx;      /* [rows, hidden]: dL/dx of the residual stream, walking back */
-    spk_tensor *da;      /* [rows, hidden]: dL/d(a norm's output) */
-    spk_tensor *d_o;     /* [rows, hidden]: dL/d(attention output) */
-    spk_tensor *dqkv;    /* [rows, 3 hidden] */
-    spk_tensor *dh;      /* [rows, 4 hidden]: dL/d(ffn_up pre-activation) */
-    spk_tensor *d_final; /* [rows, hidden]: dL/d(final norm output) (mode last: the gathered rows') */
-    spk_tensor *d_scratch; /* [rows * heads]: the attention backward's D */
-    spk_tensor *dy;      /* [rows, outputs]: dL/d(model output) */
-    spk_tensor *target;  /* [rows, outputs]: the loss's targets */
-    spk_tensor *loss;    /* [1] */
-    spk_tensor *row_loss; /* [rows] */
-} spk__train;
-
 static spk_status spk__t2(spk_context *ctx, int64_t rows, int64_t cols, spk_tensor **out) {
     int64_t shape[2] = {rows, cols};
     return spk_tensor_create(ctx, 2, shape, out);
@@ -101,6 +83,7 @@ void spk__train_destroy(spk_model *m) {
     spk__train *t = m->train;
     if (!t) return;
     spk__acts_destroy(t, m->cfg.num_layers);
+    spk__optimizer_destroy(m);
     spk__weights_destroy(&t->grad, m->cfg.num_layers);
     spk_tensor_destroy(t->loss);
     free(t);
@@ -309,8 +292,10 @@ static spk_status spk__check_targets(spk_model *m, spk_loss_kind kind, const flo
     return SPK_OK;
 }
 
-spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
-                          const float *target, float *loss_out) {
+/* spk_model_grad, optionally zeroing the gradients first and taking an optimizer step after:
+ * one command buffer, one submit. */
+static spk_status spk__grad_step(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
+                                 const float *target, const spk_optimizer_desc *opt, float *loss_out) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
     spk_context *ctx = m->ctx;
     if (!input) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "grad: input is NULL");
@@ -320,7 +305,9 @@ spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64
     int64_t out_count = s == SPK_OK ? spk_model_output_shape(m, batch, seq_len, &out_ndim, out_shape) : 0;
     int64_t classes = spk_model_output_size(&m->cfg), out_rows = classes ? out_count / classes : 0;
     if (s == SPK_OK) s = spk__check_targets(m, loss, target, out_rows, classes);
+    if (s == SPK_OK && opt) s = spk__optimizer_check(ctx, opt);
     if (s == SPK_OK) s = spk__train_prepare(m, rows);
+    if (s == SPK_OK && opt) s = spk__optimizer_prepare(m);
     if (s == SPK_OK) s = spk__mean_weights(m, batch, seq_len);
     if (s != SPK_OK) return s;
     spk__train *t = m->train;
@@ -334,23 +321,35 @@ spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64
     if (s != SPK_OK) return s;
     pthread_mutex_lock(&ctx->lock);
     s = spk__begin(ctx);
+    if (s == SPK_OK && opt) s = spk__record_zero_grad(m);
     if (s == SPK_OK) s = spk__model_record(m, &in, batch, seq_len, &out, &t->acts);
     if (s == SPK_OK) s = spk__record_loss(ctx, loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
     if (s == SPK_OK) s = spk__model_record_backward(m, &in, batch, seq_len, &dy);
+    if (s == SPK_OK && opt) s = spk__record_optimizer_step(m, opt);
     if (s == SPK_OK) s = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
     if (s == SPK_OK && loss_out) s = spk_tensor_download(t->loss, loss_out, 1);
     return s;
 }
 
-spk_status spk_model_get_gradient(spk_model *m, const char *name, float *out, int64_t count) {
-    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
-    if (!name || !out) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "get_gradient: name or out is NULL");
-    spk_status s = spk__train_prepare(m, 1);
-    if (s != SPK_OK) return s;
+spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
+                          const float *target, float *loss_out) {
+    return spk__grad_step(m, input, batch, seq_len, loss, target, NULL, loss_out);
+}
+
+spk_status spk_model_train_step(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
+                                const float *target, const spk_optimizer_desc *opt, float *loss_out) {
+    if (m && !opt) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "train step: the optimizer is NULL");
+    return spk__grad_step(m, input, batch, seq_len, loss, target, opt, loss_out);
+}
+
+/* Copies the [rows, cols] block of parameter `name` in weights `w` (the model's or its gradients). */
+static spk_status spk__get_param(spk_model *m, const spk__weights *w, const char *name, float *out, int64_t count) {
+    if (!name || !out) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "the parameter name or output is NULL");
     spk__param *params;
-    uint32_t n = spk__model_params(m, &m->train->grad, &params);
+    uint32_t n = spk__model_params(m, w, &params);
     if (!n) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    spk_status s = SPK_OK;
     const spk__param *p = NULL;
     for (uint32_t i = 0; i < n && !p; i++)
         if (strcmp(params[i].name, name) == 0) p = &params[i];
@@ -369,4 +368,14 @@ spk_status spk_model_get_gradient(spk_model *m, const char *name, float *out, in
     free(all);
     free(params);
     return s;
+}
+
+spk_status spk_model_get_parameter(spk_model *m, const char *name, float *out, int64_t count) {
+    return m ? spk__get_param(m, &m->w, name, out, count) : SPK_ERROR_INVALID_ARGUMENT;
+}
+
+spk_status spk_model_get_gradient(spk_model *m, const char *name, float *out, int64_t count) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status s = spk__train_prepare(m, 1);
+    return s == SPK_OK ? spk__get_param(m, &m->train->grad, name, out, count) : s;
 }

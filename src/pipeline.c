@@ -34,6 +34,7 @@ SPK__SHADER_WITH(copy_texel_f4, 2, 1);
 SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 3);
 SPK__SHADER(loss, 5);
+SPK__SHADER(optimizer, 6);
 SPK__SHADER(column_sums, 5);
 SPK__SHADER_WITH(column_sums_texel, 5, 2);
 SPK__SHADER(matmul, 6);

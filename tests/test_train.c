@@ -74,6 +74,63 @@ static void golden_gradients(const char *dir, spk_output_mode mode, spk_loss_kin
     test_assert_no_validation();
 }
 
+/* Three full-batch AdamW steps at lr 1e-2 (the other settings PyTorch's defaults): the loss at
+ * each step and the weights after the third within 1e-4 of the float64 run. */
+static void golden_adamw(const char *dir, spk_output_mode mode, spk_loss_kind loss) {
+    spk_context *ctx = test_shared_context();
+    char path[512], error[256];
+    snprintf(path, sizeof path, "%s/weights.safetensors", test_data_path(dir));
+    spk_model_config over = {.output_mode = mode};
+    spk_model *m = NULL;
+    if (spk_model_create_from_safetensors(ctx, path, &over, &m) != SPK_OK) fail_msg("%s", spk_context_last_error(ctx));
+    spk_array in, target, losses;
+    read_npy(dir, "input.npy", &in), read_npy(dir, "target.npy", &target);
+    read_npy(dir, "expected_adamw_3_losses.npy", &losses);
+    assert_int_equal(losses.count, 3);
+    spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
+    opt.lr = 1e-2f;
+    for (int step = 0; step < 3; step++) {
+        float l;
+        if (spk_model_train_step(m, in.data, in.shape[0], in.shape[1], loss, target.data, &opt, &l) != SPK_OK)
+            fail_msg("train step: %s", spk_context_last_error(ctx));
+        double e = fabs(l - losses.data[step]) / fabs(losses.data[step]);
+        printf("%s: AdamW step %d loss %.7g (float64 %.7g)\n", dir, step, l, losses.data[step]);
+        assert_true(e <= 1e-4);
+    }
+    spk__safetensors st;
+    snprintf(path, sizeof path, "%s/expected_adamw_3_steps.safetensors", test_data_path(dir));
+    if (spk__safetensors_read(path, &st, error, sizeof error) != SPK_OK) fail_msg("%s", error);
+    double worst = 0;
+    for (uint32_t i = 0; i < st.tensor_count; i++) {
+        const spk__st_tensor *t = &st.tensors[i];
+        float *want = test_alloc_floats((int64_t)t->count), *got = test_alloc_floats((int64_t)t->count);
+        spk__safetensors_to_f32(&st, t, want);
+        if (spk_model_get_parameter(m, t->name, got, (int64_t)t->count) != SPK_OK)
+            fail_msg("%s: %s", t->name, spk_context_last_error(ctx));
+        double err = 0, scale = 0;
+        for (uint64_t j = 0; j < t->count; j++) err = fmax(err, fabs((double)got[j] - want[j])), scale = fmax(scale, fabs(want[j]));
+        double rel = err / (scale > 0 ? scale : 1);
+        if (!(rel <= 1e-4)) fail_msg("%s: weight %s after 3 AdamW steps: relative error %.3g", dir, t->name, rel);
+        worst = fmax(worst, rel);
+        free(want), free(got);
+    }
+    printf("%s: %u weights after 3 AdamW steps, worst relative error %.2g\n", dir, st.tensor_count, worst);
+    spk__safetensors_free(&st);
+    spk_array_free(&in), spk_array_free(&target), spk_array_free(&losses);
+    spk_model_destroy(m);
+    test_assert_no_validation();
+}
+
+static void golden_adamw_xent_last(void **state) {
+    (void)state;
+    golden_adamw("golden/train-e12-h16-n2-l2-o3-xent-last", SPK_OUTPUT_LAST, SPK_LOSS_CROSS_ENTROPY);
+}
+
+static void golden_adamw_mse_all(void **state) {
+    (void)state;
+    golden_adamw("golden/train-e20-h20-n4-l1-mse-all", SPK_OUTPUT_ALL, SPK_LOSS_MSE);
+}
+
 static void golden_xent_last_with_head(void **state) {
     (void)state;
     golden_gradients("golden/train-e12-h16-n2-l2-o3-xent-last", SPK_OUTPUT_LAST, SPK_LOSS_CROSS_ENTROPY);
@@ -111,6 +168,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(golden_xent_last_with_head),
         cmocka_unit_test(golden_mse_all),
+        cmocka_unit_test(golden_adamw_xent_last),
+        cmocka_unit_test(golden_adamw_mse_all),
         cmocka_unit_test(grad_errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);

@@ -462,6 +462,37 @@ SPK_API spk_status spk_model_grad(spk_model *model, const float *input, int64_t 
  * "softpick_block_1_attn_q_proj.kernel") into out, which holds `count` floats (its element count). */
 SPK_API spk_status spk_model_get_gradient(spk_model *model, const char *name, float *out, int64_t count);
 
+typedef enum spk_optimizer_kind {
+    SPK_OPTIMIZER_ADAMW = 0, /* torch.optim.AdamW: decoupled weight decay on every parameter */
+    SPK_OPTIMIZER_SGD,       /* torch.optim.SGD without momentum: weight decay added to the gradient */
+} spk_optimizer_kind;
+
+/* An optimizer step's settings, used as given: start from spk_optimizer_defaults. */
+typedef struct spk_optimizer_desc {
+    spk_optimizer_kind kind;
+    float lr;           /* > 0; default 1e-3 */
+    float beta1, beta2; /* AdamW: in [0, 1); default 0.9, 0.999 */
+    float eps;          /* AdamW: > 0; default 1e-8 */
+    float weight_decay; /* >= 0; default 0.01 for AdamW, 0 for SGD */
+    float clip_norm;    /* > 0: scale the gradients so that their global L2 norm is at most this
+                         * (torch.nn.utils.clip_grad_norm_; the gradient tensors keep their values);
+                         * default 0: off */
+} spk_optimizer_desc;
+
+/* PyTorch's defaults for this optimizer (SPEC.md section 6). */
+SPK_API spk_optimizer_desc spk_optimizer_defaults(spk_optimizer_kind kind);
+/* One optimizer step over every parameter from the current gradients, on the device (the step
+ * count lives there too; the first step makes AdamW's moments, zeroed). One submit. */
+SPK_API spk_status spk_model_step(spk_model *model, const spk_optimizer_desc *opt);
+/* A whole training step in one command buffer, one submit: zero the gradients, spk_model_grad's
+ * forward, loss and backward, and spk_model_step. Writes the loss (before the update) unless
+ * loss_out is NULL. */
+SPK_API spk_status spk_model_train_step(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
+                                        spk_loss_kind loss, const float *target, const spk_optimizer_desc *opt,
+                                        float *loss_out);
+/* Copies the parameter `name` into out (`count` floats, its element count). */
+SPK_API spk_status spk_model_get_parameter(spk_model *model, const char *name, float *out, int64_t count);
+
 /* ---------------------------------------------------------------------------------------------
  * Self-test: every kernel this device can run, in the variant the library chooses here and in
  * every alternative, on small and awkward shapes, against float64 references computed on the host

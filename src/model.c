@@ -157,31 +157,35 @@ spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
     return s;
 }
 
-static spk_status spk__load_params(spk_model *m, const spk__safetensors *st) {
+spk_status spk__load_params(spk_model *m, spk__weights *w, const spk__safetensors *st, const char *prefix) {
+    char full[160];
+#define SPK__FULL(p) (snprintf(full, sizeof full, "%s%s", prefix ? prefix : "", (p)->name), full)
     spk_context *ctx = m->ctx;
     spk__param *params;
-    uint32_t count = spk__model_params(m, &m->w, &params);
+    uint32_t count = spk__model_params(m, w, &params);
     if (!count) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     spk_status s = SPK_OK;
     /* Everything is checked before anything is uploaded, so a bad file changes nothing. */
     for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
         const spk__param *p = &params[i];
-        const spk__st_tensor *t = spk__safetensors_find(st, p->name);
+        const spk__st_tensor *t = spk__safetensors_find(st, SPK__FULL(p));
         int64_t want[2] = {p->rows, p->cols};
         const int64_t *want_shape = p->ndim == 2 ? want : want + 1;
         if (!t) {
-            s = spk__fail(ctx, SPK_ERROR_FORMAT, "the weights lack tensor '%s'", p->name);
+            s = spk__fail(ctx, SPK_ERROR_FORMAT, prefix ? "the optimizer state lacks tensor '%s'" : "the weights lack tensor '%s'",
+                          full);
         } else if (t->ndim != p->ndim || memcmp(t->shape, want_shape, (size_t)p->ndim * sizeof *want_shape) != 0) {
             char got[96] = "";
             for (int d = 0; d < t->ndim; d++)
                 snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
             s = p->ndim == 2 ? spk__fail(ctx, SPK_ERROR_FORMAT, "tensor '%s' has shape [%s], expected [%lld, %lld]",
-                                         p->name, got, (long long)p->rows, (long long)p->cols)
+                                         full, got, (long long)p->rows, (long long)p->cols)
                              : spk__fail(ctx, SPK_ERROR_FORMAT, "tensor '%s' has shape [%s], expected [%lld]",
-                                         p->name, got, (long long)p->cols);
+                                         full, got, (long long)p->cols);
         }
     }
-    if (s == SPK_OK && st->tensor_count != count) {
+    /* A weights file holds exactly the parameters; an optimizer state file holds them twice. */
+    if (s == SPK_OK && !prefix && st->tensor_count != count) {
         for (uint32_t i = 0; i < st->tensor_count && s == SPK_OK; i++) {
             bool known = false;
             for (uint32_t j = 0; j < count && !known; j++) known = strcmp(st->tensors[i].name, params[j].name) == 0;
@@ -197,7 +201,7 @@ static spk_status spk__load_params(spk_model *m, const spk__safetensors *st) {
         const spk__param *p = &params[i];
         float *image = spk__image_of(&im, p->tensor);
         if (!image) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading '%s'", p->name);
-        spk__safetensors_to_f32(st, spk__safetensors_find(st, p->name), values);
+        spk__safetensors_to_f32(st, spk__safetensors_find(st, SPK__FULL(p)), values);
         if (image) spk__image_put(image, p, values);
     }
     if (s == SPK_OK) s = spk__images_upload(m, &im);
@@ -205,6 +209,7 @@ static spk_status spk__load_params(spk_model *m, const spk__safetensors *st) {
     spk__images_free(&im);
     free(params);
     return s;
+#undef SPK__FULL
 }
 
 spk_status spk_model_load_safetensors(spk_model *m, const char *path) {
@@ -214,7 +219,7 @@ spk_status spk_model_load_safetensors(spk_model *m, const char *path) {
     char error[SPK__ERROR_LEN];
     spk_status s = spk__safetensors_read(path, &st, error, sizeof error);
     if (s != SPK_OK) return spk__fail(m->ctx, s, "%s: %s", path, error);
-    s = spk__load_params(m, &st);
+    s = spk__load_params(m, &m->w, &st, NULL);
     spk__safetensors_free(&st);
     return s;
 }
@@ -244,7 +249,7 @@ spk_status spk_model_create_from_safetensors(spk_context *ctx, const char *path,
     }
     spk_model *m = NULL;
     if (s == SPK_OK) s = spk_model_create(ctx, &c, &m);
-    if (s == SPK_OK) s = spk__load_params(m, &st);
+    if (s == SPK_OK) s = spk__load_params(m, &m->w, &st, NULL);
     spk__safetensors_free(&st);
     if (s != SPK_OK) {
         /* Keep the message: destroying the model does not touch it. */

@@ -131,6 +131,10 @@ typedef struct spk__param {
 /* Lists the parameters (SPEC.md section 3 names) of `w` (the model's weights, or gradients or
  * moments of the same layout); returns how many, or 0 when out of memory. */
 uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param **out);
+struct spk__safetensors;
+/* Loads weights `w` (the model's, or moments of its layout) from the tensors named prefix + the
+ * parameter names (prefix NULL: exactly the parameters, nothing else); checks everything first. */
+spk_status spk__load_params(spk_model *m, spk__weights *w, const struct spk__safetensors *st, const char *prefix);
 /* Records the forward (model.c); `keep` NULL for inference, else the training activations. */
 spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq, spk_tensor *output,
                              const spk__acts *keep);

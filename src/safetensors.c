@@ -4,6 +4,7 @@
 #include "safetensors.h"
 #include "fault.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,4 +403,101 @@ void spk__safetensors_to_f32(const spk__safetensors *st, const spk__st_tensor *t
             memcpy(&out[i], &bits, sizeof bits);
         }
     }
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+/* Appends `text` to a growing buffer; false when out of memory. */
+static bool spk__append(char **buf, size_t *len, size_t *cap, const char *text) {
+    size_t n = strlen(text);
+    if (*len + n + 1 > *cap) {
+        size_t want = (*cap ? *cap * 2 : 1024);
+        while (want < *len + n + 1) want *= 2;
+        char *grown = spk__realloc(*buf, want);
+        if (!grown) return false;
+        *buf = grown, *cap = want;
+    }
+    memcpy(*buf + *len, text, n + 1);
+    *len += n;
+    return true;
+}
+
+/* Appends a JSON string (quotes and backslashes escaped; control characters refused). */
+static bool spk__append_json_string(char **buf, size_t *len, size_t *cap, const char *s) {
+    bool ok = spk__append(buf, len, cap, "\"");
+    for (; ok && *s; s++) {
+        char c[3] = {*s, 0, 0};
+        if (*s == '"' || *s == '\\') c[0] = '\\', c[1] = *s;
+        else if ((unsigned char)*s < 0x20) return false;
+        ok = spk__append(buf, len, cap, c);
+    }
+    return ok && spk__append(buf, len, cap, "\"");
+}
+
+spk_status spk__safetensors_write(const char *path, const char *const *metadata, uint32_t metadata_count,
+                                  const spk__st_output *tensors, uint32_t count, char *error, size_t error_size) {
+    char *header = NULL, num[96];
+    size_t len = 0, cap = 0;
+    bool ok = spk__append(&header, &len, &cap, "{");
+    if (ok && metadata_count) {
+        ok = spk__append(&header, &len, &cap, "\"__metadata__\":{");
+        for (uint32_t i = 0; ok && i < metadata_count; i++) {
+            ok = (!i || spk__append(&header, &len, &cap, ",")) &&
+                 spk__append_json_string(&header, &len, &cap, metadata[2 * i]) && spk__append(&header, &len, &cap, ":") &&
+                 spk__append_json_string(&header, &len, &cap, metadata[2 * i + 1]);
+        }
+        ok = ok && spk__append(&header, &len, &cap, "}");
+    }
+    uint64_t offset = 0;
+    for (uint32_t i = 0; ok && i < count; i++) {
+        const spk__st_output *t = &tensors[i];
+        ok = spk__append(&header, &len, &cap, i || metadata_count ? "," : "") &&
+             spk__append_json_string(&header, &len, &cap, t->name) &&
+             spk__append(&header, &len, &cap, ":{\"dtype\":\"F32\",\"shape\":[");
+        uint64_t elements = 1;
+        for (int d = 0; ok && d < t->ndim; d++) {
+            snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+            elements *= (uint64_t)t->shape[d];
+            ok = spk__append(&header, &len, &cap, num);
+        }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
+                 (unsigned long long)(offset + elements * 4));
+        offset += elements * 4;
+        ok = ok && spk__append(&header, &len, &cap, num);
+    }
+    /* The header padded with spaces to a multiple of 8, as the format's writers do. */
+    ok = ok && spk__append(&header, &len, &cap, "}");
+    while (ok && len % 8) ok = spk__append(&header, &len, &cap, " ");
+    if (!ok) {
+        free(header);
+        return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory writing %s", path);
+    }
+    /* Written to a temporary file, renamed into place when complete: a failed write leaves no
+     * partial output. */
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        free(header);
+        return spk__error_message(error, error_size, SPK_ERROR_IO, "path too long: %s", path);
+    }
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        free(header);
+        return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    unsigned char size_le[8];
+    for (int i = 0; i < 8; i++) size_le[i] = (unsigned char)((uint64_t)len >> (8 * i));
+    ok = fwrite(size_le, 1, 8, f) == 8 && fwrite(header, 1, len, f) == len;
+    for (uint32_t i = 0; ok && i < count; i++) {
+        uint64_t elements = 1;
+        for (int d = 0; d < tensors[i].ndim; d++) elements *= (uint64_t)tensors[i].shape[d];
+        /* Little-endian float32, as the host stores it on every platform the library targets. */
+        ok = fwrite(tensors[i].data, 4, (size_t)elements, f) == elements;
+    }
+    ok = fclose(f) == 0 && ok;
+    free(header);
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return SPK_OK;
 }

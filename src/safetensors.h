@@ -43,4 +43,17 @@ const char *spk__safetensors_metadata(const spk__safetensors *st, const char *ke
 /* Converts a tensor's data to float32 into `out` (t->count floats). */
 void spk__safetensors_to_f32(const spk__safetensors *st, const spk__st_tensor *t, float *out);
 
+/* One tensor to write: float32, row-major. */
+typedef struct spk__st_output {
+    const char *name;
+    int ndim;
+    int64_t shape[2];
+    const float *data;
+} spk__st_output;
+
+/* Writes F32 tensors and string metadata (`metadata` holds metadata_count key, value pairs) as a
+ * safetensors file, through a temporary file renamed into place: no partial file on failure. */
+spk_status spk__safetensors_write(const char *path, const char *const *metadata, uint32_t metadata_count,
+                                  const spk__st_output *tensors, uint32_t count, char *error, size_t error_size);
+
 #endif

@@ -490,6 +490,17 @@ SPK_API spk_status spk_model_step(spk_model *model, const spk_optimizer_desc *op
 SPK_API spk_status spk_model_train_step(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
                                         spk_loss_kind loss, const float *target, const spk_optimizer_desc *opt,
                                         float *loss_out);
+/* Checkpoints (SPEC.md sections 3 and 6), each written through a temporary file renamed into
+ * place (no partial file on failure) with the configuration in __metadata__:
+ * the weights (loadable by spk_model_load_safetensors / spk_model_create_from_safetensors); */
+SPK_API spk_status spk_model_save_safetensors(spk_model *model, const char *path);
+/* every parameter's gradient, under the parameter's name; */
+SPK_API spk_status spk_model_save_gradients(spk_model *model, const char *path);
+/* the optimizer state: AdamW's moments as "exp_avg.<name>" and "exp_avg_sq.<name>", the step
+ * count as metadata "step". Loading it (after loading the weights) resumes exactly: 3 steps, then
+ * 2 resumed steps, give the weights of 5 steps. A malformed or mismatched file changes nothing. */
+SPK_API spk_status spk_model_save_state(spk_model *model, const char *path);
+SPK_API spk_status spk_model_load_state(spk_model *model, const char *path);
 /* Copies the parameter `name` into out (`count` floats, its element count). */
 SPK_API spk_status spk_model_get_parameter(spk_model *model, const char *name, float *out, int64_t count);
 

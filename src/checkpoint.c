@@ -122,6 +122,7 @@ spk_status spk_model_load_state(spk_model *m, const char *path) {
     if (s == SPK_OK) s = spk__load_params(m, &m->train->moment2, &st, "exp_avg_sq.");
     float state[4] = {(float)step, 1.0f, 0.0f, 0.0f};
     if (s == SPK_OK) s = spk_tensor_upload(m->train->opt_state, state, 4);
+    if (s == SPK_OK) m->train->steps = (uint64_t)step;
     spk__safetensors_free(&st);
     return s;
 }

@@ -447,6 +447,14 @@ spk_status spk_model_set_output_mode(spk_model *m, spk_output_mode mode) {
     return SPK_OK;
 }
 
+spk_status spk_model_set_dropout(spk_model *m, float rate, uint64_t seed) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!(rate >= 0.0f && rate < 1.0f)) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "dropout must be in [0, 1)");
+    m->cfg.dropout = rate;
+    m->dropout_seed = seed;
+    return SPK_OK;
+}
+
 int64_t spk_model_output_shape(const spk_model *m, int64_t batch, int64_t seq_len, int *ndim, int64_t shape[3]) {
     if (!m || !ndim || !shape || batch <= 0 || seq_len <= 0) return 0;
     int64_t h = spk_model_output_size(&m->cfg);
@@ -561,6 +569,35 @@ static spk_status spk__record_output(spk_model *m, const spk_tensor *x, int64_t 
     return s;
 }
 
+spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t site, bool backward,
+                               const spk_tensor *residual, const spk_tensor *y, spk_tensor *out) {
+    double threshold = (double)k->dropout * 4294967296.0;
+    struct {
+        uint32_t n, seed_lo, seed_hi, step, site, threshold;
+        float scale;
+    } push = {(uint32_t)y->count, (uint32_t)k->seed, (uint32_t)(k->seed >> 32), k->step, site,
+              threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold, (float)(1.0 / (1.0 - k->dropout))};
+    uint32_t spec[2] = {64, backward};
+    spk__dispatch_desc d = {.bindings = {residual ? residual->ref : y->ref, y->ref, out->ref}, .written_mask = 0x4,
+                            .push = &push, .push_size = sizeof push};
+    spk_status s = spk__grid(ctx, (y->count + 63) / 64, d.groups);
+    if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_dropout, spec, 2, 0, &d.pipeline);
+    if (s == SPK_OK) s = spk__dispatch(ctx, &d);
+    return s;
+}
+
+/* A block's output added to the residual stream: out = residual + dense(x), the add fused into
+ * the matmul; in training with dropout, out = residual + dropout(dense(x)) in a second pass. */
+static spk_status spk__record_block_out(spk_model *m, const spk__acts *keep, const spk_tensor *x,
+                                        const spk__dense_params *d, const spk_tensor *residual, uint32_t site,
+                                        const int64_t *rows_h, spk_tensor *out) {
+    if (!keep || keep->dropout <= 0.0f) return spk__record_dense(m->ctx, x, d, SPK_ACTIVATION_NONE, residual, NULL, out);
+    spk_tensor tmp = spk__view(keep->drop_tmp, 3, rows_h);
+    spk_status s = spk__record_dense(m->ctx, x, d, SPK_ACTIVATION_NONE, NULL, NULL, &tmp);
+    if (s == SPK_OK) s = spk__record_dropout(m->ctx, keep, site, false, residual, &tmp, out);
+    return s;
+}
+
 /* Views of the kept activations of layer l for this batch and sequence length. */
 void spk__layer_views(const spk__layer_acts *k, int64_t batch, int64_t seq, int64_t h, int heads,
                              spk__layer_view *v) {
@@ -617,12 +654,12 @@ spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batc
         if (s == SPK_OK) s = spk__record_dense(ctx, a1, &b->qkv, SPK_ACTIVATION_NONE, NULL, NULL, q);
         /* o = softpick(causal(q k^T / sqrt(head_dim))) v, per head */
         if (s == SPK_OK) s = spk__attention(ctx, m, q, (uint32_t)batch, (uint32_t)seq, r, att);
-        /* x = x + dense(o, out_proj) */
-        if (s == SPK_OK) s = spk__record_dense(ctx, att, &b->out, SPK_ACTIVATION_NONE, x_in, NULL, xm);
-        /* x = x + dense(gelu(dense(layer_norm(x), up)), down) */
+        /* x = x + dropout(dense(o, out_proj)) */
+        if (s == SPK_OK) s = spk__record_block_out(m, keep, att, &b->out, x_in, 2 * (uint32_t)l, rows_h, xm);
+        /* x = x + dropout(dense(gelu(dense(layer_norm(x), up)), down)) */
         if (s == SPK_OK) s = spk__record_norm(ctx, xm, &b->ffn_norm, st2, a2);
         if (s == SPK_OK) s = spk__record_dense(ctx, a2, &b->up, SPK_ACTIVATION_GELU, NULL, pre, ff);
-        if (s == SPK_OK) s = spk__record_dense(ctx, ff, &b->down, SPK_ACTIVATION_NONE, xm, NULL, xn);
+        if (s == SPK_OK) s = spk__record_block_out(m, keep, ff, &b->down, xm, 2 * (uint32_t)l + 1, rows_h, xn);
         x_in = xn;
     }
     if (s != SPK_OK) return s;

@@ -72,7 +72,18 @@ typedef struct spk__acts {
     spk_tensor *final_stats;    /* [rows, 2]: final_norm's */
     spk_tensor *final_normed;   /* [rows, hidden]: final_norm's output (the head's input) */
     spk_tensor *pooled;         /* [rows, hidden]: mode mean: the mean over positions */
+    spk_tensor *drop_tmp;       /* [rows, hidden]: a block's output before its dropout */
+    /* Dropout of this forward (rate 0: none): masks from (seed, step, site = 2 layer + 0 for
+     * attention, 1 for the feed-forward). */
+    float dropout;
+    uint64_t seed;
+    uint32_t step;
 } spk__acts;
+
+/* Records inverted dropout: forward out = residual + mask(y) / (1 - rate), or with `backward`
+ * out = mask(y) / (1 - rate) (residual unused), the mask of (seed, step, site). */
+spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t site, bool backward,
+                               const spk_tensor *residual, const spk_tensor *y, spk_tensor *out);
 
 /* Views of one layer's kept activations for a (batch, seq). */
 typedef struct spk__layer_view {
@@ -106,6 +117,7 @@ typedef struct spk__train {
     bool has_moments;
     spk_tensor *opt_state;   /* [4]: step, clip coefficient, norm, 0 */
     spk_tensor *opt_partial; /* [tensors]: each gradient's sum of squares */
+    uint64_t steps;          /* optimizer steps taken (the device's count, mirrored) */
 } spk__train;
 
 void spk__train_destroy(spk_model *m);
@@ -148,6 +160,7 @@ struct spk_model {
     spk_model_config cfg;
     spk__weights w;
     struct spk__train *train; /* gradients, moments, kept activations: made on first training use */
+    uint64_t dropout_seed;    /* spk_model_set_dropout */
 
     /* Activations for `rows` positions (batch * seq_len), grown on demand. */
     int64_t rows;

@@ -27,7 +27,7 @@ static void spk__acts_destroy(spk__train *t, int num_layers) {
         for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
     }
     free(a->layers);
-    spk_tensor *all[] = {a->x_final, a->final_in, a->final_stats, a->final_normed, a->pooled, t->dx, t->da, t->d_o,
+    spk_tensor *all[] = {a->x_final, a->final_in, a->final_stats, a->final_normed, a->pooled, a->drop_tmp, t->dx, t->da, t->d_o,
                          t->dqkv, t->dh, t->d_final, t->d_scratch, t->dy, t->target, t->row_loss};
     for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
     *a = (spk__acts){0};
@@ -64,6 +64,7 @@ static spk_status spk__acts_create(spk_model *m, int64_t rows) {
     if (s == SPK_OK) s = spk__t2(ctx, rows, 2, &a->final_stats);
     if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->final_normed);
     if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->pooled);
+    if (s == SPK_OK) s = spk__t2(ctx, rows, h, &a->drop_tmp);
     if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->dx);
     if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->da);
     if (s == SPK_OK) s = spk__t2(ctx, rows, h, &t->d_o);
@@ -192,7 +193,7 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
     int64_t out_h[2] = {rows, h}, all_h[2] = {batch * seq, h}, out_2[2] = {rows, 2}, all_2[2] = {batch * seq, 2};
     spk_tensor dx = spk__view(t->dx, 3, rows_h), da = spk__view(t->da, 3, rows_h), d_o = spk__view(t->d_o, 3, rows_h);
     spk_tensor dqkv = spk__view(t->dqkv, 3, rows_3h), dh = spk__view(t->dh, 3, rows_4h);
-    spk_tensor x_final = spk__view(k->x_final, 3, rows_h);
+    spk_tensor x_final = spk__view(k->x_final, 3, rows_h), d_drop = spk__view(k->drop_tmp, 3, rows_h);
     bool mean = c->output_mode == SPK_OUTPUT_MEAN, last = c->output_mode == SPK_OUTPUT_LAST;
     spk_status s = SPK_OK;
 
@@ -240,13 +241,18 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
         spk__layer_view v;
         spk__layer_views(&k->layers[l], batch, seq, h, c->num_heads, &v);
         const spk_tensor *x_in = l == 0 && !m->w.input_projection.kernel ? input : &v.x;
-        /* x = x_mid + dense(gelu(dense(a2, up)), down): dx flows to x_mid unchanged */
-        s = spk__dense_backward(ctx, &v.g, &b->down, &gb->down, &dx, &v.h, &dh);
+        /* x = x_mid + dropout(dense(gelu(dense(a2, up)), down)): dx flows to x_mid unchanged */
+        const spk_tensor *d_block = &dx;
+        if (k->dropout > 0.0f) s = spk__record_dropout(ctx, k, 2 * (uint32_t)l + 1, true, NULL, &dx, &d_drop), d_block = &d_drop;
+        if (s == SPK_OK) s = spk__dense_backward(ctx, &v.g, &b->down, &gb->down, d_block, &v.h, &dh);
         if (s == SPK_OK) s = spk__dense_backward(ctx, &v.a2, &b->up, &gb->up, &dh, NULL, &da);
         /* a2 = layer_norm(x_mid) */
         if (s == SPK_OK) s = spk__norm_backward(ctx, &v.x_mid, &b->ffn_norm, &gb->ffn_norm, &v.stats2, &da, true, &dx);
-        /* x_mid = x + dense(o, out_proj): dx flows to x unchanged */
-        if (s == SPK_OK) s = spk__dense_backward(ctx, &v.o, &b->out, &gb->out, &dx, NULL, &d_o);
+        /* x_mid = x + dropout(dense(o, out_proj)): dx flows to x unchanged */
+        d_block = &dx;
+        if (s == SPK_OK && k->dropout > 0.0f)
+            s = spk__record_dropout(ctx, k, 2 * (uint32_t)l, true, NULL, &dx, &d_drop), d_block = &d_drop;
+        if (s == SPK_OK) s = spk__dense_backward(ctx, &v.o, &b->out, &gb->out, d_block, NULL, &d_o);
         /* o = softpick attention of q, k, v */
         if (s == SPK_OK)
             s = spk__attention_backward(ctx, m, &v, &d_o, &dqkv, t->d_scratch, (uint32_t)batch, (uint32_t)seq);
@@ -319,6 +325,11 @@ static spk_status spk__grad_step(spk_model *m, const float *input, int64_t batch
     s = spk_tensor_upload(&in, input, in.count);
     if (s == SPK_OK) s = spk_tensor_upload(&tgt, target, tgt.count);
     if (s != SPK_OK) return s;
+    /* Dropout in training steps only (spk_model_grad evaluates without it), its masks drawn from
+     * the seed and the step count. */
+    t->acts.dropout = opt ? m->cfg.dropout : 0.0f;
+    t->acts.seed = m->dropout_seed;
+    t->acts.step = (uint32_t)t->steps;
     pthread_mutex_lock(&ctx->lock);
     s = spk__begin(ctx);
     if (s == SPK_OK && opt) s = spk__record_zero_grad(m);
@@ -328,6 +339,7 @@ static spk_status spk__grad_step(spk_model *m, const float *input, int64_t batch
     if (s == SPK_OK && opt) s = spk__record_optimizer_step(m, opt);
     if (s == SPK_OK) s = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
+    if (s == SPK_OK && opt) t->steps++;
     if (s == SPK_OK && loss_out) s = spk_tensor_download(t->loss, loss_out, 1);
     return s;
 }

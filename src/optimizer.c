@@ -123,3 +123,9 @@ spk_status spk_model_step(spk_model *m, const spk_optimizer_desc *opt) {
 }
 
 spk_status spk__optimizer_check(spk_context *ctx, const spk_optimizer_desc *opt) { return spk__check_optimizer(ctx, opt); }
+
+spk_status spk_model_get_step(spk_model *m, int64_t *step) {
+    if (!m || !step) return SPK_ERROR_INVALID_ARGUMENT;
+    *step = m->train ? (int64_t)m->train->steps : 0;
+    return SPK_OK;
+}

@@ -35,6 +35,7 @@ SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 3);
 SPK__SHADER(loss, 5);
 SPK__SHADER(optimizer, 6);
+SPK__SHADER(dropout, 3);
 SPK__SHADER(column_sums, 5);
 SPK__SHADER_WITH(column_sums_texel, 5, 2);
 SPK__SHADER(matmul, 6);

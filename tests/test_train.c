@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "model.h"
 #include "safetensors.h"
 
 static float *read_npy(const char *dir, const char *name, spk_array *a) {
@@ -191,6 +192,76 @@ static void resume_and_checkpoints(void **state) {
     test_assert_no_validation();
 }
 
+typedef struct dropout_run {
+    const spk__acts *k;
+    const spk_tensor *y;
+    spk_tensor *out;
+} dropout_run;
+
+static spk_status record_dropout(spk_context *ctx, const void *arg) {
+    const dropout_run *r = arg;
+    return spk__record_dropout(ctx, r->k, 3, true, NULL, r->y, r->out); /* the backward form: mask(y) alone */
+}
+
+/* The dropout mask: the observed rate within 3 sigma of 0.1, kept values scaled by 1 / 0.9,
+ * another mask at another step, the same at the same (seed, step); none at inference. */
+static void dropout_masks(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    const int64_t n = 100000;
+    float *ones = test_alloc_floats(n), *a = test_alloc_floats(n), *b = test_alloc_floats(n);
+    for (int64_t i = 0; i < n; i++) ones[i] = 1.0f;
+    spk_tensor *ty = NULL, *tout = NULL;
+    assert_int_equal(spk_tensor_create(ctx, 1, &n, &ty), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, &n, &tout), SPK_OK);
+    assert_int_equal(spk_tensor_upload(ty, ones, n), SPK_OK);
+    spk__acts k = {.dropout = 0.1f, .seed = 42, .step = 7};
+    dropout_run r = {&k, ty, tout};
+    assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
+    assert_int_equal(spk_tensor_download(tout, a, n), SPK_OK);
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (a[i] == 0.0f) dropped++;
+        else if (a[i] != (float)(1.0 / (1.0 - (double)0.1f))) fail_msg("kept value %.9g at %lld", a[i], (long long)i);
+    }
+    double sigma = sqrt((double)n * 0.1 * 0.9);
+    printf("dropout 0.1 over %lld elements: %lld dropped (expected %.0f, sigma %.1f)\n", (long long)n, (long long)dropped,
+           0.1 * (double)n, sigma);
+    assert_true(fabs((double)dropped - 0.1 * (double)n) <= 3 * sigma);
+    k.step = 8;
+    assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
+    assert_int_equal(spk_tensor_download(tout, b, n), SPK_OK);
+    assert_memory_not_equal(a, b, (size_t)n * sizeof *a);
+    k.step = 7;
+    assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
+    assert_int_equal(spk_tensor_download(tout, b, n), SPK_OK);
+    assert_memory_equal(a, b, (size_t)n * sizeof *a);
+    spk_tensor_destroy(ty), spk_tensor_destroy(tout);
+    free(ones), free(a), free(b);
+
+    /* Inference never drops: two forwards of a model with dropout 0.5 agree, before and after a
+     * training step (which does drop, so its loss differs from spk_model_grad's). */
+    spk_model_config c = spk_model_config_default(8);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 1, c.window_size = 4;
+    spk_model *m = NULL;
+    assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
+    assert_int_equal(spk_model_init_random(m, 5), SPK_OK);
+    assert_int_equal(spk_model_set_dropout(m, 0.5f, 9), SPK_OK);
+    float x[2 * 4 * 8], t[2 * 8] = {0}, y1[16], y2[16], l_grad, l_train;
+    test_fill_random(x, 64, 1);
+    assert_int_equal(spk_model_forward(m, x, 2, 4, y1), SPK_OK);
+    assert_int_equal(spk_model_forward(m, x, 2, 4, y2), SPK_OK);
+    assert_memory_equal(y1, y2, sizeof y1);
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_MSE, t, &l_grad), SPK_OK);
+    spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_SGD);
+    opt.lr = 1e-30f; /* a step that leaves the weights as they are, to compare the losses */
+    assert_int_equal(spk_model_train_step(m, x, 2, 4, SPK_LOSS_MSE, t, &opt, &l_train), SPK_OK);
+    assert_true(l_grad != l_train);
+    assert_int_equal(spk_model_set_dropout(m, 1.0f, 0), SPK_ERROR_INVALID_ARGUMENT);
+    spk_model_destroy(m);
+    test_assert_no_validation();
+}
+
 static void grad_errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -221,6 +292,7 @@ int main(void) {
         cmocka_unit_test(golden_adamw_xent_last),
         cmocka_unit_test(golden_adamw_mse_all),
         cmocka_unit_test(resume_and_checkpoints),
+        cmocka_unit_test(dropout_masks),
         cmocka_unit_test(grad_errors),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);

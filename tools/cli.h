@@ -24,6 +24,8 @@ bool cli_parse(int argc, char **argv, const cli_option *options, int option_coun
 bool cli_int(const char *text, long min, long max, const char *what, long *out);
 /* Creates a context for the --device choice; prints the error on failure. */
 spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
+/* Parses --output-mode's last, all or mean; prints the error on failure. */
+bool cli_parse_mode(const char *text, spk_output_mode *mode);
 /* Host wall time in milliseconds (a monotonic clock). */
 double cli_now_ms(void);
 /* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */
@@ -33,5 +35,7 @@ int cli_bench(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_selftest(int argc, char **argv);
+int cli_grad(int argc, char **argv);
+int cli_train(int argc, char **argv);
 
 #endif

@@ -5,7 +5,7 @@
 
 #include "cli.h"
 
-static bool parse_mode(const char *text, spk_output_mode *mode) {
+bool cli_parse_mode(const char *text, spk_output_mode *mode) {
     static const char *const names[] = {"last", "all", "mean"};
     for (int i = 0; i < 3; i++)
         if (strcmp(text, names[i]) == 0) {
@@ -33,7 +33,7 @@ int cli_run(int argc, char **argv) {
                         "[--output-mode last|all|mean] [--heads N] [--layers N] [--hidden N]");
     spk_model_config overrides = {0};
     long v;
-    if (!parse_mode(mode_text, &overrides.output_mode)) return 1;
+    if (!cli_parse_mode(mode_text, &overrides.output_mode)) return 1;
     const char *texts[] = {heads, layers, hidden, embed, window};
     int *fields[] = {&overrides.num_heads, &overrides.num_layers, &overrides.hidden_size, &overrides.embed_dim,
                      &overrides.window_size};

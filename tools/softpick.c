@@ -15,6 +15,14 @@ static const char usage[] =
     "      [--heads N] [--layers N] [--hidden N] [--embed N] [--window N]\n"
     "                                       the transformer on [batch, seq_len, embed_dim] input\n"
     "  demo                                 the transformer on an embedded default (no files)\n"
+    "  grad --weights W --input X.npy --target T.npy --loss mse|cross-entropy --output G.safetensors\n"
+    "      [--output-mode last|all|mean]    dL/dparameter over the whole input (dropout off); prints the loss\n"
+    "  train (--weights W | --init-seed S --embed N [--hidden N --heads N --layers N --window N]) [--outputs N]\n"
+    "      --input X.npy --target T.npy --loss mse|cross-entropy --output W2.safetensors [--steps N]\n"
+    "      [--batch-size B] [--lr F] [--optimizer adamw|sgd] [--weight-decay F] [--beta1 F] [--beta2 F]\n"
+    "      [--eps F] [--clip-norm F] [--dropout F] [--seed S] [--shuffle] [--output-mode M]\n"
+    "      [--state S.safetensors] [--resume S.safetensors] [--log-every K]\n"
+    "                                       trains on the device (SPEC.md section 6)\n"
     "  selftest [--only OP]                 every kernel this device can run, against float64 references\n"
     "  bench [softpick|matmul|layernorm|attention|model|soak] [--repeats N] [--variants 1] [--forwards N]\n"
     "                                       throughput beside ceilings measured in the same run\n"
@@ -99,6 +107,8 @@ int main(int argc, char **argv) {
     if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);
     if (strcmp(command, "demo") == 0) return cli_demo(argc - 2, argv + 2);
     if (strcmp(command, "selftest") == 0) return cli_selftest(argc - 2, argv + 2);
+    if (strcmp(command, "grad") == 0) return cli_grad(argc - 2, argv + 2);
+    if (strcmp(command, "train") == 0) return cli_train(argc - 2, argv + 2);
     if (strcmp(command, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     cli_fail("unknown command '%s' (try softpick --help)", command);
     return 1;

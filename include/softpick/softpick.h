@@ -385,7 +385,7 @@ typedef struct spk_model_config {
     int hidden_size; /* default 256; a multiple of num_heads, head size at most 256 */
     int num_heads;   /* default 4 */
     int num_layers;  /* default 6 */
-    float dropout;   /* default 0.1: a training-time rate, stored and reported, never applied */
+    float dropout;   /* default 0.1: the training steps' rate (spk_model_set_dropout); never at inference */
     int window_size; /* default 60: the sequence length buffers and recordings are made for */
     spk_output_mode output_mode; /* default SPK_OUTPUT_LAST */
     /* default 0: no output head. > 0: the output is dense(output, "output_head"), num_outputs
@@ -501,6 +501,14 @@ SPK_API spk_status spk_model_save_gradients(spk_model *model, const char *path);
  * 2 resumed steps, give the weights of 5 steps. A malformed or mismatched file changes nothing. */
 SPK_API spk_status spk_model_save_state(spk_model *model, const char *path);
 SPK_API spk_status spk_model_load_state(spk_model *model, const char *path);
+/* Sets the dropout rate of training steps (the configuration's, default 0.1) and the seed of its
+ * masks: a counter-based generator of (seed, step, site, element), so a seeded run is
+ * reproducible. Dropout applies in spk_model_train_step only: never at inference, nor in
+ * spk_model_grad. */
+SPK_API spk_status spk_model_set_dropout(spk_model *model, float rate, uint64_t seed);
+/* The optimizer steps taken (restored by spk_model_load_state): the step counter of SPEC.md
+ * section 6's batch order. */
+SPK_API spk_status spk_model_get_step(spk_model *model, int64_t *step);
 /* Copies the parameter `name` into out (`count` floats, its element count). */
 SPK_API spk_status spk_model_get_parameter(spk_model *model, const char *name, float *out, int64_t count);
 

@@ -1,0 +1,41 @@
+#version 450
+// Inverted dropout (SPEC.md section 6), training only, with its mask drawn from a counter-based
+// generator: element i of site `site` at step `step` is kept when hash(seed, step, site, i) is at
+// least `threshold` (rate * 2^32), so a seeded run is reproducible and the backward recomputes
+// the forward's mask instead of storing it.
+//   MODE 0, forward:  out = residual + keep * y / (1 - rate)
+//   MODE 1, backward: out = keep * dy / (1 - rate)
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint MODE = 0;
+
+layout(set = 0, binding = 0) readonly buffer Residual { float residual[]; };
+layout(set = 0, binding = 1) readonly buffer Y { float y[]; };
+layout(set = 0, binding = 2) writeonly buffer Out { float o[]; };
+
+layout(push_constant) uniform Push {
+    uint n, seed_lo, seed_hi, step, site, threshold;
+    float scale; // 1 / (1 - rate)
+} pc;
+
+// murmur3's 32-bit finalizer, chained over the counter's words.
+uint mix32(uint h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+void main() {
+    uint i = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x +
+             gl_LocalInvocationID.x;
+    if (i >= pc.n) return;
+    uint h = mix32(pc.seed_lo ^ 0x9e3779b9u);
+    h = mix32(h ^ pc.seed_hi);
+    h = mix32(h ^ pc.step);
+    h = mix32(h ^ (pc.site * 0x27d4eb2fu));
+    h = mix32(h ^ i);
+    float kept = h >= pc.threshold ? y[i] * pc.scale : 0.0;
+    o[i] = MODE == 0 ? residual[i] + kept : kept;
+}

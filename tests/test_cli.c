@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "safetensors.h"
 
 static char g_dir[64];
 
@@ -224,12 +225,130 @@ static void test_errors_print_one_line(void **state) {
     }
 }
 
+/* Writes an int64 NPY of `n` values with a 1-D or 2-D shape. */
+static void write_i8(const char *path, int ndim, const int64_t *shape, const int64_t *values, int64_t n) {
+    char header[128];
+    int len = ndim == 1 ? snprintf(header, sizeof header, "{'descr': '<i8', 'fortran_order': False, 'shape': (%lld,), }",
+                                   (long long)shape[0])
+                        : snprintf(header, sizeof header, "{'descr': '<i8', 'fortran_order': False, 'shape': (%lld, %lld), }",
+                                   (long long)shape[0], (long long)shape[1]);
+    while ((10 + len + 1) % 64) header[len++] = ' ';
+    header[len++] = '\n';
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)len, 0};
+    fwrite(pre, 1, 10, f), fwrite(header, 1, (size_t)len, f), fwrite(values, 8, (size_t)n, f);
+    fclose(f);
+}
+
+/* max |a - b| / max |b| over every tensor of two safetensors files with the same names. */
+static double files_error(const char *got_path, const char *want_path) {
+    spk__safetensors got, want;
+    char error[256];
+    if (spk__safetensors_read(got_path, &got, error, sizeof error) != SPK_OK) fail_msg("%s", error);
+    if (spk__safetensors_read(want_path, &want, error, sizeof error) != SPK_OK) fail_msg("%s", error);
+    assert_int_equal(got.tensor_count, want.tensor_count);
+    double worst = 0;
+    for (uint32_t i = 0; i < want.tensor_count; i++) {
+        const spk__st_tensor *w = &want.tensors[i], *g = spk__safetensors_find(&got, w->name);
+        assert_non_null(g);
+        assert_int_equal(g->count, w->count);
+        float *a = test_alloc_floats((int64_t)w->count), *b = test_alloc_floats((int64_t)w->count);
+        spk__safetensors_to_f32(&got, g, a), spk__safetensors_to_f32(&want, w, b);
+        double err = 0, scale = 0;
+        for (uint64_t j = 0; j < w->count; j++) err = fmax(err, fabs((double)a[j] - b[j])), scale = fmax(scale, fabs(b[j]));
+        worst = fmax(worst, err / (scale > 0 ? scale : 1));
+        free(a), free(b);
+    }
+    spk__safetensors_free(&got), spk__safetensors_free(&want);
+    return worst;
+}
+
+/* softpick grad and softpick train on the golden training case: the loss, the gradients and the
+ * weights after 3 AdamW steps as the float64 run has them; 3 + 2 resumed steps equal 5; hostile
+ * targets refused with one line and no output file. */
+static void test_grad_and_train(void **state) {
+    (void)state;
+    if (!have_device()) return;
+    const char *dir = test_data_path("golden/train-e12-h16-n2-l2-o3-xent-last");
+    char d[300], args[4096], line[512], path[1024], want[1024];
+    snprintf(d, sizeof d, "%s", dir);
+    int lines;
+    snprintf(args, sizeof args, "grad --weights %s/weights.safetensors --input %s/input.npy --target %s/target.npy "
+             "--loss cross-entropy --output %s/g.safetensors", d, d, d, g_dir);
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    snprintf(path, sizeof path, "%s/stdout.txt", g_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    double loss = 0;
+    assert_int_equal(fscanf(f, "loss %lf", &loss), 1);
+    fclose(f);
+    assert_true(fabs(loss - 1.1832637) < 1e-5);
+    snprintf(path, sizeof path, "%s/g.safetensors", g_dir);
+    snprintf(want, sizeof want, "%s/expected_gradients.safetensors", d);
+    assert_true(files_error(path, want) <= 1e-4);
+
+    const char *common = "--input %s/input.npy --target %s/target.npy --loss cross-entropy --lr 0.01 --log-every 1";
+    char common_args[1536];
+    snprintf(common_args, sizeof common_args, common, d, d);
+    snprintf(args, sizeof args, "train --weights %s/weights.safetensors %s --steps 3 --output %s/w3.safetensors "
+             "--state %s/s3.safetensors", d, common_args, g_dir, g_dir);
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    snprintf(path, sizeof path, "%s/w3.safetensors", g_dir);
+    snprintf(want, sizeof want, "%s/expected_adamw_3_steps.safetensors", d);
+    assert_true(files_error(path, want) <= 1e-4);
+    /* Resume: 3 + 2 steps against 5. */
+    snprintf(args, sizeof args, "train --weights %s/w3.safetensors --resume %s/s3.safetensors %s --steps 2 "
+             "--output %s/w5r.safetensors", g_dir, g_dir, common_args, g_dir);
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    snprintf(args, sizeof args, "train --weights %s/weights.safetensors %s --steps 5 --output %s/w5.safetensors", d,
+             common_args, g_dir);
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    snprintf(path, sizeof path, "%s/w5r.safetensors", g_dir);
+    snprintf(want, sizeof want, "%s/w5.safetensors", g_dir);
+    assert_true(files_error(path, want) == 0.0);
+
+    /* Hostile targets: out of range, wrong shape, wrong dtype, NaN; a batch larger than the data. */
+    int64_t shape3[1] = {3}, shape2[1] = {2}, bad_class[3] = {0, 3, 1};
+    snprintf(path, sizeof path, "%s/bad_class.npy", g_dir);
+    write_i8(path, 1, shape3, bad_class, 3);
+    snprintf(path, sizeof path, "%s/short.npy", g_dir);
+    write_i8(path, 1, shape2, bad_class, 2);
+    int64_t classes[3] = {0, 1, 2};
+    snprintf(path, sizeof path, "%s/classes.npy", g_dir);
+    write_i8(path, 1, shape3, classes, 3);
+    float nan_t[3 * 3] = {0, 0, NAN, 0, 0, 0, 0, 0, 0};
+    int64_t t_shape[2] = {3, 3};
+    snprintf(path, sizeof path, "%s/nan.npy", g_dir);
+    assert_int_equal(spk_npy_write(path, 2, t_shape, nan_t, NULL, 0), SPK_OK);
+    struct {
+        const char *target, *loss, *extra, *expect;
+    } cases[] = {
+        {"bad_class.npy", "cross-entropy", "", "outside [0, 3)"},
+        {"short.npy", "cross-entropy", "", "shape [3]"},
+        {"nan.npy", "cross-entropy", "", "integer class indices"},
+        {"nan.npy", "mse", "", "NaN"},
+        {"bad_class.npy", "mse", "", "floats"},
+        {"classes.npy", "cross-entropy", "--batch-size 4", "larger than the data"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, "train --weights %s/weights.safetensors --input %s/input.npy --target %s/%s --loss %s "
+                 "%s --output %s/hostile.safetensors", d, d, g_dir, cases[i].target, cases[i].loss, cases[i].extra, g_dir);
+        int rc = run_cli(args, &lines, line, sizeof line);
+        if (rc == 0 || lines != 1 || !strstr(line, cases[i].expect))
+            fail_msg("'%s': exit %d, %d stderr lines, first '%s' (expected '%s')", args, rc, lines, line, cases[i].expect);
+        snprintf(path, sizeof path, "%s/hostile.safetensors", g_dir);
+        assert_null(fopen(path, "rb")); /* no partial output */
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softpick_command),
         cmocka_unit_test(test_run_and_demo),
         cmocka_unit_test(test_selftest_command),
         cmocka_unit_test(test_errors_print_one_line),
+        cmocka_unit_test(test_grad_and_train),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

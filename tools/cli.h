@@ -37,5 +37,7 @@ int cli_demo(int argc, char **argv);
 int cli_selftest(int argc, char **argv);
 int cli_grad(int argc, char **argv);
 int cli_train(int argc, char **argv);
+/* softpick demo train: the training twin of softpick demo. */
+int cli_demo_train(const cli_args *args);
 
 #endif

@@ -90,7 +90,8 @@ static int compare_double(const void *a, const void *b) {
 int cli_demo(int argc, char **argv) {
     cli_args args;
     if (!cli_parse(argc, argv, NULL, 0, &args)) return 1;
-    if (args.positional_count) return cli_fail("demo takes no arguments");
+    if (args.positional_count == 1 && strcmp(args.positional[0], "train") == 0) return cli_demo_train(&args);
+    if (args.positional_count) return cli_fail("demo takes no arguments but 'train'");
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
     spk_device_info info;

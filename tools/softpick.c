@@ -15,6 +15,7 @@ static const char usage[] =
     "      [--heads N] [--layers N] [--hidden N] [--embed N] [--window N]\n"
     "                                       the transformer on [batch, seq_len, embed_dim] input\n"
     "  demo                                 the transformer on an embedded default (no files)\n"
+    "  demo train                           a student learns a random teacher's classes, on the device\n"
     "  grad --weights W --input X.npy --target T.npy --loss mse|cross-entropy --output G.safetensors\n"
     "      [--output-mode last|all|mean]    dL/dparameter over the whole input (dropout off); prints the loss\n"
     "  train (--weights W | --init-seed S --embed N [--hidden N --heads N --layers N --window N]) [--outputs N]\n"

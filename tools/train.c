@@ -258,3 +258,114 @@ int cli_train(int argc, char **argv) {
     spk_context_destroy(ctx);
     return rc;
 }
+
+/* Inputs uniform in [-1, 1) from a seed (xorshift64*). */
+static void fill_uniform(float *x, int64_t n, uint64_t seed) {
+    uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+        x[i] = (float)((double)((state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1p-52 - 1.0);
+    }
+}
+
+/* The classes of a teacher model: the argmax of its logits, one per sequence. */
+static spk_status label(spk_model *teacher, const float *x, int64_t n, int64_t seq, int classes, float *labels,
+                        float *logits) {
+    spk_status s = spk_model_forward(teacher, x, n, seq, logits);
+    for (int64_t i = 0; s == SPK_OK && i < n; i++) {
+        int best = 0;
+        for (int c = 1; c < classes; c++)
+            if (logits[i * classes + c] > logits[i * classes + best]) best = c;
+        labels[i] = (float)best;
+    }
+    return s;
+}
+
+/* The fraction of sequences whose argmax logit is their label. */
+static double accuracy(const float *logits, const float *labels, int64_t n, int classes) {
+    int64_t right = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int best = 0;
+        for (int c = 1; c < classes; c++)
+            if (logits[i * classes + c] > logits[i * classes + best]) best = c;
+        right += best == (int)labels[i];
+    }
+    return (double)right / (double)n;
+}
+
+int cli_demo_train(const cli_args *args) {
+    /* A randomly initialised teacher labels generated sequences with one of 4 classes; a student
+     * of the same shape, initialised differently, learns them with AdamW on the device. */
+    enum { CLASSES = 4, SEQ = 16, EMBED = 16, TRAIN = 8192, HELD_OUT = 512, BATCH = 32, STEPS = 1000, LOG = 100 };
+    spk_context *ctx = cli_context(args, NULL);
+    if (!ctx) return 1;
+    spk_device_info info;
+    spk_context_device_info(ctx, &info);
+    spk_model_config c = spk_model_config_default(EMBED);
+    c.hidden_size = 32, c.num_heads = 2, c.num_layers = 2, c.window_size = SEQ, c.num_outputs = CLASSES, c.dropout = 0;
+    c.output_mode = SPK_OUTPUT_MEAN;
+    spk_model *teacher = NULL, *student = NULL;
+    int64_t n_all = TRAIN + HELD_OUT, per = SEQ * EMBED;
+    float *x = malloc((size_t)(n_all * per) * sizeof *x), *labels = malloc((size_t)n_all * sizeof *labels);
+    float *logits = malloc((size_t)(n_all * CLASSES) * sizeof *logits);
+    spk_status s = !x || !labels || !logits ? SPK_ERROR_OUT_OF_HOST_MEMORY : SPK_OK;
+    spk_model_config tc = c;
+    tc.num_layers = 1; /* the teacher is the smaller: the student can represent it */
+    if (s == SPK_OK) s = spk_model_create(ctx, &tc, &teacher);
+    if (s == SPK_OK) s = spk_model_init_random(teacher, 7);
+    if (s == SPK_OK) s = spk_model_create(ctx, &c, &student);
+    if (s == SPK_OK) s = spk_model_init_random(student, 8);
+    if (s == SPK_OK) fill_uniform(x, n_all * per, 42);
+    if (s == SPK_OK) s = label(teacher, x, n_all, SEQ, CLASSES, labels, logits);
+    int rc = 0;
+    if (s == SPK_OK) {
+        int64_t counts[CLASSES] = {0};
+        for (int64_t i = 0; i < TRAIN; i++) counts[(int)labels[i]]++;
+        int64_t majority = 0;
+        for (int k = 0; k < CLASSES; k++) majority = counts[k] > majority ? counts[k] : majority;
+        printf("device:  %s (%s)\n", info.name, spk_device_type_string(info.type));
+        printf("task:    a random 1-layer teacher's %d classes (mean over positions) of [%d, %d] sequences: %d to train on, %d held out "
+               "(the commonest class is %.0f%%)\n", CLASSES, SEQ, EMBED, TRAIN, HELD_OUT, 100.0 * (double)majority / TRAIN);
+        printf("student: embed %d, hidden %d, %d heads, %d layers, %d-class head; AdamW lr 3e-3, batch %d, %d steps\n",
+               EMBED, c.hidden_size, c.num_heads, c.num_layers, CLASSES, BATCH, STEPS);
+        s = spk_model_forward(student, x + TRAIN * per, HELD_OUT, SEQ, logits);
+        if (s == SPK_OK)
+            printf("before:  held-out accuracy %.1f%%\n", 100.0 * accuracy(logits, labels + TRAIN, HELD_OUT, CLASSES));
+    }
+    spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
+    opt.lr = 3e-3f;
+    float bx[BATCH * SEQ * EMBED], bt[BATCH];
+    double t0 = cli_now_ms(), sum = 0;
+    for (int step = 0; step < STEPS && s == SPK_OK; step++) {
+        for (int j = 0; j < BATCH; j++) {
+            int64_t k = ((int64_t)step * BATCH + j) % TRAIN;
+            memcpy(bx + j * per, x + k * per, (size_t)per * sizeof *bx);
+            bt[j] = labels[k];
+        }
+        float value;
+        s = spk_model_train_step(student, bx, BATCH, SEQ, SPK_LOSS_CROSS_ENTROPY, bt, &opt, &value);
+        sum += value;
+        if (s == SPK_OK && (step + 1) % LOG == 0) {
+            printf("step %3d  loss %.4f (mean of the last %d)\n", step + 1, sum / LOG, LOG);
+            fflush(stdout);
+            sum = 0;
+        }
+    }
+    double ms = cli_now_ms() - t0;
+    if (s == SPK_OK) s = spk_model_forward(student, x, TRAIN, SEQ, logits);
+    double train_acc = s == SPK_OK ? accuracy(logits, labels, TRAIN, CLASSES) : 0;
+    if (s == SPK_OK) s = spk_model_forward(student, x + TRAIN * per, HELD_OUT, SEQ, logits);
+    if (s == SPK_OK) {
+        printf("after:   accuracy %.1f%% on the training set, %.1f%% held out\n", 100.0 * train_acc,
+               100.0 * accuracy(logits, labels + TRAIN, HELD_OUT, CLASSES));
+        printf("time:    %.2f s for %d steps, %.1f ms per step, %.0f sequences/s\n", ms / 1e3, STEPS, ms / STEPS,
+               (double)STEPS * BATCH * 1e3 / ms);
+    } else {
+        rc = cli_fail("%s", s == SPK_ERROR_OUT_OF_HOST_MEMORY && !spk_context_last_error(ctx)[0] ? "out of host memory"
+                                                                                                : spk_context_last_error(ctx));
+    }
+    free(x), free(labels), free(logits);
+    spk_model_destroy(teacher), spk_model_destroy(student);
+    spk_context_destroy(ctx);
+    return rc;
+}

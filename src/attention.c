@@ -153,7 +153,9 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
                                           bool shared_xchg) {
     const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
     bool shuffle = !shared_xchg && spk__attention_shuffle_supported(ctx);
-    uint32_t sg = 32, wg = 32;
+    /* Without shuffles a workgroup of 16 is one exchange group: two barriers per 4 dimensions of
+     * 16 rows (larger groups amortize loads better but compile far slower on CPU drivers). */
+    uint32_t sg = 16, wg = 16;
     if (shuffle) {
         spk__attention_tuning t;
         spk__attention_tuning_shuffle(ctx, false, &t);

@@ -121,6 +121,18 @@ typedef struct spk__train {
 } spk__train;
 
 void spk__train_destroy(spk_model *m);
+/* A training step's phases, in order. */
+typedef enum spk__train_phase {
+    SPK__PHASE_FORWARD = 0,
+    SPK__PHASE_LOSS,
+    SPK__PHASE_BACKWARD,
+    SPK__PHASE_STEP, /* zeroing the gradients, the above, and the optimizer */
+} spk__train_phase;
+/* spk_model_train_step (opt set, upto STEP) or spk_model_grad (opt NULL, upto BACKWARD), or a
+ * training step's first phases alone (the benchmark times each): one submit. */
+spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
+                             const float *target, const spk_optimizer_desc *opt, spk__train_phase upto,
+                             float *loss_out);
 /* Records the optimizer's step over every parameter (optimizer.c); makes its state first. */
 spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *opt);
 /* Makes the optimizer's state (zeroed moments, step 0) if the model has none. */

@@ -299,9 +299,10 @@ static spk_status spk__check_targets(spk_model *m, spk_loss_kind kind, const flo
 }
 
 /* spk_model_grad, optionally zeroing the gradients first and taking an optimizer step after:
- * one command buffer, one submit. */
-static spk_status spk__grad_step(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
-                                 const float *target, const spk_optimizer_desc *opt, float *loss_out) {
+ * one command buffer, one submit. `upto` stops after a phase (the benchmark times each). */
+spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
+                             const float *target, const spk_optimizer_desc *opt, spk__train_phase upto,
+                             float *loss_out) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
     spk_context *ctx = m->ctx;
     if (!input) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "grad: input is NULL");
@@ -332,27 +333,27 @@ static spk_status spk__grad_step(spk_model *m, const float *input, int64_t batch
     t->acts.step = (uint32_t)t->steps;
     pthread_mutex_lock(&ctx->lock);
     s = spk__begin(ctx);
-    if (s == SPK_OK && opt) s = spk__record_zero_grad(m);
+    if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) s = spk__record_zero_grad(m);
     if (s == SPK_OK) s = spk__model_record(m, &in, batch, seq_len, &out, &t->acts);
-    if (s == SPK_OK) s = spk__record_loss(ctx, loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
-    if (s == SPK_OK) s = spk__model_record_backward(m, &in, batch, seq_len, &dy);
-    if (s == SPK_OK && opt) s = spk__record_optimizer_step(m, opt);
+    if (s == SPK_OK && upto >= SPK__PHASE_LOSS) s = spk__record_loss(ctx, loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
+    if (s == SPK_OK && upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, batch, seq_len, &dy);
+    if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) s = spk__record_optimizer_step(m, opt);
     if (s == SPK_OK) s = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
-    if (s == SPK_OK && opt) t->steps++;
+    if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) t->steps++;
     if (s == SPK_OK && loss_out) s = spk_tensor_download(t->loss, loss_out, 1);
     return s;
 }
 
 spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                           const float *target, float *loss_out) {
-    return spk__grad_step(m, input, batch, seq_len, loss, target, NULL, loss_out);
+    return spk__train_phases(m, input, batch, seq_len, loss, target, NULL, SPK__PHASE_BACKWARD, loss_out);
 }
 
 spk_status spk_model_train_step(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                                 const float *target, const spk_optimizer_desc *opt, float *loss_out) {
     if (m && !opt) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "train step: the optimizer is NULL");
-    return spk__grad_step(m, input, batch, seq_len, loss, target, opt, loss_out);
+    return spk__train_phases(m, input, batch, seq_len, loss, target, opt, SPK__PHASE_STEP, loss_out);
 }
 
 /* Copies the [rows, cols] block of parameter `name` in weights `w` (the model's or its gradients). */

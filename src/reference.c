@@ -149,3 +149,104 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
     free(x), free(a), free(qkv), free(f), free(in);
     return ok;
 }
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+void spk__ref_softpick_backward(const float *x, const float *dy, int64_t outer, int64_t n, int64_t inner, double *dx) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const int64_t base = o * n * inner + i;
+            double s = 0, t = 0;
+            for (int64_t j = 0; j < n; j++) s += fabs((double)x[base + j * inner]);
+            for (int64_t j = 0; j < n; j++) t += (double)dy[base + j * inner] * x[base + j * inner] / (1 + s);
+            for (int64_t j = 0; j < n; j++) {
+                double xv = x[base + j * inner];
+                dx[base + j * inner] = ((double)dy[base + j * inner] - (xv > 0 ? t : xv < 0 ? -t : 0)) / (1 + s);
+            }
+        }
+}
+
+void spk__ref_matmul_grads(const float *a, const float *b, const float *dc, int64_t batch, int64_t m, int64_t n,
+                           int64_t k, bool shared_b, double *da, double *db, double *dbias) {
+    int64_t nb = shared_b ? 1 : batch;
+    for (int64_t i = 0; i < batch * m * k; i++) da[i] = 0;
+    for (int64_t i = 0; i < nb * k * n; i++) db[i] = 0;
+    for (int64_t j = 0; j < n; j++) dbias[j] = 0;
+    for (int64_t q = 0; q < batch; q++) {
+        const float *bb = b + (shared_b ? 0 : q * k * n);
+        double *dbb = db + (shared_b ? 0 : q * k * n);
+        for (int64_t i = 0; i < m; i++) {
+            const float *g = dc + (q * m + i) * n;
+            for (int64_t p = 0; p < k; p++) {
+                double acc = 0, ai = a[(q * m + i) * k + p];
+                for (int64_t j = 0; j < n; j++) acc += (double)g[j] * bb[p * n + j], dbb[p * n + j] += ai * g[j];
+                da[(q * m + i) * k + p] = acc;
+            }
+            for (int64_t j = 0; j < n; j++) dbias[j] += g[j];
+        }
+    }
+}
+
+void spk__ref_layer_norm_backward(const float *x, const float *gamma, const float *dy, int64_t rows, int64_t n,
+                                  double epsilon, double *dx, double *dgamma, double *dbeta) {
+    for (int64_t i = 0; i < n; i++) dgamma[i] = dbeta[i] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n, *g = dy + r * n;
+        double mean = 0, var = 0, mg = 0, mgx = 0;
+        for (int64_t i = 0; i < n; i++) mean += xr[i];
+        mean /= (double)n;
+        for (int64_t i = 0; i < n; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        double rstd = 1 / sqrt(var / (double)n + epsilon);
+        for (int64_t i = 0; i < n; i++) {
+            double xhat = (xr[i] - mean) * rstd;
+            mg += (double)g[i] * gamma[i], mgx += (double)g[i] * gamma[i] * xhat;
+            dgamma[i] += g[i] * xhat, dbeta[i] += g[i];
+        }
+        mg /= (double)n, mgx /= (double)n;
+        for (int64_t i = 0; i < n; i++)
+            dx[r * n + i] = rstd * ((double)g[i] * gamma[i] - mg - (xr[i] - mean) * rstd * mgx);
+    }
+}
+
+bool spk__ref_attention_backward(const float *q, const float *k, const float *v, const float *dout, int64_t batch,
+                                 int64_t seq, int64_t heads, int64_t hd, bool causal, double *dq, double *dk, double *dv) {
+    int64_t hidden = heads * hd, n = batch * seq * hidden;
+    double *s = spk__malloc((size_t)(seq * seq + seq + hd) * sizeof *s);
+    if (!s) return false;
+    double *r = s + seq * seq, *o = r + seq, scale = 1 / sqrt((double)hd);
+    for (int64_t i = 0; i < n; i++) dq[i] = dk[i] = dv[i] = 0;
+    for (int64_t bt = 0; bt < batch; bt++)
+        for (int64_t h = 0; h < heads; h++) {
+            const int64_t c = bt * seq * hidden + h * hd;
+            for (int64_t i = 0; i < seq; i++) {
+                r[i] = 1;
+                for (int64_t j = 0; j < seq; j++) {
+                    double dot = 0;
+                    for (int64_t d = 0; d < hd; d++) dot += (double)q[c + i * hidden + d] * k[c + j * hidden + d];
+                    s[i * seq + j] = causal && j > i ? 0 : dot * scale;
+                    r[i] += fabs(s[i * seq + j]);
+                }
+            }
+            for (int64_t i = 0; i < seq; i++) {
+                double di = 0;
+                for (int64_t d = 0; d < hd; d++) {
+                    o[d] = 0;
+                    for (int64_t j = 0; j < seq; j++) o[d] += s[i * seq + j] / r[i] * v[c + j * hidden + d];
+                    di += (double)dout[c + i * hidden + d] * o[d];
+                }
+                for (int64_t j = 0; j < seq; j++) {
+                    if (causal && j > i) continue;
+                    double sij = s[i * seq + j], dp = 0;
+                    for (int64_t d = 0; d < hd; d++) dp += (double)dout[c + i * hidden + d] * v[c + j * hidden + d];
+                    double ds = (dp - (sij > 0 ? di : sij < 0 ? -di : 0)) / r[i];
+                    for (int64_t d = 0; d < hd; d++) {
+                        dq[c + i * hidden + d] += ds * k[c + j * hidden + d] * scale;
+                        dk[c + j * hidden + d] += ds * q[c + i * hidden + d] * scale;
+                        dv[c + j * hidden + d] += sij / r[i] * dout[c + i * hidden + d];
+                    }
+                }
+            }
+        }
+    free(s);
+    return true;
+}

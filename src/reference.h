@@ -25,6 +25,17 @@ double spk__ref_gelu(double x);
 bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
                         int64_t head_dim, bool causal, double *out);
 
+/* The backward passes (SPEC.md section 6): softpick along the middle axis; the matmul's dA, dB
+ * (summed over the batch when B is shared) and dbias from dC (no epilogue); layer norm's dx,
+ * dgamma, dbeta; attention's dq, dk, dv (false when out of host memory). */
+void spk__ref_softpick_backward(const float *x, const float *dy, int64_t outer, int64_t n, int64_t inner, double *dx);
+void spk__ref_matmul_grads(const float *a, const float *b, const float *dc, int64_t batch, int64_t m, int64_t n,
+                           int64_t k, bool shared_b, double *da, double *db, double *dbias);
+void spk__ref_layer_norm_backward(const float *x, const float *gamma, const float *dy, int64_t rows, int64_t n,
+                                  double epsilon, double *dx, double *dgamma, double *dbeta);
+bool spk__ref_attention_backward(const float *q, const float *k, const float *v, const float *dout, int64_t batch,
+                                 int64_t seq, int64_t heads, int64_t hd, bool causal, double *dq, double *dk, double *dv);
+
 /* The model's parameters as the device holds them (q, k and v kernels packed side by side). */
 typedef struct spk__ref_layer {
     const float *attn_gamma, *attn_beta, *qkv_kernel, *qkv_bias, *out_kernel, *out_bias;

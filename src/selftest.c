@@ -14,27 +14,16 @@
 #include "matmul_plan.h"
 #include "model.h"
 #include "reference.h"
+#include "selftest.h"
 #include "softpick_plan.h"
-
-typedef struct spk__selftest {
-    spk_context *ctx;
-    const spk_selftest_desc *desc;
-    spk_selftest_report *report;
-    spk_status fatal; /* out of memory or a lost device: stop */
-    uint64_t seed;
-    spk_selftest_result r; /* the line being run */
-    char op[32], variant[128], shapes[256], reason[SPK__ERROR_LEN];
-} spk__selftest;
 
 /* ---- lines ------------------------------------------------------------------------------- */
 
-static bool spk__st_wanted(const spk__selftest *st, const char *op) {
+bool spk__st_wanted(const spk__selftest *st, const char *op) {
     return st->fatal == SPK_OK && (!st->desc->only || strstr(op, st->desc->only));
 }
 
-static void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *fmt, ...) {
+void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *fmt, ...) {
     snprintf(st->op, sizeof st->op, "%s", op);
     va_list ap;
     va_start(ap, fmt);
@@ -46,7 +35,7 @@ static void spk__st_begin(spk__selftest *st, const char *op, double bound, const
 }
 
 /* Ends the line as skipped (when `why` is set and nothing failed) and reports it. */
-static void spk__st_end(spk__selftest *st, const char *why) {
+void spk__st_end(spk__selftest *st, const char *why) {
     if (why && st->r.outcome == SPK_SELFTEST_PASS) {
         st->r.outcome = SPK_SELFTEST_SKIPPED;
         snprintf(st->reason, sizeof st->reason, "%s", why);
@@ -57,8 +46,7 @@ static void spk__st_end(spk__selftest *st, const char *why) {
     if (st->desc->on_result) st->desc->on_result(&st->r, st->desc->user_data);
 }
 
-static void spk__st_fail(spk__selftest *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void spk__st_fail(spk__selftest *st, const char *fmt, ...) {
+void spk__st_fail(spk__selftest *st, const char *fmt, ...) {
     if (st->r.outcome == SPK_SELFTEST_FAIL) return; /* the first failure names the line's problem */
     st->r.outcome = SPK_SELFTEST_FAIL;
     va_list ap;
@@ -68,7 +56,7 @@ static void spk__st_fail(spk__selftest *st, const char *fmt, ...) {
 }
 
 /* Appends a covered shape to the line (once per distinct text). */
-static void spk__st_shape(spk__selftest *st, const char *shape) {
+void spk__st_shape(spk__selftest *st, const char *shape) {
     size_t n = strlen(st->shapes), len = strlen(shape);
     for (const char *at = strstr(st->shapes, shape); at; at = strstr(at + 1, shape))
         if ((at == st->shapes || at[-1] == ' ') && (at[len] == ' ' || at[len] == '\0')) return;
@@ -77,7 +65,7 @@ static void spk__st_shape(spk__selftest *st, const char *shape) {
 
 /* An op's status: false unless SPK_OK. A device that cannot run the variant skips it (fails it if
  * it is the one the device uses); running out of memory or losing the device stops the test. */
-static bool spk__st_ran(spk__selftest *st, spk_status status, const char *shape) {
+bool spk__st_ran(spk__selftest *st, spk_status status, const char *shape) {
     if (status == SPK_OK) return true;
     if (status == SPK_ERROR_OUT_OF_HOST_MEMORY || status == SPK_ERROR_OUT_OF_DEVICE_MEMORY ||
         status == SPK_ERROR_DEVICE_LOST) {
@@ -94,7 +82,7 @@ static bool spk__st_ran(spk__selftest *st, spk_status status, const char *shape)
     return false;
 }
 
-static void spk__st_compare(spk__selftest *st, const float *y, const double *ref, int64_t n, const char *shape) {
+void spk__st_compare(spk__selftest *st, const float *y, const double *ref, int64_t n, const char *shape) {
     double err = spk__ref_error(y, ref, n);
     spk__st_shape(st, shape);
     if (!(err <= st->r.max_error)) st->r.max_error = err;
@@ -103,7 +91,7 @@ static void spk__st_compare(spk__selftest *st, const float *y, const double *ref
 
 /* ---- data ---------------------------------------------------------------------------------- */
 
-static void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) {
+void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) {
     for (int64_t i = 0; i < n; i++) {
         uint64_t z = (st->seed += 0x9E3779B97F4A7C15ull);
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -113,7 +101,7 @@ static void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) 
 }
 
 /* A tensor holding `data`, or NaN everywhere (an output) when data is NULL; NULL on failure. */
-static spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, const float *data) {
+spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, const float *data) {
     spk_tensor *t = NULL;
     spk_status s = spk_tensor_create(st->ctx, ndim, shape, &t);
     int64_t n = t ? t->count : 0;
@@ -134,14 +122,8 @@ static spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *sh
     return t;
 }
 
-/* Host buffers of one case, freed together. */
-typedef struct spk__st_buffers {
-    void *p[8];
-    int n;
-} spk__st_buffers;
-
 /* NULL once anything failed: a case checks only its last allocation. */
-static void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count, size_t size) {
+void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count, size_t size) {
     if (st->fatal != SPK_OK) return NULL;
     void *p = spk__calloc((size_t)(count ? count : 1), size);
     if (!p || b->n == 8) {
@@ -153,7 +135,7 @@ static void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count,
     return b->p[b->n++] = p;
 }
 
-static void spk__st_free(spk__st_buffers *b) {
+void spk__st_free(spk__st_buffers *b) {
     for (int i = 0; i < b->n; i++) free(b->p[i]);
     b->n = 0;
 }
@@ -613,6 +595,7 @@ spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_sel
     spk__st_unary(st);
     spk__st_attention(st);
     spk__st_model(st);
+    spk__st_backward(st);
     status = st->fatal;
     free(st);
     if (status != SPK_OK) return spk__fail(ctx, status, "the self-test stopped: %s", spk_status_string(status));

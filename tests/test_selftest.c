@@ -10,7 +10,7 @@
 #include "reference.h"
 
 typedef struct lines {
-    int count, used;
+    int count, used, backward_used;
     char ops[64][32];
     int op_used[64], op_count;
 } lines;
@@ -19,6 +19,7 @@ static void collect(const spk_selftest_result *r, void *user) {
     lines *l = user;
     l->count++;
     l->used += r->used;
+    l->backward_used += r->used && strncmp(r->variant, "backward", 8) == 0;
     if (r->outcome == SPK_SELFTEST_FAIL) print_error("FAIL %s / %s: %s\n", r->op, r->variant, r->reason);
     if (r->outcome == SPK_SELFTEST_PASS) {
         assert_true(r->max_error <= r->bound);
@@ -43,9 +44,11 @@ static void everything_passes(void **state) {
     assert_int_equal(report.failed, 0);
     assert_int_equal((int)(report.passed + report.skipped), l.count);
     assert_true(report.passed >= 20);
-    static const char *families[] = {"softpick", "matmul", "layer norm", "erf", "gelu", "attention", "model"};
-    assert_int_equal(l.op_count, 7);
-    for (int f = 0; f < 7; f++) {
+    static const char *families[] = {"softpick", "matmul", "layer norm", "erf", "gelu", "attention", "model", "loss"};
+    assert_int_equal(l.op_count, 8);
+    /* Every family with a backward has a backward line of the variant this device uses. */
+    assert_int_equal(l.backward_used, 5);
+    for (int f = 0; f < 8; f++) {
         int i = 0;
         while (i < l.op_count && strcmp(l.ops[i], families[f]) != 0) i++;
         if (i == l.op_count) fail_msg("no line for %s", families[f]);
@@ -61,8 +64,9 @@ static void only_filters(void **state) {
     spk_selftest_desc desc = {.on_result = collect, .user_data = &l, .only = "gelu"};
     spk_selftest_report report;
     assert_int_equal(spk_selftest(ctx, &desc, &report), SPK_OK);
-    assert_int_equal(report.passed, 1);
-    assert_int_equal(l.count, 1);
+    assert_int_equal(report.passed, 2); /* the forward and the backward */
+    assert_int_equal(l.count, 2);
+    assert_int_equal(l.op_count, 1);
     assert_string_equal(l.ops[0], "gelu");
     desc.only = "no such op";
     assert_int_equal(spk_selftest(ctx, &desc, &report), SPK_OK);

@@ -1,0 +1,46 @@
+/* The self-test's lines and helpers (internal), shared by selftest.c (the forward kernels and the
+ * model) and selftest_backward.c (the backward kernels, the losses and the optimizer). */
+#ifndef SOFTPICK_SELFTEST_H
+#define SOFTPICK_SELFTEST_H
+
+#include "internal.h"
+
+typedef struct spk__selftest {
+    spk_context *ctx;
+    const spk_selftest_desc *desc;
+    spk_selftest_report *report;
+    spk_status fatal; /* out of memory or a lost device: stop */
+    uint64_t seed;
+    spk_selftest_result r; /* the line being run */
+    char op[32], variant[128], shapes[256], reason[SPK__ERROR_LEN];
+} spk__selftest;
+
+/* Host buffers of one case, freed together. */
+typedef struct spk__st_buffers {
+    void *p[8];
+    int n;
+} spk__st_buffers;
+
+bool spk__st_wanted(const spk__selftest *st, const char *op);
+/* Starts a line: its op, the accuracy bound, the variant's description. */
+void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Ends the line as skipped (when `why` is set and nothing failed) and reports it. */
+void spk__st_end(spk__selftest *st, const char *why);
+void spk__st_fail(spk__selftest *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An op's status: false unless SPK_OK (unsupported variants are skipped; out of memory stops). */
+bool spk__st_ran(spk__selftest *st, spk_status status, const char *shape);
+/* Appends a covered shape to the line (once per distinct text). */
+void spk__st_shape(spk__selftest *st, const char *shape);
+/* Compares n outputs with their float64 reference for the shape named. */
+void spk__st_compare(spk__selftest *st, const float *y, const double *ref, int64_t n, const char *shape);
+void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale);
+/* A tensor holding `data`, or NaN everywhere (an output) when data is NULL; NULL on failure. */
+spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, const float *data);
+/* NULL once anything failed: a case checks only its last allocation. */
+void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count, size_t size);
+void spk__st_free(spk__st_buffers *b);
+/* The backward kernels' lines (selftest_backward.c). */
+void spk__st_backward(spk__selftest *st);
+
+#endif

@@ -36,8 +36,8 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
     uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
-    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 4 keep A B + bias in Pre (the training
-    // forward): a push constant (a uniform branch per stored element), so
+    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 3 times gelu'(residual), bit 4 keep A B + bias
+    // in Pre (the training forward): a push constant (a uniform branch per stored element), so
     // one pipeline serves every epilogue instead of one LLVM compile each
     uint epilogue;
 } pc;
@@ -121,6 +121,9 @@ void main() {
             if ((pc.epilogue & 16u) != 0) pre[idx] = v;
             if ((pc.epilogue & 2u) != 0) v = gelu(v);
             if ((pc.epilogue & 4u) != 0) v += residual[idx];
+            // Bit 3, times gelu'(residual): the backward through a GELU, fused into the dA product
+            // (TRANS_B variants only, see matmul_shuffle.comp).
+            if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
             c[idx] = v;
         }
     }

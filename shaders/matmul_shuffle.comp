@@ -57,7 +57,7 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride;
     uint tile_m0;
-    uint epilogue; // bit 0 bias, 1 GELU, 2 residual, 4 keep Pre (matmul.comp)
+    uint epilogue; // bit 0 bias, 1 GELU, 2 residual, 3 times gelu'(residual), 4 keep Pre (matmul.comp)
 } pc;
 
 #include "erf.glsl"
@@ -202,7 +202,11 @@ void main() {
                 if ((pc.epilogue & 16u) != 0) pre[idx] = v;
                 if ((pc.epilogue & 2u) != 0) v = gelu(v);
                 if ((pc.epilogue & 4u) != 0) v += residual[idx];
-                    c[idx] = v;
+                // Bit 3, times gelu'(residual): the backward through a GELU, fused into the dA
+                // product that makes its gradient; only TRANS_B variants carry the code (it
+                // doubles the unrolled epilogue, which CPU drivers pay for in compile time).
+                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
+                c[idx] = v;
             }
         }
     }

@@ -247,14 +247,11 @@ spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tun
     if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
     spk__matmul_args args = {
         .tuning = tuning, .a = dz, .b = b, .c = da,
-        .residual = accumulate && !gelu_pre ? da : NULL,
-        .epilogue = accumulate && !gelu_pre ? SPK__EPILOGUE_RESIDUAL : 0,
+        .residual = gelu_pre ? gelu_pre : accumulate ? da : NULL,
+        .epilogue = gelu_pre ? SPK__EPILOGUE_GELU_GRAD : accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
         .batch = batch, .m = m, .n = kb, .k = nb, .shared_b = shared_b, .trans_b = true,
     };
-    if (m * kb * batch == 0) return SPK_OK;
-    spk_status s = spk__matmul_dispatch(ctx, &args);
-    if (s == SPK_OK && gelu_pre) s = spk__record_gelu_backward(ctx, gelu_pre, da, da);
-    return s;
+    return m * kb * batch != 0 ? spk__matmul_dispatch(ctx, &args) : SPK_OK;
 }
 
 spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,
@@ -359,11 +356,17 @@ typedef struct spk__unary_args {
 
 static spk_status spk__record_unary(spk_context *ctx, const void *arg) {
     const spk__unary_args *u = arg;
-    uint32_t spec[2] = {64, u->op}, count = (uint32_t)u->x->count;
-    spk__dispatch_desc d = {.bindings = {u->x->ref, u->y->ref, u->dy ? u->dy->ref : u->x->ref},
-                            .written_mask = 0x2, .push = &count, .push_size = sizeof count};
-    spk_status status = spk__grid(ctx, (count + spec[0] - 1) / spec[0], d.groups);
-    if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_unary, spec, 2, 0, &d.pipeline);
+    uint32_t spec[2] = {256, u->op}, count = (uint32_t)u->x->count;
+    /* Texel views on CPU drivers where both inputs have one. */
+    const spk_tensor *dy = u->dy ? u->dy : u->x;
+    bool texel = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && u->x->views[0] && dy->views[0];
+    spk__dispatch_desc d = {.bindings = {u->x->ref, dy->ref, u->y->ref},
+                            .views = {texel ? u->x->views[0] : VK_NULL_HANDLE, texel ? dy->views[0] : VK_NULL_HANDLE},
+                            .written_mask = 0x4, .push = &count, .push_size = sizeof count};
+    uint64_t per_group = 4 * (uint64_t)spec[0]; /* 4 elements per invocation */
+    spk_status status = spk__grid(ctx, (count + per_group - 1) / per_group, d.groups);
+    if (status == SPK_OK)
+        status = spk__pipeline_get(ctx, texel ? &spk__shader_unary_texel : &spk__shader_unary, spec, 2, 0, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;
 }

@@ -35,6 +35,7 @@ enum {
     SPK__EPILOGUE_BIAS = 1u,
     SPK__EPILOGUE_GELU = 2u,
     SPK__EPILOGUE_RESIDUAL = 4u,
+    SPK__EPILOGUE_GELU_GRAD = 8u, /* times gelu'(P), P bound as the residual; TRANS_B kernels only */
     SPK__EPILOGUE_PRE = 16u,      /* also store A B + bias */
 };
 
@@ -49,9 +50,8 @@ spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, const 
 
 /* The backward passes, recorded into the current recording without checks (the model's and
  * spk_matmul_backward's shapes are right by construction), `tuning` NULL for the defaults:
- * dA = dZ B^T (then times gelu'(gelu_pre) in a second pass when not NULL: the elementwise
- * backward, kept out of the matmul's unrolled epilogue, which it made slow to compile; else added
- * to dA with `accumulate`), B [K, N] shared or batched as in the forward; */
+ * dA = dZ B^T (times gelu'(gelu_pre) in the same dispatch when not NULL; else added to dA with
+ * `accumulate`), B [K, N] shared or batched as in the forward; */
 spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *dz, const spk_tensor *b,
                                  const spk_tensor *gelu_pre, bool accumulate, spk_tensor *da);
 /* dB = A^T dZ, summed over A's batch when dB is [K, N]; */

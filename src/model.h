@@ -118,6 +118,7 @@ typedef struct spk__train {
     spk_tensor *opt_state;   /* [4]: step, clip coefficient, norm, 0 */
     spk_tensor *opt_partial; /* [tensors]: each gradient's sum of squares */
     uint64_t steps;          /* optimizer steps taken (the device's count, mirrored) */
+    spk__recording profile;  /* the benchmark's: every dispatch timed (spk_model.profile) */
 } spk__train;
 
 void spk__train_destroy(spk_model *m);
@@ -133,6 +134,8 @@ typedef enum spk__train_phase {
 spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                              const float *target, const spk_optimizer_desc *opt, spk__train_phase upto,
                              float *loss_out);
+/* Per-dispatch GPU nanoseconds and shader names of the last profiled training run. */
+uint32_t spk__train_dispatch_times(spk_model *m, uint64_t *ns, const char **shaders, uint32_t max);
 /* Records the optimizer's step over every parameter (optimizer.c); makes its state first. */
 spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *opt);
 /* Makes the optimizer's state (zeroed moments, step 0) if the model has none. */

@@ -33,6 +33,7 @@ SPK__SHADER(copy_f4, 2);
 SPK__SHADER_WITH(copy_texel_f4, 2, 1);
 SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 3);
+SPK__SHADER_WITH(unary_texel, 3, 2);
 SPK__SHADER(loss, 5);
 SPK__SHADER(optimizer, 6);
 SPK__SHADER(dropout, 3);

@@ -428,8 +428,10 @@ int cli_bench(int argc, char **argv) {
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
         (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0 &&
-         strcmp(what, "attention") != 0 && strcmp(what, "model") != 0 && strcmp(what, "soak") != 0))
-        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm, attention, model, soak)",
+         strcmp(what, "attention") != 0 && strcmp(what, "model") != 0 && strcmp(what, "soak") != 0 &&
+         strcmp(what, "train") != 0))
+        return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm, attention, model, train, "
+                        "soak)",
                         what);
     long repeats, elements, variants, forwards;
     if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) ||
@@ -451,6 +453,7 @@ int cli_bench(int argc, char **argv) {
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
     else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
+    else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
     spk_context_destroy(ctx);
     return rc;

@@ -22,5 +22,6 @@ int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);
 int bench_attention(spk_context *ctx, int repeats);
 int bench_model(spk_context *ctx, int repeats);
 int bench_soak(spk_context *ctx, long forwards);
+int bench_train(spk_context *ctx, int repeats);
 
 #endif

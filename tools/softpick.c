@@ -25,7 +25,7 @@ static const char usage[] =
     "      [--state S.safetensors] [--resume S.safetensors] [--log-every K]\n"
     "                                       trains on the device (SPEC.md section 6)\n"
     "  selftest [--only OP]                 every kernel this device can run, against float64 references\n"
-    "  bench [softpick|matmul|layernorm|attention|model|soak] [--repeats N] [--variants 1] [--forwards N]\n"
+    "  bench [softpick|matmul|layernorm|attention|model|train|soak] [--repeats N] [--variants 1] [--forwards N]\n"
     "                                       throughput beside ceilings measured in the same run\n"
     "\n"
     "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";

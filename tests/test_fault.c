@@ -5,6 +5,7 @@
  * survived, the next operation on it succeeds with the right result; after an injected device
  * loss every call says so and destroying still works. Built only with SOFTPICK_FAULT_INJECTION. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,9 @@ typedef struct scenario {
     spk_status (*step)(spk_context *ctx, void *data);
     /* Frees what prepare and step made. */
     void (*cleanup)(void *data);
+    /* Walk every stride-th injection point (0: every one): the training step has hundreds, each
+     * a fresh context, so it walks an eighth of them, at staggered offsets. */
+    uint64_t stride;
 } scenario;
 
 /* ---- the scenarios ---------------------------------------------------------------------- */
@@ -118,15 +122,67 @@ static spk_status step_selftest(spk_context *ctx, void *data) {
     return spk_selftest(ctx, &desc, &report);
 }
 
+/* A one-layer model with a head: its first training step makes the gradients, the kept
+ * activations and the optimizer's moments, records forward, loss, backward and update. */
+static void prepare_small_model(spk_context *ctx, void **out) {
+    prepare_nothing(ctx, out);
+    op_data *d = *out;
+    spk_model_config c = spk_model_config_default(8);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 1, c.num_outputs = 3, c.window_size = 4;
+    assert_int_equal(spk_model_create(ctx, &c, &d->model), SPK_OK);
+    assert_int_equal(spk_model_init_random(d->model, 1), SPK_OK);
+}
+
+static spk_status step_train(spk_context *ctx, void *data) {
+    (void)ctx;
+    op_data *d = data;
+    float x[2 * 4 * 8], t[2] = {0, 2};
+    test_fill_random(x, 2 * 4 * 8, 8);
+    spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
+    opt.clip_norm = 1.0f;
+    return spk_model_train_step(d->model, x, 2, 4, SPK_LOSS_CROSS_ENTROPY, t, &opt, NULL);
+}
+
+/* Checkpoints written and the optimizer state read back. */
+static void prepare_trained_model(spk_context *ctx, void **out) {
+    prepare_small_model(ctx, out);
+    assert_int_equal(step_train(ctx, *out), SPK_OK);
+}
+
+static spk_status step_checkpoint(spk_context *ctx, void *data) {
+    (void)ctx;
+    op_data *d = data;
+    char path[512];
+    snprintf(path, sizeof path, "%s/fault_state.safetensors", SOFTPICK_TEST_OUTPUT);
+    spk_status s = spk_model_save_state(d->model, path);
+    if (s == SPK_OK) s = spk_model_load_state(d->model, path);
+    return s;
+}
+
+static spk_status step_backward_ops(spk_context *ctx, void *data) {
+    op_data *d = data;
+    int64_t shape[2] = {4, 60};
+    spk_tensor *da = NULL;
+    spk_status s = spk_tensor_create(ctx, 2, shape, &da);
+    spk_matmul_grads g = {.da = da, .dbias = d->gamma};
+    if (s == SPK_OK) s = spk_matmul_backward(ctx, d->x, d->w, NULL, d->y, &g);
+    if (s == SPK_OK) s = spk_softpick_backward(ctx, d->x, d->y, -1, da);
+    spk_tensor_destroy(da);
+    return s;
+}
+
 static const scenario g_scenarios[] = {
-    {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors},
-    {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors},
-    {"spk_matmul", prepare_tensors, step_matmul, cleanup_tensors},
-    {"spk_layer_norm", prepare_tensors, step_layer_norm, cleanup_tensors},
-    {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors},
-    {"safetensors load", prepare_model, step_load, cleanup_tensors},
-    {"forward pass", prepare_model, step_forward, cleanup_tensors},
-    {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors},
+    {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors, 0},
+    {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors, 0},
+    {"spk_matmul", prepare_tensors, step_matmul, cleanup_tensors, 0},
+    {"spk_layer_norm", prepare_tensors, step_layer_norm, cleanup_tensors, 0},
+    {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors, 0},
+    {"safetensors load", prepare_model, step_load, cleanup_tensors, 0},
+    {"forward pass", prepare_model, step_forward, cleanup_tensors, 0},
+    {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
+    {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
+    {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},
+    {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 8},
 };
 
 /* After a failure the context must still work: a softpick of known data, checked. */
@@ -145,7 +201,8 @@ static void check_context_works(spk_context *ctx) {
 
 static uint64_t run_scenario(const scenario *sc) {
     uint64_t points = 0;
-    for (uint64_t n = 1;; n++) {
+    uint64_t stride = sc->stride ? sc->stride : 1;
+    for (uint64_t n = 1;; n += stride) {
         spk_context *ctx = test_context(NULL);
         void *data = NULL;
         sc->prepare(ctx, &data);

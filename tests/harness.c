@@ -78,6 +78,16 @@ void test_poison(spk_tensor *t) {
     free(nan);
 }
 
+double test_rel_error(const float *got, const double *want, int64_t n) {
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (!(e <= err)) err = e;
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+    }
+    return err / (scale > 0 ? scale : 1);
+}
+
 /* The tensor as [outer, len, inner] around axis. */
 static void split(int ndim, const int64_t *shape, int axis, int64_t *outer, int64_t *len, int64_t *inner) {
     int a = axis < 0 ? axis + ndim : axis;

@@ -37,6 +37,8 @@ void test_fill_random(float *data, int64_t n, uint64_t seed);
 float *test_alloc_floats(int64_t n);
 /* NaN in every element, so outputs never written by the device show. */
 void test_poison(spk_tensor *t);
+/* max |got - want| / max |want| over n values (NaN in got gives NaN, failing any bound). */
+double test_rel_error(const float *got, const double *want, int64_t n);
 
 /* float64 softpick along `axis` of a row-major tensor. */
 void ref_softpick(const float *x, double *y, int ndim, const int64_t *shape, int axis);

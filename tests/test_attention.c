@@ -331,16 +331,6 @@ static void ref_attention_backward(const float *q, const float *k, const float *
     free(s), free(o);
 }
 
-static double max_rel(const float *got, const double *want, int64_t n) {
-    double err = 0, scale = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]);
-        if (!(e <= err)) err = e;
-        if (fabs(want[i]) > scale) scale = fabs(want[i]);
-    }
-    return err / (scale > 0 ? scale : 1);
-}
-
 /* Kernels: 0 this device's default, 1 the shuffle kernel through storage buffers, 2 the exchange
  * through shared memory (devices without fixed-size subgroup shuffles). */
 static void check_backward(spk_context *ctx, int kernel, int64_t batch, int64_t seq, int heads, int64_t hd, bool causal) {
@@ -377,8 +367,8 @@ static void check_backward(spk_context *ctx, int kernel, int64_t batch, int64_t 
     for (int64_t b = 0; b < batch; b++)
         ref_attention_backward(a.q + b * row, a.k + b * row, a.v + b * row, g + b * row, seq, heads, hd, causal,
                                want + 3 * n + b * heads * seq, want + b * row, want + n + b * row, want + 2 * n + b * row);
-    double e[4] = {max_rel(got, want, n), max_rel(got + n, want + n, n), max_rel(got + 2 * n, want + 2 * n, n),
-                   max_rel(got + 3 * n, want + 3 * n, batch * heads * seq)};
+    double e[4] = {test_rel_error(got, want, n), test_rel_error(got + n, want + n, n), test_rel_error(got + 2 * n, want + 2 * n, n),
+                   test_rel_error(got + 3 * n, want + 3 * n, batch * heads * seq)};
     if (!(e[0] <= 2e-5 && e[1] <= 2e-5 && e[2] <= 2e-5 && e[3] <= 1e-5))
         fail_msg("attention backward (kernel %d) seq %lld heads %d head_dim %lld causal %d: dq %.3g dk %.3g dv %.3g r %.3g",
                  kernel, (long long)seq, heads, (long long)hd, causal, e[0], e[1], e[2], e[3]);

@@ -144,16 +144,6 @@ static spk_tensor *tensor(spk_context *ctx, int ndim, const int64_t *shape, cons
     return t;
 }
 
-static double rel_error(const float *got, const double *want, int64_t n) {
-    double err = 0, scale = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]);
-        if (!(e <= err)) err = e;
-        if (fabs(want[i]) > scale) scale = fabs(want[i]);
-    }
-    return err / (scale > 0 ? scale : 1);
-}
-
 /* The forward keeping its stats, then the backward: stats, dx, dgamma and dbeta against float64
  * (x offset by `mean` so the stats matter), overwriting or accumulating. */
 static void check_backward(spk_context *ctx, int64_t rows, int64_t n, float mean, bool accumulate) {
@@ -200,8 +190,8 @@ static void check_backward(spk_context *ctx, int64_t rows, int64_t n, float mean
             want[r * n + i] += rstd * (gv - mg - xhat * mgx);
         }
     }
-    double e[4] = {rel_error(got, want, count), rel_error(got + count, want + count, n),
-                   rel_error(got + count + n, want + count + n, n), rel_error(got + count + 2 * n, want + count + 2 * n, 2 * rows)};
+    double e[4] = {test_rel_error(got, want, count), test_rel_error(got + count, want + count, n),
+                   test_rel_error(got + count + n, want + count + n, n), test_rel_error(got + count + 2 * n, want + count + 2 * n, 2 * rows)};
     /* A row offset by 1e3 keeps float32's rounding of its mean (as PyTorch's saved mean does). */
     double bound = mean != 0 ? 1e-3 : 1e-5;
     if (!(e[0] <= bound && e[1] <= bound && e[2] <= 1e-5 && e[3] <= 1e-5))

@@ -168,17 +168,6 @@ static void test_errors(void **state) {
 
 static double gelu_grad64(double x) { return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / 2.5066282746310002; }
 
-/* max |got - want| / max |want| (NaN in got fails). */
-static double rel_error(const float *got, const double *want, int64_t n) {
-    double err = 0, scale = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]);
-        if (!(e <= err)) err = e;
-        if (fabs(want[i]) > scale) scale = fabs(want[i]);
-    }
-    return err / (scale > 0 ? scale : 1);
-}
-
 /* The forward with its pre-activation kept, then spk_matmul_backward: dA, dB and dbias against
  * float64, overwriting or accumulating onto random values. */
 static void check_backward(spk_context *ctx, const spk__matmul_tuning *tuning, int64_t batch, int64_t m, int64_t n,
@@ -239,8 +228,8 @@ static void check_backward(spk_context *ctx, const spk__matmul_tuning *tuning, i
     assert_int_equal(spk_tensor_download(tda, got, a_count), SPK_OK);
     assert_int_equal(spk_tensor_download(tdb, got + a_count, b_count), SPK_OK);
     assert_int_equal(spk_tensor_download(tdbias, got + a_count + b_count, n), SPK_OK);
-    double e[3] = {rel_error(got, wa, a_count), rel_error(got + a_count, wb, b_count),
-                   rel_error(got + a_count + b_count, wbias, n)};
+    double e[3] = {test_rel_error(got, wa, a_count), test_rel_error(got + a_count, wb, b_count),
+                   test_rel_error(got + a_count + b_count, wbias, n)};
     if (!(e[0] <= 1e-5 && e[1] <= 1e-5 && e[2] <= 1e-5))
         fail_msg("matmul backward batch %lld m %lld n %lld k %lld (batched B %d gelu %d accumulate %d): relative "
                  "errors dA %.3g dB %.3g dbias %.3g", (long long)batch, (long long)m, (long long)n, (long long)k,

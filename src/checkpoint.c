@@ -32,14 +32,8 @@ static spk_status spk__save(spk_model *m, const spk__weights *const *sets, const
         for (uint32_t i = 0; i < n && s == SPK_OK; i++, o++) {
             const spk__param *p = &params[k][i];
             snprintf(names[o], sizeof names[o], "%s%s", prefixes[k], p->name);
-            float *all = spk__malloc((size_t)p->tensor->count * sizeof *all);
             datas[o] = spk__malloc((size_t)(p->rows * p->cols) * sizeof *datas[o]);
-            if (!all || !datas[o]) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-            if (s == SPK_OK) s = spk_tensor_download(p->tensor, all, p->tensor->count);
-            int64_t stride = p->tensor->shape[p->tensor->ndim - 1];
-            for (int64_t r = 0; s == SPK_OK && r < p->rows; r++)
-                memcpy(datas[o] + r * p->cols, all + r * stride + p->column, (size_t)p->cols * sizeof(float));
-            free(all);
+            s = datas[o] ? spk__param_download(m, p, datas[o]) : spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
             outs[o] = (spk__st_output){names[o], p->ndim, {p->ndim == 2 ? p->rows : p->cols, p->cols}, datas[o]};
         }
     const spk_model_config *c = &m->cfg;

@@ -102,6 +102,17 @@ static void spk__image_put(float *image, const spk__param *p, const float *value
         memcpy(image + r * stride + p->column, values + r * p->cols, (size_t)p->cols * sizeof *values);
 }
 
+spk_status spk__param_download(spk_model *m, const spk__param *p, float *out) {
+    float *all = spk__malloc((size_t)p->tensor->count * sizeof *all);
+    if (!all) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory reading '%s'", p->name);
+    spk_status s = spk_tensor_download(p->tensor, all, p->tensor->count);
+    int64_t stride = p->tensor->shape[p->tensor->ndim - 1];
+    for (int64_t r = 0; s == SPK_OK && r < p->rows; r++)
+        memcpy(out + r * p->cols, all + r * stride + p->column, (size_t)p->cols * sizeof *out);
+    free(all);
+    return s;
+}
+
 static spk_status spk__images_upload(spk_model *m, spk__images *im) {
     spk_status s = SPK_OK;
     for (uint32_t i = 0; i < im->count && s == SPK_OK; i++)

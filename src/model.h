@@ -158,6 +158,8 @@ typedef struct spk__param {
 /* Lists the parameters (SPEC.md section 3 names) of `w` (the model's weights, or gradients or
  * moments of the same layout); returns how many, or 0 when out of memory. */
 uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param **out);
+/* Downloads a [rows, cols] parameter from its place in its tensor (spk__image_put's inverse). */
+spk_status spk__param_download(spk_model *m, const spk__param *p, float *out);
 struct spk__safetensors;
 /* Loads weights `w` (the model's, or moments of its layout) from the tensors named prefix + the
  * parameter names (prefix NULL: exactly the parameters, nothing else); checks everything first. */

@@ -383,15 +383,7 @@ static spk_status spk__get_param(spk_model *m, const spk__weights *w, const char
     else if (count != p->rows * p->cols)
         s = spk__fail(m->ctx, SPK_ERROR_SHAPE, "parameter '%s' has %lld elements, not %lld", name,
                       (long long)(p->rows * p->cols), (long long)count);
-    float *all = s == SPK_OK ? spk__malloc((size_t)p->tensor->count * sizeof *all) : NULL;
-    if (s == SPK_OK && !all) s = spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    if (s == SPK_OK) s = spk_tensor_download(p->tensor, all, p->tensor->count);
-    if (s == SPK_OK) {
-        int64_t stride = p->tensor->shape[p->tensor->ndim - 1];
-        for (int64_t r = 0; r < p->rows; r++)
-            memcpy(out + r * p->cols, all + r * stride + p->column, (size_t)p->cols * sizeof *out);
-    }
-    free(all);
+    if (s == SPK_OK) s = spk__param_download(m, p, out);
     free(params);
     return s;
 }

@@ -53,7 +53,7 @@ spk_status spk__optimizer_prepare(spk_model *m) {
     return s;
 }
 
-static spk_status spk__check_optimizer(spk_context *ctx, const spk_optimizer_desc *o) {
+spk_status spk__optimizer_check(spk_context *ctx, const spk_optimizer_desc *o) {
     const char *why = NULL;
     if (!o) why = "the optimizer description is NULL";
     else if ((unsigned)o->kind > SPK_OPTIMIZER_SGD) why = "unknown optimizer";
@@ -110,7 +110,7 @@ spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *o)
 
 spk_status spk_model_step(spk_model *m, const spk_optimizer_desc *opt) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_status s = spk__check_optimizer(m->ctx, opt);
+    spk_status s = spk__optimizer_check(m->ctx, opt);
     if (s == SPK_OK && !m->train) s = spk_model_zero_grad(m);
     if (s == SPK_OK) s = spk__optimizer_prepare(m);
     if (s != SPK_OK) return s;
@@ -122,7 +122,6 @@ spk_status spk_model_step(spk_model *m, const spk_optimizer_desc *opt) {
     return s;
 }
 
-spk_status spk__optimizer_check(spk_context *ctx, const spk_optimizer_desc *opt) { return spk__check_optimizer(ctx, opt); }
 
 spk_status spk_model_get_step(spk_model *m, int64_t *step) {
     if (!m || !step) return SPK_ERROR_INVALID_ARGUMENT;

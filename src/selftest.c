@@ -291,6 +291,17 @@ static void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, 
     spk__st_free(&b);
 }
 
+const char *const spk__st_matmul_kernel_names[4] = {"shared-memory tiles", "register blocks",
+                                                   "subgroup shuffles, storage-buffer reads",
+                                                   "subgroup shuffles, texel reads"};
+
+void spk__st_matmul_kernels(const spk_context *ctx, spk__matmul_tuning kernels[4]) {
+    spk__matmul_tuning_tiles(ctx, &kernels[0]);
+    kernels[1] = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
+    spk__matmul_tuning_shuffle(ctx, false, &kernels[2]);
+    spk__matmul_tuning_shuffle(ctx, true, &kernels[3]);
+}
+
 static void spk__st_matmul(spk__selftest *st) {
     if (!spk__st_wanted(st, "matmul")) return;
     spk_context *ctx = st->ctx;
@@ -304,12 +315,8 @@ static void spk__st_matmul(spk__selftest *st) {
                                       "+= into C (residual in place)"};
     spk__matmul_tuning defaults, kernels[4];
     spk__matmul_tuning_defaults(ctx, &defaults);
-    spk__matmul_tuning_tiles(ctx, &kernels[0]);
-    kernels[1] = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
-    spk__matmul_tuning_shuffle(ctx, false, &kernels[2]);
-    spk__matmul_tuning_shuffle(ctx, true, &kernels[3]);
-    static const char *names[] = {"shared-memory tiles", "register blocks", "subgroup shuffles, storage-buffer reads",
-                                  "subgroup shuffles, texel reads"};
+    spk__st_matmul_kernels(ctx, kernels);
+    const char *const *names = spk__st_matmul_kernel_names;
     bool shuffles = caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size;
     for (int kernel = 0; kernel < 4; kernel++)
         for (int e = 0; e < 5 && st->fatal == SPK_OK; e++) {

@@ -4,6 +4,7 @@
 #define SOFTPICK_SELFTEST_H
 
 #include "internal.h"
+#include "matmul_plan.h"
 
 typedef struct spk__selftest {
     spk_context *ctx;
@@ -40,6 +41,10 @@ spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, co
 /* NULL once anything failed: a case checks only its last allocation. */
 void *spk__st_alloc(spk__selftest *st, spk__st_buffers *b, int64_t count, size_t size);
 void spk__st_free(spk__st_buffers *b);
+/* The four matmul kernels every matmul line runs (tiles, register blocks, shuffles through
+ * storage buffers and through texel views), tuned for this device, and their names. */
+void spk__st_matmul_kernels(const spk_context *ctx, spk__matmul_tuning kernels[4]);
+extern const char *const spk__st_matmul_kernel_names[4];
 /* The backward kernels' lines (selftest_backward.c). */
 void spk__st_backward(spk__selftest *st);
 

@@ -91,12 +91,8 @@ static void spk__st_matmul_backward(spk__selftest *st) {
     const spk__device_caps *caps = &ctx->caps;
     spk__matmul_tuning defaults, kernels[4];
     spk__matmul_tuning_defaults(ctx, &defaults);
-    spk__matmul_tuning_tiles(ctx, &kernels[0]);
-    kernels[1] = (spk__matmul_tuning){.wg_x = 8, .wg_y = 8, .tm = 4, .tn = 4, .bk = 16, .shared = false};
-    spk__matmul_tuning_shuffle(ctx, false, &kernels[2]);
-    spk__matmul_tuning_shuffle(ctx, true, &kernels[3]);
-    static const char *names[] = {"shared-memory tiles", "register blocks", "subgroup shuffles, storage-buffer reads",
-                                  "subgroup shuffles, texel reads"};
+    spk__st_matmul_kernels(ctx, kernels);
+    const char *const *names = spk__st_matmul_kernel_names;
     /* Stored rows all awkward, then all whole vec4s: each layout is its own pipeline (on CPU
      * drivers an LLVM compile each), so the alternatives to this device's kernel run the first. */
     static const int64_t shapes[][5] = {{1, 7, 33, 65, 1}, {2, 33, 7, 17, 0}, {3, 5, 9, 1, 1}, {2, 12, 8, 16, 1}};

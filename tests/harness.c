@@ -78,6 +78,14 @@ void test_poison(spk_tensor *t) {
     free(nan);
 }
 
+spk_tensor *test_tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
+    spk_tensor *t = NULL;
+    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
+    if (data) assert_int_equal(spk_tensor_upload(t, data, spk_tensor_count(t)), SPK_OK);
+    else test_poison(t);
+    return t;
+}
+
 double test_rel_error(const float *got, const double *want, int64_t n) {
     double err = 0, scale = 0;
     for (int64_t i = 0; i < n; i++) {

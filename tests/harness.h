@@ -37,6 +37,8 @@ void test_fill_random(float *data, int64_t n, uint64_t seed);
 float *test_alloc_floats(int64_t n);
 /* NaN in every element, so outputs never written by the device show. */
 void test_poison(spk_tensor *t);
+/* A tensor of ctx holding `data`, or poisoned with NaN (an output) when data is NULL. */
+spk_tensor *test_tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data);
 /* max |got - want| / max |want| over n values (NaN in got gives NaN, failing any bound). */
 double test_rel_error(const float *got, const double *want, int64_t n);
 

@@ -136,14 +136,6 @@ static void test_in_place_and_epsilon(void **state) {
 
 /* ---- backward ------------------------------------------------------------------------------- */
 
-static spk_tensor *tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
-    spk_tensor *t = NULL;
-    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
-    if (data) assert_int_equal(spk_tensor_upload(t, data, spk_tensor_count(t)), SPK_OK);
-    else test_poison(t);
-    return t;
-}
-
 /* The forward keeping its stats, then the backward: stats, dx, dgamma and dbeta against float64
  * (x offset by `mean` so the stats matter), overwriting or accumulating. */
 static void check_backward(spk_context *ctx, int64_t rows, int64_t n, float mean, bool accumulate) {
@@ -153,11 +145,11 @@ static void check_backward(spk_context *ctx, int64_t rows, int64_t n, float mean
     test_fill_random(x, count, (uint64_t)(rows * 31 + n)), test_fill_random(dy, count, 3);
     test_fill_random(gamma, n, 4), test_fill_random(beta, n, 5), test_fill_random(init, count + 2 * n, 6);
     for (int64_t i = 0; i < count; i++) x[i] += mean;
-    spk_tensor *tx = tensor(ctx, 2, xs, x), *tdy = tensor(ctx, 2, xs, dy), *tg = tensor(ctx, 1, gs, gamma);
-    spk_tensor *tb = tensor(ctx, 1, gs, beta), *ty = tensor(ctx, 2, xs, NULL), *tst = tensor(ctx, 2, ss, NULL);
-    spk_tensor *tdx = tensor(ctx, 2, xs, accumulate ? init : NULL);
-    spk_tensor *tdg = tensor(ctx, 1, gs, accumulate ? init + count : NULL);
-    spk_tensor *tdb = tensor(ctx, 1, gs, accumulate ? init + count + n : NULL);
+    spk_tensor *tx = test_tensor(ctx, 2, xs, x), *tdy = test_tensor(ctx, 2, xs, dy), *tg = test_tensor(ctx, 1, gs, gamma);
+    spk_tensor *tb = test_tensor(ctx, 1, gs, beta), *ty = test_tensor(ctx, 2, xs, NULL), *tst = test_tensor(ctx, 2, ss, NULL);
+    spk_tensor *tdx = test_tensor(ctx, 2, xs, accumulate ? init : NULL);
+    spk_tensor *tdg = test_tensor(ctx, 1, gs, accumulate ? init + count : NULL);
+    spk_tensor *tdb = test_tensor(ctx, 1, gs, accumulate ? init + count + n : NULL);
     spk_layer_norm_desc desc = {.stats = tst};
     if (spk__layer_norm_tuned(ctx, g_tuning, tx, tg, tb, &desc, ty) != SPK_OK) fail_msg("%s", spk_context_last_error(ctx));
     spk_layer_norm_grads grads = {.dx = tdx, .dgamma = tdg, .dbeta = tdb, .accumulate = accumulate};
@@ -234,8 +226,8 @@ static void test_backward_errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
     int64_t xs[2] = {3, 4}, ss[2] = {3, 2}, bad_s[2] = {3, 4}, gs[1] = {4};
-    spk_tensor *x = tensor(ctx, 2, xs, NULL), *st = tensor(ctx, 2, ss, NULL), *bad = tensor(ctx, 2, bad_s, NULL);
-    spk_tensor *g = tensor(ctx, 1, gs, NULL), *dx = tensor(ctx, 2, xs, NULL), *dy = tensor(ctx, 2, xs, NULL);
+    spk_tensor *x = test_tensor(ctx, 2, xs, NULL), *st = test_tensor(ctx, 2, ss, NULL), *bad = test_tensor(ctx, 2, bad_s, NULL);
+    spk_tensor *g = test_tensor(ctx, 1, gs, NULL), *dx = test_tensor(ctx, 2, xs, NULL), *dy = test_tensor(ctx, 2, xs, NULL);
     spk_layer_norm_grads grads = {.dx = dx};
     assert_int_equal(spk_layer_norm_backward(ctx, x, g, bad, dy, &grads), SPK_ERROR_SHAPE);
     assert_non_null(strstr(spk_context_last_error(ctx), "stats"));

@@ -6,14 +6,6 @@
 
 #include "harness.h"
 
-static spk_tensor *tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
-    spk_tensor *t = NULL;
-    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
-    if (data) assert_int_equal(spk_tensor_upload(t, data, spk_tensor_count(t)), SPK_OK);
-    else test_poison(t);
-    return t;
-}
-
 /* One loss of `rows` rows of n against float64: loss within 1e-6 relative, dy within 1e-5. */
 static void check(spk_context *ctx, spk_loss_kind kind, int64_t rows, int64_t n, float logit_scale) {
     int64_t ys[2] = {rows, n}, one = 1, count = rows * n;
@@ -23,8 +15,8 @@ static void check(spk_context *ctx, spk_loss_kind kind, int64_t rows, int64_t n,
     for (int64_t i = 0; i < count; i++) y[i] *= logit_scale;
     if (kind == SPK_LOSS_CROSS_ENTROPY)
         for (int64_t r = 0; r < rows; r++) t[r] = (float)((r * 7 + 3) % n);
-    spk_tensor *ty = tensor(ctx, 2, ys, y), *tt = tensor(ctx, kind == SPK_LOSS_MSE ? 2 : 1, ys, t);
-    spk_tensor *tl = tensor(ctx, 1, &one, NULL), *tdy = tensor(ctx, 2, ys, NULL);
+    spk_tensor *ty = test_tensor(ctx, 2, ys, y), *tt = test_tensor(ctx, kind == SPK_LOSS_MSE ? 2 : 1, ys, t);
+    spk_tensor *tl = test_tensor(ctx, 1, &one, NULL), *tdy = test_tensor(ctx, 2, ys, NULL);
     assert_int_equal(spk_loss(ctx, kind, ty, tt, tl, tdy), SPK_OK);
     assert_int_equal(spk_tensor_download(tl, &loss, 1), SPK_OK);
     assert_int_equal(spk_tensor_download(tdy, dy, count), SPK_OK);
@@ -85,7 +77,7 @@ static void bad_class_gives_nan(void **state) {
     spk_context *ctx = test_shared_context();
     int64_t ys[2] = {2, 3}, one = 1;
     float y[6] = {1, 2, 3, 4, 5, 6}, t[2] = {1, 3}, loss;
-    spk_tensor *ty = tensor(ctx, 2, ys, y), *tt = tensor(ctx, 1, ys, t), *tl = tensor(ctx, 1, &one, NULL);
+    spk_tensor *ty = test_tensor(ctx, 2, ys, y), *tt = test_tensor(ctx, 1, ys, t), *tl = test_tensor(ctx, 1, &one, NULL);
     assert_int_equal(spk_loss(ctx, SPK_LOSS_CROSS_ENTROPY, ty, tt, tl, NULL), SPK_OK);
     assert_int_equal(spk_tensor_download(tl, &loss, 1), SPK_OK);
     assert_true(isnan(loss));
@@ -97,8 +89,8 @@ static void errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
     int64_t ys[2] = {2, 3}, other[2] = {3, 2}, two = 2;
-    spk_tensor *y = tensor(ctx, 2, ys, NULL), *bad = tensor(ctx, 2, other, NULL), *l2 = tensor(ctx, 1, &two, NULL);
-    spk_tensor *l = tensor(ctx, 1, (int64_t[]){1}, NULL);
+    spk_tensor *y = test_tensor(ctx, 2, ys, NULL), *bad = test_tensor(ctx, 2, other, NULL), *l2 = test_tensor(ctx, 1, &two, NULL);
+    spk_tensor *l = test_tensor(ctx, 1, (int64_t[]){1}, NULL);
     assert_int_equal(spk_loss(ctx, SPK_LOSS_MSE, y, bad, l, NULL), SPK_ERROR_SHAPE);
     assert_int_equal(spk_loss(ctx, SPK_LOSS_CROSS_ENTROPY, y, y, l, NULL), SPK_ERROR_SHAPE);
     assert_int_equal(spk_loss(ctx, SPK_LOSS_CROSS_ENTROPY, y, l2, l2, NULL), SPK_ERROR_SHAPE); /* loss is [1] */

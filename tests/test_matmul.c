@@ -8,14 +8,6 @@
 #include "harness.h"
 #include "matmul_plan.h"
 
-static spk_tensor *make(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
-    spk_tensor *t = NULL;
-    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
-    if (data) assert_int_equal(spk_tensor_upload(t, data, spk_tensor_count(t)), SPK_OK);
-    else test_poison(t);
-    return t;
-}
-
 static double gelu64(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
 /* One matmul [batch, m, k] x [k, n] (or batched B) with the given epilogue; checks the relative
@@ -30,10 +22,10 @@ static void check_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, int
     test_fill_random(b, b_count, (uint64_t)(n * 3 + k));
     test_fill_random(bv, n, 5);
     test_fill_random(rv, c_count, 6);
-    spk_tensor *ta = make(ctx, 3, as, a);
-    spk_tensor *tb = batched_b ? make(ctx, 3, bs, b) : make(ctx, 2, bs + 1, b);
-    spk_tensor *tbias = bias ? make(ctx, 1, ns, bv) : NULL;
-    spk_tensor *tc = make(ctx, 3, cs, residual ? rv : NULL);
+    spk_tensor *ta = test_tensor(ctx, 3, as, a);
+    spk_tensor *tb = batched_b ? test_tensor(ctx, 3, bs, b) : test_tensor(ctx, 2, bs + 1, b);
+    spk_tensor *tbias = bias ? test_tensor(ctx, 1, ns, bv) : NULL;
+    spk_tensor *tc = test_tensor(ctx, 3, cs, residual ? rv : NULL);
     /* The residual is C itself: the model's x = x + dense(...). */
     spk_matmul_desc desc = {.bias = tbias, .activation = gelu ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
                             .residual = residual ? tc : NULL};
@@ -136,13 +128,13 @@ static void test_errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
     int64_t a_s[2] = {4, 5}, b_s[2] = {5, 6}, c_s[2] = {4, 6}, bad_b[2] = {4, 6}, vec[1] = {5}, n7[1] = {7};
-    spk_tensor *a = make(ctx, 2, a_s, NULL), *b = make(ctx, 2, b_s, NULL), *c = make(ctx, 2, c_s, NULL);
-    spk_tensor *wrong_b = make(ctx, 2, bad_b, NULL), *v = make(ctx, 1, vec, NULL), *bias7 = make(ctx, 1, n7, NULL);
+    spk_tensor *a = test_tensor(ctx, 2, a_s, NULL), *b = test_tensor(ctx, 2, b_s, NULL), *c = test_tensor(ctx, 2, c_s, NULL);
+    spk_tensor *wrong_b = test_tensor(ctx, 2, bad_b, NULL), *v = test_tensor(ctx, 1, vec, NULL), *bias7 = test_tensor(ctx, 1, n7, NULL);
     assert_int_equal(spk_matmul(ctx, a, wrong_b, NULL, c), SPK_ERROR_SHAPE);
     assert_non_null(strstr(spk_context_last_error(ctx), "inner dimensions"));
     assert_int_equal(spk_matmul(ctx, v, b, NULL, c), SPK_ERROR_SHAPE);
     int64_t transposed[2] = {6, 4};
-    spk_tensor *bad_c = make(ctx, 2, transposed, NULL);
+    spk_tensor *bad_c = test_tensor(ctx, 2, transposed, NULL);
     assert_int_equal(spk_matmul(ctx, a, b, NULL, bad_c), SPK_ERROR_SHAPE);
     assert_string_equal(spk_context_last_error(ctx), "matmul C has shape [6, 4], expected [4, 6]");
     spk_tensor_destroy(bad_c);
@@ -153,7 +145,7 @@ static void test_errors(void **state) {
     assert_int_equal(spk_matmul(ctx, a, b, &d, c), SPK_ERROR_INVALID_ARGUMENT);
     assert_int_equal(spk_matmul(ctx, a, b, NULL, NULL), SPK_ERROR_INVALID_ARGUMENT);
     int64_t sq[2] = {5, 5};
-    spk_tensor *s = make(ctx, 2, sq, NULL);
+    spk_tensor *s = test_tensor(ctx, 2, sq, NULL);
     assert_int_equal(spk_matmul(ctx, s, s, NULL, s), SPK_ERROR_INVALID_ARGUMENT); /* C overlaps A */
     /* Sizes past 32-bit element offsets cannot even be made as tensors. */
     int64_t huge[2] = {65536, 65536};
@@ -181,12 +173,12 @@ static void check_backward(spk_context *ctx, const spk__matmul_tuning *tuning, i
     test_fill_random(a, a_count, (uint64_t)(m * 7 + k)), test_fill_random(b, b_count, (uint64_t)(n * 3 + k));
     test_fill_random(bias, n, 5), test_fill_random(dc, c_count, 9);
     test_fill_random(da0, a_count, 11), test_fill_random(db0, b_count, 12), test_fill_random(dbias0, n, 13);
-    spk_tensor *ta = make(ctx, 3, as, a), *tb = batched_b ? make(ctx, 3, bs, b) : make(ctx, 2, bs + 1, b);
-    spk_tensor *tbias = make(ctx, 1, ns, bias), *tc = make(ctx, 3, cs, NULL), *tpre = make(ctx, 3, cs, NULL);
-    spk_tensor *tdc = make(ctx, 3, cs, dc);
-    spk_tensor *tda = make(ctx, 3, as, accumulate ? da0 : NULL);
-    spk_tensor *tdb = batched_b ? make(ctx, 3, bs, accumulate ? db0 : NULL) : make(ctx, 2, bs + 1, accumulate ? db0 : NULL);
-    spk_tensor *tdbias = make(ctx, 1, ns, accumulate ? dbias0 : NULL);
+    spk_tensor *ta = test_tensor(ctx, 3, as, a), *tb = batched_b ? test_tensor(ctx, 3, bs, b) : test_tensor(ctx, 2, bs + 1, b);
+    spk_tensor *tbias = test_tensor(ctx, 1, ns, bias), *tc = test_tensor(ctx, 3, cs, NULL), *tpre = test_tensor(ctx, 3, cs, NULL);
+    spk_tensor *tdc = test_tensor(ctx, 3, cs, dc);
+    spk_tensor *tda = test_tensor(ctx, 3, as, accumulate ? da0 : NULL);
+    spk_tensor *tdb = batched_b ? test_tensor(ctx, 3, bs, accumulate ? db0 : NULL) : test_tensor(ctx, 2, bs + 1, accumulate ? db0 : NULL);
+    spk_tensor *tdbias = test_tensor(ctx, 1, ns, accumulate ? dbias0 : NULL);
     spk_matmul_desc desc = {.bias = tbias, .activation = gelu ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
                             .pre_activation = tpre};
     if (spk__matmul_tuned(ctx, tuning, ta, tb, &desc, tc) != SPK_OK) fail_msg("%s", spk_context_last_error(ctx));
@@ -303,8 +295,8 @@ static void test_backward_errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
     int64_t a_s[2] = {4, 5}, b_s[2] = {5, 6}, c_s[2] = {4, 6}, n6[1] = {6};
-    spk_tensor *a = make(ctx, 2, a_s, NULL), *b = make(ctx, 2, b_s, NULL), *dc = make(ctx, 2, c_s, NULL);
-    spk_tensor *da = make(ctx, 2, a_s, NULL), *dbias = make(ctx, 1, n6, NULL);
+    spk_tensor *a = test_tensor(ctx, 2, a_s, NULL), *b = test_tensor(ctx, 2, b_s, NULL), *dc = test_tensor(ctx, 2, c_s, NULL);
+    spk_tensor *da = test_tensor(ctx, 2, a_s, NULL), *dbias = test_tensor(ctx, 1, n6, NULL);
     spk_matmul_desc gelu = {.activation = SPK_ACTIVATION_GELU};
     spk_matmul_grads g = {.da = da};
     assert_int_equal(spk_matmul_backward(ctx, a, b, &gelu, dc, &g), SPK_ERROR_INVALID_ARGUMENT);
@@ -332,7 +324,7 @@ static void test_gelu_backward(void **state) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)(-10.0 + 20.0 * (double)i / (double)(n - 1));
     test_fill_random(dy, n, 3);
     int64_t shape[1] = {n};
-    spk_tensor *tx = make(ctx, 1, shape, x), *tdy = make(ctx, 1, shape, dy);
+    spk_tensor *tx = test_tensor(ctx, 1, shape, x), *tdy = test_tensor(ctx, 1, shape, dy);
     assert_int_equal(spk_gelu_backward(ctx, tx, tdy, tdy), SPK_OK);
     assert_int_equal(spk_tensor_download(tdy, got, n), SPK_OK);
     double worst = 0;
@@ -343,7 +335,7 @@ static void test_gelu_backward(void **state) {
     printf("gelu backward: max error %.3g\n", worst);
     assert_true(worst <= 1e-6);
     int64_t other[1] = {7};
-    spk_tensor *t7 = make(ctx, 1, other, NULL);
+    spk_tensor *t7 = test_tensor(ctx, 1, other, NULL);
     assert_int_equal(spk_gelu_backward(ctx, tx, t7, tdy), SPK_ERROR_SHAPE);
     spk_tensor_destroy(tx), spk_tensor_destroy(tdy), spk_tensor_destroy(t7);
     free(x), free(dy), free(got);
@@ -358,7 +350,7 @@ static void test_erf_and_gelu(void **state) {
     float *x = test_alloc_floats(n), *y = test_alloc_floats(n);
     for (int64_t i = 0; i < n; i++) x[i] = (float)(-10.0 + 20.0 * (double)i / (double)(n - 1));
     int64_t shape[1] = {n};
-    spk_tensor *tx = make(ctx, 1, shape, x), *ty = make(ctx, 1, shape, NULL);
+    spk_tensor *tx = test_tensor(ctx, 1, shape, x), *ty = test_tensor(ctx, 1, shape, NULL);
     assert_int_equal(spk__unary(ctx, SPK__UNARY_ERF, tx, NULL, ty), SPK_OK);
     assert_int_equal(spk_tensor_download(ty, y, n), SPK_OK);
     double worst = 0;

@@ -2,7 +2,8 @@
 // Inverted dropout (SPEC.md section 6), training only, with its mask drawn from a counter-based
 // generator: element i of site `site` at step `step` is kept when hash(seed, step, site, i) is at
 // least `threshold` (rate * 2^32), so a seeded run is reproducible and the backward recomputes
-// the forward's mask instead of storing it.
+// the forward's mask instead of storing it. The step is the optimizer's count on the device, so
+// a recorded training step replays with a new mask every step.
 //   MODE 0, forward:  out = residual + keep * y / (1 - rate)
 //   MODE 1, backward: out = keep * dy / (1 - rate)
 layout(local_size_x_id = 0) in;
@@ -11,9 +12,10 @@ layout(constant_id = 1) const uint MODE = 0;
 layout(set = 0, binding = 0) readonly buffer Residual { float residual[]; };
 layout(set = 0, binding = 1) readonly buffer Y { float y[]; };
 layout(set = 0, binding = 2) writeonly buffer Out { float o[]; };
+layout(set = 0, binding = 3) readonly buffer Step { float step_state[]; }; // [0]: the step count
 
 layout(push_constant) uniform Push {
-    uint n, seed_lo, seed_hi, step, site, threshold;
+    uint n, seed_lo, seed_hi, site, threshold;
     float scale; // 1 / (1 - rate)
 } pc;
 
@@ -33,7 +35,7 @@ void main() {
     if (i >= pc.n) return;
     uint h = mix32(pc.seed_lo ^ 0x9e3779b9u);
     h = mix32(h ^ pc.seed_hi);
-    h = mix32(h ^ pc.step);
+    h = mix32(h ^ uint(step_state[0]));
     h = mix32(h ^ (pc.site * 0x27d4eb2fu));
     h = mix32(h ^ i);
     float kept = h >= pc.threshold ? y[i] * pc.scale : 0.0;

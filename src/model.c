@@ -318,6 +318,7 @@ static void spk__recordings_clear(spk_model *m) {
 
 static void spk__activations_destroy(spk_model *m) {
     spk__recordings_clear(m);
+    spk__train_forget(m);
     spk_tensor *const all[] = {m->input, m->x, m->normed, m->qkv, m->attended, m->ffn, m->last, m->output, m->mean_weights};
     for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
     m->input = m->x = m->normed = m->qkv = m->attended = m->ffn = m->last = m->output = m->mean_weights = NULL;
@@ -584,12 +585,12 @@ spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t si
                                const spk_tensor *residual, const spk_tensor *y, spk_tensor *out) {
     double threshold = (double)k->dropout * 4294967296.0;
     struct {
-        uint32_t n, seed_lo, seed_hi, step, site, threshold;
+        uint32_t n, seed_lo, seed_hi, site, threshold;
         float scale;
-    } push = {(uint32_t)y->count, (uint32_t)k->seed, (uint32_t)(k->seed >> 32), k->step, site,
+    } push = {(uint32_t)y->count, (uint32_t)k->seed, (uint32_t)(k->seed >> 32), site,
               threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold, (float)(1.0 / (1.0 - k->dropout))};
     uint32_t spec[2] = {64, backward};
-    spk__dispatch_desc d = {.bindings = {residual ? residual->ref : y->ref, y->ref, out->ref}, .written_mask = 0x4,
+    spk__dispatch_desc d = {.bindings = {residual ? residual->ref : y->ref, y->ref, out->ref, k->step}, .written_mask = 0x4,
                             .push = &push, .push_size = sizeof push};
     spk_status s = spk__grid(ctx, (y->count + 63) / 64, d.groups);
     if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_dropout, spec, 2, 0, &d.pipeline);

@@ -74,10 +74,10 @@ typedef struct spk__acts {
     spk_tensor *pooled;         /* [rows, hidden]: mode mean: the mean over positions */
     spk_tensor *drop_tmp;       /* [rows, hidden]: a block's output before its dropout */
     /* Dropout of this forward (rate 0: none): masks from (seed, step, site = 2 layer + 0 for
-     * attention, 1 for the feed-forward). */
+     * attention, 1 for the feed-forward), the step read on the device from `step` (a float). */
     float dropout;
     uint64_t seed;
-    uint32_t step;
+    spk__buffer_ref step;
 } spk__acts;
 
 /* Records inverted dropout: forward out = residual + mask(y) / (1 - rate), or with `backward`
@@ -94,6 +94,26 @@ void spk__layer_views(const spk__layer_acts *k, int64_t batch, int64_t seq, int6
 
 /* A tensor over the first elements of `t` with another shape (never destroyed). */
 spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape);
+
+/* A training step's phases, in order. */
+typedef enum spk__train_phase {
+    SPK__PHASE_FORWARD = 0,
+    SPK__PHASE_LOSS,
+    SPK__PHASE_BACKWARD,
+    SPK__PHASE_STEP, /* zeroing the gradients, the above, and the optimizer */
+} spk__train_phase;
+
+/* What a recorded training step bakes in: replayed only while all of it is the same. */
+typedef struct spk__step_key {
+    int64_t batch, seq;
+    spk_output_mode mode;
+    spk_loss_kind loss;
+    spk__train_phase upto;
+    bool has_opt, profile;
+    spk_optimizer_desc opt;
+    float dropout;
+    uint64_t seed;
+} spk__step_key;
 
 /* The training state of a model, made on first use (inference never pays for it). */
 typedef struct spk__train {
@@ -118,17 +138,17 @@ typedef struct spk__train {
     spk_tensor *opt_state;   /* [4]: step, clip coefficient, norm, 0 */
     spk_tensor *opt_partial; /* [tensors]: each gradient's sum of squares */
     uint64_t steps;          /* optimizer steps taken (the device's count, mirrored) */
-    spk__recording profile;  /* the benchmark's: every dispatch timed (spk_model.profile) */
+    /* The training step, recorded once and replayed while what it bakes in (its key) holds;
+     * with spk_model.profile it times every dispatch. */
+    spk__recording step;
+    spk__step_key step_key;
+    bool step_valid;
+    spk__allocation staging; /* targets then the loss, where tensors are not host-visible */
 } spk__train;
 
 void spk__train_destroy(spk_model *m);
-/* A training step's phases, in order. */
-typedef enum spk__train_phase {
-    SPK__PHASE_FORWARD = 0,
-    SPK__PHASE_LOSS,
-    SPK__PHASE_BACKWARD,
-    SPK__PHASE_STEP, /* zeroing the gradients, the above, and the optimizer */
-} spk__train_phase;
+/* Forgets the recorded training step (its buffers or state are about to change). */
+void spk__train_forget(spk_model *m);
 /* spk_model_train_step (opt set, upto STEP) or spk_model_grad (opt NULL, upto BACKWARD), or a
  * training step's first phases alone (the benchmark times each): one submit. */
 spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,

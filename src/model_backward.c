@@ -19,14 +19,21 @@ static spk_status spk__t2(spk_context *ctx, int64_t rows, int64_t cols, spk_tens
     return spk_tensor_create(ctx, 2, shape, out);
 }
 
-static void spk__acts_destroy(spk__train *t, int num_layers) {
+static void spk__acts_destroy(spk_model *m) {
+    spk__train *t = m->train;
     spk__acts *a = &t->acts;
-    for (int l = 0; a->layers && l < num_layers; l++) {
+    for (int l = 0; a->layers && l < m->cfg.num_layers; l++) {
         spk__layer_acts *k = &a->layers[l];
         spk_tensor *all[] = {k->x, k->a1, k->stats1, k->qkv, k->r, k->o, k->x_mid, k->a2, k->stats2, k->h, k->g};
         for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
     }
     free(a->layers);
+    t->step_valid = false;
+    if (t->staging.block) {
+        pthread_mutex_lock(&m->ctx->lock);
+        spk__free(m->ctx, &t->staging);
+        pthread_mutex_unlock(&m->ctx->lock);
+    }
     spk_tensor *all[] = {a->x_final, a->final_in, a->final_stats, a->final_normed, a->pooled, a->drop_tmp, t->dx, t->da, t->d_o,
                          t->dqkv, t->dh, t->d_final, t->d_scratch, t->dy, t->target, t->row_loss};
     for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
@@ -41,7 +48,7 @@ static spk_status spk__acts_create(spk_model *m, int64_t rows) {
     spk__train *t = m->train;
     const spk_model_config *c = &m->cfg;
     int64_t h = c->hidden_size, outs = spk_model_output_size(c);
-    spk__acts_destroy(t, c->num_layers);
+    spk__acts_destroy(m);
     spk__acts *a = &t->acts;
     a->layers = spk__calloc((size_t)c->num_layers, sizeof *a->layers);
     spk_status s = a->layers ? SPK_OK : spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
@@ -75,19 +82,27 @@ static spk_status spk__acts_create(spk_model *m, int64_t rows) {
     if (s == SPK_OK) s = spk__t2(ctx, rows, outs, &t->dy);
     if (s == SPK_OK) s = spk__t2(ctx, rows, outs, &t->target);
     if (s == SPK_OK) s = spk__t2(ctx, rows, 1, &t->row_loss);
+    /* Where tensors are not host-visible, the targets and the loss go through staging copies
+     * recorded into the step itself (the input through the model's). */
+    bool mapped = s == SPK_OK && t->target->alloc.block->mapped && t->loss->alloc.block->mapped && !ctx->force_staging;
+    if (s == SPK_OK && !mapped) {
+        pthread_mutex_lock(&ctx->lock);
+        s = spk__allocate(ctx, SPK__MEMORY_STAGING, (VkDeviceSize)(rows * outs + 1) * sizeof(float), &t->staging);
+        pthread_mutex_unlock(&ctx->lock);
+    }
     if (s == SPK_OK) a->rows = rows;
-    else spk__acts_destroy(t, c->num_layers);
+    else spk__acts_destroy(m);
     return s;
 }
 
 void spk__train_destroy(spk_model *m) {
     spk__train *t = m->train;
     if (!t) return;
-    spk__acts_destroy(t, m->cfg.num_layers);
+    spk__acts_destroy(m);
     spk__optimizer_destroy(m);
-    if (t->profile.cmd) {
+    if (t->step.cmd) {
         pthread_mutex_lock(&m->ctx->lock);
-        spk__recording_destroy(m->ctx, &t->profile);
+        spk__recording_destroy(m->ctx, &t->step);
         pthread_mutex_unlock(&m->ctx->lock);
     }
     spk__weights_destroy(&t->grad, m->cfg.num_layers);
@@ -303,8 +318,71 @@ static spk_status spk__check_targets(spk_model *m, spk_loss_kind kind, const flo
     return SPK_OK;
 }
 
+void spk__train_forget(spk_model *m) {
+    if (m->train) m->train->step_valid = false;
+}
+
+static bool spk__step_key_equal(const spk__step_key *a, const spk__step_key *b) {
+    const spk_optimizer_desc *p = &a->opt, *q = &b->opt;
+    bool same_opt = !a->has_opt || (p->kind == q->kind && p->lr == q->lr && p->beta1 == q->beta1 &&
+                                    p->beta2 == q->beta2 && p->eps == q->eps && p->weight_decay == q->weight_decay &&
+                                    p->clip_norm == q->clip_norm);
+    return a->batch == b->batch && a->seq == b->seq && a->mode == b->mode && a->loss == b->loss && a->upto == b->upto &&
+           a->has_opt == b->has_opt && a->profile == b->profile && same_opt && a->dropout == b->dropout &&
+           a->seed == b->seed;
+}
+
+/* Where the host writes a tensor's data for a step: its staging copy, or the tensor itself. */
+static unsigned char *spk__host_side(const spk__allocation *staging, VkDeviceSize offset, const spk_tensor *t) {
+    return staging->block ? (unsigned char *)staging->block->mapped + staging->offset + offset
+                          : (unsigned char *)t->alloc.block->mapped + t->alloc.offset;
+}
+
+/* Records the training step `key` describes into t->step: the staging copies in, zeroing the
+ * gradients (a whole step), the forward keeping its activations, the loss, the backward, the
+ * optimizer, and the loss's copy out. Called with the context locked. */
+static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key) {
+    spk_context *ctx = m->ctx;
+    spk__train *t = m->train;
+    int out_ndim;
+    int64_t in_shape[3] = {key->batch, key->seq, m->cfg.embed_dim}, out_shape[3];
+    spk_model_output_shape(m, key->batch, key->seq, &out_ndim, out_shape);
+    int t_ndim = key->loss == SPK_LOSS_MSE ? out_ndim : out_ndim - 1;
+    spk_tensor in = spk__view(m->input, 3, in_shape), out = spk__view(m->output, out_ndim, out_shape);
+    spk_tensor dy = spk__view(t->dy, out_ndim, out_shape), tgt = spk__view(t->target, t_ndim, out_shape);
+    /* Dropout in training steps only (spk_model_grad evaluates without it). */
+    t->acts.dropout = key->dropout;
+    t->acts.seed = key->seed;
+    t->acts.step = key->has_opt ? t->opt_state->ref : (spk__buffer_ref){0};
+    t->step_valid = false;
+    spk_status s = SPK_OK;
+    if (t->step.cmd && t->step_key.profile != key->profile) spk__recording_destroy(ctx, &t->step);
+    if (!t->step.cmd) s = spk__recording_init(ctx, &t->step, key->profile ? SPK__MODEL_PROFILE_DISPATCHES : 0);
+    if (s == SPK_OK) s = spk__recording_begin(ctx, &t->step, true);
+    if (s == SPK_OK && m->staging.block)
+        s = spk__copy(ctx, (spk__buffer_ref){m->staging.block->buffer, m->staging.offset, in.ref.size}, in.ref);
+    if (s == SPK_OK && t->staging.block)
+        s = spk__copy(ctx, (spk__buffer_ref){t->staging.block->buffer, t->staging.offset, tgt.ref.size}, tgt.ref);
+    bool whole = key->has_opt && key->upto == SPK__PHASE_STEP;
+    if (s == SPK_OK && whole) s = spk__record_zero_grad(m);
+    if (s == SPK_OK) s = spk__model_record(m, &in, key->batch, key->seq, &out, &t->acts);
+    if (s == SPK_OK && key->upto >= SPK__PHASE_LOSS)
+        s = spk__record_loss(ctx, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
+    if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy);
+    if (s == SPK_OK && whole) s = spk__record_optimizer_step(m, &key->opt);
+    if (s == SPK_OK && t->staging.block) {
+        VkDeviceSize at = (VkDeviceSize)t->acts.rows * (VkDeviceSize)spk_model_output_size(&m->cfg) * sizeof(float);
+        s = spk__copy(ctx, t->loss->ref, (spk__buffer_ref){t->staging.block->buffer, t->staging.offset + at, sizeof(float)});
+    }
+    if (s == SPK_OK) s = spk__recording_end(ctx, &t->step);
+    ctx->rec = &ctx->own;
+    if (s == SPK_OK) t->step_key = *key, t->step_valid = true;
+    return s;
+}
+
 /* spk_model_grad, optionally zeroing the gradients first and taking an optimizer step after:
- * one command buffer, one submit. `upto` stops after a phase (the benchmark times each). */
+ * one command buffer, recorded once for a shape, loss and optimizer and replayed, one submit per
+ * step; the loss is read only when asked. `upto` stops after a phase (the benchmark times each). */
 spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                              const float *target, const spk_optimizer_desc *opt, spk__train_phase upto,
                              float *loss_out) {
@@ -323,38 +401,23 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
     if (s == SPK_OK) s = spk__mean_weights(m, batch, seq_len);
     if (s != SPK_OK) return s;
     spk__train *t = m->train;
-    int64_t in_shape[3] = {batch, seq_len, m->cfg.embed_dim}, t_shape[3];
-    memcpy(t_shape, out_shape, sizeof t_shape);
-    int t_ndim = loss == SPK_LOSS_MSE ? out_ndim : out_ndim - 1;
-    spk_tensor in = spk__view(m->input, 3, in_shape), out = spk__view(m->output, out_ndim, out_shape);
-    spk_tensor dy = spk__view(t->dy, out_ndim, out_shape), tgt = spk__view(t->target, t_ndim, t_shape);
-    s = spk_tensor_upload(&in, input, in.count);
-    if (s == SPK_OK) s = spk_tensor_upload(&tgt, target, tgt.count);
-    if (s != SPK_OK) return s;
-    /* Dropout in training steps only (spk_model_grad evaluates without it), its masks drawn from
-     * the seed and the step count. */
-    t->acts.dropout = opt ? m->cfg.dropout : 0.0f;
-    t->acts.seed = m->dropout_seed;
-    t->acts.step = (uint32_t)t->steps;
+    spk__step_key key = {.batch = batch, .seq = seq_len, .mode = m->cfg.output_mode, .loss = loss, .upto = upto,
+                         .has_opt = opt != NULL, .profile = m->profile, .dropout = opt ? m->cfg.dropout : 0.0f,
+                         .seed = m->dropout_seed};
+    if (opt) key.opt = *opt;
+    size_t in_bytes = (size_t)(rows * m->cfg.embed_dim) * sizeof(float);
+    size_t target_bytes = (size_t)(loss == SPK_LOSS_MSE ? out_count : out_rows) * sizeof(float);
+    VkDeviceSize loss_at = (VkDeviceSize)t->acts.rows * (VkDeviceSize)classes * sizeof(float);
     pthread_mutex_lock(&ctx->lock);
-    /* The benchmark's profiling runs time every dispatch in a recording of their own. */
-    spk__recording *rec = &ctx->own;
-    if (m->profile) {
-        rec = &t->profile;
-        s = rec->cmd ? SPK_OK : spk__recording_init(ctx, rec, SPK__MODEL_PROFILE_DISPATCHES);
+    if (!t->step_valid || !spk__step_key_equal(&t->step_key, &key)) s = spk__record_train_step(m, &key);
+    if (s == SPK_OK) {
+        memcpy(spk__host_side(&m->staging, 0, m->input), input, in_bytes);
+        memcpy(spk__host_side(&t->staging, 0, t->target), target, target_bytes);
+        s = spk__recording_submit(ctx, &t->step);
     }
-    if (s == SPK_OK) s = spk__recording_begin(ctx, rec, false);
-    if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) s = spk__record_zero_grad(m);
-    if (s == SPK_OK) s = spk__model_record(m, &in, batch, seq_len, &out, &t->acts);
-    if (s == SPK_OK && upto >= SPK__PHASE_LOSS) s = spk__record_loss(ctx, loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
-    if (s == SPK_OK && upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, batch, seq_len, &dy);
-    if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) s = spk__record_optimizer_step(m, opt);
-    if (s == SPK_OK) s = spk__recording_end(ctx, rec);
-    if (s == SPK_OK) s = spk__recording_submit(ctx, rec);
-    ctx->rec = &ctx->own;
+    if (s == SPK_OK && loss_out) memcpy(loss_out, spk__host_side(&t->staging, loss_at, t->loss), sizeof(float));
     pthread_mutex_unlock(&ctx->lock);
     if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) t->steps++;
-    if (s == SPK_OK && loss_out) s = spk_tensor_download(t->loss, loss_out, 1);
     return s;
 }
 
@@ -399,5 +462,6 @@ spk_status spk_model_get_gradient(spk_model *m, const char *name, float *out, in
 }
 
 uint32_t spk__train_dispatch_times(spk_model *m, uint64_t *ns, const char **shaders, uint32_t max) {
-    return m->train && m->train->profile.cmd ? spk__recording_dispatch_times(m->ctx, &m->train->profile, ns, shaders, max) : 0;
+    spk__train *t = m->train;
+    return t && t->step_valid && t->step_key.profile ? spk__recording_dispatch_times(m->ctx, &t->step, ns, shaders, max) : 0;
 }

@@ -14,6 +14,7 @@ spk_optimizer_desc spk_optimizer_defaults(spk_optimizer_kind kind) {
 void spk__optimizer_destroy(spk_model *m) {
     spk__train *t = m->train;
     if (!t) return;
+    spk__train_forget(m);
     if (t->has_moments) {
         spk__weights_destroy(&t->moment1, m->cfg.num_layers);
         spk__weights_destroy(&t->moment2, m->cfg.num_layers);
@@ -28,6 +29,7 @@ spk_status spk__optimizer_prepare(spk_model *m) {
     spk__train *t = m->train;
     if (t->has_moments) return SPK_OK;
     spk_context *ctx = m->ctx;
+    spk__train_forget(m);
     int64_t four = 4, slots = spk__weights_count(m->cfg.num_layers);
     spk_status s = spk__weights_create(ctx, &m->cfg, &t->moment1);
     if (s == SPK_OK) {

@@ -36,7 +36,7 @@ SPK__SHADER(unary, 3);
 SPK__SHADER_WITH(unary_texel, 3, 2);
 SPK__SHADER(loss, 5);
 SPK__SHADER(optimizer, 6);
-SPK__SHADER(dropout, 3);
+SPK__SHADER(dropout, 4);
 SPK__SHADER(column_sums, 5);
 SPK__SHADER_WITH(column_sums_texel, 5, 2);
 SPK__SHADER(matmul, 6);

@@ -133,18 +133,23 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
             spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, true, x);
         }
         spk__ref_norm64(x, m->final_gamma, m->final_beta, rows, h, 1e-5, a);
+        /* The output positions (pooled into x), then the head if there is one. */
+        double *pooled = m->head_kernel ? x : out;
         for (int64_t b = 0; b < batch; b++)
             for (int64_t j = 0; j < h; j++) {
                 if (m->cfg.output_mode == SPK_OUTPUT_ALL) {
-                    for (int64_t t = 0; t < seq; t++) out[(b * seq + t) * h + j] = a[(b * seq + t) * h + j];
+                    for (int64_t t = 0; t < seq; t++) pooled[(b * seq + t) * h + j] = a[(b * seq + t) * h + j];
                 } else if (m->cfg.output_mode == SPK_OUTPUT_MEAN) {
                     double sum = 0;
                     for (int64_t t = 0; t < seq; t++) sum += a[(b * seq + t) * h + j];
-                    out[b * h + j] = sum / (double)seq;
+                    pooled[b * h + j] = sum / (double)seq;
                 } else {
-                    out[b * h + j] = a[(b * seq + seq - 1) * h + j];
+                    pooled[b * h + j] = a[(b * seq + seq - 1) * h + j];
                 }
             }
+        int64_t out_rows = m->cfg.output_mode == SPK_OUTPUT_ALL ? rows : batch;
+        if (m->head_kernel)
+            spk__ref_dense(pooled, m->head_kernel, m->head_bias, out_rows, h, m->cfg.num_outputs, false, false, out);
     }
     free(x), free(a), free(qkv), free(f), free(in);
     return ok;

@@ -46,6 +46,7 @@ typedef struct spk__ref_model {
     const float *in_kernel, *in_bias; /* NULL when embed_dim == hidden_size */
     const spk__ref_layer *layers;
     const float *final_gamma, *final_beta;
+    const float *head_kernel, *head_bias; /* NULL without an output head (num_outputs 0) */
 } spk__ref_model;
 /* The forward of SPEC.md section 2 on x [batch, seq, embed_dim]; `out` receives
  * spk_model_output_shape's elements. false when out of host memory. */

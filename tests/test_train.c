@@ -164,11 +164,20 @@ static void resume_and_checkpoints(void **state) {
     assert_int_equal(spk_model_save_safetensors(a, weights), SPK_OK);
     assert_int_equal(spk_model_save_state(a, opt_state), SPK_OK);
     assert_int_equal(spk_model_save_gradients(a, grads), SPK_OK);
-    for (int i = 0; i < 2; i++) assert_int_equal(spk_model_train_step(a, x, 4, 5, SPK_LOSS_CROSS_ENTROPY, t, &opt, NULL), SPK_OK);
+    float loss_a[2], loss_b[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(spk_model_train_step(a, x, 4, 5, SPK_LOSS_CROSS_ENTROPY, t, &opt, &loss_a[i]), SPK_OK);
+    /* The resumed model copies its input, targets and loss through staging buffers, as on a
+     * device whose memory the host cannot map: the same bits. */
+    ctx->force_staging = true;
     assert_int_equal(spk_model_create_from_safetensors(ctx, weights, NULL, &b), SPK_OK);
     assert_int_equal(spk_model_get_config(b)->num_outputs, 3);
     assert_int_equal(spk_model_load_state(b, opt_state), SPK_OK);
-    for (int i = 0; i < 2; i++) assert_int_equal(spk_model_train_step(b, x, 4, 5, SPK_LOSS_CROSS_ENTROPY, t, &opt, NULL), SPK_OK);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(spk_model_train_step(b, x, 4, 5, SPK_LOSS_CROSS_ENTROPY, t, &opt, &loss_b[i]), SPK_OK);
+    ctx->force_staging = false;
+    assert_non_null(b->train->staging.block);
+    assert_memory_equal(loss_a, loss_b, sizeof loss_a);
     float wa[8 * 24], wb[8 * 24];
     const char *names[] = {"softpick_block_1_attn_q_proj.kernel", "softpick_block_2_ffn_down.bias", "output_head.kernel"};
     const int64_t counts[] = {64, 8, 24};
@@ -211,11 +220,15 @@ static void dropout_masks(void **state) {
     const int64_t n = 100000;
     float *ones = test_alloc_floats(n), *a = test_alloc_floats(n), *b = test_alloc_floats(n);
     for (int64_t i = 0; i < n; i++) ones[i] = 1.0f;
-    spk_tensor *ty = NULL, *tout = NULL;
+    spk_tensor *ty = NULL, *tout = NULL, *tstep = NULL;
+    const int64_t one = 1;
+    float step = 7.0f;
     assert_int_equal(spk_tensor_create(ctx, 1, &n, &ty), SPK_OK);
     assert_int_equal(spk_tensor_create(ctx, 1, &n, &tout), SPK_OK);
+    assert_int_equal(spk_tensor_create(ctx, 1, &one, &tstep), SPK_OK);
     assert_int_equal(spk_tensor_upload(ty, ones, n), SPK_OK);
-    spk__acts k = {.dropout = 0.1f, .seed = 42, .step = 7};
+    assert_int_equal(spk_tensor_upload(tstep, &step, 1), SPK_OK);
+    spk__acts k = {.dropout = 0.1f, .seed = 42, .step = tstep->ref}; /* the step count, on the device */
     dropout_run r = {&k, ty, tout};
     assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
     assert_int_equal(spk_tensor_download(tout, a, n), SPK_OK);
@@ -228,15 +241,17 @@ static void dropout_masks(void **state) {
     printf("dropout 0.1 over %lld elements: %lld dropped (expected %.0f, sigma %.1f)\n", (long long)n, (long long)dropped,
            0.1 * (double)n, sigma);
     assert_true(fabs((double)dropped - 0.1 * (double)n) <= 3 * sigma);
-    k.step = 8;
+    step = 8.0f;
+    assert_int_equal(spk_tensor_upload(tstep, &step, 1), SPK_OK);
     assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
     assert_int_equal(spk_tensor_download(tout, b, n), SPK_OK);
     assert_memory_not_equal(a, b, (size_t)n * sizeof *a);
-    k.step = 7;
+    step = 7.0f;
+    assert_int_equal(spk_tensor_upload(tstep, &step, 1), SPK_OK);
     assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
     assert_int_equal(spk_tensor_download(tout, b, n), SPK_OK);
     assert_memory_equal(a, b, (size_t)n * sizeof *a);
-    spk_tensor_destroy(ty), spk_tensor_destroy(tout);
+    spk_tensor_destroy(ty), spk_tensor_destroy(tout), spk_tensor_destroy(tstep);
     free(ones), free(a), free(b);
 
     /* Inference never drops: two forwards of a model with dropout 0.5 agree, before and after a
@@ -257,6 +272,10 @@ static void dropout_masks(void **state) {
     opt.lr = 1e-30f; /* a step that leaves the weights as they are, to compare the losses */
     assert_int_equal(spk_model_train_step(m, x, 2, 4, SPK_LOSS_MSE, t, &opt, &l_train), SPK_OK);
     assert_true(l_grad != l_train);
+    /* The step is recorded once and replayed: the replay draws the next step's masks. */
+    float l_next;
+    assert_int_equal(spk_model_train_step(m, x, 2, 4, SPK_LOSS_MSE, t, &opt, &l_next), SPK_OK);
+    assert_true(l_next != l_train);
     assert_int_equal(spk_model_set_dropout(m, 1.0f, 0), SPK_ERROR_INVALID_ARGUMENT);
     spk_model_destroy(m);
     test_assert_no_validation();

@@ -1,0 +1,171 @@
+/* Gradient checks of the whole model: in every output mode, with and without an output head,
+ * with mse and cross-entropy, the device's dL/dparameter against central finite differences of a
+ * float64 evaluation of the same model (src/reference.c's forward, the head, the loss), on
+ * sampled elements of every parameter tensor; and two backward runs give the same bits. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "model.h"
+#include "reference.h"
+
+enum { BATCH = 2, SEQ = 5, MAX_TENSORS = 64 };
+
+/* The model's parameters on the host, one array per tensor of spk__weights_list's order. */
+typedef struct host_params {
+    spk_tensor *tensors[MAX_TENSORS];
+    float *values[MAX_TENSORS];
+    uint32_t count;
+} host_params;
+
+static const float *host_of(const host_params *p, const spk_tensor *t) {
+    for (uint32_t i = 0; i < p->count; i++)
+        if (p->tensors[i] == t) return p->values[i];
+    return NULL;
+}
+
+/* The float64 reference over the host copies of the model's parameters. */
+static spk__ref_model ref_model(const spk_model *m, const host_params *p, spk__ref_layer *layers) {
+    const spk__weights *w = &m->w;
+    spk__ref_model r = {.cfg = m->cfg, .layers = layers};
+    r.in_kernel = host_of(p, w->input_projection.kernel), r.in_bias = host_of(p, w->input_projection.bias);
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const spk__layer *L = &w->layers[l];
+        layers[l] = (spk__ref_layer){
+            host_of(p, L->attn_norm.gamma), host_of(p, L->attn_norm.beta), host_of(p, L->qkv.kernel),
+            host_of(p, L->qkv.bias),        host_of(p, L->out.kernel),      host_of(p, L->out.bias),
+            host_of(p, L->ffn_norm.gamma),  host_of(p, L->ffn_norm.beta),   host_of(p, L->up.kernel),
+            host_of(p, L->up.bias),         host_of(p, L->down.kernel),     host_of(p, L->down.bias),
+        };
+    }
+    r.final_gamma = host_of(p, w->final_norm.gamma), r.final_beta = host_of(p, w->final_norm.beta);
+    r.head_kernel = host_of(p, w->head.kernel), r.head_bias = host_of(p, w->head.bias);
+    return r;
+}
+
+/* L of SPEC.md section 6 in float64: mse over every element, or the mean cross-entropy per row. */
+static double ref_loss(const spk__ref_model *r, const float *x, spk_loss_kind loss, const float *target,
+                       int64_t out_count, int64_t classes) {
+    double *y = malloc((size_t)out_count * sizeof *y);
+    assert_non_null(y);
+    assert_true(spk__ref_model_forward(r, x, BATCH, SEQ, y));
+    double sum = 0;
+    int64_t rows = out_count / classes;
+    for (int64_t i = 0; loss == SPK_LOSS_MSE && i < out_count; i++) sum += (y[i] - target[i]) * (y[i] - target[i]);
+    for (int64_t i = 0; loss == SPK_LOSS_CROSS_ENTROPY && i < rows; i++) {
+        const double *row = y + i * classes;
+        double max = row[0], z = 0;
+        for (int64_t j = 1; j < classes; j++) max = fmax(max, row[j]);
+        for (int64_t j = 0; j < classes; j++) z += exp(row[j] - max);
+        sum += max + log(z) - row[(int64_t)target[i]];
+    }
+    free(y);
+    return sum / (double)(loss == SPK_LOSS_MSE ? out_count : rows);
+}
+
+/* One configuration: the device's gradients against finite differences, per tensor (max abs error
+ * over the sampled elements / max abs gradient of the tensor) within 1e-4. */
+static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
+    spk_context *ctx = test_shared_context();
+    spk_model_config c = spk_model_config_default(6);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.window_size = SEQ, c.output_mode = mode;
+    c.num_outputs = outputs, c.dropout = 0.0f;
+    spk_model *m = NULL;
+    assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
+    assert_int_equal(spk_model_init_random(m, 21 + (uint64_t)mode), SPK_OK);
+    host_params p = {.count = spk__weights_list(&m->w, c.num_layers, p.tensors)};
+    /* Biases and norm offsets away from their zero initialisation, so their gradients matter. */
+    for (uint32_t i = 0; i < p.count; i++) {
+        int64_t n = p.tensors[i]->count;
+        p.values[i] = test_alloc_floats(n);
+        assert_int_equal(spk_tensor_download(p.tensors[i], p.values[i], n), SPK_OK);
+        if (p.tensors[i]->ndim == 1) {
+            test_fill_random(p.values[i], n, 100 + i);
+            for (int64_t j = 0; j < n; j++) p.values[i][j] = 0.2f * p.values[i][j] + (j % 2 ? 1.0f : 0.0f);
+            assert_int_equal(spk_tensor_upload(p.tensors[i], p.values[i], n), SPK_OK);
+        }
+    }
+    int ndim;
+    int64_t shape[3], out_count = spk_model_output_shape(m, BATCH, SEQ, &ndim, shape);
+    int64_t classes = spk_model_output_size(&c), rows = out_count / classes;
+    float x[BATCH * SEQ * 6], target[BATCH * SEQ * 8];
+    test_fill_random(x, BATCH * SEQ * 6, 7);
+    test_fill_random(target, loss == SPK_LOSS_MSE ? out_count : rows, 8);
+    for (int64_t i = 0; loss == SPK_LOSS_CROSS_ENTROPY && i < rows; i++) target[i] = (float)((i * 7 + 1) % classes);
+
+    float got_loss;
+    assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, &got_loss), SPK_OK);
+    spk__ref_layer layers[2];
+    spk__ref_model r = ref_model(m, &p, layers);
+    double want_loss = ref_loss(&r, x, loss, target, out_count, classes);
+    assert_true(fabs(got_loss - want_loss) <= 1e-5 * fmax(1.0, fabs(want_loss)));
+
+    spk_tensor *grads[MAX_TENSORS];
+    assert_int_equal(spk__weights_list(&m->train->grad, c.num_layers, grads), p.count);
+    double worst = 0;
+    for (uint32_t i = 0; i < p.count; i++) {
+        int64_t n = p.tensors[i]->count;
+        float *g = test_alloc_floats(n);
+        assert_int_equal(spk_tensor_download(grads[i], g, n), SPK_OK);
+        double scale = 0, err = 0;
+        for (int64_t j = 0; j < n; j++) scale = fmax(scale, fabs(g[j]));
+        const int64_t samples[] = {0, n / 3, (2 * n) / 3, n - 1};
+        for (size_t k = 0; k < SPK__ARRAY_LEN(samples); k++) {
+            float *v = &p.values[i][samples[k]], saved = *v;
+            float up = saved + 1e-3f, down = saved - 1e-3f;
+            *v = up;
+            double l_up = ref_loss(&r, x, loss, target, out_count, classes);
+            *v = down;
+            double l_down = ref_loss(&r, x, loss, target, out_count, classes);
+            *v = saved;
+            double fd = (l_up - l_down) / ((double)up - (double)down);
+            err = fmax(err, fabs(fd - g[samples[k]]));
+            scale = fmax(scale, fabs(fd));
+        }
+        double rel = err / (scale > 0 ? scale : 1);
+        if (!(rel <= 1e-4)) fail_msg("mode %d, %d outputs, loss %d: tensor %u relative error %.3g", mode, outputs, loss, i, rel);
+        worst = fmax(worst, rel);
+        free(g);
+    }
+    printf("mode %s, %s, %s: loss %.7g (float64 %.7g), %u tensors, worst relative error %.2g against finite "
+           "differences\n",
+           mode == SPK_OUTPUT_LAST ? "last" : mode == SPK_OUTPUT_ALL ? "all" : "mean",
+           outputs ? "a 3-class head" : "no head", loss == SPK_LOSS_MSE ? "mse" : "cross-entropy", got_loss, want_loss,
+           p.count, worst);
+
+    /* Deterministic: zeroed and run again, the same bits in every gradient. */
+    float *first[MAX_TENSORS];
+    for (uint32_t i = 0; i < p.count; i++) {
+        first[i] = test_alloc_floats(grads[i]->count);
+        assert_int_equal(spk_tensor_download(grads[i], first[i], grads[i]->count), SPK_OK);
+    }
+    assert_int_equal(spk_model_zero_grad(m), SPK_OK);
+    assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, NULL), SPK_OK);
+    for (uint32_t i = 0; i < p.count; i++) {
+        float *g = test_alloc_floats(grads[i]->count);
+        assert_int_equal(spk_tensor_download(grads[i], g, grads[i]->count), SPK_OK);
+        assert_memory_equal(g, first[i], (size_t)grads[i]->count * sizeof *g);
+        free(g), free(first[i]), free(p.values[i]);
+    }
+    spk_model_destroy(m);
+    test_assert_no_validation();
+}
+
+static void last_no_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 0, SPK_LOSS_MSE); }
+static void all_no_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE); }
+static void mean_no_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, SPK_LOSS_MSE); }
+static void last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, SPK_LOSS_CROSS_ENTROPY); }
+static void all_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 3, SPK_LOSS_CROSS_ENTROPY); }
+static void mean_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_CROSS_ENTROPY); }
+static void mean_head_mse(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_MSE); }
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(last_no_head), cmocka_unit_test(all_no_head), cmocka_unit_test(mean_no_head),
+        cmocka_unit_test(last_head),    cmocka_unit_test(all_head),    cmocka_unit_test(mean_head),
+        cmocka_unit_test(mean_head_mse),
+    };
+    return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
+}

@@ -12,8 +12,10 @@
 // registers, and a group of SG invocations takes SG other rows at a time, each lane loading one
 // and every lane taking all SG values by exchange: a subgroup shuffle (a register move), or with
 // SHARED_XCHG a round through shared memory (devices without fixed-size subgroup shuffles; the
-// workgroup is then one group of SG). Rows go round 4 dimensions at a time; the loops over the
-// head dimension are not unrolled (unrolled, LLVM on CPU drivers took minutes per variant).
+// workgroup is then one group of SG). Rows go round 4 dimensions at a time, in loops unrolled so
+// that the per-invocation rows stay registers indexed by constants (rolled, they were indexed at
+// run time and lived in memory: 1.6x slower on lavapipe; unrolled, a variant compiles there in
+// 60 to 120 ms at head size 64 to 128).
 //
 // TEXEL 1 reads q, k, v and dO as uniform texel buffers (vectorized gathers on lavapipe); VEC 4
 // fetches 4 dimensions at once (head size, strides and column offsets multiples of 4).
@@ -134,7 +136,7 @@ void main() {
         uint vb = (row0 + min(j0 + lane, pc.seq - 1)) * pc.v_stride + v_col;
         float sc[SG], dp[SG];
         [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0, dp[i] = 0.0;
-        for (uint d4 = 0; d4 < D; d4 += 4) {
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 kd = load_k(kb, d4), vd = load_v(vb, d4);
             publish(kd, vd);
             [[unroll]] for (uint i = 0; i < SG; i++) {
@@ -148,7 +150,7 @@ void main() {
             bool live = j0 + i < pc.seq && !(pc.causal != 0 && j0 + i > t);
             sc[i] = live ? (dp[i] - sign(sc[i]) * dt) / rt : 0.0;
         }
-        for (uint d4 = 0; d4 < D; d4 += 4) {
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 kd = load_k(kb, d4);
             publish(kd, kd);
             vec4 a = vec4(0.0);
@@ -169,7 +171,7 @@ void main() {
         float r_l = r[stat0 + i_load], d_l = dd[stat0 + i_load];
         float sc[SG], dp[SG], p[SG];
         [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0, dp[i] = 0.0;
-        for (uint d4 = 0; d4 < D; d4 += 4) {
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 qd = load_q(qb, d4), gd = load_do(gb, d4);
             publish(qd, gd);
             [[unroll]] for (uint i = 0; i < SG; i++) {
@@ -188,7 +190,7 @@ void main() {
             p[i] = live ? sc[i] / ri : 0.0;
             sc[i] = live ? (dp[i] - sign(sc[i]) * di) / ri : 0.0;
         }
-        for (uint d4 = 0; d4 < D; d4 += 4) {
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 qd = load_q(qb, d4), gd = load_do(gb, d4);
             publish(qd, gd);
             vec4 a = vec4(0.0), b = vec4(0.0);

@@ -590,10 +590,17 @@ spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t si
     } push = {(uint32_t)y->count, (uint32_t)k->seed, (uint32_t)(k->seed >> 32), site,
               threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold, (float)(1.0 / (1.0 - k->dropout))};
     uint32_t spec[2] = {64, backward};
-    spk__dispatch_desc d = {.bindings = {residual ? residual->ref : y->ref, y->ref, out->ref, k->step}, .written_mask = 0x4,
-                            .push = &push, .push_size = sizeof push};
-    spk_status s = spk__grid(ctx, (y->count + 63) / 64, d.groups);
-    if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_dropout, spec, 2, 0, &d.pipeline);
+    /* Texel views on CPU drivers, as the other elementwise kernels (storage-buffer reads are
+     * per-lane loops there). */
+    const spk_tensor *r = residual ? residual : y;
+    bool texel = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && ctx->caps.texel_buffers &&
+                 r->views[0] && y->views[0];
+    spk__dispatch_desc d = {.bindings = {r->ref, y->ref, out->ref, k->step},
+                            .views = {texel ? r->views[0] : VK_NULL_HANDLE, texel ? y->views[0] : VK_NULL_HANDLE},
+                            .written_mask = 0x4, .push = &push, .push_size = sizeof push};
+    spk_status s = spk__grid(ctx, (y->count + 4 * 64 - 1) / (4 * 64), d.groups);
+    if (s == SPK_OK)
+        s = spk__pipeline_get(ctx, texel ? &spk__shader_dropout_texel : &spk__shader_dropout, spec, 2, 0, &d.pipeline);
     if (s == SPK_OK) s = spk__dispatch(ctx, &d);
     return s;
 }

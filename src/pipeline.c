@@ -37,6 +37,7 @@ SPK__SHADER_WITH(unary_texel, 3, 2);
 SPK__SHADER(loss, 5);
 SPK__SHADER(optimizer, 6);
 SPK__SHADER(dropout, 4);
+SPK__SHADER_WITH(dropout_texel, 4, 2);
 SPK__SHADER(column_sums, 5);
 SPK__SHADER_WITH(column_sums_texel, 5, 2);
 SPK__SHADER(matmul, 6);

@@ -218,6 +218,11 @@ spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tu
     return spk__record_softpick_pass(ctx, tuning, x, NULL, axis, y);
 }
 
+spk_status spk__record_softpick_backward(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                         const spk_tensor *dy, int axis, spk_tensor *dx) {
+    return spk__record_softpick_pass(ctx, tuning, x, dy, axis, dx);
+}
+
 spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y) {
     return spk__softpick_tuned(ctx, NULL, x, axis, y);
 }

@@ -48,5 +48,9 @@ spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tu
 /* Records softpick into the context's current recording; `tuning` NULL means the defaults. */
 spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
                                 spk_tensor *y);
+/* Records the backward (dx from x and dy; dx separate from both) likewise (the benchmark's
+ * unfused attention backward). */
+spk_status spk__record_softpick_backward(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                         const spk_tensor *dy, int axis, spk_tensor *dx);
 
 #endif

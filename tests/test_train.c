@@ -251,6 +251,14 @@ static void dropout_masks(void **state) {
     assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
     assert_int_equal(spk_tensor_download(tout, b, n), SPK_OK);
     assert_memory_equal(a, b, (size_t)n * sizeof *a);
+    /* The storage-buffer kernel (a tensor without texel views, as GPUs take it): the same mask. */
+    spk_tensor plain = *ty;
+    memset(plain.views, 0, sizeof plain.views);
+    r.y = &plain;
+    assert_int_equal(spk_tensor_upload(tout, ones, n), SPK_OK);
+    assert_int_equal(spk__run_sync(ctx, record_dropout, &r), SPK_OK);
+    assert_int_equal(spk_tensor_download(tout, b, n), SPK_OK);
+    assert_memory_equal(a, b, (size_t)n * sizeof *a);
     spk_tensor_destroy(ty), spk_tensor_destroy(tout), spk_tensor_destroy(tstep);
     free(ones), free(a), free(b);
 

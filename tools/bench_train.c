@@ -7,7 +7,10 @@
 #include "bench_common.h"
 #include "cli.h"
 #include "internal.h"
+#include "attention_plan.h"
+#include "matmul_plan.h"
 #include "model.h"
+#include "softpick_plan.h"
 
 typedef struct train_run {
     spk_model *m;
@@ -35,6 +38,130 @@ static double forward_flops(const spk_model_config *c, int64_t batch, int64_t se
     if (c->embed_dim != c->hidden_size) dense += 2.0 * rows * c->embed_dim * h;
     return dense + 4.0 * h * (double)batch * (double)seq * (double)(seq + 1) / 2.0 * c->num_layers;
 }
+
+/* ---- attention backward: fused against unfused ------------------------------------------- */
+
+typedef struct attention_backward_run {
+    spk_context *ctx;
+    spk__attention_backward_args args;
+    /* The unfused backward's tensors, heads first ([batch * heads, seq, head_dim] and
+     * [batch * heads, seq, seq]): the forward's scores s and p = softpick(s), then dP = dO V^T,
+     * dS = softpick'(s, dP), dQ = dS K, dK = dS^T Q, dV = P^T dO. */
+    spk__attention_args forward;
+    spk_tensor *q, *k, *v, *dout, *dq, *dk, *dv, *s, *p, *dp, *ds;
+} attention_backward_run;
+
+static spk_status record_fused_backward(spk_context *ctx, const void *arg) {
+    return spk__record_attention_backward(ctx, &((const attention_backward_run *)arg)->args,
+                                          ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU, false);
+}
+
+/* The scores are recomputed as a backward through stored scores would keep them from its
+ * forward: the table's unfused time counts only the backward's own passes (a mask on dS is left
+ * out, and the 1/sqrt(d) scale folded away: both in the unfused path's favour). */
+static spk_status record_unfused_backward(spk_context *ctx, const void *arg) {
+    const attention_backward_run *r = arg;
+    spk_status s = spk__record_matmul_da(ctx, NULL, r->dout, r->v, NULL, false, r->dp);
+    if (s == SPK_OK) s = spk__record_softpick_backward(ctx, NULL, r->s, r->dp, -1, r->ds);
+    if (s == SPK_OK) s = spk__record_matmul(ctx, NULL, r->ds, r->k, NULL, r->dq);
+    if (s == SPK_OK) s = spk__record_matmul_db(ctx, NULL, r->ds, r->q, false, r->dk);
+    if (s == SPK_OK) s = spk__record_matmul_db(ctx, NULL, r->p, r->dout, false, r->dv);
+    return s;
+}
+
+static spk_status record_unfused_forward(spk_context *ctx, const void *arg) {
+    const attention_backward_run *r = arg;
+    spk_status s = spk__record_attention(ctx, NULL, &r->forward, SPK__ATTENTION_SCORES, r->s->ref);
+    if (s == SPK_OK) s = spk__record_softpick(ctx, NULL, r->s, -1, r->p);
+    return s;
+}
+
+static spk_status record_fused_forward(spk_context *ctx, const void *arg) {
+    return spk__record_attention(ctx, NULL, &((const attention_backward_run *)arg)->forward, SPK__ATTENTION_FUSED,
+                                 (spk__buffer_ref){0});
+}
+
+static spk_status run_fused_backward(void *arg, uint64_t *ns) {
+    attention_backward_run *r = arg;
+    spk_status s = spk__run_sync(r->ctx, record_fused_backward, r);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return s;
+}
+
+static spk_status run_unfused_backward(void *arg, uint64_t *ns) {
+    attention_backward_run *r = arg;
+    spk_status s = spk__run_sync(r->ctx, record_unfused_backward, r);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return s;
+}
+
+/* Causal attention's backward at the default model's heads (4 of 64) at batch 32 x seq 60, and
+ * at seq 512 and 2048: the fused kernels against the unfused path through [seq, seq] tensors. */
+static int bench_attention_backward(spk_context *ctx, int repeats, const ceilings *c) {
+    const int64_t hidden = 256, heads = 4, hd = hidden / heads;
+    static const int64_t cases[][2] = {{32, 60}, {1, 512}, {1, 2048}};
+    printf("causal softpick attention backward, %lld heads of %lld: fused (a dQ pass and a dK/dV pass, scores "
+           "recomputed) against unfused (dP = dO V^T, softpick backward, three matmuls through [seq, seq] tensors); "
+           "GFLOP/s count 8 * head_dim per causal query-key pair and head\n",
+           (long long)heads, (long long)hd);
+    printf("%-7s %-5s %11s %11s %9s %13s %9s %14s\n", "batch", "seq", "fused ms", "unfused ms", "speedup",
+           "fused GFLOP/s", "x FMA", "unfused MiB");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases && rc == 0; i++) {
+        int64_t batch = cases[i][0], seq = cases[i][1], bh = batch * heads;
+        int64_t shape[3] = {batch, seq, hidden}, r_shape[3] = {batch, heads, seq};
+        int64_t head_shape[3] = {bh, seq, hd}, square[3] = {bh, seq, seq};
+        spk_tensor *t[9] = {0}, *hm[7] = {0}, *sq[4] = {0}; /* q k v o dout dq dk dv | r d */
+        spk_status s = SPK_OK;
+        for (int j = 0; j < 8 && s == SPK_OK; j++) s = spk_tensor_create(ctx, 3, shape, &t[j]);
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 3, r_shape, &t[8]);
+        spk_tensor *d = NULL;
+        if (s == SPK_OK) s = spk_tensor_create(ctx, 3, r_shape, &d);
+        for (int j = 0; j < 7 && s == SPK_OK; j++) s = spk_tensor_create(ctx, 3, head_shape, &hm[j]);
+        for (int j = 0; j < 4 && s == SPK_OK; j++) s = spk_tensor_create(ctx, 3, square, &sq[j]);
+        int64_t n = batch * seq * hidden;
+        float *host = s == SPK_OK ? malloc((size_t)n * sizeof *host) : NULL;
+        if (host) {
+            fill_random(host, n);
+            for (int j = 0; j < 5 && s == SPK_OK; j++) s = spk_tensor_upload(t[j], host, n);
+            for (int j = 0; j < 4 && s == SPK_OK; j++) s = spk_tensor_upload(hm[j], host, n);
+        }
+        uint32_t h = (uint32_t)hidden;
+        attention_backward_run r = {.ctx = ctx};
+        r.args = (spk__attention_backward_args){
+            .q = {t[0]->ref, h, 0, t[0]->views}, .k = {t[1]->ref, h, 0, t[1]->views}, .v = {t[2]->ref, h, 0, t[2]->views},
+            .o = {t[3]->ref, h, 0, NULL},        .dout = {t[4]->ref, h, 0, t[4]->views},
+            .dq = {t[5]->ref, h, 0, NULL},       .dk = {t[6]->ref, h, 0, NULL},          .dv = {t[7]->ref, h, 0, NULL},
+            .r = t[8]->ref, .d = d->ref, .batch = (uint32_t)batch, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
+            .head_dim = (uint32_t)hd, .causal = true};
+        r.forward = (spk__attention_args){r.args.q, r.args.k, r.args.v, r.args.o, (uint32_t)batch, (uint32_t)seq,
+                                          (uint32_t)heads, (uint32_t)hd, true, t[8]->ref};
+        r.q = hm[0], r.k = hm[1], r.v = hm[2], r.dout = hm[3], r.dq = hm[4], r.dk = hm[5], r.dv = hm[6];
+        r.s = sq[0], r.p = sq[1], r.dp = sq[2], r.ds = sq[3];
+        /* Each path's forward once: the fused one keeps o and r, the unfused one s and p. */
+        if (s == SPK_OK && host) s = spk__run_sync(ctx, record_fused_forward, &r);
+        if (s == SPK_OK && host) s = spk__run_sync(ctx, record_unfused_forward, &r);
+        uint64_t fused = s == SPK_OK && host ? median_ns(run_fused_backward, &r, repeats) : 0;
+        uint64_t unfused = fused ? median_ns(run_unfused_backward, &r, repeats) : 0;
+        if (!fused || !unfused) {
+            rc = cli_fail("attention backward run failed: %s", spk_context_last_error(ctx));
+        } else {
+            double flops = 8.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;
+            double gflops = flops / (double)fused;
+            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx %14.1f\n", (long long)batch, (long long)seq,
+                   fused / 1e6, unfused / 1e6, (double)unfused / (double)fused, gflops,
+                   c->fma_gflops > 0 ? gflops / c->fma_gflops : 0, 4.0 * (double)(bh * seq * seq) * 4 / (1 << 20));
+        }
+        free(host);
+        for (int j = 0; j < 9; j++) spk_tensor_destroy(t[j]);
+        for (int j = 0; j < 7; j++) spk_tensor_destroy(hm[j]);
+        for (int j = 0; j < 4; j++) spk_tensor_destroy(sq[j]);
+        spk_tensor_destroy(d);
+    }
+    return rc;
+}
+
+/* ---- the training step ------------------------------------------------------------------- */
 
 int bench_train(spk_context *ctx, int repeats) {
     ceilings c;
@@ -118,5 +245,5 @@ int bench_train(spk_context *ctx, int repeats) {
            (double)allocated / (1 << 20), (double)used / (1 << 20), (long long)(batch * seq));
     free(x), free(t), free(y);
     spk_model_destroy(m);
-    return 0;
+    return bench_attention_backward(ctx, repeats, &c);
 }

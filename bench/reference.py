@@ -2,9 +2,13 @@
 """The softpick transformer (SPEC.md section 2) in float32 with numpy and, when installed, PyTorch,
 timed in-process beside `softpick bench model` in the same run, so the gap is visible.
 
-    /usr/bin/python3 bench/reference.py [path/to/softpick] [--repeats N]
+    /usr/bin/python3 bench/reference.py [path/to/softpick] [--repeats N] [--train]
 
-Needs Debian's python3-numpy (and python3-torch for the PyTorch column).
+With --train: PyTorch's float32 CPU training step instead (SPEC.md section 6: the same model with a
+4-class head, batch 32, cross-entropy, AdamW, dropout 0.1), beside `softpick bench train`.
+Needs Debian's python3-numpy (and python3-torch for the PyTorch column and --train). Debian's torch
+calls the generic libblas.so.3: install libopenblas0-pthread too, or it runs on the reference BLAS
+(about 17x slower here).
 """
 import subprocess
 import sys
@@ -86,6 +90,63 @@ def forward_torch(torch, x, layers):
     return ln(x, (h,), None, None, 1e-5)[:, -1, :]
 
 
+def train_step_torch(torch, batch, repeats):
+    """Median ms of one training step (zero_grad, forward, loss, backward, AdamW) in float32."""
+    h, d, classes = HIDDEN, HIDDEN // HEADS, 4
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = nn.LayerNorm(h), nn.LayerNorm(h)
+            self.qkv, self.out = nn.Linear(h, 3 * h), nn.Linear(h, h)
+            self.up, self.down = nn.Linear(h, 4 * h), nn.Linear(4 * h, h)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x):
+            bsz, seq, _ = x.shape
+            q, k, v = self.qkv(self.n1(x)).view(bsz, seq, 3, HEADS, d).permute(2, 0, 3, 1, 4)
+            s = (q @ k.transpose(-1, -2)) / d ** 0.5 * torch.tril(torch.ones(seq, seq))
+            w = s / (1.0 + s.abs().sum(-1, keepdim=True))
+            x = x + self.drop(self.out((w @ v).transpose(1, 2).reshape(bsz, seq, h)))
+            return x + self.drop(self.down(F.gelu(self.up(self.n2(x)))))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
+            self.norm, self.head = nn.LayerNorm(h), nn.Linear(h, classes)
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return self.head(self.norm(x)[:, -1, :])
+
+    torch.manual_seed(1)
+    model = Model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, SEQ, EMBED) * 2 - 1
+    t = torch.arange(batch) % classes
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), t).backward()
+        opt.step()
+    return median_ms(step, repeats)
+
+
+def main_train(binary, repeats):
+    import torch
+    print(f"reference: PyTorch {torch.__version__} float32 CPU training step ({torch.get_num_threads()} threads): embed "
+          f"{EMBED}, hidden {HIDDEN}, {HEADS} heads, {LAYERS} layers, seq {SEQ}, a 4-class head, batch 32, "
+          f"cross-entropy, AdamW, dropout 0.1; median of {repeats}")
+    ms = train_step_torch(torch, 32, repeats)
+    print(f"torch step {ms:.1f} ms, {32e3 / ms:.1f} sequences/s")
+    sys.stdout.flush()
+    print()
+    subprocess.run([binary, "bench", "train", "--repeats", str(repeats)], check=True)
+
+
 def median_ms(fn, repeats):
     fn()
     times = []
@@ -103,7 +164,11 @@ def main():
         i = args.index("--repeats")
         repeats = int(args[i + 1])
         del args[i:i + 2]
+    train = "--train" in args
+    args = [a for a in args if a != "--train"]
     binary = args[0] if args else "build/release/tools/softpick"
+    if train:
+        return main_train(binary, repeats)
     rng = np.random.default_rng(1)
     layers = weights(rng)
     print(f"reference: embed {EMBED}, hidden {HIDDEN}, {HEADS} heads, {LAYERS} layers, seq {SEQ}, float32, "

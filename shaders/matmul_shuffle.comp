@@ -32,6 +32,7 @@ layout(constant_id = 4) const uint VEC_A = 1;
 layout(constant_id = 5) const uint VEC_B = 1;
 layout(constant_id = 6) const uint TRANS_A = 0; // A(m, k) at k * M + m
 layout(constant_id = 7) const uint TRANS_B = 0; // B(k, n) at n * K + k
+layout(constant_id = 8) const uint VEC_C = 1;   // 4: N a multiple of 4, the epilogue moves vec4s
 
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 view, or R32G32B32A32 with VEC_A 4
@@ -52,6 +53,11 @@ layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
 layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
 layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
+// The same buffers as vec4s (VEC_C): on CPU drivers a storage-buffer access is a loop over the
+// lanes, so one vec4 per lane costs a quarter of four floats.
+layout(set = 0, binding = 2) writeonly buffer C4 { vec4 c4[]; };
+layout(set = 0, binding = 4) readonly buffer Residual4 { vec4 residual4[]; };
+layout(set = 0, binding = 5) writeonly buffer Pre4 { vec4 pre4[]; };
 
 layout(push_constant) uniform Push {
     uint M, N, K;
@@ -190,6 +196,28 @@ void main() {
             bias_v[g][e] = (pc.epilogue & 1u) != 0 ? bias[min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)] : 0.0;
 
     uint c_base = batch * pc.c_batch_stride;
+    if (VEC_C == 4) {
+        // Each lane's 4 columns of a group are one vec4 (N a multiple of 4: all or none stored).
+        [[unroll]] for (uint i = 0; i < RB; i++) {
+            uint m = row0 + i;
+            if (m >= pc.M) break;
+            [[unroll]] for (uint g = 0; g < CG; g++) {
+                uint n = col0 + (g * SG + lane) * 4;
+                if (n >= pc.N) break;
+                vec4 v = acc[i * CG + g] + bias_v[g];
+                uint idx = (c_base + m * pc.N + n) / 4;
+                if ((pc.epilogue & 16u) != 0) pre4[idx] = v;
+                if ((pc.epilogue & 2u) != 0) v = vec4(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));
+                if ((pc.epilogue & 4u) != 0) v += residual4[idx];
+                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) {
+                    vec4 p = residual4[idx];
+                    v *= vec4(gelu_grad(p.x), gelu_grad(p.y), gelu_grad(p.z), gelu_grad(p.w));
+                }
+                c4[idx] = v;
+            }
+        }
+        return;
+    }
     [[unroll]] for (uint i = 0; i < RB; i++) {
         uint m = row0 + i;
         if (m >= pc.M) break;

@@ -77,8 +77,8 @@ spk_status spk_model_save_state(spk_model *m, const char *path) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status s = m->train ? SPK_OK : spk_model_zero_grad(m);
     if (s == SPK_OK) s = spk__optimizer_prepare(m);
-    float state[4];
-    if (s == SPK_OK) s = spk_tensor_download(m->train->opt_state, state, 4);
+    float state[8];
+    if (s == SPK_OK) s = spk_tensor_download(m->train->opt_state, state, 8);
     if (s != SPK_OK) return s;
     const spk__weights *sets[2] = {&m->train->moment1, &m->train->moment2};
     const char *prefixes[2] = {"exp_avg.", "exp_avg_sq."};
@@ -114,8 +114,8 @@ spk_status spk_model_load_state(spk_model *m, const char *path) {
     }
     if (s == SPK_OK) s = spk__load_params(m, &m->train->moment1, &st, "exp_avg.");
     if (s == SPK_OK) s = spk__load_params(m, &m->train->moment2, &st, "exp_avg_sq.");
-    float state[4] = {(float)step, 1.0f, 0.0f, 0.0f};
-    if (s == SPK_OK) s = spk_tensor_upload(m->train->opt_state, state, 4);
+    float state[8] = {(float)step, 1.0f}; /* the rest is recomputed at every step */
+    if (s == SPK_OK) s = spk_tensor_upload(m->train->opt_state, state, 8);
     if (s == SPK_OK) m->train->steps = (uint64_t)step;
     spk__safetensors_free(&st);
     return s;

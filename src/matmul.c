@@ -72,9 +72,10 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
         bn = sg * t->tn * 4;
-        uint32_t spec[8] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b};
+        uint32_t spec[9] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
+                            p->n % 4 == 0 ? 4 : 1};
         status = spk__pipeline_get(ctx, texel ? &spk__shader_matmul_shuffle_texel : &spk__shader_matmul_shuffle, spec,
-                                   8, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+                                   9, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;

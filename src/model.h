@@ -135,7 +135,7 @@ typedef struct spk__train {
      * device the step count, the clipping coefficient and the gradient norm. */
     spk__weights moment1, moment2;
     bool has_moments;
-    spk_tensor *opt_state;   /* [4]: step, clip coefficient, norm, 0 */
+    spk_tensor *opt_state;   /* [8]: step, clip coefficient, norm, 0, 1 - beta1^t, 1 - beta2^t, 0, 0 */
     spk_tensor *opt_partial; /* [tensors]: each gradient's sum of squares */
     uint64_t steps;          /* optimizer steps taken (the device's count, mirrored) */
     /* The training step, recorded once and replayed while what it bakes in (its key) holds;

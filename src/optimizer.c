@@ -30,7 +30,7 @@ spk_status spk__optimizer_prepare(spk_model *m) {
     if (t->has_moments) return SPK_OK;
     spk_context *ctx = m->ctx;
     spk__train_forget(m);
-    int64_t four = 4, slots = spk__weights_count(m->cfg.num_layers);
+    int64_t eight = 8, slots = spk__weights_count(m->cfg.num_layers);
     spk_status s = spk__weights_create(ctx, &m->cfg, &t->moment1);
     if (s == SPK_OK) {
         s = spk__weights_create(ctx, &m->cfg, &t->moment2);
@@ -38,7 +38,7 @@ spk_status spk__optimizer_prepare(spk_model *m) {
     }
     if (s != SPK_OK) return s;
     t->has_moments = true;
-    s = spk_tensor_create(ctx, 1, &four, &t->opt_state);
+    s = spk_tensor_create(ctx, 1, &eight, &t->opt_state);
     if (s == SPK_OK) s = spk_tensor_create(ctx, 1, &slots, &t->opt_partial);
     spk_tensor *tensors[2 * 512];
     uint32_t n = s == SPK_OK ? spk__weights_list(&t->moment1, m->cfg.num_layers, tensors) : 0;
@@ -103,7 +103,7 @@ spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *o)
     for (uint32_t i = 0; i < n && s == SPK_OK; i++) {
         push.n = (uint32_t)p[i]->count;
         d.bindings[0] = p[i]->ref, d.bindings[1] = g[i]->ref, d.bindings[2] = m1[i]->ref, d.bindings[3] = m2[i]->ref;
-        s = spk__grid(ctx, (p[i]->count + 63) / 64, d.groups);
+        s = spk__grid(ctx, (p[i]->count + 4 * 64 - 1) / (4 * 64), d.groups); /* 4 elements per invocation */
         if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_optimizer, spec, 3, 0, &d.pipeline);
         if (s == SPK_OK) s = spk__dispatch(ctx, &d);
     }

@@ -289,6 +289,60 @@ static void dropout_masks(void **state) {
     test_assert_no_validation();
 }
 
+/* spk_model_step against the update computed here in float64 from the same gradients: SGD with
+ * weight decay and AdamW's first step, each with global-norm clipping, on tensors of 4n elements
+ * (the vec4 path) and of 3 (the scalar one). */
+static void optimizer_against_float64(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    spk_model_config c = spk_model_config_default(8);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 1, c.num_outputs = 3, c.window_size = 4;
+    float x[2 * 4 * 8], t[2] = {0, 2};
+    test_fill_random(x, 64, 4);
+    for (int algo = 0; algo < 2; algo++) {
+        spk_model *m = NULL;
+        assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
+        assert_int_equal(spk_model_init_random(m, 3), SPK_OK);
+        assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_CROSS_ENTROPY, t, NULL), SPK_OK);
+        spk_tensor *p[64], *g[64];
+        uint32_t n = spk__weights_list(&m->w, c.num_layers, p);
+        spk__weights_list(&m->train->grad, c.num_layers, g);
+        float *before[64], *grads[64];
+        double sumsq = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            before[i] = test_alloc_floats(p[i]->count), grads[i] = test_alloc_floats(p[i]->count);
+            assert_int_equal(spk_tensor_download(p[i], before[i], p[i]->count), SPK_OK);
+            assert_int_equal(spk_tensor_download(g[i], grads[i], g[i]->count), SPK_OK);
+            for (int64_t j = 0; j < g[i]->count; j++) sumsq += (double)grads[i][j] * grads[i][j];
+        }
+        spk_optimizer_desc opt = spk_optimizer_defaults(algo ? SPK_OPTIMIZER_SGD : SPK_OPTIMIZER_ADAMW);
+        opt.lr = 0.05f, opt.weight_decay = 0.1f, opt.clip_norm = 0.5f * (float)sqrt(sumsq);
+        double coef = fmin(1.0, opt.clip_norm / (sqrt(sumsq) + 1e-6)), worst = 0;
+        assert_int_equal(spk_model_step(m, &opt), SPK_OK);
+        for (uint32_t i = 0; i < n; i++) {
+            float *after = test_alloc_floats(p[i]->count);
+            assert_int_equal(spk_tensor_download(p[i], after, p[i]->count), SPK_OK);
+            for (int64_t j = 0; j < p[i]->count; j++) {
+                double w = before[i][j], gr = grads[i][j] * coef, want;
+                if (algo) {
+                    want = w - opt.lr * (gr + opt.weight_decay * w);
+                } else {
+                    double m1 = (1 - opt.beta1) * gr, v1 = (1 - opt.beta2) * gr * gr;
+                    want = w * (1 - (double)opt.lr * opt.weight_decay) -
+                           opt.lr / (1 - opt.beta1) * m1 / (sqrt(v1) / sqrt(1 - opt.beta2) + opt.eps);
+                }
+                worst = fmax(worst, fabs(after[j] - want) / fmax(fabs(want), 1e-3));
+            }
+            free(after), free(before[i]), free(grads[i]);
+        }
+        printf("%s step with clipping (coefficient %.3f): worst relative error %.2g against float64\n",
+               algo ? "SGD" : "AdamW", coef, worst);
+        assert_true(worst <= 2e-5);
+        spk_model_destroy(m);
+    }
+    test_assert_no_validation();
+}
+
 static void grad_errors(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -319,6 +373,7 @@ int main(void) {
         cmocka_unit_test(golden_adamw_xent_last),
         cmocka_unit_test(golden_adamw_mse_all),
         cmocka_unit_test(resume_and_checkpoints),
+        cmocka_unit_test(optimizer_against_float64),
         cmocka_unit_test(dropout_masks),
         cmocka_unit_test(grad_errors),
     };

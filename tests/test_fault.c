@@ -11,6 +11,7 @@
 
 #include "fault.h"
 #include "harness.h"
+#include "internal.h"
 
 #define GOLDEN "golden/model-e20-h32-n4-l2/"
 
@@ -143,6 +144,12 @@ static spk_status step_train(spk_context *ctx, void *data) {
     return spk_model_train_step(d->model, x, 2, 4, SPK_LOSS_CROSS_ENTROPY, t, &opt, NULL);
 }
 
+/* The same through staging buffers (a device whose memory the host cannot map). */
+static void prepare_small_model_staged(spk_context *ctx, void **out) {
+    ctx->force_staging = true;
+    prepare_small_model(ctx, out);
+}
+
 /* Checkpoints written and the optimizer state read back. */
 static void prepare_trained_model(spk_context *ctx, void **out) {
     prepare_small_model(ctx, out);
@@ -182,6 +189,8 @@ static const scenario g_scenarios[] = {
     {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
     {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},
+    {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 8},
+    {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 0},
     {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 8},
 };
 

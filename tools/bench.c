@@ -35,6 +35,13 @@ static uint64_t ranked_ns(bench_fn fn, void *arg, int repeats, int rank) {
 
 uint64_t median_ns(bench_fn fn, void *arg, int repeats) { return ranked_ns(fn, arg, repeats, repeats / 2); }
 
+spk_status run_recorded(void *arg, uint64_t *ns) {
+    const recorded_run *r = arg;
+    spk_status s = spk__run_sync(r->ctx, r->record, r->arg);
+    *ns = spk_context_last_gpu_time_ns(r->ctx);
+    return s;
+}
+
 /* Ceilings are the best of their runs: what the device can reach, not what it typically does. */
 static uint64_t best_ns(bench_fn fn, void *arg, int repeats) { return ranked_ns(fn, arg, repeats < 5 ? 5 : repeats, 0); }
 

@@ -6,6 +6,14 @@
 
 /* One timed run: GPU nanoseconds in *ns. */
 typedef spk_status (*bench_fn)(void *arg, uint64_t *ns);
+/* A bench_fn's argument for work recorded by `record` (an internal spk__record_* sequence) and
+ * run in one submit: median_ns(run_recorded, &(recorded_run){...}, repeats). */
+typedef struct recorded_run {
+    spk_context *ctx;
+    spk_status (*record)(spk_context *ctx, const void *arg);
+    const void *arg;
+} recorded_run;
+spk_status run_recorded(void *arg, uint64_t *ns);
 /* Median of `repeats` runs after 3 warm-up runs; 0 on failure. */
 uint64_t median_ns(bench_fn fn, void *arg, int repeats);
 double gbps(uint64_t bytes, uint64_t ns);

@@ -14,7 +14,6 @@
 /* ---- attention -------------------------------------------------------------------------- */
 
 typedef struct attention_run {
-    spk_context *ctx;
     spk__attention_args args;
     spk_tensor *scores; /* unfused only */
 } attention_run;
@@ -34,20 +33,6 @@ static spk_status record_unfused(spk_context *ctx, const void *arg) {
     if (status == SPK_OK) status = spk__record_softpick(ctx, NULL, r->scores, -1, r->scores);
     if (status == SPK_OK) status = spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_PRODUCT, s);
     return status;
-}
-
-static spk_status run_fused(void *arg, uint64_t *ns) {
-    attention_run *r = arg;
-    spk_status s = spk__run_sync(r->ctx, record_fused, r);
-    *ns = spk_context_last_gpu_time_ns(r->ctx);
-    return s;
-}
-
-static spk_status run_unfused(void *arg, uint64_t *ns) {
-    attention_run *r = arg;
-    spk_status s = spk__run_sync(r->ctx, record_unfused, r);
-    *ns = spk_context_last_gpu_time_ns(r->ctx);
-    return s;
 }
 
 int bench_attention(spk_context *ctx, int repeats) {
@@ -82,12 +67,12 @@ int bench_attention(spk_context *ctx, int repeats) {
             rc = cli_fail("bench attention setup failed: %s", spk_context_last_error(ctx));
         } else {
             uint32_t h = (uint32_t)hidden;
-            attention_run r = {ctx,
-                               {{q->ref, h, 0, q->views}, {k->ref, h, 0, k->views}, {v->ref, h, 0, v->views},
+            attention_run r = {{{q->ref, h, 0, q->views}, {k->ref, h, 0, k->views}, {v->ref, h, 0, v->views},
                                 {o->ref, h, 0, NULL}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
                                 (uint32_t)(hidden / heads), true, {0}},
                                scores};
-            uint64_t fused = median_ns(run_fused, &r, repeats), unfused = median_ns(run_unfused, &r, repeats);
+            recorded_run f = {ctx, record_fused, &r}, u = {ctx, record_unfused, &r};
+            uint64_t fused = median_ns(run_recorded, &f, repeats), unfused = median_ns(run_recorded, &u, repeats);
             double flops = 4.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;
             double gflops = fused ? flops / (double)fused : 0;
             printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx\n", (long long)batch, (long long)seq,

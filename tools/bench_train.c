@@ -42,7 +42,6 @@ static double forward_flops(const spk_model_config *c, int64_t batch, int64_t se
 /* ---- attention backward: fused against unfused ------------------------------------------- */
 
 typedef struct attention_backward_run {
-    spk_context *ctx;
     spk__attention_backward_args args;
     /* The unfused backward's tensors, heads first ([batch * heads, seq, head_dim] and
      * [batch * heads, seq, seq]): the forward's scores s and p = softpick(s), then dP = dO V^T,
@@ -81,20 +80,6 @@ static spk_status record_fused_forward(spk_context *ctx, const void *arg) {
                                  (spk__buffer_ref){0});
 }
 
-static spk_status run_fused_backward(void *arg, uint64_t *ns) {
-    attention_backward_run *r = arg;
-    spk_status s = spk__run_sync(r->ctx, record_fused_backward, r);
-    *ns = spk_context_last_gpu_time_ns(r->ctx);
-    return s;
-}
-
-static spk_status run_unfused_backward(void *arg, uint64_t *ns) {
-    attention_backward_run *r = arg;
-    spk_status s = spk__run_sync(r->ctx, record_unfused_backward, r);
-    *ns = spk_context_last_gpu_time_ns(r->ctx);
-    return s;
-}
-
 /* Causal attention's backward at the default model's heads (4 of 64) at batch 32 x seq 60, and
  * at seq 512 and 2048: the fused kernels against the unfused path through [seq, seq] tensors. */
 static int bench_attention_backward(spk_context *ctx, int repeats, const ceilings *c) {
@@ -127,7 +112,7 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
             for (int j = 0; j < 4 && s == SPK_OK; j++) s = spk_tensor_upload(hm[j], host, n);
         }
         uint32_t h = (uint32_t)hidden;
-        attention_backward_run r = {.ctx = ctx};
+        attention_backward_run r = {0};
         r.args = (spk__attention_backward_args){
             .q = {t[0]->ref, h, 0, t[0]->views}, .k = {t[1]->ref, h, 0, t[1]->views}, .v = {t[2]->ref, h, 0, t[2]->views},
             .o = {t[3]->ref, h, 0, NULL},        .dout = {t[4]->ref, h, 0, t[4]->views},
@@ -141,8 +126,9 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
         /* Each path's forward once: the fused one keeps o and r, the unfused one s and p. */
         if (s == SPK_OK && host) s = spk__run_sync(ctx, record_fused_forward, &r);
         if (s == SPK_OK && host) s = spk__run_sync(ctx, record_unfused_forward, &r);
-        uint64_t fused = s == SPK_OK && host ? median_ns(run_fused_backward, &r, repeats) : 0;
-        uint64_t unfused = fused ? median_ns(run_unfused_backward, &r, repeats) : 0;
+        recorded_run f = {ctx, record_fused_backward, &r}, u = {ctx, record_unfused_backward, &r};
+        uint64_t fused = s == SPK_OK && host ? median_ns(run_recorded, &f, repeats) : 0;
+        uint64_t unfused = fused ? median_ns(run_recorded, &u, repeats) : 0;
         if (!fused || !unfused) {
             rc = cli_fail("attention backward run failed: %s", spk_context_last_error(ctx));
         } else {

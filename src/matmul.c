@@ -413,18 +413,20 @@ spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const 
     bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     const spk_tensor *xs = x ? x : g;
     bool texel = cpu && ctx->caps.texel_buffers && g->views[0] && xs->views[0];
-    uint32_t spec[2] = {64, !out1 ? 0u : out0 ? 1u : 2u};
+    /* Four columns per invocation through vec4 views where rows are whole vec4s. */
+    bool vec4 = texel && n % 4 == 0 && g->views[1] && xs->views[1];
+    uint32_t spec[3] = {64, !out1 ? 0u : out0 ? 1u : 2u, vec4 ? 4u : 1u};
     uint32_t push[3] = {(uint32_t)rows, (uint32_t)n, accumulate};
     spk__dispatch_desc d = {
         .bindings = {g->ref, xs->ref, stats ? stats->ref : g->ref, out->ref, out1 ? out1->ref : out->ref},
-        .views = {texel ? g->views[0] : VK_NULL_HANDLE, texel ? xs->views[0] : VK_NULL_HANDLE},
+        .views = {texel ? g->views[vec4] : VK_NULL_HANDLE, texel ? xs->views[vec4] : VK_NULL_HANDLE},
         .written_mask = (out0 ? 0x8 : 0) | (out1 ? 0x10 : 0),
         .push = push,
         .push_size = sizeof push,
     };
-    spk_status status = spk__grid(ctx, (n + spec[0] - 1) / spec[0], d.groups);
+    spk_status status = spk__grid(ctx, (n / spec[2] + spec[0] - 1) / spec[0], d.groups);
     if (status == SPK_OK)
-        status = spk__pipeline_get(ctx, texel ? &spk__shader_column_sums_texel : &spk__shader_column_sums, spec, 2, 0,
+        status = spk__pipeline_get(ctx, texel ? &spk__shader_column_sums_texel : &spk__shader_column_sums, spec, 3, 0,
                                    &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;

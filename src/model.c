@@ -755,6 +755,7 @@ static spk_status spk__model_recording_for(spk_model *m, int64_t batch, int64_t 
 
 spk_status spk_model_forward(spk_model *m, const float *input, int64_t batch, int64_t seq_len, float *output) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk__train_forget_forward(m);
     spk_context *ctx = m->ctx;
     if (!input || !output) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "forward: input or output is NULL");
     spk_status s = spk__check_forward_size(m, batch, seq_len);
@@ -787,9 +788,9 @@ spk_status spk_model_forward(spk_model *m, const float *input, int64_t batch, in
     return s;
 }
 
-/* Checks a forward on device tensors and prepares the model's buffers for it. */
-static spk_status spk__forward_tensors_prepare(spk_model *m, const spk_tensor *input, spk_tensor *output) {
+spk_status spk__forward_tensors_prepare(spk_model *m, const spk_tensor *input, spk_tensor *output) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk__train_forget_forward(m);
     spk_context *ctx = m->ctx;
     spk_status s = spk__check_tensor(ctx, input, "model input");
     if (s == SPK_OK) s = spk__check_tensor(ctx, output, "model output");

@@ -144,11 +144,17 @@ typedef struct spk__train {
     spk__step_key step_key;
     bool step_valid;
     spk__allocation staging; /* targets then the loss, where tensors are not host-visible */
+    /* The last spk_model_forward_train, which spk_model_backward goes back through (any other
+     * forward or training call of the model in between clears `fwd_valid`). */
+    spk_tensor fwd_input; /* a view of the model's input, or the caller's tensor */
+    bool fwd_valid;
 } spk__train;
 
 void spk__train_destroy(spk_model *m);
 /* Forgets the recorded training step (its buffers or state are about to change). */
 void spk__train_forget(spk_model *m);
+/* Forgets the last training forward (another forward is about to use the model's buffers). */
+void spk__train_forget_forward(spk_model *m);
 /* spk_model_train_step (opt set, upto STEP) or spk_model_grad (opt NULL, upto BACKWARD), or a
  * training step's first phases alone (the benchmark times each): one submit. */
 spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
@@ -191,6 +197,8 @@ spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batc
 spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t seq);
 spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq);
 spk_status spk__activations_create(spk_model *m, int64_t rows);
+/* Checks a forward on device tensors and prepares the model's buffers for it. */
+spk_status spk__forward_tensors_prepare(spk_model *m, const spk_tensor *input, spk_tensor *output);
 
 struct spk_model {
     spk_context *ctx;

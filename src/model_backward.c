@@ -322,6 +322,10 @@ void spk__train_forget(spk_model *m) {
     if (m->train) m->train->step_valid = false;
 }
 
+void spk__train_forget_forward(spk_model *m) {
+    if (m->train) m->train->fwd_valid = false;
+}
+
 static bool spk__step_key_equal(const spk__step_key *a, const spk__step_key *b) {
     const spk_optimizer_desc *p = &a->opt, *q = &b->opt;
     bool same_opt = !a->has_opt || (p->kind == q->kind && p->lr == q->lr && p->beta1 == q->beta1 &&
@@ -389,6 +393,7 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
     spk_context *ctx = m->ctx;
     if (!input) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "grad: input is NULL");
+    spk__train_forget_forward(m);
     spk_status s = spk__check_forward_size(m, batch, seq_len);
     int out_ndim;
     int64_t out_shape[3], rows = batch * seq_len;
@@ -430,6 +435,94 @@ spk_status spk_model_train_step(spk_model *m, const float *input, int64_t batch,
                                 const float *target, const spk_optimizer_desc *opt, float *loss_out) {
     if (m && !opt) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "train step: the optimizer is NULL");
     return spk__train_phases(m, input, batch, seq_len, loss, target, opt, SPK__PHASE_STEP, loss_out);
+}
+
+/* ---- a forward and a backward of the caller's own (their head, their loss) ---------------- */
+
+/* Records the training forward (dropout off, as spk_model_grad) in one submit and remembers its
+ * input for spk_model_backward. */
+static spk_status spk__forward_train(spk_model *m, const spk_tensor *in, spk_tensor *out) {
+    spk_context *ctx = m->ctx;
+    spk__train *t = m->train;
+    t->acts.dropout = 0.0f;
+    pthread_mutex_lock(&ctx->lock);
+    spk_status s = spk__begin(ctx);
+    if (s == SPK_OK) s = spk__model_record(m, in, in->shape[0], in->shape[1], out, &t->acts);
+    if (s == SPK_OK) s = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    if (s == SPK_OK) t->fwd_input = *in, t->fwd_valid = true;
+    return s;
+}
+
+spk_status spk_model_forward_train(spk_model *m, const float *input, int64_t batch, int64_t seq_len, float *output) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk__train_forget_forward(m);
+    if (!input || !output) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "forward: input or output is NULL");
+    spk_status s = spk__check_forward_size(m, batch, seq_len);
+    if (s == SPK_OK) s = spk__train_prepare(m, batch * seq_len);
+    if (s == SPK_OK) s = spk__mean_weights(m, batch, seq_len);
+    if (s != SPK_OK) return s;
+    int out_ndim;
+    int64_t in_shape[3] = {batch, seq_len, m->cfg.embed_dim}, out_shape[3];
+    spk_model_output_shape(m, batch, seq_len, &out_ndim, out_shape);
+    spk_tensor in = spk__view(m->input, 3, in_shape), out = spk__view(m->output, out_ndim, out_shape);
+    s = spk_tensor_upload(&in, input, in.count);
+    if (s == SPK_OK) s = spk__forward_train(m, &in, &out);
+    if (s == SPK_OK) s = spk_tensor_download(&out, output, out.count);
+    if (s != SPK_OK) spk__train_forget_forward(m);
+    return s;
+}
+
+spk_status spk_model_forward_train_tensors(spk_model *m, const spk_tensor *input, spk_tensor *output) {
+    spk_status s = spk__forward_tensors_prepare(m, input, output);
+    if (s == SPK_OK) s = spk__train_prepare(m, input->shape[0] * input->shape[1]);
+    return s == SPK_OK ? spk__forward_train(m, input, output) : s;
+}
+
+/* The backward of the remembered training forward from dy (the output's shape), one submit. */
+static spk_status spk__backward_from(spk_model *m, const spk_tensor *dy) {
+    spk_context *ctx = m->ctx;
+    spk__train *t = m->train;
+    pthread_mutex_lock(&ctx->lock);
+    spk_status s = spk__begin(ctx);
+    if (s == SPK_OK)
+        s = spk__model_record_backward(m, &t->fwd_input, t->fwd_input.shape[0], t->fwd_input.shape[1], dy);
+    if (s == SPK_OK) s = spk__submit_and_wait(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+/* The output shape of the remembered training forward, or an error when there is none. */
+static spk_status spk__backward_shape(spk_model *m, int *ndim, int64_t shape[3]) {
+    if (!m->train || !m->train->fwd_valid)
+        return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT,
+                         "backward: no training forward to go back through (spk_model_forward_train, with no other "
+                         "forward or training call of the model since)");
+    const spk_tensor *in = &m->train->fwd_input;
+    spk_model_output_shape(m, in->shape[0], in->shape[1], ndim, shape);
+    return SPK_OK;
+}
+
+spk_status spk_model_backward(spk_model *m, const float *dy) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!dy) return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "backward: dy is NULL");
+    int ndim;
+    int64_t shape[3];
+    spk_status s = spk__backward_shape(m, &ndim, shape);
+    if (s != SPK_OK) return s;
+    spk_tensor view = spk__view(m->train->dy, ndim, shape);
+    s = spk_tensor_upload(&view, dy, view.count);
+    return s == SPK_OK ? spk__backward_from(m, &view) : s;
+}
+
+spk_status spk_model_backward_tensors(spk_model *m, const spk_tensor *dy) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    int ndim;
+    int64_t shape[3];
+    spk_status s = spk__backward_shape(m, &ndim, shape);
+    if (s == SPK_OK) s = spk__check_tensor(m->ctx, dy, "model output gradient");
+    if (s == SPK_OK) s = spk__check_shape(m->ctx, dy, ndim, shape, "model output gradient");
+    return s == SPK_OK ? spk__backward_from(m, dy) : s;
 }
 
 /* Copies the [rows, cols] block of parameter `name` in weights `w` (the model's or its gradients). */

@@ -144,6 +144,16 @@ static spk_status step_train(spk_context *ctx, void *data) {
     return spk_model_train_step(d->model, x, 2, 4, SPK_LOSS_CROSS_ENTROPY, t, &opt, NULL);
 }
 
+/* A loss of the caller's own: the training forward, then the backward from dL/dy. */
+static spk_status step_own_loss(spk_context *ctx, void *data) {
+    (void)ctx;
+    op_data *d = data;
+    float x[2 * 4 * 8], y[2 * 3];
+    test_fill_random(x, 2 * 4 * 8, 8);
+    spk_status s = spk_model_forward_train(d->model, x, 2, 4, y);
+    return s == SPK_OK ? spk_model_backward(d->model, y) : s;
+}
+
 /* The same through staging buffers (a device whose memory the host cannot map). */
 static void prepare_small_model_staged(spk_context *ctx, void **out) {
     ctx->force_staging = true;
@@ -190,6 +200,7 @@ static const scenario g_scenarios[] = {
     {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},
     {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 8},
+    {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 8},
     {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 0},
     {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 8},
 };

@@ -1,5 +1,6 @@
 /* Gradient checks of the whole model: in every output mode, with and without an output head,
- * with mse and cross-entropy, the device's dL/dparameter against central finite differences of a
+ * with mse, cross-entropy and a loss of the caller's own (spk_model_forward_train and
+ * spk_model_backward, on host arrays and on device tensors), the device's dL/dparameter against central finite differences of a
  * float64 evaluation of the same model (src/reference.c's forward, the head, the loss), on
  * sampled elements of every parameter tensor; and two backward runs give the same bits. */
 #include <math.h>
@@ -12,6 +13,9 @@
 #include "reference.h"
 
 enum { BATCH = 2, SEQ = 5, MAX_TENSORS = 64 };
+/* A loss of the caller's own, through spk_model_forward_train and spk_model_backward:
+ * L = sum_i v_i y_i, v in the target array (so dL/dy = v). */
+#define LINEAR ((spk_loss_kind)100)
 
 /* The model's parameters on the host, one array per tensor of spk__weights_list's order. */
 typedef struct host_params {
@@ -53,6 +57,7 @@ static double ref_loss(const spk__ref_model *r, const float *x, spk_loss_kind lo
     assert_true(spk__ref_model_forward(r, x, BATCH, SEQ, y));
     double sum = 0;
     int64_t rows = out_count / classes;
+    for (int64_t i = 0; loss == LINEAR && i < out_count; i++) sum += target[i] * y[i];
     for (int64_t i = 0; loss == SPK_LOSS_MSE && i < out_count; i++) sum += (y[i] - target[i]) * (y[i] - target[i]);
     for (int64_t i = 0; loss == SPK_LOSS_CROSS_ENTROPY && i < rows; i++) {
         const double *row = y + i * classes;
@@ -62,7 +67,7 @@ static double ref_loss(const spk__ref_model *r, const float *x, spk_loss_kind lo
         sum += max + log(z) - row[(int64_t)target[i]];
     }
     free(y);
-    return sum / (double)(loss == SPK_LOSS_MSE ? out_count : rows);
+    return loss == LINEAR ? sum : sum / (double)(loss == SPK_LOSS_MSE ? out_count : rows);
 }
 
 /* One configuration: the device's gradients against finite differences, per tensor (max abs error
@@ -92,13 +97,23 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
     int64_t classes = spk_model_output_size(&c), rows = out_count / classes;
     float x[BATCH * SEQ * 6], target[BATCH * SEQ * 8];
     test_fill_random(x, BATCH * SEQ * 6, 7);
-    test_fill_random(target, loss == SPK_LOSS_MSE ? out_count : rows, 8);
+    test_fill_random(target, loss == SPK_LOSS_CROSS_ENTROPY ? rows : out_count, 8);
     for (int64_t i = 0; loss == SPK_LOSS_CROSS_ENTROPY && i < rows; i++) target[i] = (float)((i * 7 + 1) % classes);
 
-    float got_loss;
-    assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, &got_loss), SPK_OK);
+    float got_loss = 0, y[BATCH * SEQ * 8];
     spk__ref_layer layers[2];
     spk__ref_model r = ref_model(m, &p, layers);
+    if (loss == LINEAR) { /* the forward on its own, checked too; then dL/dy = v */
+        assert_int_equal(spk_model_backward(m, target), SPK_ERROR_INVALID_ARGUMENT); /* no forward yet */
+        assert_int_equal(spk_model_forward_train(m, x, BATCH, SEQ, y), SPK_OK);
+        double want_y[BATCH * SEQ * 8];
+        assert_true(spk__ref_model_forward(&r, x, BATCH, SEQ, want_y));
+        assert_true(spk__ref_error(y, want_y, out_count) <= 1e-5);
+        for (int64_t i = 0; i < out_count; i++) got_loss += target[i] * y[i];
+        assert_int_equal(spk_model_backward(m, target), SPK_OK);
+    } else {
+        assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, &got_loss), SPK_OK);
+    }
     double want_loss = ref_loss(&r, x, loss, target, out_count, classes);
     assert_true(fabs(got_loss - want_loss) <= 1e-5 * fmax(1.0, fabs(want_loss)));
 
@@ -132,7 +147,9 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
     printf("mode %s, %s, %s: loss %.7g (float64 %.7g), %u tensors, worst relative error %.2g against finite "
            "differences\n",
            mode == SPK_OUTPUT_LAST ? "last" : mode == SPK_OUTPUT_ALL ? "all" : "mean",
-           outputs ? "a 3-class head" : "no head", loss == SPK_LOSS_MSE ? "mse" : "cross-entropy", got_loss, want_loss,
+           outputs ? "a 3-class head" : "no head",
+           loss == LINEAR ? "a loss of its own (forward_train, backward)" : loss == SPK_LOSS_MSE ? "mse" : "cross-entropy",
+           got_loss, want_loss,
            p.count, worst);
 
     /* Deterministic: zeroed and run again, the same bits in every gradient. */
@@ -142,7 +159,21 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
         assert_int_equal(spk_tensor_download(grads[i], first[i], grads[i]->count), SPK_OK);
     }
     assert_int_equal(spk_model_zero_grad(m), SPK_OK);
-    assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, NULL), SPK_OK);
+    if (loss == LINEAR) { /* again on device tensors: the same bits */
+        int64_t in_shape[3] = {BATCH, SEQ, 6};
+        spk_tensor *tx = NULL, *ty = NULL, *tdy = NULL;
+        assert_int_equal(spk_tensor_create(ctx, 3, in_shape, &tx), SPK_OK);
+        assert_int_equal(spk_tensor_create(ctx, ndim, shape, &ty), SPK_OK);
+        assert_int_equal(spk_tensor_create(ctx, ndim, shape, &tdy), SPK_OK);
+        assert_int_equal(spk_tensor_upload(tx, x, BATCH * SEQ * 6), SPK_OK);
+        assert_int_equal(spk_tensor_upload(tdy, target, out_count), SPK_OK);
+        assert_int_equal(spk_model_forward_train_tensors(m, tx, ty), SPK_OK);
+        assert_int_equal(spk_model_backward_tensors(m, tx), SPK_ERROR_SHAPE); /* dy of the input's shape */
+        assert_int_equal(spk_model_backward_tensors(m, tdy), SPK_OK);
+        spk_tensor_destroy(tx), spk_tensor_destroy(ty), spk_tensor_destroy(tdy);
+    } else {
+        assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, NULL), SPK_OK);
+    }
     for (uint32_t i = 0; i < p.count; i++) {
         float *g = test_alloc_floats(grads[i]->count);
         assert_int_equal(spk_tensor_download(grads[i], g, grads[i]->count), SPK_OK);
@@ -160,12 +191,16 @@ static void last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, SPK
 static void all_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 3, SPK_LOSS_CROSS_ENTROPY); }
 static void mean_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_CROSS_ENTROPY); }
 static void mean_head_mse(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_MSE); }
+static void own_loss_last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, LINEAR); }
+static void own_loss_all(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, LINEAR); }
+static void own_loss_mean(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, LINEAR); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(last_no_head), cmocka_unit_test(all_no_head), cmocka_unit_test(mean_no_head),
         cmocka_unit_test(last_head),    cmocka_unit_test(all_head),    cmocka_unit_test(mean_head),
-        cmocka_unit_test(mean_head_mse),
+        cmocka_unit_test(mean_head_mse),  cmocka_unit_test(own_loss_last_head), cmocka_unit_test(own_loss_all),
+        cmocka_unit_test(own_loss_mean),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

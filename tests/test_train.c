@@ -362,6 +362,20 @@ static void grad_errors(void **state) {
     assert_int_equal(spk_model_get_gradient(m, "no_such.kernel", g, 24), SPK_ERROR_INVALID_ARGUMENT);
     assert_int_equal(spk_model_get_gradient(m, "output_head.kernel", g, 23), SPK_ERROR_SHAPE);
     assert_int_equal(spk_model_get_gradient(m, "output_head.kernel", g, 24), SPK_OK);
+    /* spk_model_backward goes back through the last training forward only. */
+    float y[6], dy[6] = {1, 0, 0, 0, 1, 0};
+    assert_int_equal(spk_model_backward(m, dy), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_forward_train(m, x, 2, 4, y), SPK_OK);
+    assert_int_equal(spk_model_backward(m, NULL), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_backward(m, dy), SPK_OK);
+    assert_int_equal(spk_model_backward(m, dy), SPK_OK); /* twice: the gradients add up */
+    assert_int_equal(spk_model_forward(m, x, 2, 4, y), SPK_OK);
+    assert_int_equal(spk_model_backward(m, dy), SPK_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(spk_context_last_error(ctx), "no training forward"));
+    assert_int_equal(spk_model_forward_train(m, x, 2, 4, y), SPK_OK);
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_MSE, y, NULL), SPK_OK);
+    assert_int_equal(spk_model_backward(m, dy), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_forward_train(m, x, 0, 4, y), SPK_ERROR_SHAPE);
     spk_model_destroy(m);
     test_assert_no_validation();
 }

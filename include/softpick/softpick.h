@@ -458,6 +458,18 @@ SPK_API spk_status spk_model_zero_grad(spk_model *model);
  * off. Writes the loss to *loss_out unless NULL. */
 SPK_API spk_status spk_model_grad(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
                                   spk_loss_kind loss, const float *target, float *loss_out);
+/* Your own head and loss: the training forward alone (dropout off, as spk_model_grad) writes the
+ * output (spk_model_output_shape's elements) and keeps what the backward needs; spk_model_backward
+ * then takes dL/d(output) (the same count of floats) and adds dL/dparameter to every gradient.
+ * The backward goes back through the last spk_model_forward_train: any other forward, grad or
+ * training step of the model in between makes it SPK_ERROR_INVALID_ARGUMENT. One submit each. */
+SPK_API spk_status spk_model_forward_train(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
+                                           float *output);
+SPK_API spk_status spk_model_backward(spk_model *model, const float *dy);
+/* The same on device tensors (input [batch, seq_len, embed_dim]; dy of the output's shape). The
+ * backward reads the forward's input tensor again: keep it alive and unchanged until then. */
+SPK_API spk_status spk_model_forward_train_tensors(spk_model *model, const spk_tensor *input, spk_tensor *output);
+SPK_API spk_status spk_model_backward_tensors(spk_model *model, const spk_tensor *dy);
 /* Copies the gradient of the parameter `name` (SPEC.md section 3 names, e.g.
  * "softpick_block_1_attn_q_proj.kernel") into out, which holds `count` floats (its element count). */
 SPK_API spk_status spk_model_get_gradient(spk_model *model, const char *name, float *out, int64_t count);

@@ -245,8 +245,8 @@ int cli_train(int argc, char **argv) {
         }
         if (tty) { /* a live progress bar, redrawn in place */
             int width = 30, done = (int)((double)(i + 1) / (double)steps * width);
-            printf("\r[%.*s%*s] %ld/%ld  loss %.5g", done, "==============================", width - done, "", i + 1,
-                   steps, value);
+            printf("\r[%.*s%*s] %ld/%ld", done, "==============================", width - done, "", i + 1, steps);
+            if (!isnan(value)) printf("  loss %.5g", value); /* as last logged */
             fflush(stdout);
         }
     }

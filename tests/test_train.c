@@ -284,6 +284,11 @@ static void dropout_masks(void **state) {
     float l_next;
     assert_int_equal(spk_model_train_step(m, x, 2, 4, SPK_LOSS_MSE, t, &opt, &l_next), SPK_OK);
     assert_true(l_next != l_train);
+    /* Rate 0 drops nothing: a training step's loss is spk_model_grad's, bit for bit. */
+    assert_int_equal(spk_model_set_dropout(m, 0.0f, 9), SPK_OK);
+    assert_int_equal(spk_model_grad(m, x, 2, 4, SPK_LOSS_MSE, t, &l_grad), SPK_OK);
+    assert_int_equal(spk_model_train_step(m, x, 2, 4, SPK_LOSS_MSE, t, &opt, &l_train), SPK_OK);
+    assert_true(l_grad == l_train);
     assert_int_equal(spk_model_set_dropout(m, 1.0f, 0), SPK_ERROR_INVALID_ARGUMENT);
     spk_model_destroy(m);
     test_assert_no_validation();

@@ -497,8 +497,10 @@ SPK_API spk_optimizer_desc spk_optimizer_defaults(spk_optimizer_kind kind);
  * count lives there too; the first step makes AdamW's moments, zeroed). One submit. */
 SPK_API spk_status spk_model_step(spk_model *model, const spk_optimizer_desc *opt);
 /* A whole training step in one command buffer, one submit: zero the gradients, spk_model_grad's
- * forward, loss and backward, and spk_model_step. Writes the loss (before the update) unless
- * loss_out is NULL. */
+ * forward, loss and backward, and spk_model_step. The command buffer is recorded on the first
+ * step of a (batch, seq_len, output mode, loss, optimizer settings, dropout) and replayed by the
+ * steps after (the step count, and with it dropout's masks, advance on the device). Reads the
+ * loss (before the update) back only when loss_out is not NULL. */
 SPK_API spk_status spk_model_train_step(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
                                         spk_loss_kind loss, const float *target, const spk_optimizer_desc *opt,
                                         float *loss_out);

@@ -8,7 +8,7 @@
 //   MODE 1, backward: out = keep * dy / (1 - rate)
 //
 // TEXEL 1 reads the residual and y as uniform texel buffers (R32 views): on lavapipe a vectorized
-// gather, where a storage-buffer load is a loop over the lanes (6x faster here).
+// gather, where a storage-buffer load is a loop over the lanes (2.4 -> 0.8-1.2 ms per [1920, 256] pass here).
 #extension GL_EXT_control_flow_attributes : require
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;

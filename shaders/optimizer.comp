@@ -95,7 +95,7 @@ void main() {
     uint i4 = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + lid;
     if ((pc.n & 3u) == 0) {
         if (4 * i4 >= pc.n) return;
-        vec4 mi = m4[i4], vi = v4[i4];
+        vec4 mi = ALGO == 0 ? m4[i4] : vec4(0.0), vi = ALGO == 0 ? v4[i4] : vec4(0.0); // SGD has none
         p4[i4] = update(p4[i4], g4[i4], mi, vi);
         if (ALGO == 0) m4[i4] = mi, v4[i4] = vi;
         return;
@@ -103,7 +103,7 @@ void main() {
     [[unroll]] for (uint e = 0; e < 4; e++) {
         uint i = 4 * i4 + e;
         if (i >= pc.n) return;
-        vec4 mi = vec4(m[i]), vi = vec4(v[i]);
+        vec4 mi = vec4(ALGO == 0 ? m[i] : 0.0), vi = vec4(ALGO == 0 ? v[i] : 0.0);
         p[i] = update(vec4(p[i]), vec4(g[i]), mi, vi).x;
         if (ALGO == 0) m[i] = mi.x, v[i] = vi.x;
     }

@@ -439,17 +439,34 @@ spk_status spk_model_train_step(spk_model *m, const float *input, int64_t batch,
 
 /* ---- a forward and a backward of the caller's own (their head, their loss) ---------------- */
 
+/* What spk__run_sync records for the calls below: the training forward (in to out), or the
+ * backward of the remembered one (from dy). */
+typedef struct spk__own_pass {
+    spk_model *m;
+    const spk_tensor *in, *dy;
+    spk_tensor *out;
+} spk__own_pass;
+
+static spk_status spk__record_own_forward(spk_context *ctx, const void *arg) {
+    (void)ctx;
+    const spk__own_pass *p = arg;
+    return spk__model_record(p->m, p->in, p->in->shape[0], p->in->shape[1], p->out, &p->m->train->acts);
+}
+
+static spk_status spk__record_own_backward(spk_context *ctx, const void *arg) {
+    (void)ctx;
+    const spk__own_pass *p = arg;
+    const spk_tensor *in = &p->m->train->fwd_input;
+    return spk__model_record_backward(p->m, in, in->shape[0], in->shape[1], p->dy);
+}
+
 /* Records the training forward (dropout off, as spk_model_grad) in one submit and remembers its
  * input for spk_model_backward. */
 static spk_status spk__forward_train(spk_model *m, const spk_tensor *in, spk_tensor *out) {
-    spk_context *ctx = m->ctx;
     spk__train *t = m->train;
     t->acts.dropout = 0.0f;
-    pthread_mutex_lock(&ctx->lock);
-    spk_status s = spk__begin(ctx);
-    if (s == SPK_OK) s = spk__model_record(m, in, in->shape[0], in->shape[1], out, &t->acts);
-    if (s == SPK_OK) s = spk__submit_and_wait(ctx);
-    pthread_mutex_unlock(&ctx->lock);
+    spk__own_pass pass = {.m = m, .in = in, .out = out};
+    spk_status s = spk__run_sync(m->ctx, spk__record_own_forward, &pass);
     if (s == SPK_OK) t->fwd_input = *in, t->fwd_valid = true;
     return s;
 }
@@ -481,15 +498,8 @@ spk_status spk_model_forward_train_tensors(spk_model *m, const spk_tensor *input
 
 /* The backward of the remembered training forward from dy (the output's shape), one submit. */
 static spk_status spk__backward_from(spk_model *m, const spk_tensor *dy) {
-    spk_context *ctx = m->ctx;
-    spk__train *t = m->train;
-    pthread_mutex_lock(&ctx->lock);
-    spk_status s = spk__begin(ctx);
-    if (s == SPK_OK)
-        s = spk__model_record_backward(m, &t->fwd_input, t->fwd_input.shape[0], t->fwd_input.shape[1], dy);
-    if (s == SPK_OK) s = spk__submit_and_wait(ctx);
-    pthread_mutex_unlock(&ctx->lock);
-    return s;
+    spk__own_pass pass = {.m = m, .dy = dy};
+    return spk__run_sync(m->ctx, spk__record_own_backward, &pass);
 }
 
 /* The output shape of the remembered training forward, or an error when there is none. */

@@ -228,6 +228,15 @@ static uint32_t spk__compute_queue_family(VkPhysicalDevice pd, uint32_t *timesta
 }
 
 /* Reads the properties and capabilities the library cares about. */
+/* Whether both formats (one and four channels) can be read as uniform texel buffers. */
+static bool spk__texel_format_pair(VkPhysicalDevice pd, VkFormat one, VkFormat four) {
+    VkFormatProperties p1, p4;
+    vkGetPhysicalDeviceFormatProperties(pd, one, &p1);
+    vkGetPhysicalDeviceFormatProperties(pd, four, &p4);
+    return (p1.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) &&
+           (p4.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT);
+}
+
 static void spk__query_caps(VkPhysicalDevice pd, spk__device_caps *caps,
                             VkPhysicalDeviceDriverProperties *driver) {
     memset(caps, 0, sizeof *caps);
@@ -291,12 +300,10 @@ static void spk__query_caps(VkPhysicalDevice pd, spk__device_caps *caps,
                                        caps->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU);
     caps->timestamp_period = caps->props.limits.timestampPeriod;
 
-    /* Vulkan requires both formats as uniform texel buffers; checked all the same. */
-    VkFormatProperties r32, rgba32;
-    vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32_SFLOAT, &r32);
-    vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32G32B32A32_SFLOAT, &rgba32);
-    caps->texel_buffers = (r32.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) &&
-                          (rgba32.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT);
+    /* Vulkan requires the 32-bit formats as uniform texel buffers; checked all the same. */
+    caps->texel_buffers = spk__texel_format_pair(pd, VK_FORMAT_R32_SFLOAT, VK_FORMAT_R32G32B32A32_SFLOAT);
+    caps->texel_f16 = spk__texel_format_pair(pd, VK_FORMAT_R16_SFLOAT, VK_FORMAT_R16G16B16A16_SFLOAT);
+    caps->texel_u16 = spk__texel_format_pair(pd, VK_FORMAT_R16_UINT, VK_FORMAT_R16G16B16A16_UINT);
 }
 
 static void spk__fill_info(VkPhysicalDevice pd, uint32_t index, spk_device_info *info) {

@@ -142,6 +142,8 @@ typedef struct spk__device_caps {
     bool subgroup_size_control_ext; /* enabled through VK_EXT_subgroup_size_control */
     bool timestamps;
     bool texel_buffers; /* R32 and R32G32B32A32 float uniform texel buffers */
+    bool texel_f16;     /* R16 and R16G16B16A16 SFLOAT uniform texel buffers: F16 read as floats */
+    bool texel_u16;     /* R16 and R16G16B16A16 UINT uniform texel buffers: BF16 read as words */
     bool uma; /* device memory is host-visible and cheap to map (CPU and integrated devices) */
     float timestamp_period;
     uint32_t timestamp_valid_bits;
@@ -205,12 +207,15 @@ struct spk_tensor {
     int ndim;
     int64_t shape[SPK_MAX_RANK];
     int64_t count;
+    spk_dtype dtype;
     spk__allocation alloc; /* empty for a wrapped application buffer */
     spk__buffer_ref ref;   /* the tensor's bytes: buffer, offset, size */
     bool wrapped;
-    /* Uniform texel views over the tensor's bytes as R32_SFLOAT and R32G32B32A32_SFLOAT, for
-     * kernels with texel inputs; NULL for wrapped buffers (their usage flags are unknown) and
-     * where the device's limits exclude them. */
+    /* Uniform texel views over the tensor's bytes, one element and four elements per texel
+     * (R32_SFLOAT and R32G32B32A32_SFLOAT; F16: R16_SFLOAT and R16G16B16A16_SFLOAT, which read
+     * as floats in the same shaders; BF16: R16_UINT and R16G16B16A16_UINT), for kernels with
+     * texel inputs; NULL for wrapped buffers (their usage flags are unknown) and where the
+     * device's formats or limits exclude them. */
     VkBufferView views[2];
     /* Partial sums of softpick recorded into application command buffers with this tensor as
      * output: kept as long as the tensor, since those recordings may be replayed. */
@@ -346,10 +351,21 @@ spk_status spk__copy_regions(spk_context *ctx, spk__buffer_ref src, spk__buffer_
 /* Splits `count` workgroups into a 2D grid within maxComputeWorkGroupCount. */
 spk_status spk__grid(spk_context *ctx, uint64_t count, uint32_t groups[3]);
 
+/* ---- dtype.c ---------------------------------------------------------------------------- */
+
+uint16_t spk__f32_to_f16(float f);
+float spk__f16_to_f32(uint16_t h);
+uint16_t spk__f32_to_bf16(float f);
+float spk__bf16_to_f32(uint16_t h);
+#define SPK__DTYPE_BIT(d) (1u << (d))
+#define SPK__ANY_DTYPE (SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16) | SPK__DTYPE_BIT(SPK_DTYPE_BF16))
+
 /* ---- tensor.c --------------------------------------------------------------------------- */
 
-/* Checks that t belongs to ctx; records an error naming `what` otherwise. */
+/* Checks that t belongs to ctx and is float32; records an error naming `what` otherwise. */
 spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what);
+/* As spk__check_tensor, for a tensor that may be any dtype in `dtypes` (SPK__DTYPE_BIT's). */
+spk_status spk__check_tensor_dtypes(spk_context *ctx, const spk_tensor *t, const char *what, uint32_t dtypes);
 /* Checks that t has exactly this shape; records an error naming `what` otherwise. */
 spk_status spk__check_shape(spk_context *ctx, const spk_tensor *t, int ndim, const int64_t *shape, const char *what);
 /* The tensor's bytes (tests and tools reach them through this). */

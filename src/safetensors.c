@@ -163,8 +163,8 @@ static spk_status spk__parse_dtype(spk__json *j, spk__st_tensor *t) {
     if (s != SPK_OK) return s;
     static const struct {
         const char *name;
-        spk__dtype dtype;
-    } known[] = {{"F32", SPK__DTYPE_F32}, {"F16", SPK__DTYPE_F16}, {"BF16", SPK__DTYPE_BF16}};
+        spk_dtype dtype;
+    } known[] = {{"F32", SPK_DTYPE_F32}, {"F16", SPK_DTYPE_F16}, {"BF16", SPK_DTYPE_BF16}};
     s = SPK__JSON_FAIL(j, "tensor '%s' has unsupported dtype '%.32s' (F32, F16 and BF16 are read)", t->name, name);
     for (size_t i = 0; i < SPK__ARRAY_LEN(known); i++)
         if (strcmp(name, known[i].name) == 0) t->dtype = known[i].dtype, s = SPK_OK;
@@ -226,7 +226,7 @@ static spk_status spk__check_ranges(spk__safetensors *st, char *error, size_t er
             if (spk__mul_overflows(count, (uint64_t)t->shape[d], &count))
                 return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "tensor '%s': element count overflows", t->name);
         t->count = count;
-        if (spk__mul_overflows(count, t->dtype == SPK__DTYPE_F32 ? 4 : 2, &bytes))
+        if (spk__mul_overflows(count, spk_dtype_size(t->dtype), &bytes))
             return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "tensor '%s': byte size overflows", t->name);
         if (t->begin > t->end || t->end > st->data_size)
             return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
@@ -373,36 +373,8 @@ const char *spk__safetensors_metadata(const spk__safetensors *st, const char *ke
     return NULL;
 }
 
-static float spk__half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
-    if (exp == 0x1F) {
-        bits = sign | 0x7F800000u | (mant << 13); /* inf, nan */
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    } else {
-        float f = (float)mant * 0x1p-24f; /* zero and subnormals are exact in float */
-        return sign ? -f : f;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 void spk__safetensors_to_f32(const spk__safetensors *st, const spk__st_tensor *t, float *out) {
-    const unsigned char *src = st->data + t->begin;
-    if (t->dtype == SPK__DTYPE_F32) {
-        memcpy(out, src, t->count * sizeof(float));
-        return;
-    }
-    for (uint64_t i = 0; i < t->count; i++) {
-        uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
-        if (t->dtype == SPK__DTYPE_F16) {
-            out[i] = spk__half_to_float(h);
-        } else {
-            uint32_t bits = (uint32_t)h << 16; /* bfloat16 is float32's upper half */
-            memcpy(&out[i], &bits, sizeof bits);
-        }
-    }
+    spk_convert(st->data + t->begin, t->dtype, out, SPK_DTYPE_F32, t->count);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */

@@ -5,11 +5,9 @@
 
 #include "internal.h"
 
-typedef enum spk__dtype { SPK__DTYPE_F32 = 0, SPK__DTYPE_F16, SPK__DTYPE_BF16 } spk__dtype;
-
 typedef struct spk__st_tensor {
     char *name;
-    spk__dtype dtype;
+    spk_dtype dtype;
     int ndim; /* 0..SPK_MAX_RANK */
     int64_t shape[SPK_MAX_RANK];
     uint64_t count;      /* elements */

@@ -1,5 +1,6 @@
 /* Tensors and the memory behind them: shapes, round trips through mapped memory and through the
  * staging path, sub-allocation from shared blocks, dedicated blocks for large tensors. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,10 +79,77 @@ static void test_small_tensors_share_blocks(void **state) {
     test_assert_no_validation();
 }
 
+/* 16-bit tensors: uploads round (as spk_convert, checked against float64 in test_dtype), raw
+ * bytes go both ways unchanged, through mapped memory and through staging in chunks; their sizes
+ * and views follow the dtype; f32-only ops refuse them. */
+static void test_typed_tensors(void **state) {
+    (void)state;
+    spk_context *ctx = test_context(NULL);
+    const int64_t n = 5001; /* odd, and several 4 KB staging chunks */
+    int64_t shape[1] = {n};
+    float *in = test_alloc_floats(n), *out = test_alloc_floats(n);
+    test_fill_random(in, n, 9);
+    in[0] = 1e6f, in[1] = -0.0f, in[2] = 1e-7f, in[3] = NAN, in[4] = -INFINITY; /* inf in F16, a subnormal */
+    uint16_t *want = calloc((size_t)n, 2), *raw = calloc((size_t)n, 2);
+    assert_non_null(want);
+    assert_non_null(raw);
+    for (int dt = SPK_DTYPE_F16; dt <= SPK_DTYPE_BF16; dt++) {
+        assert_int_equal(spk_convert(in, SPK_DTYPE_F32, want, (spk_dtype)dt, (size_t)n), SPK_OK);
+        for (int staging = 0; staging < 2; staging++) {
+            ctx->force_staging = staging;
+            spk_tensor *t = NULL;
+            assert_int_equal(spk_tensor_create_typed(ctx, (spk_dtype)dt, 1, shape, &t), SPK_OK);
+            assert_int_equal(spk_tensor_dtype(t), dt);
+            assert_int_equal(t->ref.size, (2 * n + 3) / 4 * 4); /* whole words */
+            if (dt == SPK_DTYPE_F16 ? ctx->caps.texel_f16 : ctx->caps.texel_u16) assert_non_null(t->views[1]);
+            assert_int_equal(spk_tensor_upload(t, in, n), SPK_OK);
+            assert_int_equal(spk_tensor_download_raw(t, raw, 2 * (size_t)n), SPK_OK);
+            assert_memory_equal(raw, want, 2 * (size_t)n);
+            assert_int_equal(spk_tensor_download(t, out, n), SPK_OK);
+            for (int64_t i = 0; i < n; i++) {
+                float w;
+                spk_convert(&want[i], (spk_dtype)dt, &w, SPK_DTYPE_F32, 1);
+                assert_true(memcmp(&w, &out[i], 4) == 0);
+            }
+            raw[7] ^= 0x5A5A; /* raw upload: exactly these bits */
+            assert_int_equal(spk_tensor_upload_raw(t, raw, 2 * (size_t)n), SPK_OK);
+            memset(want, 0, 2 * (size_t)n);
+            assert_int_equal(spk_tensor_download_raw(t, want, 2 * (size_t)n), SPK_OK);
+            assert_memory_equal(raw, want, 2 * (size_t)n);
+            assert_int_equal(spk_convert(in, SPK_DTYPE_F32, want, (spk_dtype)dt, (size_t)n), SPK_OK);
+            assert_int_equal(spk_tensor_upload_raw(t, raw, 2 * (size_t)n - 1), SPK_ERROR_SHAPE);
+            assert_int_equal(spk_tensor_download_raw(t, raw, 4 * (size_t)n), SPK_ERROR_SHAPE);
+            assert_non_null(strstr(spk_context_last_error(ctx), "bytes"));
+
+            /* An op that takes float32 only refuses it, naming the dtype. */
+            spk_tensor *y = test_tensor(ctx, 1, shape, NULL);
+            assert_int_equal(spk_softpick(ctx, t, 0, y), SPK_ERROR_UNSUPPORTED);
+            assert_non_null(strstr(spk_context_last_error(ctx), spk_dtype_name((spk_dtype)dt)));
+            assert_int_equal(spk_gelu(ctx, y, t), SPK_ERROR_UNSUPPORTED);
+            spk_tensor_destroy(y);
+            spk_tensor_destroy(t);
+        }
+    }
+    ctx->force_staging = false;
+    spk_tensor *t = NULL;
+    assert_int_equal(spk_tensor_create_typed(ctx, (spk_dtype)3, 1, shape, &t), SPK_ERROR_INVALID_ARGUMENT);
+    assert_null(t);
+    /* The byte size, not the element count, meets the device's limits. */
+    int64_t half_limit[1] = {(int64_t)(ctx->caps.props.limits.maxStorageBufferRange / 2 + 1)};
+    assert_int_equal(spk_tensor_create_typed(ctx, SPK_DTYPE_F16, 1, half_limit, &t), SPK_ERROR_TOO_LARGE);
+    free(in);
+    free(out);
+    free(want);
+    free(raw);
+    spk_context_destroy(ctx);
+    test_assert_no_validation();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trips),
         cmocka_unit_test(test_small_tensors_share_blocks),
+        cmocka_unit_test(test_typed_tensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

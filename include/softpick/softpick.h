@@ -203,7 +203,30 @@ SPK_API spk_status spk_context_device_info(const spk_context *ctx, spk_device_in
 SPK_API uint64_t spk_context_last_gpu_time_ns(const spk_context *ctx);
 
 /* ---------------------------------------------------------------------------------------------
- * Tensors: float32, row-major, rank 1..SPK_MAX_RANK, in device memory owned by the context.
+ * Storage types. Arithmetic is always float32; a tensor may store its elements in 16 bits.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum spk_dtype {
+    SPK_DTYPE_F32 = 0,  /* IEEE binary32 */
+    SPK_DTYPE_F16 = 1,  /* IEEE binary16: 11 significant bits, finite up to 65504 */
+    SPK_DTYPE_BF16 = 2, /* bfloat16: float32's upper 16 bits, 8 significant bits, float32's range */
+} spk_dtype;
+
+/* Bytes per element (4 or 2); 0 for a value outside the enum. */
+SPK_API size_t spk_dtype_size(spk_dtype dtype);
+/* "f32", "f16", "bf16"; "unknown dtype" for other values. */
+SPK_API const char *spk_dtype_name(spk_dtype dtype);
+/* The dtype named "f32", "f16" or "bf16"; SPK_ERROR_INVALID_ARGUMENT for any other name. */
+SPK_API spk_status spk_dtype_from_name(const char *name, spk_dtype *out);
+/* Converts `count` elements on the host. Narrowing rounds to nearest, ties to even; NaN stays NaN
+ * (quiet, sign kept), infinities and signed zeros are kept, finite values beyond the target's
+ * range become infinities, and F16 subnormals are produced and read exactly. src and dst must not
+ * overlap unless from == to. */
+SPK_API spk_status spk_convert(const void *src, spk_dtype from, void *dst, spk_dtype to, size_t count);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors: row-major, rank 1..SPK_MAX_RANK, in device memory owned by the context; float32
+ * unless created with another spk_dtype.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct spk_tensor spk_tensor;
@@ -213,6 +236,11 @@ typedef struct spk_tensor spk_tensor;
  * SPK_ERROR_TOO_LARGE. Memory is sub-allocated from large blocks. */
 SPK_API spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape,
                                      spk_tensor **out);
+/* As spk_tensor_create, storing `dtype`. Uploads and downloads still take floats and convert
+ * (as spk_convert); spk_tensor_upload_raw moves the stored bytes as they are. Ops say which of
+ * their tensors may be 16-bit; any other refuses one with SPK_ERROR_UNSUPPORTED. */
+SPK_API spk_status spk_tensor_create_typed(spk_context *ctx, spk_dtype dtype, int ndim, const int64_t *shape,
+                                           spk_tensor **out);
 /* Frees the tensor's memory. Accepts NULL. */
 SPK_API void spk_tensor_destroy(spk_tensor *tensor);
 
@@ -220,10 +248,16 @@ SPK_API int spk_tensor_ndim(const spk_tensor *tensor);
 /* Pointer to ndim dimensions, valid for the tensor's lifetime. */
 SPK_API const int64_t *spk_tensor_shape(const spk_tensor *tensor);
 SPK_API int64_t spk_tensor_count(const spk_tensor *tensor);
+SPK_API spk_dtype spk_tensor_dtype(const spk_tensor *tensor);
 
-/* Copies `count` floats (which must equal the tensor's element count) between host and device. */
+/* Copies `count` floats (which must equal the tensor's element count) between host and device,
+ * converting to and from the tensor's dtype. */
 SPK_API spk_status spk_tensor_upload(spk_tensor *tensor, const float *data, int64_t count);
 SPK_API spk_status spk_tensor_download(const spk_tensor *tensor, float *data, int64_t count);
+/* Copies the tensor's elements in its own dtype: `bytes` must be count * spk_dtype_size(dtype)
+ * (F16 and BF16 as little-endian 16-bit words, as safetensors stores them). */
+SPK_API spk_status spk_tensor_upload_raw(spk_tensor *tensor, const void *data, size_t bytes);
+SPK_API spk_status spk_tensor_download_raw(const spk_tensor *tensor, void *data, size_t bytes);
 
 /* ---------------------------------------------------------------------------------------------
  * Ops

@@ -6,6 +6,7 @@ file(MAKE_DIRECTORY ${SOFTPICK_GENERATED_DIR}/shaders)
 
 # softpick_add_shaders(target SOURCE.comp:VARIANT_NAME[:DEFINE[,DEFINE...]] ...)
 function(softpick_add_shaders target)
+  file(GLOB shader_includes ${CMAKE_CURRENT_SOURCE_DIR}/shaders/*.glsl) # every variant rebuilds when one changes
   set(outputs)
   set(includes "")
   foreach(spec IN LISTS ARGN)
@@ -25,7 +26,7 @@ function(softpick_add_shaders target)
     add_custom_command(OUTPUT ${out}
       COMMAND ${GLSLANG_VALIDATOR} -V --target-env vulkan1.1 ${defines} --vn spk_spirv_${name}
               -o ${out} ${CMAKE_CURRENT_SOURCE_DIR}/shaders/${source}
-      DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/shaders/${source}
+      DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/shaders/${source} ${shader_includes}
       COMMENT "SPIR-V ${name} from ${source}" VERBATIM)
     list(APPEND outputs ${out})
     string(APPEND includes "#include \"shaders/${name}.h\"\n")

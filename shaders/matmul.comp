@@ -1,5 +1,6 @@
 #version 450
-// C = A B (+ bias) (then GELU) (+ residual), float32, row-major:
+// C = A B (+ bias) (then GELU) (+ residual), float32 arithmetic, row-major (B and the bias may be
+// stored in 16 bits: weights.glsl):
 // A [batch, M, K], B [K, N] shared or [batch, K, N], bias [N], residual and C [batch, M, N].
 // The backward passes read an operand transposed where it is stored: TRANS_A takes A as stored
 // [batch, K, M] (dB = A^T dC), TRANS_B takes B as stored [N, K] (dA = dC B^T); no copy is made.
@@ -26,9 +27,10 @@ layout(constant_id = 8) const uint TRANS_A = 0; // A(m, k) at k * M + m
 layout(constant_id = 9) const uint TRANS_B = 0; // B(k, n) at n * K + k
 
 layout(set = 0, binding = 0) readonly buffer A { float a[]; };
-layout(set = 0, binding = 1) readonly buffer B { float b[]; };
+#define TEXEL 0
+#define W_DTYPE_ID 10
+#include "weights.glsl" // B and the bias, float32 or 16-bit
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
-layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
 layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
 
@@ -75,7 +77,7 @@ void main() {
                 uint kk = TRANS_B != 0 ? e % BK : e / BN, cc = TRANS_B != 0 ? e / BK : e % BN;
                 uint n = min(col0 + cc, pc.N - 1), k = k0 + kk;
                 uint at = TRANS_B != 0 ? b_base + n * pc.K + k : b_base + k * pc.N + n;
-                tile_b[kk * BN + cc] = k < pc.K ? b[at] : 0.0;
+                tile_b[kk * BN + cc] = k < pc.K ? b1(at) : 0.0;
             }
             barrier();
             for (uint kk = 0; kk < BK; kk++) {
@@ -102,7 +104,7 @@ void main() {
         for (uint k = 0; k < pc.K; k++) {
             float av[TM], bv[TN];
             [[unroll]] for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k * a_step];
-            [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b[cols[j] + k * b_step];
+            [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b1(cols[j] + k * b_step);
             [[unroll]] for (uint i = 0; i < TM; i++)
                 [[unroll]] for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
         }
@@ -116,7 +118,7 @@ void main() {
             uint n = col0 + tx + j * WG_X;
             if (n >= pc.N) break;
             float v = acc[i * TN + j];
-            if ((pc.epilogue & 1u) != 0) v += bias[n];
+            if ((pc.epilogue & 1u) != 0) v += bias_at(n);
             uint idx = c_base + m * pc.N + n;
             if ((pc.epilogue & 16u) != 0) pre[idx] = v;
             if ((pc.epilogue & 2u) != 0) v = gelu(v);

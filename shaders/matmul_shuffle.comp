@@ -36,21 +36,16 @@ layout(constant_id = 8) const uint VEC_C = 1;   // 4: N a multiple of 4, the epi
 
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 view, or R32G32B32A32 with VEC_A 4
-layout(set = 0, binding = 1) uniform samplerBuffer B;
 float a1(uint i) { return texelFetch(A, int(i)).x; }
 vec4 a4(uint i) { return texelFetch(A, int(i)); }
-float b1(uint i) { return texelFetch(B, int(i)).x; }
-vec4 b4(uint i) { return texelFetch(B, int(i)); }
 #else
 layout(set = 0, binding = 0) readonly buffer A { float a[]; };
-layout(set = 0, binding = 1) readonly buffer B { float b[]; };
 float a1(uint i) { return a[i]; }
 vec4 a4(uint i) { return vec4(a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]); }
-float b1(uint i) { return b[i]; }
-vec4 b4(uint i) { return vec4(b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]); }
 #endif
+#define W_DTYPE_ID 9
+#include "weights.glsl" // B and the bias, float32 or 16-bit
 layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
-layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
 layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
 // The same buffers as vec4s (VEC_C): on CPU drivers a storage-buffer access is a loop over the
@@ -193,7 +188,7 @@ void main() {
     vec4 bias_v[CG];
     [[unroll]] for (uint g = 0; g < CG; g++)
         [[unroll]] for (uint e = 0; e < 4; e++)
-            bias_v[g][e] = (pc.epilogue & 1u) != 0 ? bias[min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)] : 0.0;
+            bias_v[g][e] = (pc.epilogue & 1u) != 0 ? bias_at(min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)) : 0.0;
 
     uint c_base = batch * pc.c_batch_stride;
     if (VEC_C == 4) {

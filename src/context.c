@@ -272,6 +272,11 @@ static void spk__query_caps(VkPhysicalDevice pd, spk__device_caps *caps,
                              (caps->subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     caps->min_subgroup_size = caps->max_subgroup_size = caps->subgroup.subgroupSize;
 
+    VkPhysicalDevice16BitStorageFeatures storage16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+    VkPhysicalDeviceFeatures2 features2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &storage16};
+    vkGetPhysicalDeviceFeatures2(pd, &features2);
+    caps->storage16 = storage16.storageBuffer16BitAccess;
+
     if (api >= VK_API_VERSION_1_3 || size_control_ext) {
         VkPhysicalDeviceSubgroupSizeControlFeatures size_features = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES,
@@ -326,6 +331,9 @@ static void spk__fill_info(VkPhysicalDevice pd, uint32_t index, spk_device_info 
     info->subgroup_size = caps.subgroup.subgroupSize;
     info->subgroup_arithmetic = caps.subgroup_arithmetic;
     info->max_storage_buffer_range = caps.props.limits.maxStorageBufferRange;
+    info->storage_16bit = caps.storage16;
+    info->texel_f16 = caps.texel_f16;
+    info->texel_bf16 = caps.texel_u16;
     info->usable = caps.props.apiVersion >= SPK__MIN_API &&
                    spk__compute_queue_family(pd, NULL) != UINT32_MAX;
 }
@@ -432,6 +440,12 @@ static spk_status spk__create_device(spk_context *ctx, const spk_context_desc *d
     default:
         ctx->reduction = caps->subgroup_arithmetic ? SPK_REDUCTION_SUBGROUP : SPK_REDUCTION_SHARED_MEMORY;
     }
+    if (desc->half_storage == SPK_HALF_STORAGE_16BIT && !caps->storage16)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED,
+                         "16-bit storage was requested but %s lacks storageBuffer16BitAccess (SPK_HALF_STORAGE_WORDS "
+                         "works on any device)",
+                         caps->props.deviceName);
+    ctx->half_words = desc->half_storage == SPK_HALF_STORAGE_WORDS || !caps->storage16;
 
     float priority = 1.0f;
     VkDeviceQueueCreateInfo queue_info = {
@@ -458,9 +472,17 @@ static spk_status spk__create_device(spk_context *ctx, const spk_context_desc *d
     if (caps->subgroup_size_control_ext) extensions[extension_count++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
     if (spk__device_has_extension(ctx->physical_device, "VK_KHR_portability_subset"))
         extensions[extension_count++] = "VK_KHR_portability_subset";
-    const void *features = NULL;
+    VkPhysicalDevice16BitStorageFeatures storage16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+        .storageBuffer16BitAccess = VK_TRUE,
+    };
+    void *features = NULL;
     if (caps->subgroup_size_control)
-        features = caps->subgroup_size_control_ext ? (const void *)&size_control : (const void *)&features13;
+        features = caps->subgroup_size_control_ext ? (void *)&size_control : (void *)&features13;
+    if (caps->storage16) {
+        storage16.pNext = features;
+        features = &storage16;
+    }
     VkDeviceCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
         .pNext = features,
@@ -503,6 +525,10 @@ spk_status spk_context_create(const spk_context_desc *desc_in, spk_context **out
                  (int)desc.reduction);
         return SPK_ERROR_INVALID_ARGUMENT;
     }
+    if ((unsigned)desc.half_storage > SPK_HALF_STORAGE_WORDS) {
+        spk__log(desc.log, desc.log_user_data, SPK_LOG_ERROR, "invalid half_storage option %d", (int)desc.half_storage);
+        return SPK_ERROR_INVALID_ARGUMENT;
+    }
 
     spk_context *ctx = spk__calloc(1, sizeof *ctx);
     if (!ctx) {
@@ -530,6 +556,19 @@ spk_status spk_context_create(const spk_context_desc *desc_in, spk_context **out
     }
     *out = ctx;
     return SPK_OK;
+}
+
+/* Whether the application's feature chain enables 16-bit storage buffers. */
+static bool spk__chain_enables_storage16(const void *chain) {
+    for (const VkBaseInStructure *p = chain; p; p = p->pNext) {
+        if (p->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES &&
+            ((const VkPhysicalDevice16BitStorageFeatures *)(const void *)p)->storageBuffer16BitAccess)
+            return true;
+        if (p->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES &&
+            ((const VkPhysicalDeviceVulkan11Features *)(const void *)p)->storageBuffer16BitAccess)
+            return true;
+    }
+    return false;
 }
 
 /* Whether the application's feature chain enables full-subgroup control. */
@@ -580,6 +619,8 @@ static spk_status spk__adopt_device(spk_context *ctx, const spk_vulkan_device *d
         caps->min_subgroup_size = caps->max_subgroup_size = caps->subgroup.subgroupSize;
     }
     ctx->reduction = caps->subgroup_arithmetic ? SPK_REDUCTION_SUBGROUP : SPK_REDUCTION_SHARED_MEMORY;
+    caps->storage16 = caps->storage16 && spk__chain_enables_storage16(dev->enabled_features);
+    ctx->half_words = !caps->storage16;
     ctx->device = dev->device;
     ctx->queue = dev->queue;
     volkLoadDeviceTable(&ctx->vk, dev->device);

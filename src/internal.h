@@ -15,7 +15,7 @@
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SPK__MAX_BINDINGS 8
 #define SPK__MAX_TEXEL_INPUTS 4
-#define SPK__MAX_SPEC 10
+#define SPK__MAX_SPEC 12
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
 #define SPK__APP_RECORDINGS 8
@@ -144,6 +144,7 @@ typedef struct spk__device_caps {
     bool texel_buffers; /* R32 and R32G32B32A32 float uniform texel buffers */
     bool texel_f16;     /* R16 and R16G16B16A16 SFLOAT uniform texel buffers: F16 read as floats */
     bool texel_u16;     /* R16 and R16G16B16A16 UINT uniform texel buffers: BF16 read as words */
+    bool storage16;     /* storageBuffer16BitAccess: the device has it (and, external, the app enabled it) */
     bool uma; /* device memory is host-visible and cheap to map (CPU and integrated devices) */
     float timestamp_period;
     uint32_t timestamp_valid_bits;
@@ -168,6 +169,7 @@ struct spk_context {
     VkQueue queue;
     spk__device_caps caps;
     spk_reduction reduction; /* resolved: never AUTO */
+    bool half_words;         /* 16-bit tensors in storage buffers are read as 32-bit words */
     bool force_staging;      /* tests: copy through staging even where tensors are mapped */
     bool debug_names;
 
@@ -284,7 +286,8 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_softpick_cols_backward_f1, spk__shader_softpick_cols_backward_f4, spk__shader_softpick_rows_backward_texel_f1,
     spk__shader_softpick_rows_backward_texel_f4, spk__shader_softpick_cols_backward_texel_f1,
     spk__shader_softpick_cols_backward_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
-    spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_optimizer, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_texel, spk__shader_layer_norm_f1,
+    spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_optimizer, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_s16, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_s16,
+    spk__shader_matmul_shuffle_texel, spk__shader_matmul_shuffle_texel_bf16, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_backward_f1,
     spk__shader_layer_norm_backward_f4, spk__shader_layer_norm_backward_texel_f1, spk__shader_layer_norm_backward_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
     spk__shader_attention_shuffle_texel, spk__shader_attention_backward_q, spk__shader_attention_backward_q_texel,

@@ -78,12 +78,25 @@ void test_poison(spk_tensor *t) {
     free(nan);
 }
 
-spk_tensor *test_tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
+spk_tensor *test_typed_tensor(spk_context *ctx, spk_dtype dtype, int ndim, const int64_t *shape, const float *data) {
     spk_tensor *t = NULL;
-    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &t), SPK_OK);
+    assert_int_equal(spk_tensor_create_typed(ctx, dtype, ndim, shape, &t), SPK_OK);
     if (data) assert_int_equal(spk_tensor_upload(t, data, spk_tensor_count(t)), SPK_OK);
     else test_poison(t);
     return t;
+}
+
+spk_tensor *test_tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data) {
+    return test_typed_tensor(ctx, SPK_DTYPE_F32, ndim, shape, data);
+}
+
+void test_round_to(spk_dtype dtype, float *data, int64_t n) {
+    if (dtype == SPK_DTYPE_F32) return;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        assert_int_equal(spk_convert(&data[i], SPK_DTYPE_F32, &h, dtype, 1), SPK_OK);
+        assert_int_equal(spk_convert(&h, dtype, &data[i], SPK_DTYPE_F32, 1), SPK_OK);
+    }
 }
 
 double test_rel_error(const float *got, const double *want, int64_t n) {

@@ -39,6 +39,11 @@ float *test_alloc_floats(int64_t n);
 void test_poison(spk_tensor *t);
 /* A tensor of ctx holding `data`, or poisoned with NaN (an output) when data is NULL. */
 spk_tensor *test_tensor(spk_context *ctx, int ndim, const int64_t *shape, const float *data);
+/* The same in a given dtype (data rounded by the upload). */
+spk_tensor *test_typed_tensor(spk_context *ctx, spk_dtype dtype, int ndim, const int64_t *shape, const float *data);
+/* Rounds data in place to the values `dtype` stores (spk_convert, itself checked against float64 in
+ * test_dtype); nothing for F32. */
+void test_round_to(spk_dtype dtype, float *data, int64_t n);
 /* max |got - want| / max |want| over n values (NaN in got gives NaN, failing any bound). */
 double test_rel_error(const float *got, const double *want, int64_t n);
 

@@ -12,8 +12,8 @@ static double gelu64(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
 /* One matmul [batch, m, k] x [k, n] (or batched B) with the given epilogue; checks the relative
  * error (max abs error / max abs reference) against float64. */
-static void check_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, int64_t batch, int64_t m, int64_t n,
-                         int64_t k, bool batched_b, bool bias, bool gelu, bool residual) {
+static void check_matmul_typed(spk_context *ctx, const spk__matmul_tuning *tuning, spk_dtype wd, int64_t batch,
+                               int64_t m, int64_t n, int64_t k, bool batched_b, bool bias, bool gelu, bool residual) {
     int64_t as[3] = {batch, m, k}, bs[3] = {batch, k, n}, cs[3] = {batch, m, n}, ns[1] = {n};
     int64_t a_count = batch * m * k, b_count = (batched_b ? batch : 1) * k * n, c_count = batch * m * n;
     float *a = test_alloc_floats(a_count), *b = test_alloc_floats(b_count), *bv = test_alloc_floats(n);
@@ -23,8 +23,11 @@ static void check_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, int
     test_fill_random(bv, n, 5);
     test_fill_random(rv, c_count, 6);
     spk_tensor *ta = test_tensor(ctx, 3, as, a);
-    spk_tensor *tb = batched_b ? test_tensor(ctx, 3, bs, b) : test_tensor(ctx, 2, bs + 1, b);
-    spk_tensor *tbias = bias ? test_tensor(ctx, 1, ns, bv) : NULL;
+    /* 16-bit weights: B and the bias as stored (rounded), and the reference on those values. */
+    spk_tensor *tb = test_typed_tensor(ctx, wd, batched_b ? 3 : 2, batched_b ? bs : bs + 1, b);
+    spk_tensor *tbias = bias ? test_typed_tensor(ctx, wd, 1, ns, bv) : NULL;
+    test_round_to(wd, b, b_count);
+    test_round_to(wd, bv, n);
     spk_tensor *tc = test_tensor(ctx, 3, cs, residual ? rv : NULL);
     /* The residual is C itself: the model's x = x + dense(...). */
     spk_matmul_desc desc = {.bias = tbias, .activation = gelu ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
@@ -49,14 +52,19 @@ static void check_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, int
             }
     double rel = max_err / (max_ref > 0 ? max_ref : 1);
     if (!(rel <= 1e-5))
-        fail_msg("matmul batch %lld m %lld n %lld k %lld (bias %d gelu %d residual %d): relative error %.3g",
-                 (long long)batch, (long long)m, (long long)n, (long long)k, bias, gelu, residual, rel);
+        fail_msg("matmul batch %lld m %lld n %lld k %lld (bias %d gelu %d residual %d, %s weights): relative error %.3g",
+                 (long long)batch, (long long)m, (long long)n, (long long)k, bias, gelu, residual, spk_dtype_name(wd), rel);
     spk_tensor_destroy(ta);
     spk_tensor_destroy(tb);
     spk_tensor_destroy(tbias);
     spk_tensor_destroy(tc);
     free(a), free(b), free(bv), free(rv), free(out);
     test_assert_no_validation();
+}
+
+static void check_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, int64_t batch, int64_t m, int64_t n,
+                         int64_t k, bool batched_b, bool bias, bool gelu, bool residual) {
+    check_matmul_typed(ctx, tuning, SPK_DTYPE_F32, batch, m, n, k, batched_b, bias, gelu, residual);
 }
 
 static const int64_t sizes[] = {1, 2, 7, 31, 60, 64, 65, 127, 256, 257, 1000};
@@ -114,6 +122,54 @@ static void test_batches_and_epilogues(void **state) {
         check_matmul(ctx, NULL, 2, 60, 31, 64, true, e & 1, e & 2, e & 4);
     }
     check_matmul(ctx, NULL, 1, 5, 7, 0, false, true, true, false); /* K = 0: the epilogue of zeros */
+}
+
+/* B and the bias in F16 and BF16, through every tier this device has (16-bit storage buffers, 32-bit
+ * words, texel views) and every kernel: within the float32 bound of float64 on the rounded values. */
+static void test_half_weights(void **state) {
+    (void)state;
+    for (int tier = SPK_HALF_STORAGE_16BIT; tier <= SPK_HALF_STORAGE_WORDS; tier++) {
+        spk_context_desc desc = {.half_storage = (spk_half_storage)tier};
+        spk_context *probe = test_shared_context();
+        if (tier == SPK_HALF_STORAGE_16BIT && !probe->caps.storage16) {
+            /* Forcing a tier the device lacks is refused, naming the feature. */
+            spk_context *ctx = NULL;
+            desc.log = test_log_callback;
+            assert_int_equal(spk_context_create(&desc, &ctx), SPK_ERROR_UNSUPPORTED);
+            assert_non_null(strstr(g_log.last, "storageBuffer16BitAccess"));
+            continue;
+        }
+        spk_context *ctx = test_context(&desc);
+        assert_int_equal(ctx->half_words, tier == SPK_HALF_STORAGE_WORDS);
+        const spk__device_caps *caps = &ctx->caps;
+        spk__matmul_tuning tiles, odd = {.wg_x = 8, .wg_y = 4, .tm = 3, .tn = 5, .bk = 7, .shared = true}, shuffle[2];
+        spk__matmul_tuning_tiles(ctx, &tiles);
+        bool has_shuffle = caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size;
+        for (int texel = 0; texel < 2; texel++) spk__matmul_tuning_shuffle(ctx, texel, &shuffle[texel]);
+        const spk__matmul_tuning *kernels[5] = {NULL, &tiles, &odd, has_shuffle ? &shuffle[0] : NULL,
+                                                has_shuffle ? &shuffle[1] : NULL};
+        for (int wd = SPK_DTYPE_F16; wd <= SPK_DTYPE_BF16; wd++)
+            for (int kn = 0; kn < 5; kn++) {
+                if (kn >= 3 && !kernels[kn]) continue;
+                check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 1, 33, 257, 65, false, true, true, true);
+                check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 2, 60, 64, 128, false, true, false, false);
+                check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 2, 7, 31, 33, true, true, false, true);
+                check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 1, 1, 7, 4097, false, true, false, false);
+            }
+        /* The bias must be B's dtype; A stays float32. */
+        int64_t as[2] = {4, 5}, bs[2] = {5, 6}, cs[2] = {4, 6}, ns[1] = {6};
+        spk_tensor *a = test_tensor(ctx, 2, as, NULL), *b = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, bs, NULL);
+        spk_tensor *c = test_tensor(ctx, 2, cs, NULL), *bias = test_tensor(ctx, 1, ns, NULL);
+        spk_tensor *a16 = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, as, NULL);
+        spk_matmul_desc d = {.bias = bias};
+        assert_int_equal(spk_matmul(ctx, a, b, &d, c), SPK_ERROR_UNSUPPORTED);
+        assert_non_null(strstr(spk_context_last_error(ctx), "bias is f32"));
+        assert_int_equal(spk_matmul(ctx, a16, b, NULL, c), SPK_ERROR_UNSUPPORTED);
+        spk_tensor_destroy(a), spk_tensor_destroy(b), spk_tensor_destroy(c), spk_tensor_destroy(bias);
+        spk_tensor_destroy(a16);
+        spk_context_destroy(ctx);
+        test_assert_no_validation();
+    }
 }
 
 /* More row tiles than maxComputeWorkGroupCount[1]: split into several dispatches. */
@@ -381,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_shapes_default_kernel),
         cmocka_unit_test(test_shapes_tile_kernel),
         cmocka_unit_test(test_batches_and_epilogues),
+        cmocka_unit_test(test_half_weights),
         cmocka_unit_test(test_grid_split),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_gelu_backward),

@@ -47,13 +47,17 @@ static int cmd_devices(int argc, char **argv) {
         free(infos);
         return cli_fail("no Vulkan devices found (no driver; for a CPU driver install mesa-vulkan-drivers)");
     }
-    printf("%-5s  %-40s  %-14s  %-7s  %-8s  %s\n", "index", "name", "type", "vulkan", "subgroup", "driver");
+    printf("%-5s  %-40s  %-14s  %-7s  %-8s  %-26s  %s\n", "index", "name", "type", "vulkan", "subgroup",
+           "16-bit reads", "driver");
     for (uint32_t i = 0; i < count; i++) {
         const spk_device_info *d = &infos[i];
-        char version[16];
+        char version[16], half[32];
         snprintf(version, sizeof version, "%u.%u", d->api_version >> 22, (d->api_version >> 12) & 0x3ffu);
-        printf("%-5u  %-40s  %-14s  %-7s  %-8u  %s%s\n", d->index, d->name, spk_device_type_string(d->type), version,
-               d->subgroup_size, d->driver[0] ? d->driver : "-", d->usable ? "" : "  (unusable: needs Vulkan 1.1)");
+        snprintf(half, sizeof half, "%s%s%s", d->storage_16bit ? "storage16" : "words",
+                 d->texel_f16 ? ", texel f16" : "", d->texel_bf16 ? ", bf16" : "");
+        printf("%-5u  %-40s  %-14s  %-7s  %-8u  %-26s  %s%s\n", d->index, d->name, spk_device_type_string(d->type),
+               version, d->subgroup_size, half, d->driver[0] ? d->driver : "-",
+               d->usable ? "" : "  (unusable: needs Vulkan 1.1)");
     }
     free(infos);
     return 0;

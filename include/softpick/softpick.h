@@ -128,6 +128,10 @@ typedef struct spk_device_info {
     bool subgroup_arithmetic;       /* subgroup add/reduce supported in compute shaders */
     bool usable;                    /* meets the library's needs (Vulkan 1.1, a compute queue) */
     uint64_t max_storage_buffer_range; /* largest tensor in bytes a single op can bind */
+    /* How 16-bit tensors can be read (spk_half_storage): storageBuffer16BitAccess, and R16 SFLOAT
+     * (F16) and R16 UINT (BF16) uniform texel buffers; without any, 32-bit words serve. */
+    bool storage_16bit;
+    bool texel_f16, texel_bf16;
 } spk_device_info;
 
 /* Human-readable type name: "discrete GPU", "CPU", ... */
@@ -166,6 +170,16 @@ typedef enum spk_reduction {
 } spk_reduction;
 
 /* Options for spk_context_create. Zero-initialize and set only what you need. */
+/* How kernels read 16-bit tensors (spk_dtype F16 and BF16) from storage buffers. Arithmetic is
+ * float32 in every case; where a kernel reads through uniform texel views (CPU drivers) and the
+ * device's R16 formats allow it, the fetch converts instead, whatever this says. */
+typedef enum spk_half_storage {
+    SPK_HALF_STORAGE_AUTO = 0, /* 16BIT where the device has storageBuffer16BitAccess, else WORDS */
+    SPK_HALF_STORAGE_16BIT,    /* float16_t / uint16_t storage buffers: SPK_ERROR_UNSUPPORTED without
+                                  storageBuffer16BitAccess */
+    SPK_HALF_STORAGE_WORDS,    /* 32-bit words unpacked in the shader: any device */
+} spk_half_storage;
+
 typedef struct spk_context_desc {
     /* Device: a decimal index into spk_list_devices' list, or a case-insensitive substring of the
      * device name. NULL (default): the SOFTPICK_DEVICE environment variable if set, else the first
@@ -179,6 +193,7 @@ typedef struct spk_context_desc {
      * environment variable SOFTPICK_VALIDATION=1 also enables it). Messages go to `log`. */
     bool validation;
     spk_reduction reduction; /* default SPK_REDUCTION_AUTO */
+    spk_half_storage half_storage; /* default SPK_HALF_STORAGE_AUTO */
     spk_log_fn log;          /* default NULL: messages are printed to stderr */
     void *log_user_data;
 } spk_context_desc;
@@ -283,7 +298,7 @@ typedef enum spk_activation {
 
 /* Epilogue of spk_matmul, fused into the same dispatch. Zero-initialized: plain C = A B. */
 typedef struct spk_matmul_desc {
-    const spk_tensor *bias;     /* [N], added to every row; NULL: none */
+    const spk_tensor *bias;     /* [N], added to every row, B's dtype; NULL: none */
     spk_activation activation;  /* applied after the bias; default none */
     const spk_tensor *residual; /* C's shape, added last (may be C itself); NULL: none */
     /* C's shape: A B + bias before the activation, stored by the same dispatch (what training
@@ -295,7 +310,10 @@ typedef struct spk_matmul_desc {
  * A is [..., M, K] (leading dimensions are batches); B is [K, N] (shared by every batch, the
  * layout of Axon's dense kernels, used as stored) or [..., K, N] with A's batch dimensions; C is
  * [..., M, N]. C must not overlap A, B or the bias. `desc` may be NULL. Any M, N, K >= 0 works
- * (K == 0 gives the epilogue of zeros). */
+ * (K == 0 gives the epilogue of zeros).
+ * B and the bias (the weights) may be F16 or BF16, both the same; A, C and the residual are
+ * float32. Products and sums stay float32, so the result is within the float32 bound of a float64
+ * evaluation on the 16-bit values as stored (relative 1e-5 of max |C| for K up to 4097). */
 SPK_API spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
                               const spk_matmul_desc *desc, spk_tensor *c);
 

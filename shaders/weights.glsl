@@ -1,21 +1,24 @@
 // The matmuls' B (binding 1) and bias (binding 3) in the weights' storage type, read as float:
 // b1(i) is element i, b4(i) elements 4i .. 4i + 3, bias_at(n) bias element n.
 //
-// W_DTYPE (specialization constant 9 with the shuffle kernel, 10 with the tile kernel): 0 float32,
-// 1 F16, 2 BF16. The tiers, one variant each:
+// W_DTYPE and BIAS_DTYPE (specialization constants 9 and 10 with the shuffle kernel, 10 and 11 with
+// the tile kernel): 0 float32, 1 F16, 2 BF16. The tiers for B, one variant each:
 // - TEXEL (shuffle kernel): B through a uniform texel view; F16's R16_SFLOAT views convert in the
 //   fetch, so float32 and F16 share the variant; BF16 (define W_BF16_TEXEL) reads R16_UINT words
 //   and widens them (a BF16 is float32's upper half);
 // - W_STORAGE16: float16_t / uint16_t storage buffers (storageBuffer16BitAccess);
 // - otherwise 16-bit values as 32-bit words, unpacked here: needs no feature at all.
-// The bias is read as words whenever it is 16-bit (a handful of loads per invocation).
+// A 16-bit bias is read as words (a handful of loads per invocation).
 #extension GL_EXT_shader_16bit_storage : enable
 
 layout(constant_id = W_DTYPE_ID) const uint W_DTYPE = 0;
+layout(constant_id = W_DTYPE_ID + 1) const uint BIAS_DTYPE = 0;
 
-// A 16-bit value of type `dtype` (1 F16, 2 BF16) as float.
-float widen16(uint h, uint dtype) { return dtype == 1 ? unpackHalf2x16(h).x : uintBitsToFloat(h << 16); }
-float word_half(uint w, uint i) { return widen16((i & 1u) != 0 ? w >> 16 : w & 0xFFFFu, W_DTYPE); }
+// Element i of 16-bit values of type `dtype` (1 F16, 2 BF16) packed two to a word, as float.
+float word_half(uint w, uint i, uint dtype) {
+    uint h = (i & 1u) != 0 ? w >> 16 : w & 0xFFFFu;
+    return dtype == 1 ? unpackHalf2x16(h).x : uintBitsToFloat(h << 16);
+}
 
 #if TEXEL && W_BF16_TEXEL
 layout(set = 0, binding = 1) uniform usamplerBuffer B; // R16_UINT, or R16G16B16A16_UINT with VEC_B 4
@@ -34,14 +37,14 @@ vec4 b4(uint i) { return vec4(b1(4 * i), b1(4 * i + 1), b1(4 * i + 2), b1(4 * i 
 #else
 layout(set = 0, binding = 1) readonly buffer B { float b[]; };
 layout(set = 0, binding = 1) readonly buffer BW { uint bw[]; };
-float b1(uint i) { return W_DTYPE == 0 ? b[i] : word_half(bw[i >> 1], i); }
+float b1(uint i) { return W_DTYPE == 0 ? b[i] : word_half(bw[i >> 1], i, W_DTYPE); }
 vec4 b4(uint i) {
     if (W_DTYPE == 0) return vec4(b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]);
     uint lo = bw[2 * i], hi = bw[2 * i + 1];
-    return vec4(word_half(lo, 0), word_half(lo, 1), word_half(hi, 0), word_half(hi, 1));
+    return vec4(word_half(lo, 0, W_DTYPE), word_half(lo, 1, W_DTYPE), word_half(hi, 0, W_DTYPE), word_half(hi, 1, W_DTYPE));
 }
 #endif
 
 layout(set = 0, binding = 3) readonly buffer Bias { float bias[]; };
 layout(set = 0, binding = 3) readonly buffer BiasW { uint bias_w[]; };
-float bias_at(uint n) { return W_DTYPE == 0 ? bias[n] : word_half(bias_w[n >> 1], n); }
+float bias_at(uint n) { return BIAS_DTYPE == 0 ? bias[n] : word_half(bias_w[n >> 1], n, BIAS_DTYPE); }

@@ -63,7 +63,7 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
     uint32_t bm, bn; /* rows and columns of C per workgroup */
     VkBufferView views[2] = {VK_NULL_HANDLE, VK_NULL_HANDLE};
     /* B and the bias in 16 bits: read as float16_t / uint16_t or as words (weights.glsl). */
-    uint32_t w_dtype = p->b->dtype;
+    uint32_t w_dtype = p->b->dtype, bias_dtype = p->bias ? p->bias->dtype : SPK_DTYPE_F32;
     bool storage16 = w_dtype != SPK_DTYPE_F32 && !ctx->half_words;
     if (t->shuffle) {
         /* vec4 indexing (and vec4 texel views) where stored rows of A and of B are whole vec4s. */
@@ -75,18 +75,18 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
         bn = sg * t->tn * 4;
-        uint32_t spec[10] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
-                             p->n % 4 == 0 ? 4 : 1, w_dtype};
+        uint32_t spec[11] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
+                             p->n % 4 == 0 ? 4 : 1, w_dtype, bias_dtype};
         const spk__shader *shader = texel ? (w_dtype == SPK_DTYPE_BF16 ? &spk__shader_matmul_shuffle_texel_bf16
                                                                        : &spk__shader_matmul_shuffle_texel)
                                           : storage16 ? &spk__shader_matmul_shuffle_s16 : &spk__shader_matmul_shuffle;
-        status = spk__pipeline_get(ctx, shader, spec, 10, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+        status = spk__pipeline_get(ctx, shader, spec, 11, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;
-        uint32_t spec[11] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared,
-                             t->shared ? t->bk * bm : 1, t->shared ? t->bk * bn : 1, p->trans_a, p->trans_b, w_dtype};
-        status = spk__pipeline_get(ctx, storage16 ? &spk__shader_matmul_s16 : &spk__shader_matmul, spec, 11, 0, &pipeline);
+        uint32_t spec[12] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared, t->shared ? t->bk * bm : 1,
+                             t->shared ? t->bk * bn : 1, p->trans_a, p->trans_b, w_dtype, bias_dtype};
+        status = spk__pipeline_get(ctx, storage16 ? &spk__shader_matmul_s16 : &spk__shader_matmul, spec, 12, 0, &pipeline);
     }
     if (status != SPK_OK) return status;
 
@@ -132,7 +132,7 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
     spk_status status = spk__check_tensor(ctx, a, "matmul A");
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, b, "matmul B", SPK__ANY_DTYPE);
     if (status == SPK_OK) status = spk__check_tensor(ctx, c, "matmul C");
-    if (status == SPK_OK && opts.bias) status = spk__check_tensor_dtypes(ctx, opts.bias, "matmul bias", SPK__DTYPE_BIT(b->dtype));
+    if (status == SPK_OK && opts.bias) status = spk__check_tensor_dtypes(ctx, opts.bias, "matmul bias", SPK__ANY_DTYPE);
     if (status == SPK_OK && opts.residual) status = spk__check_tensor(ctx, opts.residual, "matmul residual");
     if (status == SPK_OK && opts.pre_activation)
         status = spk__check_tensor(ctx, opts.pre_activation, "matmul pre-activation");

@@ -25,9 +25,10 @@ static void check_matmul_typed(spk_context *ctx, const spk__matmul_tuning *tunin
     spk_tensor *ta = test_tensor(ctx, 3, as, a);
     /* 16-bit weights: B and the bias as stored (rounded), and the reference on those values. */
     spk_tensor *tb = test_typed_tensor(ctx, wd, batched_b ? 3 : 2, batched_b ? bs : bs + 1, b);
-    spk_tensor *tbias = bias ? test_typed_tensor(ctx, wd, 1, ns, bv) : NULL;
+    spk_dtype bias_dtype = (spk_dtype)((wd + m) % 3); /* each B dtype meets every bias dtype */
+    spk_tensor *tbias = bias ? test_typed_tensor(ctx, bias_dtype, 1, ns, bv) : NULL;
     test_round_to(wd, b, b_count);
-    test_round_to(wd, bv, n);
+    test_round_to(bias_dtype, bv, n);
     spk_tensor *tc = test_tensor(ctx, 3, cs, residual ? rv : NULL);
     /* The residual is C itself: the model's x = x + dense(...). */
     spk_matmul_desc desc = {.bias = tbias, .activation = gelu ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
@@ -156,17 +157,15 @@ static void test_half_weights(void **state) {
                 check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 2, 7, 31, 33, true, true, false, true);
                 check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 1, 1, 7, 4097, false, true, false, false);
             }
-        /* The bias must be B's dtype; A stays float32. */
-        int64_t as[2] = {4, 5}, bs[2] = {5, 6}, cs[2] = {4, 6}, ns[1] = {6};
+        /* A, C and the residual stay float32. */
+        int64_t as[2] = {4, 5}, bs[2] = {5, 6}, cs[2] = {4, 6};
         spk_tensor *a = test_tensor(ctx, 2, as, NULL), *b = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, bs, NULL);
-        spk_tensor *c = test_tensor(ctx, 2, cs, NULL), *bias = test_tensor(ctx, 1, ns, NULL);
+        spk_tensor *c16 = test_typed_tensor(ctx, SPK_DTYPE_BF16, 2, cs, NULL);
         spk_tensor *a16 = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, as, NULL);
-        spk_matmul_desc d = {.bias = bias};
-        assert_int_equal(spk_matmul(ctx, a, b, &d, c), SPK_ERROR_UNSUPPORTED);
-        assert_non_null(strstr(spk_context_last_error(ctx), "bias is f32"));
-        assert_int_equal(spk_matmul(ctx, a16, b, NULL, c), SPK_ERROR_UNSUPPORTED);
-        spk_tensor_destroy(a), spk_tensor_destroy(b), spk_tensor_destroy(c), spk_tensor_destroy(bias);
-        spk_tensor_destroy(a16);
+        assert_int_equal(spk_matmul(ctx, a, b, NULL, c16), SPK_ERROR_UNSUPPORTED);
+        assert_non_null(strstr(spk_context_last_error(ctx), "C is bf16"));
+        assert_int_equal(spk_matmul(ctx, a16, b, NULL, c16), SPK_ERROR_UNSUPPORTED);
+        spk_tensor_destroy(a), spk_tensor_destroy(b), spk_tensor_destroy(c16), spk_tensor_destroy(a16);
         spk_context_destroy(ctx);
         test_assert_no_validation();
     }

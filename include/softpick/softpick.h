@@ -298,7 +298,7 @@ typedef enum spk_activation {
 
 /* Epilogue of spk_matmul, fused into the same dispatch. Zero-initialized: plain C = A B. */
 typedef struct spk_matmul_desc {
-    const spk_tensor *bias;     /* [N], added to every row, B's dtype; NULL: none */
+    const spk_tensor *bias;     /* [N], added to every row; NULL: none */
     spk_activation activation;  /* applied after the bias; default none */
     const spk_tensor *residual; /* C's shape, added last (may be C itself); NULL: none */
     /* C's shape: A B + bias before the activation, stored by the same dispatch (what training
@@ -311,8 +311,7 @@ typedef struct spk_matmul_desc {
  * layout of Axon's dense kernels, used as stored) or [..., K, N] with A's batch dimensions; C is
  * [..., M, N]. C must not overlap A, B or the bias. `desc` may be NULL. Any M, N, K >= 0 works
  * (K == 0 gives the epilogue of zeros).
- * B and the bias (the weights) may be F16 or BF16, both the same; A, C and the residual are
- * float32. Products and sums stay float32, so the result is within the float32 bound of a float64
+ * B and the bias (the weights) may each be F16 or BF16; A, C and the residual are float32. Products and sums stay float32, so the result is within the float32 bound of a float64
  * evaluation on the 16-bit values as stored (relative 1e-5 of max |C| for K up to 4097). */
 SPK_API spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
                               const spk_matmul_desc *desc, spk_tensor *c);

@@ -25,8 +25,9 @@ static spk_status spk__tensor2(spk_context *ctx, int64_t rows, int64_t cols, spk
     return spk_tensor_create(ctx, 2, shape, out);
 }
 
-static spk_status spk__dense_create(spk_context *ctx, int64_t in, int64_t out, spk__dense_params *d) {
-    spk_status s = spk__tensor2(ctx, in, out, &d->kernel);
+static spk_status spk__dense_create(spk_context *ctx, int64_t in, int64_t out, spk_dtype dtype, spk__dense_params *d) {
+    int64_t shape[2] = {in, out};
+    spk_status s = spk_tensor_create_typed(ctx, dtype, 2, shape, &d->kernel);
     if (s == SPK_OK) s = spk__tensor1(ctx, out, &d->bias);
     return s;
 }
@@ -102,24 +103,24 @@ spk_status spk__activations_create(spk_model *m, int64_t rows) {
     return s;
 }
 
-spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk__weights *w) {
+spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk_dtype kd, spk__weights *w) {
     *w = (spk__weights){0};
     w->layers = spk__calloc((size_t)c->num_layers, sizeof *w->layers);
     if (!w->layers) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     int64_t h = c->hidden_size;
     spk_status s = SPK_OK;
-    if (c->embed_dim != c->hidden_size) s = spk__dense_create(ctx, c->embed_dim, h, &w->input_projection);
+    if (c->embed_dim != c->hidden_size) s = spk__dense_create(ctx, c->embed_dim, h, kd, &w->input_projection);
     for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
         spk__layer *b = &w->layers[l];
         s = spk__norm_create(ctx, h, &b->attn_norm);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, 3 * h, &b->qkv);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, h, &b->out);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, 3 * h, kd, &b->qkv);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, h, kd, &b->out);
         if (s == SPK_OK) s = spk__norm_create(ctx, h, &b->ffn_norm);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, 4 * h, &b->up);
-        if (s == SPK_OK) s = spk__dense_create(ctx, 4 * h, h, &b->down);
+        if (s == SPK_OK) s = spk__dense_create(ctx, h, 4 * h, kd, &b->up);
+        if (s == SPK_OK) s = spk__dense_create(ctx, 4 * h, h, kd, &b->down);
     }
     if (s == SPK_OK) s = spk__norm_create(ctx, h, &w->final_norm);
-    if (s == SPK_OK && c->num_outputs > 0) s = spk__dense_create(ctx, h, c->num_outputs, &w->head);
+    if (s == SPK_OK && c->num_outputs > 0) s = spk__dense_create(ctx, h, c->num_outputs, kd, &w->head);
     if (s != SPK_OK) spk__weights_destroy(w, c->num_layers);
     return s;
 }
@@ -175,7 +176,7 @@ spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, sp
     if (!m) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     m->ctx = ctx;
     m->cfg = *config;
-    spk_status s = spk__weights_create(ctx, config, &m->w);
+    spk_status s = spk__weights_create(ctx, config, config->weights_dtype, &m->w);
     if (s == SPK_OK) s = spk__activations_create(m, config->window_size);
     if (s != SPK_OK) {
         spk_model_destroy(m);
@@ -194,6 +195,27 @@ void spk_model_destroy(spk_model *m) {
 }
 
 const spk_model_config *spk_model_get_config(const spk_model *m) { return m ? &m->cfg : NULL; }
+
+/* The bytes of `n` tensors (NULL ones count nothing). */
+static uint64_t spk__tensor_bytes(spk_tensor *const *t, uint32_t n) {
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (t[i]) bytes += t[i]->ref.size;
+    return bytes;
+}
+
+spk_status spk_model_memory(const spk_model *m, spk_model_memory_info *out) {
+    if (!m || !out) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_tensor *list[512];
+    int layers = m->cfg.num_layers;
+    *out = (spk_model_memory_info){0};
+    if (spk__weights_count(layers) <= SPK__ARRAY_LEN(list))
+        out->weights = spk__tensor_bytes(list, spk__weights_list(&m->w, layers, list));
+    spk_tensor *const acts[] = {m->input, m->x, m->normed, m->qkv, m->attended, m->ffn, m->last, m->output, m->mean_weights};
+    out->activations = spk__tensor_bytes(acts, SPK__ARRAY_LEN(acts));
+    if (m->train) out->training = spk__train_bytes((spk_model *)(uintptr_t)m);
+    return SPK_OK;
+}
 
 spk_status spk_model_set_output_mode(spk_model *m, spk_output_mode mode) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
@@ -228,7 +250,7 @@ spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape) {
     v.ndim = ndim;
     v.count = 1;
     for (int i = 0; i < ndim; i++) v.shape[i] = shape[i], v.count *= shape[i];
-    v.ref.size = (VkDeviceSize)v.count * sizeof(float);
+    v.ref.size = (VkDeviceSize)v.count * spk_dtype_size(t->dtype);
     if (v.ref.size == 0) v.ref.size = t->ref.size;
     return v;
 }

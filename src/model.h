@@ -42,8 +42,9 @@ typedef struct spk__weights {
     spk__dense_params head; /* [hidden, num_outputs]: NULL tensors without an output head */
 } spk__weights;
 
-/* Makes (uninitialized) or frees a set of weights of this configuration. */
-spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk__weights *w);
+/* Makes (uninitialized) or frees a set of weights of this configuration, the dense kernels
+ * stored as `kernel_dtype` (gradients and moments: always float32). */
+spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk_dtype kernel_dtype, spk__weights *w);
 void spk__weights_destroy(spk__weights *w, int num_layers);
 /* The weights' tensors in one fixed order (input projection, layers, final norm, head), NULL
  * ones skipped; `out` holds at least spk__weights_count. Returns how many. */
@@ -151,6 +152,8 @@ typedef struct spk__train {
 } spk__train;
 
 void spk__train_destroy(spk_model *m);
+/* The device bytes of the training state (gradients, moments, kept activations, buffers). */
+uint64_t spk__train_bytes(spk_model *m);
 /* Forgets the recorded training step (its buffers or state are about to change). */
 void spk__train_forget(spk_model *m);
 /* Forgets the last training forward (another forward is about to use the model's buffers). */

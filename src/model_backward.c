@@ -19,26 +19,53 @@ static spk_status spk__t2(spk_context *ctx, int64_t rows, int64_t cols, spk_tens
     return spk_tensor_create(ctx, 2, shape, out);
 }
 
-static void spk__acts_destroy(spk_model *m) {
+/* Where every tensor of the kept activations and the backward's buffers lives (11 per layer and
+ * 16 more: at most 456 for the 40 layers a model may train); returns how many. */
+static uint32_t spk__acts_slots(spk_model *m, spk_tensor **slots[512]) {
     spk__train *t = m->train;
     spk__acts *a = &t->acts;
+    uint32_t n = 0;
     for (int l = 0; a->layers && l < m->cfg.num_layers; l++) {
         spk__layer_acts *k = &a->layers[l];
-        spk_tensor *all[] = {k->x, k->a1, k->stats1, k->qkv, k->r, k->o, k->x_mid, k->a2, k->stats2, k->h, k->g};
-        for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
+        spk_tensor **layer[] = {&k->x, &k->a1, &k->stats1, &k->qkv, &k->r, &k->o, &k->x_mid, &k->a2, &k->stats2, &k->h, &k->g};
+        for (size_t i = 0; i < SPK__ARRAY_LEN(layer); i++) slots[n++] = layer[i];
     }
-    free(a->layers);
+    spk_tensor **rest[] = {&a->x_final, &a->final_in, &a->final_stats, &a->final_normed, &a->pooled, &a->drop_tmp,
+                           &t->dx, &t->da, &t->d_o, &t->dqkv, &t->dh, &t->d_final, &t->d_scratch, &t->dy,
+                           &t->target, &t->row_loss};
+    for (size_t i = 0; i < SPK__ARRAY_LEN(rest); i++) slots[n++] = rest[i];
+    return n;
+}
+
+static void spk__acts_destroy(spk_model *m) {
+    spk__train *t = m->train;
+    spk_tensor **slots[512];
+    uint32_t n = spk__acts_slots(m, slots);
+    for (uint32_t i = 0; i < n; i++) spk_tensor_destroy(*slots[i]);
+    free(t->acts.layers);
+    t->acts = (spk__acts){0};
+    t->dx = t->da = t->d_o = t->dqkv = t->dh = t->d_final = t->d_scratch = t->dy = t->target = t->row_loss = NULL;
     t->step_valid = false;
     if (t->staging.block) {
         pthread_mutex_lock(&m->ctx->lock);
         spk__free(m->ctx, &t->staging);
         pthread_mutex_unlock(&m->ctx->lock);
     }
-    spk_tensor *all[] = {a->x_final, a->final_in, a->final_stats, a->final_normed, a->pooled, a->drop_tmp, t->dx, t->da, t->d_o,
-                         t->dqkv, t->dh, t->d_final, t->d_scratch, t->dy, t->target, t->row_loss};
-    for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
-    *a = (spk__acts){0};
-    t->dx = t->da = t->d_o = t->dqkv = t->dh = t->d_final = t->d_scratch = t->dy = t->target = t->row_loss = NULL;
+}
+
+uint64_t spk__train_bytes(spk_model *m) {
+    spk_tensor **slots[512], *weights[512];
+    uint64_t bytes = m->train->loss ? m->train->loss->ref.size : 0;
+    uint32_t n = spk__acts_slots(m, slots);
+    for (uint32_t i = 0; i < n; i++)
+        if (*slots[i]) bytes += (*slots[i])->ref.size;
+    const spk__weights *sets[3] = {&m->train->grad, m->train->has_moments ? &m->train->moment1 : NULL,
+                                   m->train->has_moments ? &m->train->moment2 : NULL};
+    for (int s = 0; s < 3; s++) {
+        n = sets[s] ? spk__weights_list(sets[s], m->cfg.num_layers, weights) : 0;
+        for (uint32_t i = 0; i < n; i++) bytes += weights[i]->ref.size;
+    }
+    return bytes;
 }
 
 /* The kept activations and the backward's buffers for `rows` positions. Device memory per
@@ -126,12 +153,16 @@ static spk_status spk__record_zero_grad(spk_model *m) {
 static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
     spk_context *ctx = m->ctx;
     spk_status s = SPK_OK;
+    if (m->cfg.weights_dtype != SPK_DTYPE_F32)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "training keeps float32 weights; this model's are %s (train with "
+                         "weights_dtype f32, then load the weights as %s for inference)",
+                         spk_dtype_name(m->cfg.weights_dtype), spk_dtype_name(m->cfg.weights_dtype));
     if (!m->train) {
         if (spk__weights_count(m->cfg.num_layers) > 512)
             return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");
         m->train = spk__calloc(1, sizeof *m->train);
         if (!m->train) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        s = spk__weights_create(ctx, &m->cfg, &m->train->grad);
+        s = spk__weights_create(ctx, &m->cfg, SPK_DTYPE_F32, &m->train->grad);
         int64_t one = 1;
         if (s == SPK_OK) s = spk_tensor_create(ctx, 1, &one, &m->train->loss);
         if (s == SPK_OK) {

@@ -60,21 +60,23 @@ uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param
     return count;
 }
 
-/* Host images of the destination tensors, filled parameter by parameter, then uploaded. */
+/* Host images of the destination tensors in their own dtypes, filled parameter by parameter (q, k
+ * and v side by side), then uploaded as they are: a file that stores the model's dtype is never
+ * widened to float32 on the way. */
 typedef struct spk__images {
     spk_tensor **tensors;
-    float **data;
+    unsigned char **data;
     uint32_t count;
 } spk__images;
 
-static float *spk__image_of(spk__images *im, spk_tensor *t) {
+static unsigned char *spk__image_of(spk__images *im, spk_tensor *t) {
     for (uint32_t i = 0; i < im->count; i++)
         if (im->tensors[i] == t) return im->data[i];
-    float *data = spk__malloc((size_t)t->count * sizeof *data);
+    unsigned char *data = spk__malloc((size_t)t->count * spk_dtype_size(t->dtype));
     uint32_t n = im->count;
     spk_tensor **tensors = spk__realloc(im->tensors, (n + 1) * sizeof *tensors);
     if (tensors) im->tensors = tensors;
-    float **datas = tensors ? spk__realloc(im->data, (n + 1) * sizeof *datas) : NULL;
+    unsigned char **datas = tensors ? spk__realloc(im->data, (n + 1) * sizeof *datas) : NULL;
     if (datas) im->data = datas;
     if (!data || !tensors || !datas) {
         free(data);
@@ -92,11 +94,15 @@ static void spk__images_free(spk__images *im) {
     free(im->data);
 }
 
-/* Writes a [rows, cols] parameter at its place in its destination image. */
-static void spk__image_put(float *image, const spk__param *p, const float *values) {
+/* Writes a [rows, cols] parameter (`values` of dtype `from`) at its place in its destination
+ * image, converting to the destination's dtype (a copy when they are the same). */
+static void spk__image_put(unsigned char *image, const spk__param *p, const void *values, spk_dtype from) {
+    spk_dtype to = p->tensor->dtype;
+    size_t ds = spk_dtype_size(to), vs = spk_dtype_size(from);
     int64_t stride = p->tensor->shape[p->tensor->ndim - 1];
     for (int64_t r = 0; r < p->rows; r++)
-        memcpy(image + r * stride + p->column, values + r * p->cols, (size_t)p->cols * sizeof *values);
+        spk_convert((const unsigned char *)values + (size_t)(r * p->cols) * vs, from,
+                    image + (size_t)(r * stride + p->column) * ds, to, (size_t)p->cols);
 }
 
 spk_status spk__param_download(spk_model *m, const spk__param *p, float *out) {
@@ -110,11 +116,12 @@ spk_status spk__param_download(spk_model *m, const spk__param *p, float *out) {
     return s;
 }
 
-static spk_status spk__images_upload(spk_model *m, spk__images *im) {
+static spk_status spk__images_upload(spk__images *im) {
     spk_status s = SPK_OK;
-    for (uint32_t i = 0; i < im->count && s == SPK_OK; i++)
-        s = spk_tensor_upload(im->tensors[i], im->data[i], im->tensors[i]->count);
-    (void)m;
+    for (uint32_t i = 0; i < im->count && s == SPK_OK; i++) {
+        const spk_tensor *t = im->tensors[i];
+        s = spk_tensor_upload_raw(im->tensors[i], im->data[i], (size_t)t->count * spk_dtype_size(t->dtype));
+    }
     return s;
 }
 
@@ -143,7 +150,7 @@ spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
     spk_status s = values ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
     for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
         const spk__param *p = &params[i];
-        float *image = spk__image_of(&im, p->tensor);
+        unsigned char *image = spk__image_of(&im, p->tensor);
         if (!image) {
             s = SPK_ERROR_OUT_OF_HOST_MEMORY;
             break;
@@ -155,9 +162,9 @@ spk_status spk_model_init_random(spk_model *m, uint64_t seed) {
             double u = (double)(spk__splitmix(&state) >> 11) * 0x1p-53; /* [0, 1) */
             v[j] = p->init == SPK__INIT_GLOROT ? (float)((2.0 * u - 1.0) * limit) : p->init == SPK__INIT_ONE ? 1.0f : 0.0f;
         }
-        spk__image_put(image, p, v);
+        spk__image_put(image, p, v, SPK_DTYPE_F32);
     }
-    if (s == SPK_OK) s = spk__images_upload(m, &im);
+    if (s == SPK_OK) s = spk__images_upload(&im);
     else spk__fail(m->ctx, s, "out of host memory initializing the model");
     free(values);
     spk__images_free(&im);
@@ -203,17 +210,14 @@ spk_status spk__load_params(spk_model *m, spk__weights *w, const spk__safetensor
         }
     }
     spk__images im = {0};
-    float *values = s == SPK_OK ? spk__param_buffer(params, count) : NULL;
-    if (s == SPK_OK && !values) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t i = 0; i < count && s == SPK_OK; i++) {
         const spk__param *p = &params[i];
-        float *image = spk__image_of(&im, p->tensor);
+        unsigned char *image = spk__image_of(&im, p->tensor);
+        const spk__st_tensor *t = spk__safetensors_find(st, SPK__FULL(p));
         if (!image) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading '%s'", p->name);
-        spk__safetensors_to_f32(st, spk__safetensors_find(st, SPK__FULL(p)), values);
-        if (image) spk__image_put(image, p, values);
+        else spk__image_put(image, p, st->data + t->begin, t->dtype);
     }
-    if (s == SPK_OK) s = spk__images_upload(m, &im);
-    free(values);
+    if (s == SPK_OK) s = spk__images_upload(&im);
     spk__images_free(&im);
     free(params);
     return s;
@@ -253,6 +257,7 @@ spk_status spk_model_create_from_safetensors(spk_context *ctx, const char *path,
         if (overrides->window_size) c.window_size = overrides->window_size;
         if (overrides->dropout) c.dropout = overrides->dropout;
         if (overrides->num_outputs) c.num_outputs = overrides->num_outputs;
+        if (overrides->weights_dtype) c.weights_dtype = overrides->weights_dtype;
         c.output_mode = overrides->output_mode;
     }
     spk_model *m = NULL;

@@ -31,9 +31,9 @@ spk_status spk__optimizer_prepare(spk_model *m) {
     spk_context *ctx = m->ctx;
     spk__train_forget(m);
     int64_t eight = 8, slots = spk__weights_count(m->cfg.num_layers);
-    spk_status s = spk__weights_create(ctx, &m->cfg, &t->moment1);
+    spk_status s = spk__weights_create(ctx, &m->cfg, SPK_DTYPE_F32, &t->moment1);
     if (s == SPK_OK) {
-        s = spk__weights_create(ctx, &m->cfg, &t->moment2);
+        s = spk__weights_create(ctx, &m->cfg, SPK_DTYPE_F32, &t->moment2);
         if (s != SPK_OK) spk__weights_destroy(&t->moment1, m->cfg.num_layers);
     }
     if (s != SPK_OK) return s;

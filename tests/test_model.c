@@ -20,6 +20,9 @@ typedef struct ref_model {
     int embed, hidden, heads, layers;
 } ref_model;
 
+/* The dtype the reference rounds the dense kernels to (16-bit weights: the values as stored). */
+static spk_dtype g_ref_kernels = SPK_DTYPE_F32;
+
 static double *ref_param(const ref_model *r, const char *prefix, const char *suffix) {
     char name[96];
     snprintf(name, sizeof name, "%s%s", prefix, suffix);
@@ -27,6 +30,7 @@ static double *ref_param(const ref_model *r, const char *prefix, const char *suf
     if (!t) fail_msg("reference: no tensor %s", name);
     float *f = test_alloc_floats((int64_t)t->count);
     spk__safetensors_to_f32(&r->st, t, f);
+    if (strcmp(suffix, ".kernel") == 0) test_round_to(g_ref_kernels, f, (int64_t)t->count);
     double *d = malloc(t->count * sizeof *d);
     assert_non_null(d);
     for (uint64_t i = 0; i < t->count; i++) d[i] = f[i];
@@ -399,6 +403,63 @@ static void config_errors(void **state) {
     test_assert_no_validation();
 }
 
+/* 16-bit weights: each golden model with its dense kernels stored as F16 and BF16 (the float32
+ * file rounded once at load) against float64 on the same rounded kernels; half the kernel bytes;
+ * training refused. */
+static void half_weights(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    const char *dirs[] = {E20, E48};
+    for (int i = 0; i < 2; i++) {
+        char path[256], error[256];
+        spk_array x;
+        snprintf(path, sizeof path, "%sinput.npy", dirs[i]);
+        assert_int_equal(spk_npy_read(test_data_path(path), &x, error, sizeof error), SPK_OK);
+        ref_model r;
+        ref_load(dirs[i], &r);
+        uint64_t kernel_bytes = 0; /* as float32 */
+        for (uint32_t t = 0; t < r.st.tensor_count; t++)
+            if (strstr(r.st.tensors[t].name, ".kernel")) kernel_bytes += 4 * r.st.tensors[t].count;
+        spk_model *m32 = load_model(ctx, dirs[i], SPK_OUTPUT_LAST);
+        free(forward(m32, x.data, x.shape[0], x.shape[1])); /* activations for this shape */
+        spk_model_memory_info mem32, mem16;
+        assert_int_equal(spk_model_memory(m32, &mem32), SPK_OK);
+        for (int dt = SPK_DTYPE_F16; dt <= SPK_DTYPE_BF16; dt++) {
+            snprintf(path, sizeof path, "%sweights.safetensors", dirs[i]);
+            spk_model_config overrides = {.weights_dtype = (spk_dtype)dt};
+            spk_model *m = NULL;
+            assert_int_equal(spk_model_create_from_safetensors(ctx, test_data_path(path), &overrides, &m), SPK_OK);
+            assert_int_equal(m->w.layers[0].up.kernel->dtype, dt);
+            assert_int_equal(m->w.layers[0].up.bias->dtype, SPK_DTYPE_F32);
+            float *y = forward(m, x.data, x.shape[0], x.shape[1]);
+            int64_t n = x.shape[0] * r.hidden;
+            double *ref = malloc((size_t)n * sizeof *ref);
+            assert_non_null(ref);
+            g_ref_kernels = (spk_dtype)dt;
+            ref_forward(&r, x.data, x.shape[0], x.shape[1], SPK_OUTPUT_LAST, ref);
+            g_ref_kernels = SPK_DTYPE_F32;
+            double err = rel_error(y, ref, n);
+            print_message("%s %s weights: relative error %.2e against float64 on the rounded weights\n", dirs[i],
+                          spk_dtype_name((spk_dtype)dt), err);
+            if (!(err <= 1e-3)) fail_msg("%s %s weights: error %.3g", dirs[i], spk_dtype_name((spk_dtype)dt), err);
+            assert_int_equal(spk_model_memory(m, &mem16), SPK_OK);
+            assert_int_equal(mem16.weights, mem32.weights - kernel_bytes / 2);
+            assert_int_equal(mem16.activations, mem32.activations);
+            assert_int_equal(mem16.training, 0);
+            float target[64] = {0};
+            assert_int_equal(spk_model_grad(m, x.data, x.shape[0], x.shape[1], SPK_LOSS_MSE, target, NULL),
+                             SPK_ERROR_UNSUPPORTED);
+            assert_non_null(strstr(spk_context_last_error(ctx), "training keeps float32 weights"));
+            free(y), free(ref);
+            spk_model_destroy(m);
+        }
+        spk_model_destroy(m32);
+        spk__safetensors_free(&r.st);
+        spk_array_free(&x);
+    }
+    test_assert_no_validation();
+}
+
 /* ---- weight files ------------------------------------------------------------------------- */
 
 /* The E20 golden file's tensors as entries, to be edited and written back. */
@@ -516,6 +577,73 @@ static void bad_files(void **state) {
     test_assert_no_validation();
 }
 
+/* Files that store 16-bit tensors: kernels in F16 and the 1-D tensors in BF16. With F16 weights
+ * the kernels arrive as the file's bytes; as BF16 they are rounded once; the 1-D tensors widen
+ * to float32 exactly; the forward matches float64 on the file's values. Sizes that do not match
+ * a 16-bit dtype are refused. */
+static void half_files(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    file_edit f;
+    edit_load(&f);
+    void *converted[64] = {0};
+    for (int i = 0; i < f.count; i++) {
+        test_st_entry *e = &f.entries[i];
+        bool kernel = strstr(e->name, ".kernel") != NULL;
+        size_t n = e->bytes / 4;
+        converted[i] = malloc(2 * n);
+        assert_non_null(converted[i]);
+        assert_int_equal(spk_convert(e->data, SPK_DTYPE_F32, converted[i], kernel ? SPK_DTYPE_F16 : SPK_DTYPE_BF16, n),
+                         SPK_OK);
+        e->dtype = kernel ? "F16" : "BF16", e->data = converted[i], e->bytes = 2 * n;
+    }
+    size_t size;
+    unsigned char *bytes = test_safetensors_bytes(f.entries, f.count, E20_METADATA, &size);
+    const char *path = test_write_file("half.safetensors", bytes, size);
+    int up = edit_find(&f, "softpick_block_1_ffn_up.kernel");
+    size_t up_count = f.entries[up].bytes / 2;
+    uint16_t *raw = malloc(2 * up_count), *want = malloc(2 * up_count);
+    assert_true(raw && want);
+    float x[9 * 20];
+    test_fill_random(x, 9 * 20, 4);
+    ref_model r;
+    assert_int_equal(spk__safetensors_read(path, &r.st, (char[256]){0}, 256), SPK_OK);
+    r.embed = 20, r.hidden = 32, r.heads = 4, r.layers = 2;
+    double ref[32];
+    ref_forward(&r, x, 1, 9, SPK_OUTPUT_LAST, ref);
+    for (int dt = SPK_DTYPE_F32; dt <= SPK_DTYPE_BF16; dt++) {
+        spk_model_config overrides = {.weights_dtype = (spk_dtype)dt};
+        spk_model *m = NULL;
+        assert_int_equal(spk_model_create_from_safetensors(ctx, path, &overrides, &m), SPK_OK);
+        if (dt != SPK_DTYPE_F32) {
+            assert_int_equal(spk_tensor_download_raw(m->w.layers[0].up.kernel, raw, 2 * up_count), SPK_OK);
+            assert_int_equal(spk_convert(f.entries[up].data, SPK_DTYPE_F16, want, (spk_dtype)dt, up_count), SPK_OK);
+            assert_memory_equal(raw, want, 2 * up_count);
+        }
+        float *y = forward(m, x, 1, 9);
+        double err = rel_error(y, ref, 32);
+        /* BF16 rounds the F16 kernels again: only F32 and F16 compute on the file's exact values. */
+        if (dt != SPK_DTYPE_BF16 && !(err <= 1e-5)) fail_msg("%s from an F16 file: error %.3g", spk_dtype_name((spk_dtype)dt), err);
+        if (!(err <= 1e-2)) fail_msg("bf16 from an F16 file: error %.3g", err);
+        free(y);
+        spk_model_destroy(m);
+    }
+    spk__safetensors_free(&r.st);
+    free(bytes), free(raw), free(want);
+
+    /* A 16-bit dtype with float32's bytes, and the reverse. */
+    int q = edit_find(&f, "softpick_block_2_attn_q_proj.kernel");
+    test_st_entry saved = f.entries[q];
+    f.entries[q].bytes *= 2;
+    expect_load_error(&f, E20_METADATA, SPK_ERROR_FORMAT, "softpick_block_2_attn_q_proj.kernel': data_offsets span");
+    f.entries[q] = saved;
+    f.entries[q].dtype = "F32";
+    expect_load_error(&f, E20_METADATA, SPK_ERROR_FORMAT, "its shape needs");
+    for (int i = 0; i < f.count; i++) free(converted[i]);
+    spk__safetensors_free(&f.st);
+    test_assert_no_validation();
+}
+
 /* Config from metadata with overrides, and from shapes when the metadata is absent. */
 static void config_from_file(void **state) {
     (void)state;
@@ -555,12 +683,14 @@ static void config_from_file(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(golden),
+        cmocka_unit_test(half_weights),
         cmocka_unit_test(shapes_and_modes),
         cmocka_unit_test(causality_and_batch_independence),
         cmocka_unit_test(random_init),
         cmocka_unit_test(device_tensors_and_staging),
         cmocka_unit_test(config_errors),
         cmocka_unit_test(bad_files),
+        cmocka_unit_test(half_files),
         cmocka_unit_test(config_from_file),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);

@@ -442,6 +442,11 @@ typedef struct spk_model_config {
     /* default 0: no output head. > 0: the output is dense(output, "output_head"), num_outputs
      * wide (SPEC.md section 6): [batch, num_outputs], or [batch, seq_len, num_outputs] in mode all */
     int num_outputs;
+    /* default SPK_DTYPE_F32. F16 or BF16: the dense kernels (the 2-D weights, almost all of the
+     * bytes) are stored in 16 bits and read by the matmuls with float32 arithmetic; biases and the
+     * norms' gamma and beta stay float32, as ggml keeps its 1-D tensors. Inference only: training
+     * keeps float32 weights (train in f32, then load the file with a 16-bit weights_dtype). */
+    spk_dtype weights_dtype;
 } spk_model_config;
 
 /* The defaults above for this embed_dim. */
@@ -461,6 +466,15 @@ SPK_API spk_status spk_model_create(spk_context *ctx, const spk_model_config *co
 /* Frees the model's parameters, buffers and recordings. Accepts NULL. */
 SPK_API void spk_model_destroy(spk_model *model);
 SPK_API const spk_model_config *spk_model_get_config(const spk_model *model);
+
+/* Device memory a model holds, in bytes (tensor sizes, not the allocator's blocks). */
+typedef struct spk_model_memory_info {
+    uint64_t weights;     /* the parameters: half of float32's for the kernels with 16-bit weights */
+    uint64_t activations; /* the forward's buffers, for the largest batch * seq_len run so far */
+    uint64_t training;    /* gradients, optimizer moments and what the training forward keeps; 0
+                             before the first training call */
+} spk_model_memory_info;
+SPK_API spk_status spk_model_memory(const spk_model *model, spk_model_memory_info *out);
 /* Sets the output mode of later forwards. */
 SPK_API spk_status spk_model_set_output_mode(spk_model *model, spk_output_mode mode);
 

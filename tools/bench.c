@@ -307,7 +307,7 @@ static spk_status run_matmul(void *arg, uint64_t *ns) {
     return status;
 }
 
-static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char *only) {
+static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char *only, spk_dtype weights_dtype) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     int64_t shapes[][3] = {{1024, 1024, 1024}, {2048, 2048, 2048}, {60, 256, 256},   {60, 1024, 256},
@@ -321,7 +321,7 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char
         shapes[0][0] = m, shapes[0][1] = n, shapes[0][2] = k;
         shape_count = 1;
     }
-    printf("%-20s %9s %9s %9s  %s\n", "M x N x K (+bias)", "ms", "GFLOP/s", "x FMA", "variant");
+    printf("%-20s %9s %9s %9s %9s  %s\n", "M x N x K (+bias)", "ms", "GFLOP/s", "x FMA", "B MiB", "variant");
     int rc = 0;
     float *host = malloc((size_t)2048 * 2048 * sizeof *host);
     if (!host) return cli_fail("out of host memory");
@@ -364,12 +364,30 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char
         char name[40];
         snprintf(name, sizeof name, "%lld x %lld x %lld", (long long)m, (long long)n, (long long)k);
         double flops = 2.0 * (double)m * (double)n * (double)k;
+        uint64_t f32_time = 0;
         for (int v = 0; v < nt && rc == 0; v++) {
             r.tuning = &t[v];
             uint64_t time = median_ns(run_matmul, &r, repeats);
             double gflops = time ? flops / (double)time : 0;
-            printf("%-20s %9.3f %9.2f %9.2f  %s\n", v ? "" : name, time / 1e6, gflops,
-                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, labels[v]);
+            if (v == 0) f32_time = time;
+            printf("%-20s %9.3f %9.2f %9.2f %9.2f  %s\n", v ? "" : name, time / 1e6, gflops,
+                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, (double)r.b->ref.size / (1 << 20), labels[v]);
+        }
+        /* The default kernel again with B stored in 16 bits. */
+        if (rc == 0 && weights_dtype != SPK_DTYPE_F32) {
+            spk_tensor *b32 = r.b;
+            r.b = NULL;
+            st = spk_tensor_create_typed(ctx, weights_dtype, 2, bs, &r.b);
+            if (st == SPK_OK) st = spk_tensor_upload(r.b, host, k * n);
+            r.tuning = &t[0];
+            uint64_t time = st == SPK_OK ? median_ns(run_matmul, &r, repeats) : 0;
+            double gflops = time ? flops / (double)time : 0;
+            if (!time) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
+            else
+                printf("%-20s %9.3f %9.2f %9.2f %9.2f  default, B %s: x%.2f of f32\n", "", time / 1e6, gflops,
+                       c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, (double)r.b->ref.size / (1 << 20),
+                       spk_dtype_name(weights_dtype), (double)f32_time / (double)time);
+            spk_tensor_destroy(b32);
         }
         spk_tensor_destroy(r.a), spk_tensor_destroy(r.b), spk_tensor_destroy(r.c), spk_tensor_destroy(r.bias);
     }
@@ -427,11 +445,13 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
 
 int cli_bench(int argc, char **argv) {
     const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0", *shape = NULL;
-    const char *forwards_text = "10000";
+    const char *forwards_text = "10000", *dtype_text = NULL;
     cli_option options[] = {{"repeats", &repeats_text},   {"elements", &elements_text}, {"variants", &variants_text},
-                            {"shape", &shape},            {"forwards", &forwards_text}};
+                            {"shape", &shape},            {"forwards", &forwards_text}, {"weights-dtype", &dtype_text}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 5, &args)) return 1;
+    if (!cli_parse(argc, argv, options, 6, &args)) return 1;
+    spk_dtype weights_dtype;
+    if (!cli_parse_dtype(dtype_text, &weights_dtype)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
         (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0 &&
@@ -455,10 +475,10 @@ int cli_bench(int argc, char **argv) {
            spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats);
     int rc = 0;
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
-    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape);
+    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, weights_dtype);
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
-    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats);
+    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, weights_dtype);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
     else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);

@@ -28,7 +28,8 @@ typedef struct ceilings {
 int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);
 
 int bench_attention(spk_context *ctx, int repeats);
-int bench_model(spk_context *ctx, int repeats);
+/* The model at batches 1 and 32 with float32 dense kernels and, unless f32, with `weights_dtype`. */
+int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype);
 int bench_soak(spk_context *ctx, long forwards);
 int bench_train(spk_context *ctx, int repeats);
 

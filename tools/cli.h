@@ -26,6 +26,8 @@ bool cli_int(const char *text, long min, long max, const char *what, long *out);
 spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
 /* Parses --output-mode's last, all or mean; prints the error on failure. */
 bool cli_parse_mode(const char *text, spk_output_mode *mode);
+/* Parses --weights-dtype's f32, f16 or bf16 (NULL: f32); prints the error on failure. */
+bool cli_parse_dtype(const char *text, spk_dtype *dtype);
 /* Host wall time in milliseconds (a monotonic clock). */
 double cli_now_ms(void);
 /* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */

@@ -16,24 +16,33 @@ bool cli_parse_mode(const char *text, spk_output_mode *mode) {
     return false;
 }
 
+bool cli_parse_dtype(const char *text, spk_dtype *dtype) {
+    *dtype = SPK_DTYPE_F32;
+    if (!text || spk_dtype_from_name(text, dtype) == SPK_OK) return true;
+    cli_fail("--weights-dtype must be f32, f16 or bf16, got '%s'", text);
+    return false;
+}
+
 static const char *mode_name(spk_output_mode mode) {
     return mode == SPK_OUTPUT_ALL ? "all" : mode == SPK_OUTPUT_MEAN ? "mean" : "last";
 }
 
 int cli_run(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *output = NULL, *mode_text = "last";
-    const char *heads = NULL, *layers = NULL, *hidden = NULL, *embed = NULL, *window = NULL;
+    const char *heads = NULL, *layers = NULL, *hidden = NULL, *embed = NULL, *window = NULL, *dtype = NULL;
     cli_option options[] = {{"weights", &weights}, {"input", &input},   {"output", &output},
                             {"output-mode", &mode_text}, {"heads", &heads}, {"layers", &layers},
-                            {"hidden", &hidden}, {"embed", &embed},  {"window", &window}};
+                            {"hidden", &hidden}, {"embed", &embed},  {"window", &window}, {"weights-dtype", &dtype}};
     cli_args args;
     if (!cli_parse(argc, argv, options, (int)(sizeof options / sizeof *options), &args)) return 1;
     if (!weights || !input || !output || args.positional_count)
         return cli_fail("usage: softpick run --weights W.safetensors --input X.npy --output Y.npy "
-                        "[--output-mode last|all|mean] [--heads N] [--layers N] [--hidden N]");
+                        "[--output-mode last|all|mean] [--weights-dtype f32|f16|bf16] [--heads N] [--layers N] "
+                        "[--hidden N]");
     spk_model_config overrides = {0};
     long v;
     if (!cli_parse_mode(mode_text, &overrides.output_mode)) return 1;
+    if (!cli_parse_dtype(dtype, &overrides.weights_dtype)) return 1;
     const char *texts[] = {heads, layers, hidden, embed, window};
     int *fields[] = {&overrides.num_heads, &overrides.num_layers, &overrides.hidden_size, &overrides.embed_dim,
                      &overrides.window_size};
@@ -89,16 +98,22 @@ static int compare_double(const void *a, const void *b) {
 
 int cli_demo(int argc, char **argv) {
     cli_args args;
-    if (!cli_parse(argc, argv, NULL, 0, &args)) return 1;
-    if (args.positional_count == 1 && strcmp(args.positional[0], "train") == 0) return cli_demo_train(&args);
+    const char *dtype = NULL;
+    cli_option options[] = {{"weights-dtype", &dtype}};
+    if (!cli_parse(argc, argv, options, 1, &args)) return 1;
+    if (args.positional_count == 1 && strcmp(args.positional[0], "train") == 0) {
+        if (dtype) return cli_fail("demo train trains float32 weights (no --weights-dtype)");
+        return cli_demo_train(&args);
+    }
     if (args.positional_count) return cli_fail("demo takes no arguments but 'train'");
+    spk_model_config cfg = spk_model_config_default(256);
+    if (!cli_parse_dtype(dtype, &cfg.weights_dtype)) return 1;
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
     spk_device_info info;
     spk_context_device_info(ctx, &info);
 
     const int64_t batch = 4, seq = 60, seed = 42;
-    spk_model_config cfg = spk_model_config_default(256);
     spk_model *model = NULL;
     spk_status s = spk_model_create(ctx, &cfg, &model);
     if (s == SPK_OK) s = spk_model_init_random(model, seed);
@@ -133,8 +148,14 @@ int cli_demo(int argc, char **argv) {
                "(not applied at inference), output %s\n",
                cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size, cfg.dropout,
                mode_name(cfg.output_mode));
-        printf("weights: glorot-uniform, seed %lld; input: [%lld, %lld, %d] uniform in [-1, 1), seed %lld\n",
-               (long long)seed, (long long)batch, (long long)seq, cfg.embed_dim, (long long)seed);
+        spk_model_memory_info mem;
+        spk_model_memory(model, &mem);
+        printf("weights: glorot-uniform, seed %lld, dense kernels stored as %s; input: [%lld, %lld, %d] uniform in "
+               "[-1, 1), seed %lld\n",
+               (long long)seed, spk_dtype_name(cfg.weights_dtype), (long long)batch, (long long)seq, cfg.embed_dim,
+               (long long)seed);
+        printf("memory:  weights %.2f MiB, activations %.2f MiB on the device\n", (double)mem.weights / (1 << 20),
+               (double)mem.activations / (1 << 20));
         printf("output:  [%lld, %lld]\n", (long long)shape[0], (long long)shape[1]);
         for (int64_t b = 0; b < batch; b++) {
             printf("  [%lld]", (long long)b);

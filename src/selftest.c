@@ -100,10 +100,18 @@ void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) {
     }
 }
 
-/* A tensor holding `data`, or NaN everywhere (an output) when data is NULL; NULL on failure. */
-spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, const float *data) {
+/* A tensor of `dtype` holding `data` (rounded in place to what the tensor stores, so that the
+ * reference computes on the same values), or NaN everywhere (an output) when data is NULL; NULL
+ * on failure. */
+static spk_tensor *spk__st_tensor_typed(spk__selftest *st, spk_dtype dtype, int ndim, const int64_t *shape, float *data) {
     spk_tensor *t = NULL;
-    spk_status s = spk_tensor_create(st->ctx, ndim, shape, &t);
+    spk_status s = spk_tensor_create_typed(st->ctx, dtype, ndim, shape, &t);
+    if (s == SPK_OK && data && dtype != SPK_DTYPE_F32)
+        for (int64_t i = 0; i < t->count; i++) {
+            uint16_t h;
+            spk_convert(&data[i], SPK_DTYPE_F32, &h, dtype, 1);
+            spk_convert(&h, dtype, &data[i], SPK_DTYPE_F32, 1);
+        }
     int64_t n = t ? t->count : 0;
     float *nan = NULL;
     if (s == SPK_OK && !data) {
@@ -120,6 +128,10 @@ spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, co
         return NULL;
     }
     return t;
+}
+
+spk_tensor *spk__st_tensor(spk__selftest *st, int ndim, const int64_t *shape, const float *data) {
+    return spk__st_tensor_typed(st, SPK_DTYPE_F32, ndim, shape, (float *)(uintptr_t)data); /* f32: not written */
 }
 
 /* NULL once anything failed: a case checks only its last allocation. */
@@ -256,8 +268,8 @@ static void spk__st_softpick(spk__selftest *st) {
 
 /* ---- matmul ------------------------------------------------------------------------------- */
 
-static void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, int epilogue, int64_t batch,
-                                int64_t m, int64_t n, int64_t k, bool shared_b) {
+static void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, spk_dtype wd, int epilogue,
+                                int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b) {
     char text[64];
     snprintf(text, sizeof text, "%s%lldx%lldx%lld%s", batch > 1 ? (shared_b ? "3*" : "2*") : "", (long long)m,
              (long long)n, (long long)k, batch > 1 && shared_b ? "(shared B)" : "");
@@ -272,8 +284,8 @@ static void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, 
     spk__st_random(st, bias, n, 1.0f), spk__st_random(st, res, batch * m * n, 1.0f);
     int64_t as[3] = {batch, m, k}, bs[3] = {batch, k, n}, cs[3] = {batch, m, n};
     spk_tensor *ta = spk__st_tensor(st, 3, as, a);
-    spk_tensor *tb = ta ? spk__st_tensor(st, shared_b ? 2 : 3, shared_b ? bs + 1 : bs, bb) : NULL;
-    spk_tensor *tbias = tb ? spk__st_tensor(st, 1, &n, bias) : NULL;
+    spk_tensor *tb = ta ? spk__st_tensor_typed(st, wd, shared_b ? 2 : 3, shared_b ? bs + 1 : bs, bb) : NULL;
+    spk_tensor *tbias = tb ? spk__st_tensor_typed(st, wd, 1, &n, bias) : NULL;
     spk_tensor *tres = tbias ? spk__st_tensor(st, 3, cs, res) : NULL;
     /* Epilogue 4 accumulates into C itself, which then starts as the residual. */
     spk_tensor *tc = tres ? spk__st_tensor(st, 3, cs, epilogue == 4 ? res : NULL) : NULL;
@@ -326,10 +338,37 @@ static void spk__st_matmul(spk__selftest *st) {
             if (kernel >= 2 && !shuffles) why = "device has no subgroup shuffles of one fixed size";
             if (kernel == 3 && !kernels[3].texel) why = "device has no float uniform texel buffers";
             for (size_t s = 0; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s++)
-                spk__st_matmul_case(st, &kernels[kernel], e, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
-                                    shapes[s][4] != 0);
+                spk__st_matmul_case(st, &kernels[kernel], SPK_DTYPE_F32, e, shapes[s][0], shapes[s][1], shapes[s][2],
+                                    shapes[s][3], shapes[s][4] != 0);
             spk__st_end(st, why);
         }
+    /* 16-bit weights (B and the bias) through every tier: texel views where the kernel reads
+     * them, else 16-bit storage buffers (where the device has them) and 32-bit words. The
+     * context's own tier is the one it uses; the self-test switches it for the other. */
+    bool context_words = ctx->half_words;
+    for (int kernel = 0; kernel < 4; kernel++)
+        for (int words = 0; words < 2; words++)
+            for (int wd = SPK_DTYPE_F16; wd <= SPK_DTYPE_BF16 && st->fatal == SPK_OK; wd++) {
+                bool texel = kernel == 3;
+                if (texel && words) continue; /* texel views convert in the fetch, whatever the tier */
+                const char *tier = texel ? "texel view" : words ? "32-bit words" : "16-bit storage";
+                spk__st_begin(st, "matmul", 1e-5, "%s, %s B and bias (%s), GELU, + residual", names[kernel],
+                              spk_dtype_name((spk_dtype)wd), tier);
+                st->r.used = memcmp(&kernels[kernel], &defaults, sizeof defaults) == 0 && (texel || words == context_words);
+                const char *why = NULL;
+                if (kernel >= 2 && !shuffles) why = "device has no subgroup shuffles of one fixed size";
+                if (texel && !kernels[3].texel) why = "device has no float uniform texel buffers";
+                if (texel && !(wd == SPK_DTYPE_F16 ? caps->texel_f16 : caps->texel_u16))
+                    why = wd == SPK_DTYPE_F16 ? "device has no R16_SFLOAT uniform texel buffers"
+                                              : "device has no R16_UINT uniform texel buffers";
+                if (!texel && !words && !caps->storage16) why = "device has no storageBuffer16BitAccess";
+                ctx->half_words = words;
+                for (size_t s = 1; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s += 3) /* vec4 rows too */
+                    spk__st_matmul_case(st, &kernels[kernel], (spk_dtype)wd, 3, shapes[s][0], shapes[s][1], shapes[s][2],
+                                        shapes[s][3], shapes[s][4] != 0);
+                ctx->half_words = context_words;
+                spk__st_end(st, why);
+            }
 }
 
 /* ---- layer norm, erf, GELU ---------------------------------------------------------------- */

@@ -200,14 +200,15 @@ static spk_status spk__transfer(spk_tensor *t, void *host, spk_dtype host_type, 
     return status;
 }
 
-/* `count` elements of `host_type` against the tensor's. */
+/* `count` elements of `host_type` against the tensor's (a mismatch only comes from the float calls:
+ * the raw ones check their byte count first). */
 static spk_status spk__transfer_checked(spk_tensor *t, void *host, int64_t count, spk_dtype host_type,
                                         bool to_device) {
     if (!t) return SPK_ERROR_INVALID_ARGUMENT;
     spk_context *ctx = t->ctx;
     if (count != t->count)
-        return spk__fail(ctx, SPK_ERROR_SHAPE, "%s of %lld %s elements for a tensor of %lld", to_device ? "upload" : "download",
-                         (long long)count, spk_dtype_name(host_type), (long long)t->count);
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "%s of %lld floats for a tensor of %lld elements",
+                         to_device ? "upload" : "download", (long long)count, (long long)t->count);
     if (count == 0) return SPK_OK;
     if (!host) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "host data pointer is NULL");
     spk_status alive = spk__check_alive(ctx);

@@ -11,7 +11,8 @@
  *        spk_context *ctx;
  *        if (spk_context_create(NULL, &ctx) != SPK_OK) { ... no Vulkan, no device ... }
  *
- * 2. Make tensors (float32, row-major, rank 1..8) and upload data:
+ * 2. Make tensors (float32 unless created with another spk_dtype, row-major, rank 1..8) and upload
+ *    data:
  *
  *        int64_t shape[2] = {4, 1000};
  *        spk_tensor *x;
@@ -647,8 +648,11 @@ SPK_API spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc,
  * - Features: optional paths follow what the application enabled. With `enabled_features` (the
  *   VkPhysicalDeviceFeatures2 chain the device was created with), full-subgroup control is used
  *   where VkPhysicalDeviceSubgroupSizeControlFeatures or VkPhysicalDeviceVulkan13Features enable
- *   it; without it only Vulkan 1.1 core is used (subgroup operations are core properties and need
- *   no enabling). A device below Vulkan 1.1, or a queue family without compute, is refused.
+ *   it, and 16-bit tensors are read from 16-bit storage buffers where
+ *   VkPhysicalDevice16BitStorageFeatures or VkPhysicalDeviceVulkan11Features enable
+ *   storageBuffer16BitAccess (else as 32-bit words); without it only Vulkan 1.1 core is used
+ *   (subgroup operations are core properties and need no enabling). A device below Vulkan 1.1, or
+ *   a queue family without compute, is refused.
  * - spk_record_* only record: no submit, no wait, no queue use. Before the recorded work the
  *   caller makes its writes to the inputs available to VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
  *   VK_ACCESS_SHADER_READ_BIT; the recorded work ends with its results written by compute

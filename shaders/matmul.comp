@@ -1,6 +1,6 @@
 #version 450
-// C = A B (+ bias) (then GELU) (+ residual), float32 arithmetic, row-major (B and the bias may be
-// stored in 16 bits: weights.glsl):
+// C = A B (+ bias) (then GELU) (+ residual), float32 arithmetic, row-major (operands may be stored in
+// 16 bits: matmul_io.glsl):
 // A [batch, M, K], B [K, N] shared or [batch, K, N], bias [N], residual and C [batch, M, N].
 // The backward passes read an operand transposed where it is stored: TRANS_A takes A as stored
 // [batch, K, M] (dB = A^T dC), TRANS_B takes B as stored [N, K] (dA = dC B^T); no copy is made.
@@ -26,13 +26,9 @@ layout(constant_id = 7) const uint TILE_B = 1;
 layout(constant_id = 8) const uint TRANS_A = 0; // A(m, k) at k * M + m
 layout(constant_id = 9) const uint TRANS_B = 0; // B(k, n) at n * K + k
 
-layout(set = 0, binding = 0) readonly buffer A { float a[]; };
 #define TEXEL 0
-#define W_DTYPE_ID 10
-#include "weights.glsl" // B and the bias, float32 or 16-bit
-layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
-layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
-layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
+#define MATMUL_SPEC_ID 10
+#include "matmul_io.glsl" // A, B, C, bias, residual, pre-activation in their storage types
 
 layout(push_constant) uniform Push {
     uint M, N, K;
@@ -71,7 +67,7 @@ void main() {
                 uint r = TRANS_A != 0 ? e % BM : e / BK, kk = TRANS_A != 0 ? e / BM : e % BK;
                 uint m = min(row0 + r, pc.M - 1), k = k0 + kk;
                 uint at = TRANS_A != 0 ? a_base + k * pc.M + m : a_base + m * pc.K + k;
-                tile_a[kk * BM + r] = k < pc.K ? a[at] : 0.0;
+                tile_a[kk * BM + r] = k < pc.K ? a1(at) : 0.0;
             }
             for (uint e = tid; e < BK * BN; e += WG_X * WG_Y) {
                 uint kk = TRANS_B != 0 ? e % BK : e / BN, cc = TRANS_B != 0 ? e / BK : e % BN;
@@ -103,7 +99,7 @@ void main() {
         }
         for (uint k = 0; k < pc.K; k++) {
             float av[TM], bv[TN];
-            [[unroll]] for (uint i = 0; i < TM; i++) av[i] = a[rows[i] + k * a_step];
+            [[unroll]] for (uint i = 0; i < TM; i++) av[i] = a1(rows[i] + k * a_step);
             [[unroll]] for (uint j = 0; j < TN; j++) bv[j] = b1(cols[j] + k * b_step);
             [[unroll]] for (uint i = 0; i < TM; i++)
                 [[unroll]] for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
@@ -122,11 +118,11 @@ void main() {
             uint idx = c_base + m * pc.N + n;
             if ((pc.epilogue & 16u) != 0) pre[idx] = v;
             if ((pc.epilogue & 2u) != 0) v = gelu(v);
-            if ((pc.epilogue & 4u) != 0) v += residual[idx];
+            if ((pc.epilogue & 4u) != 0) v += res1(idx);
             // Bit 3, times gelu'(residual): the backward through a GELU, fused into the dA product
             // (TRANS_B variants only, see matmul_shuffle.comp).
-            if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
-            c[idx] = v;
+            if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(res1(idx));
+            store_c(idx, v);
         }
     }
 }

@@ -18,7 +18,7 @@
 // gather where a storage-buffer load is a loop over the lanes (measured 5.7 against 0.3 G floats/s),
 // which makes this variant several times faster. VEC_A / VEC_B say whether the view (or, for
 // storage buffers, the indexing) is vec4: A's and B's stored rows (K or, with TRANS_A, M for A;
-// N or, with TRANS_B, K for B) a multiple of 4.
+// N or, with TRANS_B, K for B) a multiple of 4. Storage types of every operand: matmul_io.glsl.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -34,25 +34,8 @@ layout(constant_id = 6) const uint TRANS_A = 0; // A(m, k) at k * M + m
 layout(constant_id = 7) const uint TRANS_B = 0; // B(k, n) at n * K + k
 layout(constant_id = 8) const uint VEC_C = 1;   // 4: N a multiple of 4, the epilogue moves vec4s
 
-#if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 view, or R32G32B32A32 with VEC_A 4
-float a1(uint i) { return texelFetch(A, int(i)).x; }
-vec4 a4(uint i) { return texelFetch(A, int(i)); }
-#else
-layout(set = 0, binding = 0) readonly buffer A { float a[]; };
-float a1(uint i) { return a[i]; }
-vec4 a4(uint i) { return vec4(a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]); }
-#endif
-#define W_DTYPE_ID 9
-#include "weights.glsl" // B and the bias, float32 or 16-bit
-layout(set = 0, binding = 2) writeonly buffer C { float c[]; };
-layout(set = 0, binding = 4) readonly buffer Residual { float residual[]; };
-layout(set = 0, binding = 5) writeonly buffer Pre { float pre[]; }; // epilogue bit 4: A B + bias
-// The same buffers as vec4s (VEC_C): on CPU drivers a storage-buffer access is a loop over the
-// lanes, so one vec4 per lane costs a quarter of four floats.
-layout(set = 0, binding = 2) writeonly buffer C4 { vec4 c4[]; };
-layout(set = 0, binding = 4) readonly buffer Residual4 { vec4 residual4[]; };
-layout(set = 0, binding = 5) writeonly buffer Pre4 { vec4 pre4[]; };
+#define MATMUL_SPEC_ID 9
+#include "matmul_io.glsl" // A, B, C, bias, residual, pre-activation in their storage types
 
 layout(push_constant) uniform Push {
     uint M, N, K;
@@ -203,12 +186,12 @@ void main() {
                 uint idx = (c_base + m * pc.N + n) / 4;
                 if ((pc.epilogue & 16u) != 0) pre4[idx] = v;
                 if ((pc.epilogue & 2u) != 0) v = vec4(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));
-                if ((pc.epilogue & 4u) != 0) v += residual4[idx];
+                if ((pc.epilogue & 4u) != 0) v += res4(idx);
                 if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) {
-                    vec4 p = residual4[idx];
+                    vec4 p = res4(idx);
                     v *= vec4(gelu_grad(p.x), gelu_grad(p.y), gelu_grad(p.z), gelu_grad(p.w));
                 }
-                c4[idx] = v;
+                store_c4(idx, v);
             }
         }
         return;
@@ -224,12 +207,12 @@ void main() {
                 uint idx = c_base + m * pc.N + n;
                 if ((pc.epilogue & 16u) != 0) pre[idx] = v;
                 if ((pc.epilogue & 2u) != 0) v = gelu(v);
-                if ((pc.epilogue & 4u) != 0) v += residual[idx];
+                if ((pc.epilogue & 4u) != 0) v += res1(idx);
                 // Bit 3, times gelu'(residual): the backward through a GELU, fused into the dA
                 // product that makes its gradient; only TRANS_B variants carry the code (it
                 // doubles the unrolled epilogue, which CPU drivers pay for in compile time).
-                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(residual[idx]);
-                c[idx] = v;
+                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(res1(idx));
+                store_c(idx, v);
             }
         }
     }

@@ -15,7 +15,7 @@
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SPK__MAX_BINDINGS 8
 #define SPK__MAX_TEXEL_INPUTS 4
-#define SPK__MAX_SPEC 12
+#define SPK__MAX_SPEC 16
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
 #define SPK__APP_RECORDINGS 8
@@ -287,7 +287,8 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_softpick_rows_backward_texel_f4, spk__shader_softpick_cols_backward_texel_f1,
     spk__shader_softpick_cols_backward_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
     spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_optimizer, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_s16, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_s16,
-    spk__shader_matmul_shuffle_texel, spk__shader_matmul_shuffle_texel_bf16, spk__shader_layer_norm_f1,
+    spk__shader_matmul_shuffle_texel, spk__shader_matmul_shuffle_texel_s16, spk__shader_matmul_shuffle_texel_bf16,
+    spk__shader_matmul_shuffle_texel_bf16_s16, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_backward_f1,
     spk__shader_layer_norm_backward_f4, spk__shader_layer_norm_backward_texel_f1, spk__shader_layer_norm_backward_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
     spk__shader_attention_shuffle_texel, spk__shader_attention_backward_q, spk__shader_attention_backward_q_texel,
@@ -367,6 +368,9 @@ float spk__bf16_to_f32(uint16_t h);
 
 /* Checks that t belongs to ctx and is float32; records an error naming `what` otherwise. */
 spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what);
+/* SPK_OK where the device can store 16-bit values (F16 activations), else SPK_ERROR_UNSUPPORTED
+ * naming storageBuffer16BitAccess and `op`. */
+spk_status spk__check_storage16(spk_context *ctx, const char *op);
 /* As spk__check_tensor, for a tensor that may be any dtype in `dtypes` (SPK__DTYPE_BIT's). */
 spk_status spk__check_tensor_dtypes(spk_context *ctx, const spk_tensor *t, const char *what, uint32_t dtypes);
 /* Checks that t has exactly this shape; records an error naming `what` otherwise. */

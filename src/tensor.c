@@ -15,6 +15,14 @@ spk_status spk__check_tensor_dtypes(spk_context *ctx, const spk_tensor *t, const
     return SPK_OK;
 }
 
+spk_status spk__check_storage16(spk_context *ctx, const char *op) {
+    if (ctx->caps.storage16) return SPK_OK;
+    return spk__fail(ctx, SPK_ERROR_UNSUPPORTED,
+                     "%s with F16 activations stores 16-bit values, which needs storageBuffer16BitAccess; %s lacks it "
+                     "(16-bit weights work on any device)",
+                     op, ctx->caps.props.deviceName);
+}
+
 spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what) {
     return spk__check_tensor_dtypes(ctx, t, what, SPK__DTYPE_BIT(SPK_DTYPE_F32));
 }

@@ -12,8 +12,9 @@ static double gelu64(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
 /* One matmul [batch, m, k] x [k, n] (or batched B) with the given epilogue; checks the relative
  * error (max abs error / max abs reference) against float64. */
-static void check_matmul_typed(spk_context *ctx, const spk__matmul_tuning *tuning, spk_dtype wd, int64_t batch,
-                               int64_t m, int64_t n, int64_t k, bool batched_b, bool bias, bool gelu, bool residual) {
+static double check_matmul_io(spk_context *ctx, const spk__matmul_tuning *tuning, spk_dtype wd, spk_dtype ad,
+                              int64_t batch, int64_t m, int64_t n, int64_t k, bool batched_b, bool bias, bool gelu,
+                              bool residual) {
     int64_t as[3] = {batch, m, k}, bs[3] = {batch, k, n}, cs[3] = {batch, m, n}, ns[1] = {n};
     int64_t a_count = batch * m * k, b_count = (batched_b ? batch : 1) * k * n, c_count = batch * m * n;
     float *a = test_alloc_floats(a_count), *b = test_alloc_floats(b_count), *bv = test_alloc_floats(n);
@@ -22,14 +23,17 @@ static void check_matmul_typed(spk_context *ctx, const spk__matmul_tuning *tunin
     test_fill_random(b, b_count, (uint64_t)(n * 3 + k));
     test_fill_random(bv, n, 5);
     test_fill_random(rv, c_count, 6);
-    spk_tensor *ta = test_tensor(ctx, 3, as, a);
+    /* F16 activations: A and C (and so the residual, C itself) stored in 16 bits. */
+    spk_tensor *ta = test_typed_tensor(ctx, ad, 3, as, a);
+    test_round_to(ad, a, a_count);
+    test_round_to(ad, rv, c_count);
     /* 16-bit weights: B and the bias as stored (rounded), and the reference on those values. */
     spk_tensor *tb = test_typed_tensor(ctx, wd, batched_b ? 3 : 2, batched_b ? bs : bs + 1, b);
     spk_dtype bias_dtype = (spk_dtype)((wd + m) % 3); /* each B dtype meets every bias dtype */
     spk_tensor *tbias = bias ? test_typed_tensor(ctx, bias_dtype, 1, ns, bv) : NULL;
     test_round_to(wd, b, b_count);
     test_round_to(bias_dtype, bv, n);
-    spk_tensor *tc = test_tensor(ctx, 3, cs, residual ? rv : NULL);
+    spk_tensor *tc = test_typed_tensor(ctx, ad, 3, cs, residual ? rv : NULL);
     /* The residual is C itself: the model's x = x + dense(...). */
     spk_matmul_desc desc = {.bias = tbias, .activation = gelu ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
                             .residual = residual ? tc : NULL};
@@ -52,15 +56,25 @@ static void check_matmul_typed(spk_context *ctx, const spk__matmul_tuning *tunin
                 if (fabs(acc) > max_ref) max_ref = fabs(acc);
             }
     double rel = max_err / (max_ref > 0 ? max_ref : 1);
-    if (!(rel <= 1e-5))
-        fail_msg("matmul batch %lld m %lld n %lld k %lld (bias %d gelu %d residual %d, %s weights): relative error %.3g",
-                 (long long)batch, (long long)m, (long long)n, (long long)k, bias, gelu, residual, spk_dtype_name(wd), rel);
+    /* An F16 C rounds every value once more: 2^-11 of it at most. */
+    double bound = ad == SPK_DTYPE_F16 ? 1e-3 : 1e-5;
+    if (!(rel <= bound))
+        fail_msg("matmul batch %lld m %lld n %lld k %lld (bias %d gelu %d residual %d, %s weights, %s activations): "
+                 "relative error %.3g",
+                 (long long)batch, (long long)m, (long long)n, (long long)k, bias, gelu, residual, spk_dtype_name(wd),
+                 spk_dtype_name(ad), rel);
     spk_tensor_destroy(ta);
     spk_tensor_destroy(tb);
     spk_tensor_destroy(tbias);
     spk_tensor_destroy(tc);
     free(a), free(b), free(bv), free(rv), free(out);
     test_assert_no_validation();
+    return rel;
+}
+
+static void check_matmul_typed(spk_context *ctx, const spk__matmul_tuning *tuning, spk_dtype wd, int64_t batch,
+                               int64_t m, int64_t n, int64_t k, bool batched_b, bool bias, bool gelu, bool residual) {
+    check_matmul_io(ctx, tuning, wd, SPK_DTYPE_F32, batch, m, n, k, batched_b, bias, gelu, residual);
 }
 
 static void check_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, int64_t batch, int64_t m, int64_t n,
@@ -157,15 +171,33 @@ static void test_half_weights(void **state) {
                 check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 2, 7, 31, 33, true, true, false, true);
                 check_matmul_typed(ctx, kernels[kn], (spk_dtype)wd, 1, 1, 7, 4097, false, true, false, false);
             }
-        /* A, C and the residual stay float32. */
+        /* F16 activations (A, C and the residual) with every weight type, on every kernel. */
+        double worst = 0;
+        for (int wd = SPK_DTYPE_F32; wd <= SPK_DTYPE_BF16; wd++)
+            for (int kn = 0; kn < 5 && caps->storage16; kn++) {
+                if (kn >= 3 && !kernels[kn]) continue;
+                double e[4] = {
+                    check_matmul_io(ctx, kernels[kn], (spk_dtype)wd, SPK_DTYPE_F16, 1, 33, 257, 65, false, true, true, true),
+                    check_matmul_io(ctx, kernels[kn], (spk_dtype)wd, SPK_DTYPE_F16, 2, 60, 64, 128, false, true, false, true),
+                    check_matmul_io(ctx, kernels[kn], (spk_dtype)wd, SPK_DTYPE_F16, 2, 7, 31, 33, true, true, true, false),
+                    check_matmul_io(ctx, kernels[kn], (spk_dtype)wd, SPK_DTYPE_F16, 1, 1, 7, 4097, false, false, false, false)};
+                for (int i = 0; i < 4; i++) worst = e[i] > worst ? e[i] : worst;
+            }
+        if (caps->storage16) print_message("F16 activations: worst relative error %.2e (bound 1e-3)\n", worst);
+        /* Activations are F32 or F16 (no BF16); the residual has C's dtype. */
         int64_t as[2] = {4, 5}, bs[2] = {5, 6}, cs[2] = {4, 6};
         spk_tensor *a = test_tensor(ctx, 2, as, NULL), *b = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, bs, NULL);
-        spk_tensor *c16 = test_typed_tensor(ctx, SPK_DTYPE_BF16, 2, cs, NULL);
-        spk_tensor *a16 = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, as, NULL);
+        spk_tensor *c16 = test_typed_tensor(ctx, SPK_DTYPE_BF16, 2, cs, NULL), *c = test_tensor(ctx, 2, cs, NULL);
+        spk_tensor *a16 = test_typed_tensor(ctx, SPK_DTYPE_BF16, 2, as, NULL);
+        spk_tensor *r16 = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, cs, NULL);
         assert_int_equal(spk_matmul(ctx, a, b, NULL, c16), SPK_ERROR_UNSUPPORTED);
         assert_non_null(strstr(spk_context_last_error(ctx), "C is bf16"));
-        assert_int_equal(spk_matmul(ctx, a16, b, NULL, c16), SPK_ERROR_UNSUPPORTED);
+        assert_int_equal(spk_matmul(ctx, a16, b, NULL, c), SPK_ERROR_UNSUPPORTED);
+        spk_matmul_desc d = {.residual = r16};
+        assert_int_equal(spk_matmul(ctx, a, b, &d, c), SPK_ERROR_UNSUPPORTED);
+        assert_non_null(strstr(spk_context_last_error(ctx), "residual (C's dtype) is f16"));
         spk_tensor_destroy(a), spk_tensor_destroy(b), spk_tensor_destroy(c16), spk_tensor_destroy(a16);
+        spk_tensor_destroy(c), spk_tensor_destroy(r16);
         spk_context_destroy(ctx);
         test_assert_no_validation();
     }

@@ -10,6 +10,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_arithmetic : enable
+#extension GL_EXT_shader_16bit_storage : enable
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint GROUP = 64;
@@ -30,6 +31,17 @@ layout(constant_id = 4) const uint ROWS = 1;
 #define FIRST(v) (v)
 #endif
 
+// X_DTYPE and Y_DTYPE (specialization constants 5 and 6): 0 float32, 1 F16 (STORAGE16 variants
+// load and store float16_t; through texel views an F16 x reads as floats already). gamma, beta
+// and the statistics are float32.
+layout(constant_id = 5) const uint X_DTYPE = 0;
+layout(constant_id = 6) const uint Y_DTYPE = 0;
+#if VEC == 4
+#define T16 f16vec4
+#else
+#define T16 float16_t
+#endif
+
 // TEXEL 1 reads x, gamma and beta as uniform texel buffers (views of T), which on lavapipe are
 // vectorized gathers where storage-buffer loads loop over the lanes.
 #if TEXEL
@@ -41,13 +53,26 @@ layout(set = 0, binding = 2) uniform samplerBuffer beta;
 #else
 #define LOAD(buf, i) texelFetch(buf, int(i)).x
 #endif
+#define LOAD_X(i) LOAD(x, i)
 #else
 layout(set = 0, binding = 0) readonly buffer X { T x[]; };
 layout(set = 0, binding = 1) readonly buffer Gamma { T gamma[]; };
 layout(set = 0, binding = 2) readonly buffer Beta { T beta[]; };
 #define LOAD(buf, i) buf[i]
+#if STORAGE16
+layout(set = 0, binding = 0) readonly buffer XH { T16 xh[]; };
+#define LOAD_X(i) (X_DTYPE == 1 ? T(xh[i]) : x[i])
+#else
+#define LOAD_X(i) x[i]
+#endif
 #endif
 layout(set = 0, binding = 3) writeonly buffer Y { T y[]; };
+#if STORAGE16
+layout(set = 0, binding = 3) writeonly buffer YH { T16 yh[]; };
+void store_y(uint i, T v) { if (Y_DTYPE == 1) yh[i] = T16(v); else y[i] = v; }
+#else
+void store_y(uint i, T v) { y[i] = v; }
+#endif
 layout(set = 0, binding = 4) writeonly buffer Stats { vec2 stats[]; }; // [rows]: mean, rstd
 
 layout(push_constant) uniform Push {
@@ -81,17 +106,17 @@ void main() {
         uint n = row < pc.rows ? pc.n : 0; // rows past the end take part in the reductions only
         uint base = row * pc.n;
 
-        float shift = n > 0 ? FIRST(LOAD(x, base)) : 0.0;
+        float shift = n > 0 ? FIRST(LOAD_X(base)) : 0.0;
         T v[CACHE > 0 ? CACHE : 1]; // x - shift
         float sum = 0.0, comp = 0.0;
         if (CACHE > 0) {
             [[unroll]] for (uint k = 0; k < CACHE; k++) {
                 uint i = g + k * GROUP;
-                v[k] = i < n ? LOAD(x, base + i) - shift : T(0.0);
+                v[k] = i < n ? LOAD_X(base + i) - shift : T(0.0);
                 sum += SUM(v[k]); // at most CACHE terms here: no compensation needed
             }
         } else {
-            for (uint i = g; i < n; i += GROUP) kahan_add(sum, comp, SUM((LOAD(x, base + i) - shift)));
+            for (uint i = g; i < n; i += GROUP) kahan_add(sum, comp, SUM((LOAD_X(base + i) - shift)));
         }
         float mean = group_sum(sum) * inv_n; // of the shifted row
 
@@ -103,7 +128,7 @@ void main() {
             }
         } else {
             for (uint i = g; i < n; i += GROUP) {
-                T d = (LOAD(x, base + i) - shift) - mean;
+                T d = (LOAD_X(base + i) - shift) - mean;
                 kahan_add(sum, comp, SUM((d * d)));
             }
         }
@@ -116,11 +141,11 @@ void main() {
             [[unroll]] for (uint k = 0; k < CACHE; k++) {
                 uint i = g + k * GROUP;
                 T scale = rstd * gv[k];
-                if (i < n) y[base + i] = fma(v[k], scale, fma(T(-mean), scale, bv[k]));
+                if (i < n) store_y(base + i, fma(v[k], scale, fma(T(-mean), scale, bv[k])));
             }
         } else {
             for (uint i = g; i < n; i += GROUP)
-                y[base + i] = ((LOAD(x, base + i) - shift) - mean) * rstd * LOAD(gamma, i) + LOAD(beta, i);
+                store_y(base + i, ((LOAD_X(base + i) - shift) - mean) * rstd * LOAD(gamma, i) + LOAD(beta, i));
         }
     }
 }

@@ -56,7 +56,9 @@ static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     uint32_t rows_per_group = 1;
     while (cache && rows_per_group < t->rows_max && p->rows >= groups_per_wg * 16 * rows_per_group * 2)
         rows_per_group *= 2;
-    uint32_t spec[5] = {workgroup, group, subgroup, cache, rows_per_group};
+    /* F16 x or y: the variants with 16-bit storage (an F16 x through a texel view reads as floats). */
+    bool s16 = p->x->dtype != SPK_DTYPE_F32 || p->y->dtype != SPK_DTYPE_F32;
+    uint32_t spec[7] = {workgroup, group, subgroup, cache, rows_per_group, p->x->dtype, p->y->dtype};
     /* Texel views of T where x, gamma and beta all have one (wrapped buffers do not). */
     bool texel = t->texel && p->x->views[vec4] && p->gamma->views[vec4] && p->beta->views[vec4];
     spk__dispatch_desc d = {
@@ -76,11 +78,13 @@ static spk_status spk__layer_norm_dispatch(spk_context *ctx, const void *arg) {
     uint64_t rows_per_wg = groups_per_wg * rows_per_group;
     spk_status status = spk__grid(ctx, (p->rows + rows_per_wg - 1) / rows_per_wg, d.groups);
     if (status == SPK_OK)
-        status = spk__pipeline_get(ctx,
-                                   texel ? (vec4 ? &spk__shader_layer_norm_texel_f4 : &spk__shader_layer_norm_texel_f1)
-                                         : (vec4 ? &spk__shader_layer_norm_f4 : &spk__shader_layer_norm_f1),
-                                   spec, 5,
-                                   subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0, &d.pipeline);
+        status = spk__pipeline_get(
+            ctx,
+            texel ? (s16 ? (vec4 ? &spk__shader_layer_norm_texel_s16_f4 : &spk__shader_layer_norm_texel_s16_f1)
+                         : (vec4 ? &spk__shader_layer_norm_texel_f4 : &spk__shader_layer_norm_texel_f1))
+                  : (s16 ? (vec4 ? &spk__shader_layer_norm_s16_f4 : &spk__shader_layer_norm_s16_f1)
+                         : (vec4 ? &spk__shader_layer_norm_f4 : &spk__shader_layer_norm_f1)),
+            spec, 7, subgroup ? SPK__PIPELINE_FULL_SUBGROUPS : 0, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;
 }
@@ -107,10 +111,13 @@ static spk_status spk__layer_norm_check(spk_context *ctx, const spk__layer_norm_
                                         spk__layer_norm_tuning *defaults, spk__layer_norm_args *args) {
     *args = (spk__layer_norm_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_status status = spk__check_tensor(ctx, x, "layer norm input");
+    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
+    spk_status status = spk__check_tensor_dtypes(ctx, x, "layer norm input", f32_f16);
     if (status == SPK_OK) status = spk__check_tensor(ctx, gamma, "layer norm gamma");
     if (status == SPK_OK) status = spk__check_tensor(ctx, beta, "layer norm beta");
-    if (status == SPK_OK) status = spk__check_tensor(ctx, y, "layer norm output");
+    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, y, "layer norm output", f32_f16);
+    if (status == SPK_OK && (x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32))
+        status = spk__check_storage16(ctx, "layer norm");
     if (status != SPK_OK) return status;
     float epsilon = desc && desc->epsilon != 0.0f ? desc->epsilon : 1e-5f;
     if (!(epsilon >= 0.0f) || isinf(epsilon))

@@ -11,6 +11,7 @@
 //
 // Tensors are rows of `stride` floats; head h of a row is D floats from column `off + h * D`, so
 // q, k and v may be separate [batch, seq, hidden] tensors or column ranges of one fused tensor.
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 
 layout(local_size_x_id = 0) in;
@@ -20,10 +21,9 @@ layout(constant_id = 3) const uint BK = 16;    // keys per shared-memory block
 layout(constant_id = 4) const uint ACC = 16;   // outputs per invocation: ceil(BQ * D / WG)
 layout(constant_id = 5) const uint MODE = 0;   // 0 fused, 1 scores only, 2 product with S
 
-layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
-layout(set = 0, binding = 1) readonly buffer K { float k[]; };
-layout(set = 0, binding = 2) readonly buffer V { float v[]; };
-layout(set = 0, binding = 3) writeonly buffer O { float o[]; };
+#define TEXEL 0
+#define ATTN_IO_ID 6
+#include "attention_io.glsl" // q, k, v and the output, float32 or F16
 layout(set = 0, binding = 4) buffer S { float s[]; };
 
 layout(push_constant) uniform Push {
@@ -54,7 +54,7 @@ void main() {
     if (MODE != 2)
         for (uint i = tid; i < BQ * D; i += WG) {
             uint t = q0 + i / D;
-            qs[i] = t < pc.seq ? q[(row0 + t) * pc.q_stride + q_col + i % D] * pc.scale : 0.0;
+            qs[i] = t < pc.seq ? q1((row0 + t) * pc.q_stride + q_col + i % D) * pc.scale : 0.0;
         }
 
     float num[ACC];
@@ -67,12 +67,12 @@ void main() {
         if (MODE != 2)
             for (uint i = tid; i < BK * D; i += WG) {
                 uint key = kb + i / D;
-                ks[(i / D) * KD + i % D] = key < pc.seq ? k[(row0 + key) * pc.k_stride + k_col + i % D] : 0.0;
+                ks[(i / D) * KD + i % D] = key < pc.seq ? k1((row0 + key) * pc.k_stride + k_col + i % D) : 0.0;
             }
         if (MODE != 1)
             for (uint i = tid; i < BK * D; i += WG) {
                 uint key = kb + i / D;
-                vs[i] = key < pc.seq ? v[(row0 + key) * pc.v_stride + v_col + i % D] : 0.0;
+                vs[i] = key < pc.seq ? v1((row0 + key) * pc.v_stride + v_col + i % D) : 0.0;
             }
         if (MODE == 2)
             for (uint i = tid; i < BQ * BK; i += WG) {
@@ -123,6 +123,6 @@ void main() {
         uint i = tid + j * WG;
         if (ACC * WG > BQ * D && i >= BQ * D) break;
         uint t = q0 + i / D;
-        if (t < pc.seq) o[(row0 + t) * pc.o_stride + head * D + i % D] = num[j] / (1.0 + den_s[i / D]);
+        if (t < pc.seq) store_o((row0 + t) * pc.o_stride + head * D + i % D, num[j] / (1.0 + den_s[i / D]));
     }
 }

@@ -15,6 +15,7 @@
 // TEXEL 1 reads q, k and v as uniform texel buffers (see matmul_shuffle.comp: on lavapipe a
 // texel fetch is a vectorized gather); VEC 4 fetches 4 dimensions at once (head_dim, strides and
 // column offsets all multiples of 4, views of R32G32B32A32).
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
@@ -38,19 +39,23 @@ layout(set = 0, binding = 2) uniform samplerBuffer v;
                     texelFetch(buf, int(base + min(d + 2, D - 1))).x, texelFetch(buf, int(base + min(d + 3, D - 1))).x); \
     }
 #else
-layout(set = 0, binding = 0) readonly buffer Q { float q[]; };
-layout(set = 0, binding = 1) readonly buffer K { float k[]; };
-layout(set = 0, binding = 2) readonly buffer V { float v[]; };
 #define DEFINE_LOAD(name, buf)                                                                   \
     vec4 name(uint base, uint d) {                                                              \
-        return vec4(buf[base + min(d, D - 1)], buf[base + min(d + 1, D - 1)], buf[base + min(d + 2, D - 1)], \
-                    buf[base + min(d + 3, D - 1)]);                                             \
+        return vec4(buf(base + min(d, D - 1)), buf(base + min(d + 1, D - 1)), buf(base + min(d + 2, D - 1)), \
+                    buf(base + min(d + 3, D - 1)));                                             \
     }
 #endif
+#define ATTN_IO_ID 5
+#include "attention_io.glsl" // q, k, v and the output, float32 or F16
+#if TEXEL
 DEFINE_LOAD(load_q, q)
 DEFINE_LOAD(load_k, k)
 DEFINE_LOAD(load_v, v)
-layout(set = 0, binding = 3) writeonly buffer O { float o[]; };
+#else
+DEFINE_LOAD(load_q, q1)
+DEFINE_LOAD(load_k, k1)
+DEFINE_LOAD(load_v, v1)
+#endif
 layout(set = 0, binding = 4) buffer S { float s[]; };
 
 layout(push_constant) uniform Push {
@@ -131,5 +136,5 @@ void main() {
     if (MODE == 0 && pc.keep_r != 0) s[s_row0 + t] = 1.0 + den;
     float inv = 1.0 / (1.0 + den);
     uint dst = (row0 + t) * pc.o_stride + head * D;
-    [[unroll]] for (uint d = 0; d < D; d++) o[dst + d] = num[d] * inv;
+    [[unroll]] for (uint d = 0; d < D; d++) store_o(dst + d, num[d] * inv);
 }

@@ -93,7 +93,8 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
     bool vec4 = a->head_dim % 4 == 0, texel = t->texel;
     for (int i = 0; i < 3; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
     for (int i = 0; i < 3; i++) texel = texel && in[i]->views && in[i]->views[vec4];
-    uint32_t spec[5] = {wg, a->head_dim, sg, mode, vec4 ? 4 : 1};
+    uint32_t spec[7] = {wg, a->head_dim, sg, mode, vec4 ? 4 : 1, a->q.dtype, a->out.dtype};
+    bool s16 = a->q.dtype != SPK_DTYPE_F32 || a->out.dtype != SPK_DTYPE_F32; /* shaders/attention_io.glsl */
     spk__attention_push push = spk__attention_push_of(a);
     uint32_t written;
     spk__buffer_ref b4 = spk__attention_binding4(a, mode, scores, &written);
@@ -106,8 +107,9 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
         .push = &push,
         .push_size = sizeof push,
     };
-    spk_status status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_shuffle_texel : &spk__shader_attention_shuffle,
-                                          spec, 5, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
+    const spk__shader *shader = texel ? (s16 ? &spk__shader_attention_shuffle_texel_s16 : &spk__shader_attention_shuffle_texel)
+                                      : (s16 ? &spk__shader_attention_shuffle_s16 : &spk__shader_attention_shuffle);
+    spk_status status = spk__pipeline_get(ctx, shader, spec, 7, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
 }
@@ -131,7 +133,8 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
                          a->seq, a->heads, a->batch);
-    uint32_t spec[6] = {wg, d, bq, bk, (bq * d + wg - 1) / wg, mode};
+    uint32_t spec[8] = {wg, d, bq, bk, (bq * d + wg - 1) / wg, mode, a->q.dtype, a->out.dtype};
+    bool s16 = a->q.dtype != SPK_DTYPE_F32 || a->out.dtype != SPK_DTYPE_F32;
     uint32_t written;
     spk__buffer_ref b4 = spk__attention_binding4(a, mode, scores, &written);
     spk__dispatch_desc desc = {
@@ -142,7 +145,8 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
     spk__attention_push push = spk__attention_push_of(a);
     desc.push = &push;
     desc.push_size = sizeof push;
-    spk_status status = spk__pipeline_get(ctx, &spk__shader_attention, spec, 6, 0, &desc.pipeline);
+    spk_status status = spk__pipeline_get(ctx, s16 ? &spk__shader_attention_s16 : &spk__shader_attention, spec, 8, 0,
+                                          &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
 }
@@ -220,10 +224,13 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
                                        int num_heads, bool causal, spk_tensor *out, spk__attention_args *args) {
     *args = (spk__attention_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_status status = spk__check_tensor(ctx, q, "attention q");
-    if (status == SPK_OK) status = spk__check_tensor(ctx, k, "attention k");
-    if (status == SPK_OK) status = spk__check_tensor(ctx, v, "attention v");
-    if (status == SPK_OK) status = spk__check_tensor(ctx, out, "attention output");
+    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
+    spk_status status = spk__check_tensor_dtypes(ctx, q, "attention q", f32_f16);
+    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, k, "attention k (q's dtype)", SPK__DTYPE_BIT(q->dtype));
+    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, v, "attention v (q's dtype)", SPK__DTYPE_BIT(q->dtype));
+    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, out, "attention output", f32_f16);
+    if (status == SPK_OK && (q->dtype != SPK_DTYPE_F32 || out->dtype != SPK_DTYPE_F32))
+        status = spk__check_storage16(ctx, "attention");
     if (status != SPK_OK) return status;
     if (q->ndim != 3) return spk__fail(ctx, SPK_ERROR_SHAPE, "attention q must be [batch, seq, hidden]");
     status = spk__check_shape(ctx, k, 3, q->shape, "attention k");
@@ -245,10 +252,10 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
     if (q->count == 0) return SPK_OK;
     uint32_t h = (uint32_t)hidden;
     *args = (spk__attention_args){
-        .q = {q->ref, h, 0, q->views},
-        .k = {k->ref, h, 0, k->views},
-        .v = {v->ref, h, 0, v->views},
-        .out = {out->ref, h, 0, NULL},
+        .q = {q->ref, h, 0, q->views, q->dtype},
+        .k = {k->ref, h, 0, k->views, k->dtype},
+        .v = {v->ref, h, 0, v->views, v->dtype},
+        .out = {out->ref, h, 0, NULL, out->dtype},
         .batch = (uint32_t)q->shape[0],
         .seq = (uint32_t)q->shape[1],
         .heads = (uint32_t)num_heads,

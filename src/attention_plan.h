@@ -5,11 +5,12 @@
 
 #include "internal.h"
 
-/* One operand: rows of `stride` floats, heads starting at column `offset`. */
+/* One operand: rows of `stride` elements, heads starting at column `offset`. */
 typedef struct spk__attention_operand {
     spk__buffer_ref ref;
     uint32_t stride, offset;
     const VkBufferView *views; /* the tensor's texel views (spk_tensor.views), or NULL */
+    spk_dtype dtype;           /* the forward's q, k, v and output: F32 or F16 (q, k and v alike) */
 } spk__attention_operand;
 
 typedef struct spk__attention_args {

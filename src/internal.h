@@ -292,7 +292,8 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_s16_f1,
     spk__shader_layer_norm_s16_f4, spk__shader_layer_norm_texel_s16_f1, spk__shader_layer_norm_texel_s16_f4, spk__shader_layer_norm_backward_f1,
     spk__shader_layer_norm_backward_f4, spk__shader_layer_norm_backward_texel_f1, spk__shader_layer_norm_backward_texel_f4, spk__shader_attention, spk__shader_attention_shuffle,
-    spk__shader_attention_shuffle_texel, spk__shader_attention_backward_q, spk__shader_attention_backward_q_texel,
+    spk__shader_attention_shuffle_texel, spk__shader_attention_s16, spk__shader_attention_shuffle_s16,
+    spk__shader_attention_shuffle_texel_s16, spk__shader_attention_backward_q, spk__shader_attention_backward_q_texel,
     spk__shader_attention_backward_q_shared, spk__shader_attention_backward_kv, spk__shader_attention_backward_kv_texel,
     spk__shader_attention_backward_kv_shared;
 

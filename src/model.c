@@ -275,10 +275,10 @@ static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk
                                  uint32_t seq, const spk_tensor *r, spk_tensor *out) {
     uint32_t h = (uint32_t)m->cfg.hidden_size;
     spk__attention_args args = {
-        .q = {qkv->ref, 3 * h, 0, qkv->views},
-        .k = {qkv->ref, 3 * h, h, qkv->views},
-        .v = {qkv->ref, 3 * h, 2 * h, qkv->views},
-        .out = {out->ref, h, 0, NULL},
+        .q = {qkv->ref, 3 * h, 0, qkv->views, qkv->dtype},
+        .k = {qkv->ref, 3 * h, h, qkv->views, qkv->dtype},
+        .v = {qkv->ref, 3 * h, 2 * h, qkv->views, qkv->dtype},
+        .out = {out->ref, h, 0, NULL, out->dtype},
         .batch = batch,
         .seq = seq,
         .heads = (uint32_t)m->cfg.num_heads,

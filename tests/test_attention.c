@@ -41,6 +41,8 @@ typedef struct attention_data {
     spk_tensor *tq, *tk, *tv, *tout;
 } attention_data;
 
+static spk_dtype g_dtype; /* F16 activations: q, k, v and the output stored in 16 bits */
+
 static void data_init(spk_context *ctx, attention_data *a, int64_t batch, int64_t seq, int64_t hidden,
                       uint64_t seed) {
     *a = (attention_data){.shape = {batch, seq, hidden}};
@@ -52,10 +54,11 @@ static void data_init(spk_context *ctx, attention_data *a, int64_t batch, int64_
     test_fill_random(a->k, n, seed + 1);
     test_fill_random(a->v, n, seed + 2);
     for (int64_t i = 0; i < n; i++) a->q[i] *= 3.0f;
-    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tq), SPK_OK);
-    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tk), SPK_OK);
-    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tv), SPK_OK);
-    assert_int_equal(spk_tensor_create(ctx, 3, a->shape, &a->tout), SPK_OK);
+    test_round_to(g_dtype, a->q, n), test_round_to(g_dtype, a->k, n), test_round_to(g_dtype, a->v, n);
+    assert_int_equal(spk_tensor_create_typed(ctx, g_dtype, 3, a->shape, &a->tq), SPK_OK);
+    assert_int_equal(spk_tensor_create_typed(ctx, g_dtype, 3, a->shape, &a->tk), SPK_OK);
+    assert_int_equal(spk_tensor_create_typed(ctx, g_dtype, 3, a->shape, &a->tv), SPK_OK);
+    assert_int_equal(spk_tensor_create_typed(ctx, g_dtype, 3, a->shape, &a->tout), SPK_OK);
 }
 
 static void data_upload(attention_data *a) {
@@ -285,6 +288,70 @@ static void tile_kernel(void **state) {
     test_assert_no_validation();
 }
 
+/* F16 activations: q, k, v and the output in 16 bits, on every kernel (the tiles, the shuffle
+ * kernel through storage buffers and through texel views), against float64 on the stored q, k
+ * and v; an F16 output rounds once more (bound 1e-3). */
+static void half_activations(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    if (!ctx->caps.storage16) {
+        attention_data a;
+        g_dtype = SPK_DTYPE_F16;
+        data_init(ctx, &a, 1, 4, 8, 1);
+        g_dtype = SPK_DTYPE_F32;
+        assert_int_equal(spk_softpick_attention(ctx, a.tq, a.tk, a.tv, 2, true, a.tout), SPK_ERROR_UNSUPPORTED);
+        data_free(&a);
+        return;
+    }
+    static const struct {
+        int64_t seq, heads, dim;
+    } cases[] = {{1, 1, 1}, {17, 3, 33}, {61, 4, 64}, {70, 2, 128}};
+    double worst = 0;
+    g_dtype = SPK_DTYPE_F16;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        attention_data a;
+        data_init(ctx, &a, 2, cases[i].seq, cases[i].heads * cases[i].dim, 80 + i);
+        data_upload(&a);
+        uint32_t h = (uint32_t)(cases[i].heads * cases[i].dim);
+        spk__attention_args args = {
+            .q = {spk__tensor_ref(a.tq), h, 0, a.tq->views, SPK_DTYPE_F16},
+            .k = {spk__tensor_ref(a.tk), h, 0, a.tk->views, SPK_DTYPE_F16},
+            .v = {spk__tensor_ref(a.tv), h, 0, a.tv->views, SPK_DTYPE_F16},
+            .out = {spk__tensor_ref(a.tout), h, 0, NULL, SPK_DTYPE_F16}, .batch = 2, .seq = (uint32_t)cases[i].seq,
+            .heads = (uint32_t)cases[i].heads, .head_dim = (uint32_t)cases[i].dim, .causal = true,
+        };
+        spk__attention_tuning kernels[3];
+        spk__attention_tuning_tiles(ctx, args.head_dim, args.seq, &kernels[0]);
+        spk__attention_tuning_shuffle(ctx, false, &kernels[1]);
+        spk__attention_tuning_shuffle(ctx, true, &kernels[2]);
+        for (int k = 0; k < (spk__attention_shuffle_supported(ctx) ? 3 : 1); k++) {
+            test_poison(a.tout);
+            unfused_args u = {&args, NULL, &kernels[k]};
+            assert_int_equal(spk__run_sync(ctx, record_fused, &u), SPK_OK);
+            assert_int_equal(spk_tensor_download(a.tout, a.out, 2 * cases[i].seq * h), SPK_OK);
+            double err = data_error(&a, (int)cases[i].heads, true);
+            if (!(err <= 1e-3)) fail_msg("F16, kernel %d, case %zu: error %.3g", k, i, err);
+            worst = err > worst ? err : worst;
+        }
+        data_run(ctx, &a, (int)cases[i].heads, true); /* the public op, on the device's default kernel */
+        double err = data_error(&a, (int)cases[i].heads, true);
+        if (!(err <= 1e-3)) fail_msg("F16, spk_softpick_attention, case %zu: error %.3g", i, err);
+        data_free(&a);
+    }
+    g_dtype = SPK_DTYPE_F32;
+    print_message("F16 activations: worst relative error %.2e (bound 1e-3)\n", worst);
+    /* q, k and v share one dtype. */
+    attention_data a;
+    data_init(ctx, &a, 1, 4, 8, 1);
+    spk_tensor *k16 = NULL;
+    assert_int_equal(spk_tensor_create_typed(ctx, SPK_DTYPE_F16, 3, a.shape, &k16), SPK_OK);
+    assert_int_equal(spk_softpick_attention(ctx, a.tq, k16, a.tv, 2, true, a.tout), SPK_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(spk_context_last_error(ctx), "k (q's dtype) is f16"));
+    spk_tensor_destroy(k16);
+    data_free(&a);
+    test_assert_no_validation();
+}
+
 /* ---- backward ------------------------------------------------------------------------------- */
 
 /* float64 backward of one batch row ([seq, hidden] each): r, then dq, dk, dv for output gradient g. */
@@ -461,6 +528,7 @@ int main(void) {
         cmocka_unit_test(batch_rows_independent),
         cmocka_unit_test(unfused_reference_path),
         cmocka_unit_test(tile_kernel),
+        cmocka_unit_test(half_activations),
         cmocka_unit_test(errors),
         cmocka_unit_test(backward_grid),
         cmocka_unit_test(backward_every_kernel),

@@ -67,8 +67,8 @@ int bench_attention(spk_context *ctx, int repeats) {
             rc = cli_fail("bench attention setup failed: %s", spk_context_last_error(ctx));
         } else {
             uint32_t h = (uint32_t)hidden;
-            attention_run r = {{{q->ref, h, 0, q->views}, {k->ref, h, 0, k->views}, {v->ref, h, 0, v->views},
-                                {o->ref, h, 0, NULL}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
+            attention_run r = {{{q->ref, h, 0, q->views, SPK_DTYPE_F32}, {k->ref, h, 0, k->views, SPK_DTYPE_F32},
+                                {v->ref, h, 0, v->views, SPK_DTYPE_F32}, {o->ref, h, 0, NULL, SPK_DTYPE_F32}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
                                 (uint32_t)(hidden / heads), true, {0}},
                                scores};
             recorded_run f = {ctx, record_fused, &r}, u = {ctx, record_unfused, &r};

@@ -2,8 +2,8 @@
 // read, the pre-activation (5) written (training: float32 only). The including shader defines
 // TEXEL, STORAGE16 and MATMUL_SPEC_ID, the first of its specialization constants here:
 //   MATMUL_SPEC_ID + 0 .. 2: W_DTYPE, BIAS_DTYPE, W_WORDS (weights.glsl)
-//   MATMUL_SPEC_ID + 3: A_DTYPE, MATMUL_SPEC_ID + 4: C_DTYPE (and the residual's): 0 float32,
-//   1 F16, in STORAGE16 variants (float16_t loads and stores; the stores round as the device's
+//   MATMUL_SPEC_ID + 3 .. 5: A_DTYPE, C_DTYPE, R_DTYPE (the residual's): 0 float32, 1 F16, in
+//   STORAGE16 variants (float16_t loads and stores; the stores round as the device's
 //   float-to-half conversion does). Through texel views an F16 A reads as floats already.
 // a1(i) / a4(i) read A, store_c / store_c4 write C, res1 / res4 read the residual.
 #extension GL_EXT_shader_16bit_storage : enable
@@ -12,6 +12,7 @@
 #include "weights.glsl"
 layout(constant_id = MATMUL_SPEC_ID + 3) const uint A_DTYPE = 0;
 layout(constant_id = MATMUL_SPEC_ID + 4) const uint C_DTYPE = 0;
+layout(constant_id = MATMUL_SPEC_ID + 5) const uint R_DTYPE = 0;
 
 #if TEXEL
 layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 or R16 SFLOAT, R32G32B32A32 / R16G16B16A16 with VEC_A 4
@@ -43,8 +44,8 @@ layout(set = 0, binding = 4) readonly buffer RH { float16_t rh[]; };
 layout(set = 0, binding = 4) readonly buffer RH4 { f16vec4 rh4[]; };
 void store_c(uint i, float v) { if (C_DTYPE == 1) ch[i] = float16_t(v); else c[i] = v; }
 void store_c4(uint i, vec4 v) { if (C_DTYPE == 1) ch4[i] = f16vec4(v); else c4[i] = v; }
-float res1(uint i) { return C_DTYPE == 1 ? float(rh[i]) : residual[i]; }
-vec4 res4(uint i) { return C_DTYPE == 1 ? vec4(rh4[i]) : residual4[i]; }
+float res1(uint i) { return R_DTYPE == 1 ? float(rh[i]) : residual[i]; }
+vec4 res4(uint i) { return R_DTYPE == 1 ? vec4(rh4[i]) : residual4[i]; }
 #else
 void store_c(uint i, float v) { c[i] = v; }
 void store_c4(uint i, vec4 v) { c4[i] = v; }

@@ -66,9 +66,10 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
      * words, F16 activations loaded and stored as float16_t (through texel views A converts in the
      * fetch). Variants with 16-bit storage only where something needs it. */
     uint32_t w_dtype = p->b->dtype, bias_dtype = p->bias ? p->bias->dtype : SPK_DTYPE_F32;
-    uint32_t a_dtype = p->a->dtype, c_dtype = p->c->dtype;
-    bool storage16 = (w_dtype != SPK_DTYPE_F32 && !ctx->half_words) || a_dtype != SPK_DTYPE_F32 || c_dtype != SPK_DTYPE_F32;
-    uint32_t io_spec[5] = {w_dtype, bias_dtype, ctx->half_words, a_dtype, c_dtype};
+    uint32_t a_dtype = p->a->dtype, c_dtype = p->c->dtype, r_dtype = p->residual ? p->residual->dtype : SPK_DTYPE_F32;
+    bool act16 = a_dtype != SPK_DTYPE_F32 || c_dtype != SPK_DTYPE_F32 || r_dtype != SPK_DTYPE_F32;
+    bool storage16 = (w_dtype != SPK_DTYPE_F32 && !ctx->half_words) || act16;
+    uint32_t io_spec[6] = {w_dtype, bias_dtype, ctx->half_words, a_dtype, c_dtype, r_dtype};
     if (t->shuffle) {
         /* vec4 indexing (and vec4 texel views) where stored rows of A and of B are whole vec4s. */
         bool vec_a = (p->trans_a ? p->m : p->k) % 4 == 0, vec_b = (p->trans_b ? p->k : p->n) % 4 == 0;
@@ -79,23 +80,23 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
         bn = sg * t->tn * 4;
-        uint32_t spec[14] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
+        uint32_t spec[15] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
                              p->n % 4 == 0 ? 4 : 1};
         memcpy(spec + 9, io_spec, sizeof io_spec);
-        /* Through texel views 16-bit storage is only for writing an F16 C. */
-        bool bf16 = w_dtype == SPK_DTYPE_BF16, s16 = c_dtype != SPK_DTYPE_F32;
+        /* Through texel views 16-bit storage is only for an F16 C or residual. */
+        bool bf16 = w_dtype == SPK_DTYPE_BF16, s16 = c_dtype != SPK_DTYPE_F32 || r_dtype != SPK_DTYPE_F32;
         const spk__shader *shader =
             texel ? (bf16 ? (s16 ? &spk__shader_matmul_shuffle_texel_bf16_s16 : &spk__shader_matmul_shuffle_texel_bf16)
                           : (s16 ? &spk__shader_matmul_shuffle_texel_s16 : &spk__shader_matmul_shuffle_texel))
                   : storage16 ? &spk__shader_matmul_shuffle_s16 : &spk__shader_matmul_shuffle;
-        status = spk__pipeline_get(ctx, shader, spec, 14, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+        status = spk__pipeline_get(ctx, shader, spec, 15, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;
-        uint32_t spec[15] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared, t->shared ? t->bk * bm : 1,
+        uint32_t spec[16] = {t->wg_x, t->wg_y, t->tm, t->tn, t->bk, t->shared, t->shared ? t->bk * bm : 1,
                              t->shared ? t->bk * bn : 1, p->trans_a, p->trans_b};
         memcpy(spec + 10, io_spec, sizeof io_spec);
-        status = spk__pipeline_get(ctx, storage16 ? &spk__shader_matmul_s16 : &spk__shader_matmul, spec, 15, 0, &pipeline);
+        status = spk__pipeline_get(ctx, storage16 ? &spk__shader_matmul_s16 : &spk__shader_matmul, spec, 16, 0, &pipeline);
     }
     if (status != SPK_OK) return status;
 
@@ -143,9 +144,9 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, b, "matmul B", SPK__ANY_DTYPE);
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, c, "matmul C", f32_f16);
     if (status == SPK_OK && opts.bias) status = spk__check_tensor_dtypes(ctx, opts.bias, "matmul bias", SPK__ANY_DTYPE);
-    if (status == SPK_OK && opts.residual)
-        status = spk__check_tensor_dtypes(ctx, opts.residual, "matmul residual (C's dtype)", SPK__DTYPE_BIT(c->dtype));
-    if (status == SPK_OK && (a->dtype != SPK_DTYPE_F32 || c->dtype != SPK_DTYPE_F32))
+    if (status == SPK_OK && opts.residual) status = spk__check_tensor_dtypes(ctx, opts.residual, "matmul residual", f32_f16);
+    if (status == SPK_OK && (a->dtype != SPK_DTYPE_F32 || c->dtype != SPK_DTYPE_F32 ||
+                             (opts.residual && opts.residual->dtype != SPK_DTYPE_F32)))
         status = spk__check_storage16(ctx, "matmul");
     if (status == SPK_OK && opts.pre_activation)
         status = spk__check_tensor(ctx, opts.pre_activation, "matmul pre-activation");

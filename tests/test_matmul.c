@@ -184,7 +184,7 @@ static void test_half_weights(void **state) {
                 for (int i = 0; i < 4; i++) worst = e[i] > worst ? e[i] : worst;
             }
         if (caps->storage16) print_message("F16 activations: worst relative error %.2e (bound 1e-3)\n", worst);
-        /* Activations are F32 or F16 (no BF16); the residual has C's dtype. */
+        /* Activations are F32 or F16 (no BF16). */
         int64_t as[2] = {4, 5}, bs[2] = {5, 6}, cs[2] = {4, 6};
         spk_tensor *a = test_tensor(ctx, 2, as, NULL), *b = test_typed_tensor(ctx, SPK_DTYPE_F16, 2, bs, NULL);
         spk_tensor *c16 = test_typed_tensor(ctx, SPK_DTYPE_BF16, 2, cs, NULL), *c = test_tensor(ctx, 2, cs, NULL);
@@ -193,9 +193,30 @@ static void test_half_weights(void **state) {
         assert_int_equal(spk_matmul(ctx, a, b, NULL, c16), SPK_ERROR_UNSUPPORTED);
         assert_non_null(strstr(spk_context_last_error(ctx), "C is bf16"));
         assert_int_equal(spk_matmul(ctx, a16, b, NULL, c), SPK_ERROR_UNSUPPORTED);
-        spk_matmul_desc d = {.residual = r16};
+        spk_matmul_desc d = {.residual = c16};
         assert_int_equal(spk_matmul(ctx, a, b, &d, c), SPK_ERROR_UNSUPPORTED);
-        assert_non_null(strstr(spk_context_last_error(ctx), "residual (C's dtype) is f16"));
+        assert_non_null(strstr(spk_context_last_error(ctx), "residual is bf16"));
+        /* A residual of another dtype than C (the model's first block adds its float32 input
+         * into F16 activations): C = A B + R with R F16, C float32, and the reverse. */
+        float ha[20], hb[30], hr[24], out[24];
+        test_fill_random(ha, 20, 11), test_fill_random(hb, 30, 12), test_fill_random(hr, 24, 13);
+        test_round_to(SPK_DTYPE_F16, hb, 30), test_round_to(SPK_DTYPE_F16, hr, 24);
+        assert_int_equal(spk_tensor_upload(a, ha, 20), SPK_OK);
+        assert_int_equal(spk_tensor_upload(b, hb, 30), SPK_OK);
+        for (int rev = 0; rev < 2 && caps->storage16; rev++) {
+            spk_tensor *r = rev ? test_tensor(ctx, 2, cs, hr) : r16, *cc = rev ? test_typed_tensor(ctx, SPK_DTYPE_F16, 2, cs, NULL) : c;
+            if (!rev) assert_int_equal(spk_tensor_upload(r16, hr, 24), SPK_OK);
+            d.residual = r;
+            assert_int_equal(spk_matmul(ctx, a, b, &d, cc), SPK_OK);
+            assert_int_equal(spk_tensor_download(cc, out, 24), SPK_OK);
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 6; j++) {
+                    double ref = hr[i * 6 + j];
+                    for (int q = 0; q < 5; q++) ref += (double)ha[i * 5 + q] * hb[q * 6 + j];
+                    assert_true(fabs(out[i * 6 + j] - ref) <= (rev ? 2e-3 : 1e-5) * (1 + fabs(ref)));
+                }
+            if (rev) spk_tensor_destroy(r), spk_tensor_destroy(cc);
+        }
         spk_tensor_destroy(a), spk_tensor_destroy(b), spk_tensor_destroy(c16), spk_tensor_destroy(a16);
         spk_tensor_destroy(c), spk_tensor_destroy(r16);
         spk_context_destroy(ctx);

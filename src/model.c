@@ -25,6 +25,12 @@ static spk_status spk__tensor2(spk_context *ctx, int64_t rows, int64_t cols, spk
     return spk_tensor_create(ctx, 2, shape, out);
 }
 
+/* An activation between kernels, in the model's activation dtype. */
+static spk_status spk__act2(spk_model *m, int64_t rows, int64_t cols, spk_tensor **out) {
+    int64_t shape[2] = {rows, cols};
+    return spk_tensor_create_typed(m->ctx, m->cfg.activation_dtype, 2, shape, out);
+}
+
 static spk_status spk__dense_create(spk_context *ctx, int64_t in, int64_t out, spk_dtype dtype, spk__dense_params *d) {
     int64_t shape[2] = {in, out};
     spk_status s = spk_tensor_create_typed(ctx, dtype, 2, shape, &d->kernel);
@@ -80,12 +86,12 @@ spk_status spk__activations_create(spk_model *m, int64_t rows) {
     int64_t h = m->cfg.hidden_size;
     spk__activations_destroy(m);
     spk_status s = spk__tensor2(ctx, rows, m->cfg.embed_dim, &m->input);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->x);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->normed);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, 3 * h, &m->qkv);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->attended);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, 4 * h, &m->ffn);
-    if (s == SPK_OK) s = spk__tensor2(ctx, rows, h, &m->last);
+    if (s == SPK_OK) s = spk__act2(m, rows, h, &m->x);
+    if (s == SPK_OK) s = spk__act2(m, rows, h, &m->normed);
+    if (s == SPK_OK) s = spk__act2(m, rows, 3 * h, &m->qkv);
+    if (s == SPK_OK) s = spk__act2(m, rows, h, &m->attended);
+    if (s == SPK_OK) s = spk__act2(m, rows, 4 * h, &m->ffn);
+    if (s == SPK_OK) s = spk__act2(m, rows, h, &m->last);
     if (s == SPK_OK) s = spk__tensor2(ctx, rows, spk_model_output_size(&m->cfg), &m->output);
     if (s == SPK_OK) s = spk__tensor1(ctx, rows, &m->mean_weights);
     /* Where tensors are not host-visible, input and output go through staging copies recorded
@@ -172,6 +178,10 @@ spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, sp
     char error[200];
     if (spk_model_config_check(config, error, sizeof error) != SPK_OK)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "model configuration: %s", error);
+    if (config->activation_dtype != SPK_DTYPE_F32) {
+        spk_status s = spk__check_storage16(ctx, "a model");
+        if (s != SPK_OK) return s;
+    }
     spk_model *m = spk__calloc(1, sizeof *m);
     if (!m) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     m->ctx = ctx;
@@ -309,7 +319,7 @@ static spk_status spk__record_output(spk_model *m, const spk_tensor *x, int64_t 
         spk_tensor last = spk__view(keep ? keep->final_in : m->last, 2, out_h);
         VkBufferCopy *regions = spk__malloc((size_t)batch * sizeof *regions);
         if (!regions) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        VkDeviceSize row_bytes = (VkDeviceSize)h * sizeof(float);
+        VkDeviceSize row_bytes = (VkDeviceSize)h * spk_dtype_size(x->dtype);
         for (int64_t i = 0; i < batch; i++)
             regions[i] = (VkBufferCopy){x->ref.offset + (VkDeviceSize)(i * seq + seq - 1) * row_bytes,
                                         last.ref.offset + (VkDeviceSize)i * row_bytes, row_bytes};

@@ -153,10 +153,10 @@ static spk_status spk__record_zero_grad(spk_model *m) {
 static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
     spk_context *ctx = m->ctx;
     spk_status s = SPK_OK;
-    if (m->cfg.weights_dtype != SPK_DTYPE_F32)
-        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "training keeps float32 weights; this model's are %s (train with "
-                         "weights_dtype f32, then load the weights as %s for inference)",
-                         spk_dtype_name(m->cfg.weights_dtype), spk_dtype_name(m->cfg.weights_dtype));
+    if (m->cfg.weights_dtype != SPK_DTYPE_F32 || m->cfg.activation_dtype != SPK_DTYPE_F32)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "training keeps float32 weights and activations; this model's are "
+                         "%s and %s (train in f32, then load the weights with 16-bit types for inference)",
+                         spk_dtype_name(m->cfg.weights_dtype), spk_dtype_name(m->cfg.activation_dtype));
     if (!m->train) {
         if (spk__weights_count(m->cfg.num_layers) > 512)
             return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");

@@ -38,6 +38,8 @@ spk_status spk_model_config_check(const spk_model_config *c, char *error, size_t
     else if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) why = "dropout must be in [0, 1)";
     else if ((unsigned)c->output_mode > SPK_OUTPUT_MEAN) why = "unknown output mode";
     else if (!spk_dtype_size(c->weights_dtype)) why = "unknown weights_dtype";
+    else if (c->activation_dtype != SPK_DTYPE_F32 && c->activation_dtype != SPK_DTYPE_F16)
+        why = "activation_dtype must be f32 or f16";
     else if (c->hidden_size % c->num_heads != 0) {
         snprintf(buf, sizeof buf, "hidden_size %d is not divisible by num_heads %d", c->hidden_size, c->num_heads);
         why = buf;

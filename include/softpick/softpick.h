@@ -448,6 +448,12 @@ typedef struct spk_model_config {
      * norms' gamma and beta stay float32, as ggml keeps its 1-D tensors. Inference only: training
      * keeps float32 weights (train in f32, then load the file with a 16-bit weights_dtype). */
     spk_dtype weights_dtype;
+    /* default SPK_DTYPE_F32. F16: the activations between kernels (the residual stream, the norms'
+     * outputs, q/k/v, attention and feed-forward outputs) are stored in 16 bits, halving their
+     * memory and traffic; every kernel still computes in float32, and the input and output stay
+     * float32. Needs storageBuffer16BitAccess (SPK_ERROR_UNSUPPORTED naming it otherwise).
+     * Inference only, as weights_dtype. */
+    spk_dtype activation_dtype;
 } spk_model_config;
 
 /* The defaults above for this embed_dim. */

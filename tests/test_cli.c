@@ -107,9 +107,9 @@ static void test_run_and_demo(void **state) {
     /* With 16-bit weights the output moves by the rounding of the weights (the model's own bound,
      * against float64 on the rounded weights, is test_model's): a loose check that it still is the
      * model's output. */
-    const char *dtypes[] = {"f32", "f16", "bf16"};
-    const double bounds[] = {1e-3, 1e-2, 3e-2};
-    for (int c = 0; c < 6; c++) {
+    const char *dtypes[] = {"f32", "f16", "bf16", "f16 --activation-dtype f16"};
+    const double bounds[] = {1e-3, 1e-2, 3e-2, 1e-2};
+    for (int c = 0; c < 8; c++) {
         int i = c % 2, d = c / 2;
         snprintf(weights, sizeof weights, "%s/%sweights.safetensors", SOFTPICK_TEST_DATA, cases[i]);
         snprintf(input, sizeof input, "%s/%sinput.npy", SOFTPICK_TEST_DATA, cases[i]);
@@ -164,6 +164,11 @@ static void test_run_and_demo(void **state) {
     read_stdout(text, sizeof text);
     assert_non_null(strstr(text, "stored as bf16"));
     assert_non_null(strstr(text, "memory:  weights 9.08 MiB")); /* 4.72 M kernel weights in 2 bytes, 20 K floats */
+    assert_int_equal(run_cli("demo --activation-dtype f16", &lines, line, sizeof line), 0);
+    read_stdout(text, sizeof text);
+    assert_non_null(strstr(text, "(f16) on the device"));
+    assert_int_not_equal(run_cli("demo --activation-dtype bf16", &lines, line, sizeof line), 0);
+    assert_non_null(strstr(line, "--activation-dtype must be f32 or f16"));
     assert_int_not_equal(run_cli("demo --weights-dtype fp8", &lines, line, sizeof line), 0);
     assert_non_null(strstr(line, "--weights-dtype must be f32, f16 or bf16"));
 }

@@ -445,13 +445,14 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
 
 int cli_bench(int argc, char **argv) {
     const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0", *shape = NULL;
-    const char *forwards_text = "10000", *dtype_text = NULL;
+    const char *forwards_text = "10000", *dtype_text = NULL, *act_text = NULL;
     cli_option options[] = {{"repeats", &repeats_text},   {"elements", &elements_text}, {"variants", &variants_text},
-                            {"shape", &shape},            {"forwards", &forwards_text}, {"weights-dtype", &dtype_text}};
+                            {"shape", &shape},            {"forwards", &forwards_text}, {"weights-dtype", &dtype_text},
+                            {"activation-dtype", &act_text}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 6, &args)) return 1;
-    spk_dtype weights_dtype;
-    if (!cli_parse_dtype(dtype_text, &weights_dtype)) return 1;
+    if (!cli_parse(argc, argv, options, 7, &args)) return 1;
+    spk_model_config dtypes;
+    if (!cli_parse_dtypes(dtype_text, act_text, &dtypes)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
         (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0 &&
@@ -475,10 +476,10 @@ int cli_bench(int argc, char **argv) {
            spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats);
     int rc = 0;
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
-    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, weights_dtype);
+    if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, dtypes.weights_dtype);
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
-    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, weights_dtype);
+    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
     else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);

@@ -28,8 +28,8 @@ typedef struct ceilings {
 int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);
 
 int bench_attention(spk_context *ctx, int repeats);
-/* The model at batches 1 and 32 with float32 dense kernels and, unless f32, with `weights_dtype`. */
-int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype);
+/* The model at batches 1 and 32 in float32 and, unless both are f32, with these storage types. */
+int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype);
 int bench_soak(spk_context *ctx, long forwards);
 int bench_train(spk_context *ctx, int repeats);
 

@@ -104,9 +104,13 @@ static double model_flops(const spk_model_config *c, int64_t batch, int64_t seq)
 }
 
 /* The forward at batches 1 and 32 with the dense kernels stored as `dtype`: one table row each. */
-static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, spk_dtype dtype, double f32_latency[2]) {
+static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, spk_dtype dtype, spk_dtype act_dtype,
+                             double f32_latency[2]) {
     spk_model_config cfg = spk_model_config_default(256);
     cfg.weights_dtype = dtype;
+    cfg.activation_dtype = act_dtype;
+    char label[16];
+    snprintf(label, sizeof label, "%s/%s", spk_dtype_name(dtype), spk_dtype_name(act_dtype));
     spk_model *m = NULL;
     spk_status s = spk_model_create(ctx, &cfg, &m);
     if (s == SPK_OK) s = spk_model_init_random(m, 1);
@@ -154,8 +158,8 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, s
             qsort(kernels, (size_t)repeats, sizeof *kernels, compare_double);
             double lat = wall[repeats / 2], g = gpu[repeats / 2], k = kernels[repeats / 2];
             double gflops = g > 0 ? model_flops(&cfg, batch, seq) / g : 0;
-            if (dtype == SPK_DTYPE_F32) f32_latency[i] = lat;
-            printf("%-7s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", spk_dtype_name(dtype),
+            if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32) f32_latency[i] = lat;
+            printf("%-9s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
                    (long long)batch, lat / 1e6, g / 1e6, k / 1e6, (double)batch * 1e9 / lat, gflops,
                    c->fma_gflops > 0 ? gflops / c->fma_gflops : 0, lat > 0 ? 100.0 * (1.0 - k / lat) : 0,
                    lat > 0 ? f32_latency[i] / lat : 0);
@@ -170,25 +174,26 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, s
     }
     spk_model_memory_info mem;
     spk_model_memory(m, &mem);
-    printf("        device memory with %s weights: weights %.2f MiB, activations %.2f MiB (batch 32)\n",
-           spk_dtype_name(dtype), (double)mem.weights / (1 << 20), (double)mem.activations / (1 << 20));
+    printf("          device memory, %s: weights %.2f MiB, activations %.2f MiB (batch 32)\n", label,
+           (double)mem.weights / (1 << 20), (double)mem.activations / (1 << 20));
     spk_model_destroy(m);
     return rc;
 }
 
-int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype) {
+int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     spk_model_config cfg = spk_model_config_default(256);
     printf("model: embed %d, hidden %d, %d heads, %d layers, seq %d, output last; latency = host wall time of "
            "spk_model_forward (upload, one submit, wait, download); GPU = timestamps around the command buffer; "
-           "kernels = sum of per-dispatch timestamps; weights = the dense kernels' storage type\n",
+           "kernels = sum of per-dispatch timestamps; types = storage of the dense kernels / of the activations\n",
            cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size);
-    printf("%-7s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "weights", "batch", "latency ms", "GPU ms", "kernels ms",
+    printf("%-9s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
            "seq/s", "GFLOP/s GPU", "x FMA", "outside kernels", "x f32");
     double f32_latency[2] = {0, 0};
-    int rc = bench_model_dtype(ctx, repeats, &c, SPK_DTYPE_F32, f32_latency);
-    if (rc == 0 && weights_dtype != SPK_DTYPE_F32) rc = bench_model_dtype(ctx, repeats, &c, weights_dtype, f32_latency);
+    int rc = bench_model_dtype(ctx, repeats, &c, SPK_DTYPE_F32, SPK_DTYPE_F32, f32_latency);
+    if (rc == 0 && (weights_dtype != SPK_DTYPE_F32 || activation_dtype != SPK_DTYPE_F32))
+        rc = bench_model_dtype(ctx, repeats, &c, weights_dtype, activation_dtype, f32_latency);
     printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, cfg.window_size) / 1e9,
            model_flops(&cfg, 32, cfg.window_size) / 1e9);
     return rc;

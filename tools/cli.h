@@ -26,8 +26,9 @@ bool cli_int(const char *text, long min, long max, const char *what, long *out);
 spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
 /* Parses --output-mode's last, all or mean; prints the error on failure. */
 bool cli_parse_mode(const char *text, spk_output_mode *mode);
-/* Parses --weights-dtype's f32, f16 or bf16 (NULL: f32); prints the error on failure. */
-bool cli_parse_dtype(const char *text, spk_dtype *dtype);
+/* Parses --weights-dtype's f32, f16 or bf16 and --activation-dtype's f32 or f16 (NULL: f32) into
+ * a configuration; prints the error on failure. */
+bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_config *config);
 /* Host wall time in milliseconds (a monotonic clock). */
 double cli_now_ms(void);
 /* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */

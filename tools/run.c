@@ -16,11 +16,18 @@ bool cli_parse_mode(const char *text, spk_output_mode *mode) {
     return false;
 }
 
-bool cli_parse_dtype(const char *text, spk_dtype *dtype) {
-    *dtype = SPK_DTYPE_F32;
-    if (!text || spk_dtype_from_name(text, dtype) == SPK_OK) return true;
-    cli_fail("--weights-dtype must be f32, f16 or bf16, got '%s'", text);
-    return false;
+bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_config *config) {
+    config->weights_dtype = config->activation_dtype = SPK_DTYPE_F32;
+    if (weights && spk_dtype_from_name(weights, &config->weights_dtype) != SPK_OK) {
+        cli_fail("--weights-dtype must be f32, f16 or bf16, got '%s'", weights);
+        return false;
+    }
+    if (activations && (spk_dtype_from_name(activations, &config->activation_dtype) != SPK_OK ||
+                        config->activation_dtype == SPK_DTYPE_BF16)) {
+        cli_fail("--activation-dtype must be f32 or f16, got '%s'", activations);
+        return false;
+    }
+    return true;
 }
 
 static const char *mode_name(spk_output_mode mode) {
@@ -30,19 +37,21 @@ static const char *mode_name(spk_output_mode mode) {
 int cli_run(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *output = NULL, *mode_text = "last";
     const char *heads = NULL, *layers = NULL, *hidden = NULL, *embed = NULL, *window = NULL, *dtype = NULL;
-    cli_option options[] = {{"weights", &weights}, {"input", &input},   {"output", &output},
-                            {"output-mode", &mode_text}, {"heads", &heads}, {"layers", &layers},
-                            {"hidden", &hidden}, {"embed", &embed},  {"window", &window}, {"weights-dtype", &dtype}};
+    const char *act_dtype = NULL;
+    cli_option options[] = {{"weights", &weights},         {"input", &input},   {"output", &output},
+                            {"output-mode", &mode_text},   {"heads", &heads},   {"layers", &layers},
+                            {"hidden", &hidden},           {"embed", &embed},   {"window", &window},
+                            {"weights-dtype", &dtype},     {"activation-dtype", &act_dtype}};
     cli_args args;
     if (!cli_parse(argc, argv, options, (int)(sizeof options / sizeof *options), &args)) return 1;
     if (!weights || !input || !output || args.positional_count)
         return cli_fail("usage: softpick run --weights W.safetensors --input X.npy --output Y.npy "
-                        "[--output-mode last|all|mean] [--weights-dtype f32|f16|bf16] [--heads N] [--layers N] "
-                        "[--hidden N]");
+                        "[--output-mode last|all|mean] [--weights-dtype f32|f16|bf16] [--activation-dtype f32|f16] "
+                        "[--heads N] [--layers N] [--hidden N]");
     spk_model_config overrides = {0};
     long v;
     if (!cli_parse_mode(mode_text, &overrides.output_mode)) return 1;
-    if (!cli_parse_dtype(dtype, &overrides.weights_dtype)) return 1;
+    if (!cli_parse_dtypes(dtype, act_dtype, &overrides)) return 1;
     const char *texts[] = {heads, layers, hidden, embed, window};
     int *fields[] = {&overrides.num_heads, &overrides.num_layers, &overrides.hidden_size, &overrides.embed_dim,
                      &overrides.window_size};
@@ -98,16 +107,16 @@ static int compare_double(const void *a, const void *b) {
 
 int cli_demo(int argc, char **argv) {
     cli_args args;
-    const char *dtype = NULL;
-    cli_option options[] = {{"weights-dtype", &dtype}};
-    if (!cli_parse(argc, argv, options, 1, &args)) return 1;
+    const char *dtype = NULL, *act_dtype = NULL;
+    cli_option options[] = {{"weights-dtype", &dtype}, {"activation-dtype", &act_dtype}};
+    if (!cli_parse(argc, argv, options, 2, &args)) return 1;
     if (args.positional_count == 1 && strcmp(args.positional[0], "train") == 0) {
-        if (dtype) return cli_fail("demo train trains float32 weights (no --weights-dtype)");
+        if (dtype || act_dtype) return cli_fail("demo train trains in float32 (no --weights-dtype, --activation-dtype)");
         return cli_demo_train(&args);
     }
     if (args.positional_count) return cli_fail("demo takes no arguments but 'train'");
     spk_model_config cfg = spk_model_config_default(256);
-    if (!cli_parse_dtype(dtype, &cfg.weights_dtype)) return 1;
+    if (!cli_parse_dtypes(dtype, act_dtype, &cfg)) return 1;
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
     spk_device_info info;
@@ -154,8 +163,8 @@ int cli_demo(int argc, char **argv) {
                "[-1, 1), seed %lld\n",
                (long long)seed, spk_dtype_name(cfg.weights_dtype), (long long)batch, (long long)seq, cfg.embed_dim,
                (long long)seed);
-        printf("memory:  weights %.2f MiB, activations %.2f MiB on the device\n", (double)mem.weights / (1 << 20),
-               (double)mem.activations / (1 << 20));
+        printf("memory:  weights %.2f MiB, activations %.2f MiB (%s) on the device\n", (double)mem.weights / (1 << 20),
+               (double)mem.activations / (1 << 20), spk_dtype_name(cfg.activation_dtype));
         printf("output:  [%lld, %lld]\n", (long long)shape[0], (long long)shape[1]);
         for (int64_t b = 0; b < batch; b++) {
             printf("  [%lld]", (long long)b);

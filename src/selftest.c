@@ -100,10 +100,7 @@ void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) {
     }
 }
 
-/* A tensor of `dtype` holding `data` (rounded in place to what the tensor stores, so that the
- * reference computes on the same values), or NaN everywhere (an output) when data is NULL; NULL
- * on failure. */
-static spk_tensor *spk__st_tensor_typed(spk__selftest *st, spk_dtype dtype, int ndim, const int64_t *shape, float *data) {
+spk_tensor *spk__st_tensor_typed(spk__selftest *st, spk_dtype dtype, int ndim, const int64_t *shape, float *data) {
     spk_tensor *t = NULL;
     spk_status s = spk_tensor_create_typed(st->ctx, dtype, ndim, shape, &t);
     if (s == SPK_OK && data && dtype != SPK_DTYPE_F32)
@@ -268,8 +265,8 @@ static void spk__st_softpick(spk__selftest *st) {
 
 /* ---- matmul ------------------------------------------------------------------------------- */
 
-static void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, spk_dtype wd, int epilogue,
-                                int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b) {
+void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, spk_dtype wd, spk_dtype ad, int epilogue,
+                         int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b) {
     char text[64];
     snprintf(text, sizeof text, "%s%lldx%lldx%lld%s", batch > 1 ? (shared_b ? "3*" : "2*") : "", (long long)m,
              (long long)n, (long long)k, batch > 1 && shared_b ? "(shared B)" : "");
@@ -283,12 +280,12 @@ static void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, 
     spk__st_random(st, a, batch * m * k, 1.0f), spk__st_random(st, bb, nb, 1.0f);
     spk__st_random(st, bias, n, 1.0f), spk__st_random(st, res, batch * m * n, 1.0f);
     int64_t as[3] = {batch, m, k}, bs[3] = {batch, k, n}, cs[3] = {batch, m, n};
-    spk_tensor *ta = spk__st_tensor(st, 3, as, a);
+    spk_tensor *ta = spk__st_tensor_typed(st, ad, 3, as, a);
     spk_tensor *tb = ta ? spk__st_tensor_typed(st, wd, shared_b ? 2 : 3, shared_b ? bs + 1 : bs, bb) : NULL;
     spk_tensor *tbias = tb ? spk__st_tensor_typed(st, wd, 1, &n, bias) : NULL;
-    spk_tensor *tres = tbias ? spk__st_tensor(st, 3, cs, res) : NULL;
+    spk_tensor *tres = tbias ? spk__st_tensor_typed(st, ad, 3, cs, res) : NULL;
     /* Epilogue 4 accumulates into C itself, which then starts as the residual. */
-    spk_tensor *tc = tres ? spk__st_tensor(st, 3, cs, epilogue == 4 ? res : NULL) : NULL;
+    spk_tensor *tc = tres ? spk__st_tensor_typed(st, ad, 3, cs, epilogue == 4 ? res : NULL) : NULL;
     spk_matmul_desc desc = {.bias = epilogue >= 1 && epilogue <= 3 ? tbias : NULL,
                             .activation = epilogue == 2 || epilogue == 3 ? SPK_ACTIVATION_GELU : SPK_ACTIVATION_NONE,
                             .residual = epilogue == 3 ? tres : epilogue == 4 ? tc : NULL};
@@ -338,43 +335,16 @@ static void spk__st_matmul(spk__selftest *st) {
             if (kernel >= 2 && !shuffles) why = "device has no subgroup shuffles of one fixed size";
             if (kernel == 3 && !kernels[3].texel) why = "device has no float uniform texel buffers";
             for (size_t s = 0; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s++)
-                spk__st_matmul_case(st, &kernels[kernel], SPK_DTYPE_F32, e, shapes[s][0], shapes[s][1], shapes[s][2],
-                                    shapes[s][3], shapes[s][4] != 0);
+                spk__st_matmul_case(st, &kernels[kernel], SPK_DTYPE_F32, SPK_DTYPE_F32, e, shapes[s][0], shapes[s][1],
+                                    shapes[s][2], shapes[s][3], shapes[s][4] != 0);
             spk__st_end(st, why);
         }
-    /* 16-bit weights (B and the bias) through every tier: texel views where the kernel reads
-     * them, else 16-bit storage buffers (where the device has them) and 32-bit words. The
-     * context's own tier is the one it uses; the self-test switches it for the other. */
-    bool context_words = ctx->half_words;
-    for (int kernel = 0; kernel < 4; kernel++)
-        for (int words = 0; words < 2; words++)
-            for (int wd = SPK_DTYPE_F16; wd <= SPK_DTYPE_BF16 && st->fatal == SPK_OK; wd++) {
-                bool texel = kernel == 3;
-                if (texel && words) continue; /* texel views convert in the fetch, whatever the tier */
-                const char *tier = texel ? "texel view" : words ? "32-bit words" : "16-bit storage";
-                spk__st_begin(st, "matmul", 1e-5, "%s, %s B and bias (%s), GELU, + residual", names[kernel],
-                              spk_dtype_name((spk_dtype)wd), tier);
-                st->r.used = memcmp(&kernels[kernel], &defaults, sizeof defaults) == 0 && (texel || words == context_words);
-                const char *why = NULL;
-                if (kernel >= 2 && !shuffles) why = "device has no subgroup shuffles of one fixed size";
-                if (texel && !kernels[3].texel) why = "device has no float uniform texel buffers";
-                if (texel && !(wd == SPK_DTYPE_F16 ? caps->texel_f16 : caps->texel_u16))
-                    why = wd == SPK_DTYPE_F16 ? "device has no R16_SFLOAT uniform texel buffers"
-                                              : "device has no R16_UINT uniform texel buffers";
-                if (!texel && !words && !caps->storage16) why = "device has no storageBuffer16BitAccess";
-                ctx->half_words = words;
-                for (size_t s = 1; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s += 3) /* vec4 rows too */
-                    spk__st_matmul_case(st, &kernels[kernel], (spk_dtype)wd, 3, shapes[s][0], shapes[s][1], shapes[s][2],
-                                        shapes[s][3], shapes[s][4] != 0);
-                ctx->half_words = context_words;
-                spk__st_end(st, why);
-            }
 }
 
 /* ---- layer norm, erf, GELU ---------------------------------------------------------------- */
 
-static void spk__st_layer_norm_case(spk__selftest *st, const spk__layer_norm_tuning *t, int64_t rows, int64_t n,
-                                    float mean) {
+void spk__st_layer_norm_case(spk__selftest *st, const spk__layer_norm_tuning *t, spk_dtype ad, int64_t rows, int64_t n,
+                             float mean) {
     char text[48];
     snprintf(text, sizeof text, "%s[%lld,%lld]", mean != 0 ? "1e4+" : "", (long long)rows, (long long)n);
     spk__st_buffers b = {0};
@@ -386,8 +356,9 @@ static void spk__st_layer_norm_case(spk__selftest *st, const spk__layer_norm_tun
     spk__st_random(st, x, count, 2.0f), spk__st_random(st, gb, 2 * n, 1.0f);
     for (int64_t i = 0; i < count; i++) x[i] += mean;
     for (int64_t j = 0; j < n; j++) gb[j] += 1.0f;
-    spk_tensor *tx = spk__st_tensor(st, 2, shape, x), *tg = tx ? spk__st_tensor(st, 1, &n, gb) : NULL;
-    spk_tensor *tb = tg ? spk__st_tensor(st, 1, &n, gb + n) : NULL, *ty = tb ? spk__st_tensor(st, 2, shape, NULL) : NULL;
+    spk_tensor *tx = spk__st_tensor_typed(st, ad, 2, shape, x), *tg = tx ? spk__st_tensor(st, 1, &n, gb) : NULL;
+    spk_tensor *tb = tg ? spk__st_tensor(st, 1, &n, gb + n) : NULL;
+    spk_tensor *ty = tb ? spk__st_tensor_typed(st, ad, 2, shape, NULL) : NULL;
     if (ty && spk__st_ran(st, spk__layer_norm_tuned(st->ctx, t, tx, tg, tb, NULL, ty), text) &&
         spk__st_ran(st, spk_tensor_download(ty, y, count), text)) {
         spk__ref_layer_norm(x, gb, gb + n, rows, n, 1e-5, ref);
@@ -432,8 +403,8 @@ static void spk__st_layer_norm(spk__selftest *st) {
                 }
                 ctx->reduction = red;
                 for (size_t s = 0; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s++)
-                    spk__st_layer_norm_case(st, &t, shapes[s][0], shapes[s][1], 0.0f);
-                if (!why && st->fatal == SPK_OK) spk__st_layer_norm_case(st, &t, 3, 257, 1e4f);
+                    spk__st_layer_norm_case(st, &t, SPK_DTYPE_F32, shapes[s][0], shapes[s][1], 0.0f);
+                if (!why && st->fatal == SPK_OK) spk__st_layer_norm_case(st, &t, SPK_DTYPE_F32, 3, 257, 1e4f);
                 ctx->reduction = saved;
                 spk__st_end(st, why);
             }
@@ -479,59 +450,68 @@ static spk_status spk__st_record_attention(spk_context *ctx, const void *arg) {
     return spk__record_attention(ctx, r->tuning, r->args, SPK__ATTENTION_FUSED, none);
 }
 
+void spk__st_attention_kernel(const spk_context *ctx, int kernel, uint32_t dim, uint32_t seq, spk__attention_tuning *t) {
+    if (kernel == 0) spk__attention_tuning_tiles(ctx, dim, seq, t);
+    else spk__attention_tuning_shuffle(ctx, kernel == 2, t);
+}
+
+const char *const spk__st_attention_kernel_names[3] = {"shared-memory tiles", "subgroup shuffles, storage-buffer reads",
+                                                       "subgroup shuffles, texel reads"};
+
+void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t seq, int64_t heads, int64_t dim,
+                            bool causal) {
+    spk_context *ctx = st->ctx;
+    int64_t batch = 2, hidden = heads * dim, count = batch * seq * hidden, shape[3] = {batch, seq, hidden};
+    spk__attention_tuning t, chosen;
+    spk__st_attention_kernel(ctx, kernel, (uint32_t)dim, (uint32_t)seq, &t);
+    spk__attention_tuning_defaults(ctx, (uint32_t)dim, (uint32_t)seq, &chosen);
+    if (t.shuffle == chosen.shuffle && t.texel == chosen.texel) st->r.used = true;
+    char text[64];
+    snprintf(text, sizeof text, "%s2x%lldx%lldx%lld", causal ? "causal:" : "", (long long)seq, (long long)heads,
+             (long long)dim);
+    spk__st_buffers b = {0};
+    float *q = spk__st_alloc(st, &b, 3 * count, sizeof *q), *y = spk__st_alloc(st, &b, count, sizeof *y);
+    double *ref = spk__st_alloc(st, &b, count, sizeof *ref);
+    spk_tensor *tq = NULL, *tk = NULL, *tv = NULL, *to = NULL;
+    if (ref) {
+        spk__st_random(st, q, 3 * count, 2.0f);
+        tq = spk__st_tensor_typed(st, ad, 3, shape, q);
+        tk = tq ? spk__st_tensor_typed(st, ad, 3, shape, q + count) : NULL;
+        tv = tk ? spk__st_tensor_typed(st, ad, 3, shape, q + 2 * count) : NULL;
+        to = tv ? spk__st_tensor_typed(st, ad, 3, shape, NULL) : NULL;
+    }
+    if (to) {
+        uint32_t h = (uint32_t)hidden;
+        spk__attention_args args = {
+            .q = {tq->ref, h, 0, t.texel ? tq->views : NULL, ad}, .k = {tk->ref, h, 0, t.texel ? tk->views : NULL, ad},
+            .v = {tv->ref, h, 0, t.texel ? tv->views : NULL, ad}, .out = {to->ref, h, 0, NULL, ad},
+            .batch = (uint32_t)batch, .seq = (uint32_t)seq, .heads = (uint32_t)heads, .head_dim = (uint32_t)dim,
+            .causal = causal};
+        spk__st_attention_run run = {&t, &args};
+        if (spk__st_ran(st, spk__run_sync(ctx, spk__st_record_attention, &run), text) &&
+            spk__st_ran(st, spk_tensor_download(to, y, count), text)) {
+            if (spk__ref_attention(q, q + count, q + 2 * count, batch, seq, heads, dim, causal, ref))
+                spk__st_compare(st, y, ref, count, text);
+            else
+                spk__st_ran(st, SPK_ERROR_OUT_OF_HOST_MEMORY, text);
+        }
+    }
+    spk_tensor_destroy(tq), spk_tensor_destroy(tk), spk_tensor_destroy(tv), spk_tensor_destroy(to);
+    spk__st_free(&b);
+}
+
 static void spk__st_attention(spk__selftest *st) {
     if (!spk__st_wanted(st, "attention")) return;
     spk_context *ctx = st->ctx;
     static const int64_t cases[][3] = {{1, 1, 1}, {7, 3, 33}, {33, 4, 16}, {257, 2, 64}, {9, 1, 128}};
-    static const char *names[] = {"shared-memory tiles", "subgroup shuffles, storage-buffer reads",
-                                  "subgroup shuffles, texel reads"};
     for (int kernel = 0; kernel < 3 && st->fatal == SPK_OK; kernel++) {
-        spk__st_begin(st, "attention", 1e-5, "%s", names[kernel]);
+        spk__st_begin(st, "attention", 1e-5, "%s", spk__st_attention_kernel_names[kernel]);
         const char *why = NULL;
         if (kernel > 0 && !spk__attention_shuffle_supported(ctx)) why = "device has no subgroup shuffles of one fixed size";
         if (kernel == 2 && !ctx->caps.texel_buffers) why = "device has no float uniform texel buffers";
         for (size_t c = 0; !why && c < SPK__ARRAY_LEN(cases) && st->fatal == SPK_OK; c++)
-            for (int causal = 1; causal >= 0 && st->fatal == SPK_OK; causal--) {
-                int64_t seq = cases[c][0], heads = cases[c][1], dim = cases[c][2], batch = 2;
-                int64_t hidden = heads * dim, count = batch * seq * hidden, shape[3] = {batch, seq, hidden};
-                spk__attention_tuning t, chosen;
-                if (kernel == 0) spk__attention_tuning_tiles(ctx, (uint32_t)dim, (uint32_t)seq, &t);
-                else spk__attention_tuning_shuffle(ctx, kernel == 2, &t);
-                spk__attention_tuning_defaults(ctx, (uint32_t)dim, (uint32_t)seq, &chosen);
-                if (t.shuffle == chosen.shuffle && t.texel == chosen.texel) st->r.used = true;
-                char text[64];
-                snprintf(text, sizeof text, "%s2x%lldx%lldx%lld", causal ? "causal:" : "", (long long)seq,
-                         (long long)heads, (long long)dim);
-                spk__st_buffers b = {0};
-                float *q = spk__st_alloc(st, &b, 3 * count, sizeof *q), *y = spk__st_alloc(st, &b, count, sizeof *y);
-                double *ref = spk__st_alloc(st, &b, count, sizeof *ref);
-                spk_tensor *tq = NULL, *tk = NULL, *tv = NULL, *to = NULL;
-                if (ref) {
-                    spk__st_random(st, q, 3 * count, 2.0f);
-                    tq = spk__st_tensor(st, 3, shape, q);
-                    tk = tq ? spk__st_tensor(st, 3, shape, q + count) : NULL;
-                    tv = tk ? spk__st_tensor(st, 3, shape, q + 2 * count) : NULL;
-                    to = tv ? spk__st_tensor(st, 3, shape, NULL) : NULL;
-                }
-                if (to) {
-                    uint32_t h = (uint32_t)hidden;
-                    spk__attention_args args = {
-                        .q = {tq->ref, h, 0, t.texel ? tq->views : NULL}, .k = {tk->ref, h, 0, t.texel ? tk->views : NULL},
-                        .v = {tv->ref, h, 0, t.texel ? tv->views : NULL}, .out = {to->ref, h, 0, NULL},
-                        .batch = (uint32_t)batch, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
-                        .head_dim = (uint32_t)dim, .causal = causal};
-                    spk__st_attention_run run = {&t, &args};
-                    if (spk__st_ran(st, spk__run_sync(ctx, spk__st_record_attention, &run), text) &&
-                        spk__st_ran(st, spk_tensor_download(to, y, count), text)) {
-                        if (spk__ref_attention(q, q + count, q + 2 * count, batch, seq, heads, dim, causal, ref))
-                            spk__st_compare(st, y, ref, count, text);
-                        else
-                            spk__st_ran(st, SPK_ERROR_OUT_OF_HOST_MEMORY, text);
-                    }
-                }
-                spk_tensor_destroy(tq), spk_tensor_destroy(tk), spk_tensor_destroy(tv), spk_tensor_destroy(to);
-                spk__st_free(&b);
-            }
+            for (int causal = 1; causal >= 0 && st->fatal == SPK_OK; causal--)
+                spk__st_attention_case(st, kernel, SPK_DTYPE_F32, cases[c][0], cases[c][1], cases[c][2], causal);
         spk__st_end(st, why);
     }
 }
@@ -545,13 +525,21 @@ static const float *spk__st_param(spk__selftest *st, spk__st_buffers *keep, spk_
     spk__st_random(st, v, t->count, scale);
     for (int64_t i = 0; i < t->count; i++) v[i] += center;
     spk_status s = spk_tensor_upload(t, v, t->count);
+    if (s == SPK_OK && t->dtype != SPK_DTYPE_F32) s = spk_tensor_download(t, v, t->count); /* as stored */
     if (s != SPK_OK) spk__st_ran(st, s, "parameters");
     return s == SPK_OK ? v : NULL;
 }
 
 static void spk__st_model_mode(spk__selftest *st, spk_model *m, const spk__ref_model *ref_model, spk_output_mode mode) {
     static const char *modes[] = {"last", "all", "mean"};
-    spk__st_begin(st, "model", 1e-5, "forward, output mode %s", modes[mode]);
+    /* SPEC's bounds with 16-bit storage: 1e-3 for 16-bit weights, 1e-2 with F16 activations. */
+    const spk_model_config *c = &m->cfg;
+    double bound = c->activation_dtype != SPK_DTYPE_F32 ? 1e-2 : c->weights_dtype != SPK_DTYPE_F32 ? 1e-3 : 1e-5;
+    if (c->weights_dtype == SPK_DTYPE_F32 && c->activation_dtype == SPK_DTYPE_F32)
+        spk__st_begin(st, "model", bound, "forward, output mode %s", modes[mode]);
+    else
+        spk__st_begin(st, "model", bound, "forward, output mode %s, %s weights, %s activations", modes[mode],
+                      spk_dtype_name(c->weights_dtype), spk_dtype_name(c->activation_dtype));
     st->r.used = true;
     spk__ref_model rm = *ref_model;
     rm.cfg.output_mode = mode;
@@ -579,10 +567,11 @@ static void spk__st_model_mode(spk__selftest *st, spk_model *m, const spk__ref_m
     spk__st_end(st, NULL);
 }
 
-static void spk__st_model(spk__selftest *st) {
+void spk__st_model(spk__selftest *st, spk_dtype wd, spk_dtype ad) {
     if (!spk__st_wanted(st, "model")) return;
     spk_model_config cfg = spk_model_config_default(12);
     cfg.hidden_size = 32, cfg.num_layers = 2, cfg.window_size = 33;
+    cfg.weights_dtype = wd, cfg.activation_dtype = ad;
     spk_model *m = NULL;
     spk_status s = spk_model_create(st->ctx, &cfg, &m);
     spk__st_buffers keep[8];
@@ -617,7 +606,10 @@ static void spk__st_model(spk__selftest *st) {
             .down_bias = spk__st_param(st, k + 2, L->down.bias, 0.1f, 0),
         };
     }
-    for (int mode = SPK_OUTPUT_LAST; mode <= SPK_OUTPUT_MEAN && st->fatal == SPK_OK; mode++)
+    /* Every output mode in float32; the last one with 16-bit storage (the others differ only in
+     * float32 kernels after the last block). */
+    spk_output_mode last = wd == SPK_DTYPE_F32 && ad == SPK_DTYPE_F32 ? SPK_OUTPUT_MEAN : SPK_OUTPUT_LAST;
+    for (int mode = SPK_OUTPUT_LAST; mode <= (int)last && st->fatal == SPK_OK; mode++)
         spk__st_model_mode(st, m, &rm, (spk_output_mode)mode);
     spk_model_destroy(m);
     for (int i = 0; i < 8; i++) spk__st_free(&keep[i]);
@@ -640,7 +632,8 @@ spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_sel
     spk__st_layer_norm(st);
     spk__st_unary(st);
     spk__st_attention(st);
-    spk__st_model(st);
+    spk__st_model(st, SPK_DTYPE_F32, SPK_DTYPE_F32);
+    spk__st_half(st);
     spk__st_backward(st);
     status = st->fatal;
     free(st);

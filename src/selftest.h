@@ -45,7 +45,26 @@ void spk__st_free(spk__st_buffers *b);
  * storage buffers and through texel views), tuned for this device, and their names. */
 void spk__st_matmul_kernels(const spk_context *ctx, spk__matmul_tuning kernels[4]);
 extern const char *const spk__st_matmul_kernel_names[4];
-/* The backward kernels' lines (selftest_backward.c). */
+/* A tensor of `dtype` holding `data` (rounded in place to what the tensor stores, so that the
+ * reference computes on the same values), or NaN everywhere (an output) when data is NULL; NULL
+ * on failure. */
+spk_tensor *spk__st_tensor_typed(spk__selftest *st, spk_dtype dtype, int ndim, const int64_t *shape, float *data);
+/* One case of each op against its float64 reference, with B and the bias in `wd` and the
+ * activations in `ad`: a matmul (epilogue 0 none, 1 bias, 2 bias and GELU, 3 and a residual, 4
+ * accumulating into C), a layer norm (x and y), attention with kernel 0 tiles, 1 shuffles through
+ * storage buffers, 2 shuffles through texel views (q, k, v and the output). */
+void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, spk_dtype wd, spk_dtype ad, int epilogue,
+                         int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b);
+struct spk__layer_norm_tuning;
+void spk__st_layer_norm_case(spk__selftest *st, const struct spk__layer_norm_tuning *t, spk_dtype ad, int64_t rows,
+                             int64_t n, float mean);
+void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t seq, int64_t heads, int64_t dim,
+                            bool causal);
+extern const char *const spk__st_attention_kernel_names[3];
+/* The model's forward lines with these storage types (every output mode in float32). */
+void spk__st_model(spk__selftest *st, spk_dtype wd, spk_dtype ad);
+/* The 16-bit lines (selftest_half.c) and the backward kernels' (selftest_backward.c). */
+void spk__st_half(spk__selftest *st);
 void spk__st_backward(spk__selftest *st);
 
 #endif

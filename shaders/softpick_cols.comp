@@ -27,34 +27,8 @@ layout(constant_id = 2) const uint FOLD = 1; // 2: two rows of a 2-wide tensor p
 #define T float
 #endif
 
-// TEXEL 1 reads x as a uniform texel buffer (a view of T): on lavapipe a vectorized gather, where a
-// storage-buffer load is a loop over the lanes.
-// The backward reads dy at binding 1 (a texel input too) and writes dx at 2.
-#if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer x;
-#if BACKWARD
-layout(set = 0, binding = 1) uniform samplerBuffer dy;
-#endif
-#if VEC == 4
-#define LOAD_X(i) texelFetch(x, int(i))
-#define LOAD_DY(i) texelFetch(dy, int(i))
-#else
-#define LOAD_X(i) texelFetch(x, int(i)).x
-#define LOAD_DY(i) texelFetch(dy, int(i)).x
-#endif
-#else
-layout(set = 0, binding = 0) readonly buffer X { T x[]; };
-#if BACKWARD
-layout(set = 0, binding = 1) readonly buffer DY { T dy[]; };
-#endif
-#define LOAD_X(i) x[i]
-#define LOAD_DY(i) dy[i]
-#endif
-#if !BACKWARD
-#undef LOAD_DY
-#define LOAD_DY(i) T(0.0) // never read: the forward's branches on BACKWARD are constant
-#endif
-layout(set = 0, binding = 1 + BACKWARD) writeonly buffer Y { T y[]; }; // dx in the backward
+#define SOFTPICK_IO_ID 3
+#include "softpick_io.glsl" // x, dy and y in their storage types
 layout(set = 0, binding = 2 + BACKWARD) buffer Partial { T partial[]; }; // [outer, segments(, 2), inner]
 
 layout(push_constant) uniform Push {
@@ -126,9 +100,9 @@ void main() {
         uint at = column + j * pc.inner;
 #if BACKWARD
         T xv = LOAD_X(at);
-        y[at] = (LOAD_DY(at) - sign(xv) * (tsum / r)) / r;
+        store_y(at, (LOAD_DY(at) - sign(xv) * (tsum / r)) / r);
 #else
-        y[at] = LOAD_X(at) / r;
+        store_y(at, LOAD_X(at) / r);
 #endif
     }
 }

@@ -32,34 +32,8 @@ layout(constant_id = 4) const uint CACHE = 1;            // MODE 3: loads kept p
 #define DOT(a, b) ((a) * (b))
 #endif
 
-// TEXEL 1 reads x as a uniform texel buffer (a view of T): on lavapipe a vectorized gather, where a
-// storage-buffer load is a loop over the lanes.
-// The backward reads dy at binding 1 (a texel input too) and writes dx at 2.
-#if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer x;
-#if BACKWARD
-layout(set = 0, binding = 1) uniform samplerBuffer dy;
-#endif
-#if VEC == 4
-#define LOAD_X(i) texelFetch(x, int(i))
-#define LOAD_DY(i) texelFetch(dy, int(i))
-#else
-#define LOAD_X(i) texelFetch(x, int(i)).x
-#define LOAD_DY(i) texelFetch(dy, int(i)).x
-#endif
-#else
-layout(set = 0, binding = 0) readonly buffer X { T x[]; };
-#if BACKWARD
-layout(set = 0, binding = 1) readonly buffer DY { T dy[]; };
-#endif
-#define LOAD_X(i) x[i]
-#define LOAD_DY(i) dy[i]
-#endif
-#if !BACKWARD
-#undef LOAD_DY
-#define LOAD_DY(i) T(0.0) // never read: the forward's branches on BACKWARD are constant
-#endif
-layout(set = 0, binding = 1 + BACKWARD) writeonly buffer Y { T y[]; }; // dx in the backward
+#define SOFTPICK_IO_ID 5
+#include "softpick_io.glsl" // x, dy and y in their storage types
 layout(set = 0, binding = 2 + BACKWARD) buffer Partial { float partial[]; }; // [rows, segments(, 2)]
 
 layout(push_constant) uniform Push {
@@ -108,7 +82,7 @@ void main() {
         float s = group_sum(sum), t = BACKWARD != 0 ? group_sum(tsum) : 0.0;
         for (uint k = 0; k < CACHE; k++) {
             uint i = begin + g + k * GROUP;
-            if (i < end) y[base + i] = result(base + i, v[k], s, t);
+            if (i < end) store_y(base + i, result(base + i, v[k], s, t));
         }
         return;
     }
@@ -141,5 +115,5 @@ void main() {
             return;
         }
     }
-    for (uint i = begin + g; i < end; i += GROUP) y[base + i] = result(base + i, LOAD_X(base + i), s, t);
+    for (uint i = begin + g; i < end; i += GROUP) store_y(base + i, result(base + i, LOAD_X(base + i), s, t));
 }

@@ -97,7 +97,8 @@ void spk__softpick_plan(const spk_context *ctx, const spk__softpick_tuning *t, u
 }
 
 /* The shaders by [backward][strided][texel][vec4]. */
-static const spk__shader *const spk__softpick_shaders[2][2][2][2] = {
+/* By kind (forward, backward, forward with 16-bit storage), rows / columns, texel, vec4. */
+static const spk__shader *const spk__softpick_shaders[3][2][2][2] = {
     {{{&spk__shader_softpick_rows_f1, &spk__shader_softpick_rows_f4},
       {&spk__shader_softpick_rows_texel_f1, &spk__shader_softpick_rows_texel_f4}},
      {{&spk__shader_softpick_cols_f1, &spk__shader_softpick_cols_f4},
@@ -106,6 +107,10 @@ static const spk__shader *const spk__softpick_shaders[2][2][2][2] = {
       {&spk__shader_softpick_rows_backward_texel_f1, &spk__shader_softpick_rows_backward_texel_f4}},
      {{&spk__shader_softpick_cols_backward_f1, &spk__shader_softpick_cols_backward_f4},
       {&spk__shader_softpick_cols_backward_texel_f1, &spk__shader_softpick_cols_backward_texel_f4}}},
+    {{{&spk__shader_softpick_rows_s16_f1, &spk__shader_softpick_rows_s16_f4},
+      {&spk__shader_softpick_rows_texel_s16_f1, &spk__shader_softpick_rows_texel_s16_f4}},
+     {{&spk__shader_softpick_cols_s16_f1, &spk__shader_softpick_cols_s16_f4},
+      {&spk__shader_softpick_cols_texel_s16_f1, &spk__shader_softpick_cols_texel_s16_f4}}},
 };
 
 /* The forward (dy NULL: y = softpick(x)) or the backward (y = dx from x and dy): the same plan,
@@ -160,9 +165,11 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
     } else if (plan.segments > 1) {
         modes[0] = 1, modes[1] = 3, modes[2] = 2, mode_count = 3;
     }
-    uint32_t push[7] = {0}, spec[5], spec_count, mode_index, flags = 0;
+    uint32_t push[7] = {0}, spec[7], spec_count, mode_index, flags = 0;
     bool vec4 = plan.vec == 4, texel = tuning->texel && x->views[vec4] && (!dy || dy->views[vec4]);
-    const spk__shader *shader = spk__softpick_shaders[backward][plan.strided][texel][vec4];
+    /* F16 x or y (forward only): the variants with 16-bit storage (shaders/softpick_io.glsl). */
+    bool s16 = x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32;
+    const spk__shader *shader = spk__softpick_shaders[backward ? 1 : s16 ? 2 : 0][plan.strided][texel][vec4];
     if (!plan.strided) {
         push[0] = (uint32_t)plan.len;
         push[1] = (uint32_t)outer;
@@ -173,7 +180,8 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
         spec[2] = plan.use_subgroup;
         mode_index = 3;
         spec[4] = plan.cache ? plan.cache : 1;
-        spec_count = 5;
+        spec[5] = x->dtype, spec[6] = y->dtype;
+        spec_count = 7;
         if (plan.use_subgroup) flags |= SPK__PIPELINE_FULL_SUBGROUPS;
     } else {
         push[0] = (uint32_t)outer;
@@ -186,7 +194,8 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
         spec[0] = plan.workgroup;
         mode_index = 1;
         spec[2] = plan.fold;
-        spec_count = 3;
+        spec[3] = x->dtype, spec[4] = y->dtype;
+        spec_count = 5;
     }
 
     spk__buffer_ref partials = {scratch->block->buffer, scratch->offset, partial_bytes};
@@ -231,8 +240,11 @@ spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_ten
 static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int axis, const spk_tensor *y, bool *empty) {
     *empty = true;
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_status status = spk__check_tensor(ctx, x, "softpick input");
-    if (status == SPK_OK) status = spk__check_tensor(ctx, y, "softpick output");
+    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
+    spk_status status = spk__check_tensor_dtypes(ctx, x, "softpick input", f32_f16);
+    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, y, "softpick output", f32_f16);
+    if (status == SPK_OK && (x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32))
+        status = spk__check_storage16(ctx, "softpick");
     if (status != SPK_OK) return status;
     if (axis < -x->ndim || axis >= x->ndim)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "axis %d is out of range for a rank-%d tensor", axis,

@@ -36,16 +36,18 @@ static void ref_softpick_backward(const float *x, const float *dy, double *dx, i
 /* Runs softpick (with `tuning`, NULL for the defaults) on `x_host` along `axis`, out of place and
  * with the output poisoned, and returns the device's output (caller frees); with `dy_host` the
  * backward's dx. */
+static spk_dtype g_x_dtype, g_y_dtype; /* F16 activations: x and y stored in 16 bits */
+
 static float *run(spk_context *ctx, const spk__softpick_tuning *tuning, const float *x_host, const float *dy_host,
                   int ndim, const int64_t *shape, int axis, bool in_place) {
     spk_tensor *x = NULL, *y = NULL, *dy = NULL;
-    assert_int_equal(spk_tensor_create(ctx, ndim, shape, &x), SPK_OK);
+    assert_int_equal(spk_tensor_create_typed(ctx, g_x_dtype, ndim, shape, &x), SPK_OK);
     int64_t n = spk_tensor_count(x);
     assert_int_equal(spk_tensor_upload(x, x_host, n), SPK_OK);
     if (in_place) {
         y = x;
     } else {
-        assert_int_equal(spk_tensor_create(ctx, ndim, shape, &y), SPK_OK);
+        assert_int_equal(spk_tensor_create_typed(ctx, g_y_dtype, ndim, shape, &y), SPK_OK);
         test_poison(y);
     }
     spk_status status;
@@ -67,12 +69,17 @@ static float *run(spk_context *ctx, const spk__softpick_tuning *tuning, const fl
 }
 
 /* Runs and checks against the float64 reference; returns the error. */
-static double check(spk_context *ctx, const spk__softpick_tuning *tuning, const float *x, int ndim,
+static double check(spk_context *ctx, const spk__softpick_tuning *tuning, const float *x_in, int ndim,
                     const int64_t *shape, int axis, double tolerance) {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
     double *ref = malloc((size_t)(n ? n : 1) * sizeof *ref);
+    float *x = test_alloc_floats(n); /* as stored: the reference computes on it */
     assert_non_null(ref);
+    memcpy(x, x_in, (size_t)n * sizeof *x);
+    test_round_to(g_x_dtype, x, n);
+    /* An F16 y rounds every value once more: 2^-11 of it at most. */
+    if (g_y_dtype == SPK_DTYPE_F16 && tolerance < 1e-3) tolerance = 1e-3;
     float *dy = NULL;
     if (g_backward) {
         dy = test_alloc_floats(n);
@@ -91,6 +98,7 @@ static double check(spk_context *ctx, const spk__softpick_tuning *tuning, const 
     }
     free(y);
     free(ref);
+    free(x);
     return err;
 }
 
@@ -173,6 +181,38 @@ static void run_variants(spk_context *ctx) {
         }
     }
     free(x);
+}
+
+/* F16 x and y: every variant with both in 16 bits; each alone on every axis of a few shapes. */
+static void test_half_activations(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    if (!ctx->caps.storage16) {
+        int64_t shape[1] = {8};
+        spk_tensor *x = test_typed_tensor(ctx, SPK_DTYPE_F16, 1, shape, NULL);
+        assert_int_equal(spk_softpick(ctx, x, 0, x), SPK_ERROR_UNSUPPORTED);
+        spk_tensor_destroy(x);
+        return;
+    }
+    g_x_dtype = g_y_dtype = SPK_DTYPE_F16;
+    run_variants(ctx);
+    float *x = test_alloc_floats(3 * 5 * 1027);
+    test_fill_random(x, 3 * 5 * 1027, 17);
+    static const int64_t shapes[][3] = {{3, 5, 1027}, {1027, 3, 5}, {2, 1000, 2}};
+    for (int pair = 0; pair < 2; pair++) {
+        g_x_dtype = pair ? SPK_DTYPE_F32 : SPK_DTYPE_F16, g_y_dtype = pair ? SPK_DTYPE_F16 : SPK_DTYPE_F32;
+        for (int c = 0; c < 3; c++)
+            for (int axis = 0; axis < 3; axis++) check(ctx, NULL, x, 3, shapes[c], axis, 1e-5);
+    }
+    g_x_dtype = g_y_dtype = SPK_DTYPE_F32;
+    free(x);
+    /* BF16 is for weights only. */
+    int64_t shape[1] = {8};
+    spk_tensor *xb = test_typed_tensor(ctx, SPK_DTYPE_BF16, 1, shape, NULL), *y = test_tensor(ctx, 1, shape, NULL);
+    assert_int_equal(spk_softpick(ctx, xb, 0, y), SPK_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(spk_context_last_error(ctx), "bf16"));
+    spk_tensor_destroy(xb), spk_tensor_destroy(y);
+    test_assert_no_validation();
 }
 
 static void run_variants_on(spk_reduction reduction) {
@@ -456,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_in_place),
         cmocka_unit_test(test_grid_beyond_one_dimension),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_half_activations),
         cmocka_unit_test(test_backward_every_axis),
         cmocka_unit_test(test_backward_variants),
         cmocka_unit_test(test_backward_errors),

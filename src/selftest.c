@@ -151,9 +151,8 @@ void spk__st_free(spk__st_buffers *b) {
 
 /* ---- softpick ------------------------------------------------------------------------------ */
 
-/* Runs softpick along axis 1 of [outer, n, inner] with this tuning and compares. */
-static void spk__st_softpick_case(spk__selftest *st, const spk__softpick_tuning *t, int64_t outer, int64_t n,
-                                  int64_t inner) {
+void spk__st_softpick_case(spk__selftest *st, const spk__softpick_tuning *t, spk_dtype ad, int64_t outer, int64_t n,
+                           int64_t inner) {
     int64_t shape[3] = {outer, n, inner}, count = outer * n * inner;
     char text[48];
     snprintf(text, sizeof text, "[%lld,%lld,%lld]", (long long)outer, (long long)n, (long long)inner);
@@ -163,8 +162,8 @@ static void spk__st_softpick_case(spk__selftest *st, const spk__softpick_tuning 
     spk_tensor *tx = NULL, *ty = NULL;
     if (ref) {
         spk__st_random(st, x, count, 4.0f);
-        tx = spk__st_tensor(st, 3, shape, x);
-        ty = tx ? spk__st_tensor(st, 3, shape, NULL) : NULL;
+        tx = spk__st_tensor_typed(st, ad, 3, shape, x);
+        ty = tx ? spk__st_tensor_typed(st, ad, 3, shape, NULL) : NULL;
     }
     if (ty && spk__st_ran(st, spk__softpick_tuned(st->ctx, t, tx, 1, ty), text) &&
         spk__st_ran(st, spk_tensor_download(ty, y, count), text)) {
@@ -204,8 +203,8 @@ static void spk__st_softpick_variant(spk__selftest *st, const spk__softpick_tuni
     }
     for (size_t i = 0; i < cases && st->fatal == SPK_OK; i++) {
         ctx->reduction = reduction;
-        if (strided) spk__st_softpick_case(st, t, 2, col_shapes[i][0], col_shapes[i][1]);
-        else spk__st_softpick_case(st, t, 3, row_lengths[i], 1);
+        if (strided) spk__st_softpick_case(st, t, SPK_DTYPE_F32, 2, col_shapes[i][0], col_shapes[i][1]);
+        else spk__st_softpick_case(st, t, SPK_DTYPE_F32, 3, row_lengths[i], 1);
         ctx->reduction = saved;
     }
 }

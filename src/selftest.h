@@ -50,9 +50,12 @@ extern const char *const spk__st_matmul_kernel_names[4];
  * on failure. */
 spk_tensor *spk__st_tensor_typed(spk__selftest *st, spk_dtype dtype, int ndim, const int64_t *shape, float *data);
 /* One case of each op against its float64 reference, with B and the bias in `wd` and the
- * activations in `ad`: a matmul (epilogue 0 none, 1 bias, 2 bias and GELU, 3 and a residual, 4
+ * activations in `ad`: softpick along axis 1 of [outer, n, inner], a matmul (epilogue 0 none, 1 bias, 2 bias and GELU, 3 and a residual, 4
  * accumulating into C), a layer norm (x and y), attention with kernel 0 tiles, 1 shuffles through
  * storage buffers, 2 shuffles through texel views (q, k, v and the output). */
+struct spk__softpick_tuning;
+void spk__st_softpick_case(spk__selftest *st, const struct spk__softpick_tuning *t, spk_dtype ad, int64_t outer, int64_t n,
+                           int64_t inner);
 void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, spk_dtype wd, spk_dtype ad, int epilogue,
                          int64_t batch, int64_t m, int64_t n, int64_t k, bool shared_b);
 struct spk__layer_norm_tuning;

@@ -2,13 +2,14 @@
  * every tier the device has, against the float64 references on the stored values. Weights (the
  * matmul's B and bias): texel views where the kernel reads them, else 16-bit storage buffers and
  * 32-bit words. F16 activations (loaded and stored as float16_t, or read through F16 texel
- * views): the matmul, layer norm, attention and the model. */
+ * views): softpick, the matmul, layer norm, attention and the model. */
 #include "selftest.h"
 
 #include <string.h>
 
 #include "attention_plan.h"
 #include "layer_norm_plan.h"
+#include "softpick_plan.h"
 
 /* The bound of a kernel whose output is stored in `ad`: an F16 output rounds once more (2^-11). */
 static double spk__st_bound(spk_dtype ad) { return ad == SPK_DTYPE_F16 ? 1e-3 : 1e-5; }
@@ -60,6 +61,32 @@ static void spk__st_matmul_half(spk__selftest *st) {
     }
 }
 
+static void spk__st_softpick_half(spk__selftest *st) {
+    if (!spk__st_wanted(st, "softpick")) return;
+    spk_context *ctx = st->ctx;
+    spk__softpick_tuning defaults;
+    spk__softpick_plan_defaults(ctx, &defaults);
+    static const int64_t cases[][2][3] = {{{3, 7, 1}, {3, 257, 1}}, {{3, 1024, 1}, {3, 4097, 1}},
+                                          {{2, 7, 2}, {2, 257, 7}}, {{2, 33, 8}, {1, 2, 5}}};
+    for (int strided = 0; strided < 2; strided++)
+        for (int texel = 1; texel >= 0 && st->fatal == SPK_OK; texel--) {
+            spk__softpick_tuning t = defaults;
+            t.texel = texel;
+            spk__st_begin(st, "softpick", spk__st_bound(SPK_DTYPE_F16), "%s, f16 x and y, this device's groups, %s",
+                          strided ? "columns" : "rows", texel ? "texel reads" : "storage-buffer reads");
+            st->r.used = texel == defaults.texel;
+            const char *why = !ctx->caps.storage16 ? spk__no_storage16
+                              : texel && !(ctx->caps.texel_buffers && ctx->caps.texel_f16)
+                                  ? "device has no R16_SFLOAT uniform texel buffers"
+                                  : NULL;
+            for (int c = 0; !why && c < 4 && st->fatal == SPK_OK; c++) {
+                const int64_t *s = cases[2 * strided + c / 2][c % 2];
+                spk__st_softpick_case(st, &t, SPK_DTYPE_F16, s[0], s[1], s[2]);
+            }
+            spk__st_end(st, why);
+        }
+}
+
 static void spk__st_layer_norm_half(spk__selftest *st) {
     if (!spk__st_wanted(st, "layer norm")) return;
     spk_context *ctx = st->ctx;
@@ -101,6 +128,7 @@ static void spk__st_attention_half(spk__selftest *st) {
 }
 
 void spk__st_half(spk__selftest *st) {
+    spk__st_softpick_half(st);
     spk__st_matmul_half(st);
     spk__st_layer_norm_half(st);
     spk__st_attention_half(st);

@@ -122,7 +122,7 @@ typedef struct bench_case {
     int axis;
 } bench_case;
 
-static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool variants) {
+static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool variants, spk_dtype act) {
     int64_t shape[1] = {elements};
     copy_run copy = {ctx, NULL, NULL, {0}};
     spk_status status = spk_tensor_create(ctx, 1, shape, &copy.src);
@@ -206,14 +206,30 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
             }
             char shape_text[40];
             snprintf(shape_text, sizeof shape_text, "[%lld, %lld]", (long long)bc->shape[0], (long long)bc->shape[1]);
-            uint64_t case_bytes = 2 * (uint64_t)(bc->shape[0] * bc->shape[1]) * sizeof(float);
+            uint64_t case_bytes = 2 * (uint64_t)(bc->shape[0] * bc->shape[1]) * sizeof(float), f32_ns = 0;
             for (int v = 0; v < n; v++) {
                 run.tuning = &tunings[v];
                 uint64_t ns = median_ns(run_softpick, &run, repeats);
                 double g = gbps(case_bytes, ns);
+                if (v == 0) f32_ns = ns;
                 printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f %11.2f  %s\n", v == 0 ? bc->name : "",
                        v == 0 ? shape_text : "", ns / 1e6, g, copy_shader > 0 ? g / copy_shader : 0,
                        copy_texel > 0 ? g / copy_texel : 0, copy_buffer > 0 ? g / copy_buffer : 0, labels[v]);
+            }
+            /* The default kernel again with x and y stored in 16 bits: half the bytes. */
+            if (act != SPK_DTYPE_F32) {
+                softpick_run half = {ctx, NULL, NULL, bc->axis, &tunings[0]};
+                status = spk_tensor_create_typed(ctx, act, 2, bc->shape, &half.x);
+                if (status == SPK_OK) status = spk_tensor_create_typed(ctx, act, 2, bc->shape, &half.y);
+                if (status == SPK_OK) status = spk_tensor_upload(half.x, host, bc->shape[0] * bc->shape[1]);
+                uint64_t ns = status == SPK_OK ? median_ns(run_softpick, &half, repeats) : 0;
+                double g = gbps(case_bytes / 2, ns);
+                if (!ns) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
+                else
+                    printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f %11.2f  default, x and y %s: x%.2f of f32's time\n",
+                           "", "", ns / 1e6, g, copy_shader > 0 ? g / copy_shader : 0, copy_texel > 0 ? g / copy_texel : 0,
+                           copy_buffer > 0 ? g / copy_buffer : 0, spk_dtype_name(act), (double)f32_ns / (double)ns);
+                spk_tensor_destroy(half.x), spk_tensor_destroy(half.y);
             }
         }
         spk_tensor_destroy(run.x);
@@ -407,11 +423,13 @@ static spk_status run_layer_norm(void *arg, uint64_t *ns) {
     return status;
 }
 
-static int bench_layer_norm(spk_context *ctx, int repeats) {
+static int bench_layer_norm(spk_context *ctx, int repeats, spk_dtype act) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     static const int64_t shapes[][2] = {{60, 256}, {1920, 256}, {1920, 1024}, {16384, 1024}, {65536, 256}};
-    printf("%-16s %9s %9s %11s %13s\n", "rows x n", "ms", "GB/s", "x copy-sh", "x texel copy");
+    printf("x and y float32%s%s; GB/s count their bytes (gamma and beta, float32, stay cached)\n",
+           act != SPK_DTYPE_F32 ? ", then " : "", act != SPK_DTYPE_F32 ? spk_dtype_name(act) : "");
+    printf("%-16s %-5s %9s %9s %11s %13s %9s\n", "rows x n", "x, y", "ms", "GB/s", "x copy-sh", "x texel copy", "x f32");
     float *host = malloc((size_t)16384 * 1024 * sizeof *host);
     if (!host) return cli_fail("out of host memory");
     fill_random(host, 16384 * 1024);
@@ -419,25 +437,31 @@ static int bench_layer_norm(spk_context *ctx, int repeats) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && rc == 0; s++) {
         int64_t rows = shapes[s][0], n = shapes[s][1];
         int64_t xs[2] = {rows, n}, gs[1] = {n};
-        layer_norm_run r = {ctx, NULL, NULL, NULL, NULL};
-        spk_status st = spk_tensor_create(ctx, 2, xs, &r.x);
-        if (st == SPK_OK) st = spk_tensor_create(ctx, 2, xs, &r.y);
-        if (st == SPK_OK) st = spk_tensor_create(ctx, 1, gs, &r.gamma);
-        if (st == SPK_OK) st = spk_tensor_create(ctx, 1, gs, &r.beta);
-        if (st == SPK_OK) st = spk_tensor_upload(r.x, host, rows * n);
-        if (st == SPK_OK) st = spk_tensor_upload(r.gamma, host, n);
-        if (st == SPK_OK) st = spk_tensor_upload(r.beta, host, n);
-        if (st != SPK_OK) {
-            rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
-        } else {
-            uint64_t time = median_ns(run_layer_norm, &r, repeats);
-            double g = gbps(2 * (uint64_t)(rows * n) * sizeof(float), time);
-            char name[32];
-            snprintf(name, sizeof name, "%lld x %lld", (long long)rows, (long long)n);
-            printf("%-16s %9.3f %9.2f %11.2f %13.2f\n", name, time / 1e6, g, c.copy_shader > 0 ? g / c.copy_shader : 0,
-                   c.copy_texel > 0 ? g / c.copy_texel : 0);
+        uint64_t f32_time = 0;
+        for (int half = 0; half < (act != SPK_DTYPE_F32 ? 2 : 1) && rc == 0; half++) {
+            spk_dtype dt = half ? act : SPK_DTYPE_F32;
+            layer_norm_run r = {ctx, NULL, NULL, NULL, NULL};
+            spk_status st = spk_tensor_create_typed(ctx, dt, 2, xs, &r.x);
+            if (st == SPK_OK) st = spk_tensor_create_typed(ctx, dt, 2, xs, &r.y);
+            if (st == SPK_OK) st = spk_tensor_create(ctx, 1, gs, &r.gamma);
+            if (st == SPK_OK) st = spk_tensor_create(ctx, 1, gs, &r.beta);
+            if (st == SPK_OK) st = spk_tensor_upload(r.x, host, rows * n);
+            if (st == SPK_OK) st = spk_tensor_upload(r.gamma, host, n);
+            if (st == SPK_OK) st = spk_tensor_upload(r.beta, host, n);
+            uint64_t time = st == SPK_OK ? median_ns(run_layer_norm, &r, repeats) : 0;
+            if (!time) {
+                rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
+            } else {
+                if (!half) f32_time = time;
+                double g = gbps(2 * (uint64_t)(rows * n) * spk_dtype_size(dt), time);
+                char name[32];
+                snprintf(name, sizeof name, "%lld x %lld", (long long)rows, (long long)n);
+                printf("%-16s %-5s %9.3f %9.2f %11.2f %13.2f %8.2fx\n", half ? "" : name, spk_dtype_name(dt), time / 1e6, g,
+                       c.copy_shader > 0 ? g / c.copy_shader : 0, c.copy_texel > 0 ? g / c.copy_texel : 0,
+                       (double)f32_time / (double)time);
+            }
+            spk_tensor_destroy(r.x), spk_tensor_destroy(r.y), spk_tensor_destroy(r.gamma), spk_tensor_destroy(r.beta);
         }
-        spk_tensor_destroy(r.x), spk_tensor_destroy(r.y), spk_tensor_destroy(r.gamma), spk_tensor_destroy(r.beta);
     }
     free(host);
     return rc;
@@ -477,12 +501,12 @@ int cli_bench(int argc, char **argv) {
     int rc = 0;
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
     if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, dtypes.weights_dtype);
-    else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats);
+    else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats, dtypes.activation_dtype);
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
     else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
     else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats);
-    else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0);
+    else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0, dtypes.activation_dtype);
     spk_context_destroy(ctx);
     return rc;
 }

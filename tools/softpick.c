@@ -28,7 +28,8 @@ static const char usage[] =
     "                                       trains on the device (SPEC.md section 6)\n"
     "  selftest [--only OP]                 every kernel this device can run, against float64 references\n"
     "  bench [softpick|matmul|layernorm|attention|model|train|soak] [--repeats N] [--variants 1] [--forwards N]\n"
-    "      [--weights-dtype f32|f16|bf16] [--activation-dtype f32|f16] (model; matmul: weights)\n"
+    "      [--weights-dtype f32|f16|bf16] (model, matmul) [--activation-dtype f32|f16] (model, softpick,\n"
+    "      layernorm: beside float32 in the same run)\n"
     "                                       throughput beside ceilings measured in the same run\n"
     "\n"
     "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";

@@ -226,7 +226,7 @@ static int bench_softpick(spk_context *ctx, int repeats, int64_t elements, bool 
                 double g = gbps(case_bytes / 2, ns);
                 if (!ns) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
                 else
-                    printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f %11.2f  default, x and y %s: x%.2f of f32's time\n",
+                    printf("%-26s %-18s %9.3f %9.2f %11.2f %11.2f %11.2f  default, x and y %s: %.2fx f32's speed\n",
                            "", "", ns / 1e6, g, copy_shader > 0 ? g / copy_shader : 0, copy_texel > 0 ? g / copy_texel : 0,
                            copy_buffer > 0 ? g / copy_buffer : 0, spk_dtype_name(act), (double)f32_ns / (double)ns);
                 spk_tensor_destroy(half.x), spk_tensor_destroy(half.y);
@@ -400,7 +400,7 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char
             double gflops = time ? flops / (double)time : 0;
             if (!time) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
             else
-                printf("%-20s %9.3f %9.2f %9.2f %9.2f  default, B %s: x%.2f of f32\n", "", time / 1e6, gflops,
+                printf("%-20s %9.3f %9.2f %9.2f %9.2f  default, B %s: %.2fx f32's speed\n", "", time / 1e6, gflops,
                        c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, (double)r.b->ref.size / (1 << 20),
                        spk_dtype_name(weights_dtype), (double)f32_time / (double)time);
             spk_tensor_destroy(b32);

@@ -277,12 +277,18 @@ SPK_API spk_status spk_tensor_download_raw(const spk_tensor *tensor, void *data,
 
 /* ---------------------------------------------------------------------------------------------
  * Ops
+ *
+ * 16-bit tensors: where an op below says it takes F16 (or BF16), its arithmetic stays float32 and
+ * its bound holds against a float64 evaluation on the values as stored; an F16 output adds its
+ * own rounding (at most 2^-11 relative), so its bound becomes 1e-3 of the output's largest
+ * magnitude. F16 activations need storageBuffer16BitAccess (SPK_ERROR_UNSUPPORTED naming it
+ * otherwise). Ops that do not mention 16 bits take float32 only.
  * ------------------------------------------------------------------------------------------- */
 
 /* y = softpick(x) along `axis` (negative counts from the end, -1 is the last axis). `y` must have
  * x's shape; y == x computes in place. Empty tensors are valid and do nothing. NaN and infinities
  * follow the float32 formula (a NaN makes its row NaN). Accuracy: within 1e-5 relative to a
- * float64 evaluation for rows of up to 2^20 elements. */
+ * float64 evaluation for rows of up to 2^20 elements. x and y may each be F32 or F16. */
 SPK_API spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y);
 /* The backward of spk_softpick: given the forward's input x and dy (x's shape), writes
  *     dx_k = (dy_k - sgn(x_k) sum_i dy_i y_i) / (1 + S),   S = sum_j |x_j|,  y = softpick(x),
@@ -307,13 +313,15 @@ typedef struct spk_matmul_desc {
     spk_tensor *pre_activation;
 } spk_matmul_desc;
 
-/* C = activation(A B + bias) + residual, in float32.
+/* C = activation(A B + bias) + residual, computed in float32.
  * A is [..., M, K] (leading dimensions are batches); B is [K, N] (shared by every batch, the
  * layout of Axon's dense kernels, used as stored) or [..., K, N] with A's batch dimensions; C is
  * [..., M, N]. C must not overlap A, B or the bias. `desc` may be NULL. Any M, N, K >= 0 works
  * (K == 0 gives the epilogue of zeros).
- * B and the bias (the weights) may each be F16 or BF16; A, C and the residual are float32. Products and sums stay float32, so the result is within the float32 bound of a float64
- * evaluation on the 16-bit values as stored (relative 1e-5 of max |C| for K up to 4097). */
+ * B and the bias (the weights) may each be F16 or BF16, and A, C and the residual F16 (the
+ * activations). Products and sums stay float32, so the result is within the float32 bound of a
+ * float64 evaluation on the 16-bit values as stored (relative 1e-5 of max |C| for K up to 4097;
+ * 1e-3 with an F16 C). */
 SPK_API spk_status spk_matmul(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
                               const spk_matmul_desc *desc, spk_tensor *c);
 
@@ -346,7 +354,8 @@ typedef struct spk_layer_norm_desc {
 
 /* y = (x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis of x (biased variance),
  * with gamma and beta of shape [last dimension]. y has x's shape; y == x works in place. The mean
- * and variance are computed in two compensated passes, so rows with a large mean stay accurate. */
+ * and variance are computed in two compensated passes, so rows with a large mean stay accurate.
+ * x and y may each be F32 or F16; gamma and beta are float32. */
 SPK_API spk_status spk_layer_norm(spk_context *ctx, const spk_tensor *x, const spk_tensor *gamma,
                                   const spk_tensor *beta, const spk_layer_norm_desc *desc,
                                   spk_tensor *y);
@@ -378,7 +387,7 @@ SPK_API spk_status spk_gelu_backward(spk_context *ctx, const spk_tensor *x, cons
  * most 256. Per head, s = q k^T / sqrt(head_dim); with `causal`, scores of later keys are zero
  * (not -inf: softpick's zeros add nothing to the |s| sum); w = softpick(s) over keys; out = w v.
  * The [seq, seq] scores are never stored: memory is O(seq * hidden). out must not overlap q, k
- * or v. */
+ * or v. q, k and v may be F16 (all three alike), and so may out. */
 SPK_API spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
                                           const spk_tensor *v, int num_heads, bool causal,
                                           spk_tensor *out);
@@ -487,7 +496,8 @@ SPK_API spk_status spk_model_set_output_mode(spk_model *model, spk_output_mode m
 
 /* Glorot-uniform kernels, zero biases, gamma 1, beta 0; the same seed gives the same weights. */
 SPK_API spk_status spk_model_init_random(spk_model *model, uint64_t seed);
-/* Loads every parameter from a safetensors file (F32; F16 and BF16 are converted), named as in
+/* Loads every parameter from a safetensors file (F32, F16 or BF16, converted to the model's
+ * storage types; a file that stores them is uploaded as it is), named as in
  * SPEC.md section 3 ("softpick_block_1_attn_q_proj.kernel", ...). A missing or extra tensor, a
  * wrong shape, a malformed or truncated file is SPK_ERROR_FORMAT (SPK_ERROR_IO if unreadable)
  * with the tensor named; the model's previous parameters are then unchanged. */

@@ -16,6 +16,14 @@ static double spk__st_bound(spk_dtype ad) { return ad == SPK_DTYPE_F16 ? 1e-3 : 
 
 static const char *const spk__no_storage16 = "device has no storageBuffer16BitAccess";
 
+/* Why an F16-activation line cannot run here (NULL: it can): stores need 16-bit storage, texel
+ * reads R16_SFLOAT views. */
+static const char *spk__st_f16_why(const spk_context *ctx, bool texel) {
+    if (!ctx->caps.storage16) return spk__no_storage16;
+    if (texel && !(ctx->caps.texel_buffers && ctx->caps.texel_f16)) return "device has no R16_SFLOAT uniform texel buffers";
+    return NULL;
+}
+
 static void spk__st_matmul_half(spk__selftest *st) {
     if (!spk__st_wanted(st, "matmul")) return;
     spk_context *ctx = st->ctx;
@@ -75,10 +83,7 @@ static void spk__st_softpick_half(spk__selftest *st) {
             spk__st_begin(st, "softpick", spk__st_bound(SPK_DTYPE_F16), "%s, f16 x and y, this device's groups, %s",
                           strided ? "columns" : "rows", texel ? "texel reads" : "storage-buffer reads");
             st->r.used = texel == defaults.texel;
-            const char *why = !ctx->caps.storage16 ? spk__no_storage16
-                              : texel && !(ctx->caps.texel_buffers && ctx->caps.texel_f16)
-                                  ? "device has no R16_SFLOAT uniform texel buffers"
-                                  : NULL;
+            const char *why = spk__st_f16_why(ctx, texel);
             for (int c = 0; !why && c < 4 && st->fatal == SPK_OK; c++) {
                 const int64_t *s = cases[2 * strided + c / 2][c % 2];
                 spk__st_softpick_case(st, &t, SPK_DTYPE_F16, s[0], s[1], s[2]);
@@ -99,10 +104,7 @@ static void spk__st_layer_norm_half(spk__selftest *st) {
         spk__st_begin(st, "layer norm", spk__st_bound(SPK_DTYPE_F16), "f16 x and y, this device's groups, %s",
                       texel ? "texel reads" : "storage-buffer reads");
         st->r.used = texel == defaults.texel;
-        const char *why = !ctx->caps.storage16 ? spk__no_storage16
-                          : texel && !(ctx->caps.texel_buffers && ctx->caps.texel_f16)
-                              ? "device has no R16_SFLOAT uniform texel buffers"
-                              : NULL;
+        const char *why = spk__st_f16_why(ctx, texel);
         for (size_t s = 0; !why && s < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; s++)
             spk__st_layer_norm_case(st, &t, SPK_DTYPE_F16, shapes[s][0], shapes[s][1], 0.0f);
         spk__st_end(st, why);
@@ -116,11 +118,9 @@ static void spk__st_attention_half(spk__selftest *st) {
     for (int kernel = 0; kernel < 3 && st->fatal == SPK_OK; kernel++) {
         spk__st_begin(st, "attention", spk__st_bound(SPK_DTYPE_F16), "%s, f16 q, k, v and output",
                       spk__st_attention_kernel_names[kernel]);
-        const char *why = !ctx->caps.storage16 ? spk__no_storage16 : NULL;
+        const char *why = spk__st_f16_why(ctx, kernel == 2);
         if (!why && kernel > 0 && !spk__attention_shuffle_supported(ctx))
             why = "device has no subgroup shuffles of one fixed size";
-        if (!why && kernel == 2 && !(ctx->caps.texel_buffers && ctx->caps.texel_f16))
-            why = "device has no R16_SFLOAT uniform texel buffers";
         for (size_t c = 0; !why && c < SPK__ARRAY_LEN(cases) && st->fatal == SPK_OK; c++)
             spk__st_attention_case(st, kernel, SPK_DTYPE_F16, cases[c][0], cases[c][1], cases[c][2], true);
         spk__st_end(st, why);

@@ -96,11 +96,12 @@ static spk_status step_model_create(spk_context *ctx, void *data) {
     return spk_model_create_from_safetensors(ctx, test_data_path(GOLDEN "weights.safetensors"), NULL, &d->model);
 }
 
-/* 16-bit weights: the typed tensors, their views and the images in the kernels' dtype, and a
- * forward through the 16-bit matmul variants. */
+/* 16-bit weights and F16 activations (where the device stores them): the typed tensors, their
+ * views and the images in the kernels' dtype, and a forward through the 16-bit variants. */
 static spk_status step_half_model(spk_context *ctx, void *data) {
     op_data *d = data;
-    spk_model_config overrides = {.weights_dtype = SPK_DTYPE_F16};
+    spk_model_config overrides = {.weights_dtype = SPK_DTYPE_F16,
+                                  .activation_dtype = ctx->caps.storage16 ? SPK_DTYPE_F16 : SPK_DTYPE_F32};
     spk_status s = spk_model_create_from_safetensors(ctx, test_data_path(GOLDEN "weights.safetensors"), &overrides,
                                                      &d->model);
     float y[32];
@@ -208,7 +209,7 @@ static const scenario g_scenarios[] = {
     {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors, 0},
     {"safetensors load", prepare_model, step_load, cleanup_tensors, 0},
     {"forward pass", prepare_model, step_forward, cleanup_tensors, 0},
-    {"model with f16 weights: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0},
+    {"model with f16 weights and activations: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0},
     {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
     {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},

@@ -170,7 +170,6 @@ typedef enum spk_reduction {
     SPK_REDUCTION_SHARED_MEMORY,
 } spk_reduction;
 
-/* Options for spk_context_create. Zero-initialize and set only what you need. */
 /* How kernels read 16-bit tensors (spk_dtype F16 and BF16) from storage buffers. Arithmetic is
  * float32 in every case; where a kernel reads through uniform texel views (CPU drivers) and the
  * device's R16 formats allow it, the fetch converts instead, whatever this says. */
@@ -181,6 +180,7 @@ typedef enum spk_half_storage {
     SPK_HALF_STORAGE_WORDS,    /* 32-bit words unpacked in the shader: any device */
 } spk_half_storage;
 
+/* Options for spk_context_create. Zero-initialize and set only what you need. */
 typedef struct spk_context_desc {
     /* Device: a decimal index into spk_list_devices' list, or a case-insensitive substring of the
      * device name. NULL (default): the SOFTPICK_DEVICE environment variable if set, else the first

@@ -3,7 +3,7 @@
 # CI (root, no terminal). Usage: scripts/deps.sh [fuzz]   (fuzz: also clang and libFuzzer)
 set -eu
 packages="cmake make gcc libc6-dev pkg-config glslang-tools libvulkan-dev libvulkan-volk-dev
-libcmocka-dev mesa-vulkan-drivers vulkan-validationlayers"
+libcmocka-dev mesa-vulkan-drivers vulkan-validationlayers python3 python3-numpy python3-pytest"
 [ "${1:-}" = fuzz ] && packages="$packages clang libclang-rt-14-dev"
 missing=""
 for p in $packages; do

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The README's first command: install what is missing, build the release preset, list the Vulkan
-# devices, softpick a generated array, and run the main job: softpick demo, the default
-# transformer on seeded random weights and input.
+# devices, softpick a generated array, run the main job: softpick demo, the default transformer
+# on seeded random weights and input, and the Python example.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -24,3 +24,7 @@ echo "softpick along the last axis of [[1, -2, 3, -4], [0.5, 0.5, 0.5, 0.5]] -> 
 echo "expected [[0.0909, -0.1818, 0.2727, -0.3636], [0.1667, 0.1667, 0.1667, 0.1667]]"
 od -A n -t f4 -j 128 "$out"
 $bin demo
+# The same library from Python (python/softpick, ctypes; Debian's python3-numpy):
+python=/usr/bin/python3
+[ -x "$python" ] || python=python3
+PYTHONPATH=python SOFTPICK_LIBRARY="$PWD/build/release/libsoftpick.so" "$python" examples/python/ops.py

@@ -33,8 +33,7 @@ static void spk__param_norm(spk__param **p, const char *name, const spk__norm_pa
 /* Lists the parameters (SPEC.md section 3 names); returns how many, or 0 when out of memory. */
 uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param **out) {
     int64_t h = m->cfg.hidden_size, e = m->cfg.embed_dim;
-    uint32_t count = (w->input_projection.kernel ? 2 : 0) + 16 * (uint32_t)m->cfg.num_layers + 2 +
-                     (w->head.kernel ? 2 : 0);
+    uint32_t count = (uint32_t)spk_model_parameter_count(m); /* w has the model's layout */
     spk__param *params = spk__calloc(count, sizeof *params), *p = params;
     *out = params;
     if (!params) return 0;
@@ -58,6 +57,27 @@ uint32_t spk__model_params(const spk_model *m, const spk__weights *w, spk__param
     if (w->head.kernel)
         spk__param_dense(&p, "output_head", w->head.kernel, w->head.bias, h, m->cfg.num_outputs, 0);
     return count;
+}
+
+int spk_model_parameter_count(const spk_model *m) {
+    return m ? (m->w.input_projection.kernel ? 2 : 0) + 16 * m->cfg.num_layers + 2 + (m->w.head.kernel ? 2 : 0) : 0;
+}
+
+spk_status spk_model_parameter_info(const spk_model *m, int index, char *name, size_t name_size, int *ndim,
+                                    int64_t shape[2]) {
+    if (!m || !name || !name_size || !ndim || !shape) return SPK_ERROR_INVALID_ARGUMENT;
+    if (index < 0 || index >= spk_model_parameter_count(m))
+        return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "parameter index %d is outside 0..%d", index,
+                         spk_model_parameter_count(m) - 1);
+    spk__param *params;
+    if (!spk__model_params(m, &m->w, &params)) return spk__fail(m->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    const spk__param *p = &params[index];
+    snprintf(name, name_size, "%s", p->name);
+    *ndim = p->ndim;
+    shape[0] = p->ndim == 2 ? p->rows : p->cols;
+    shape[1] = p->ndim == 2 ? p->cols : 0;
+    free(params);
+    return SPK_OK;
 }
 
 /* Host images of the destination tensors in their own dtypes, filled parameter by parameter (q, k

@@ -15,6 +15,17 @@ const char *spk_status_string(spk_status status) {
     return "unknown status";
 }
 
+const char *spk_status_name(spk_status status) {
+    switch (status) {
+#define SPK_STATUS_NAME_(name, value, text) \
+    case name:                              \
+        return #name;
+        SPK_STATUS_LIST(SPK_STATUS_NAME_)
+#undef SPK_STATUS_NAME_
+    }
+    return "SPK_UNKNOWN_STATUS";
+}
+
 spk_status spk__fail(spk_context *ctx, spk_status status, const char *fmt, ...) {
     if (ctx) {
         va_list ap;

@@ -274,6 +274,43 @@ static void causality_and_batch_independence(void **state) {
 }
 
 /* Random init: deterministic per seed, glorot bounds, zero biases, unit gamma. */
+/* The parameter list: every name of the file format with its shape, in the file's order. */
+static void parameter_list(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    spk_model_config cfg = spk_model_config_default(24);
+    cfg.hidden_size = 32, cfg.num_layers = 2, cfg.num_outputs = 3;
+    spk_model *m = NULL;
+    assert_int_equal(spk_model_create(ctx, &cfg, &m), SPK_OK);
+    int n = spk_model_parameter_count(m);
+    assert_int_equal(n, 2 + 16 * 2 + 2 + 2);
+    char name[128];
+    int ndim;
+    int64_t shape[2];
+    assert_int_equal(spk_model_parameter_info(m, 0, name, sizeof name, &ndim, shape), SPK_OK);
+    assert_string_equal(name, "input_projection.kernel");
+    assert_true(ndim == 2 && shape[0] == 24 && shape[1] == 32);
+    assert_int_equal(spk_model_parameter_info(m, 5, name, sizeof name, &ndim, shape), SPK_OK);
+    assert_string_equal(name, "softpick_block_1_attn_q_proj.bias");
+    assert_true(ndim == 1 && shape[0] == 32);
+    assert_int_equal(spk_model_parameter_info(m, n - 2, name, sizeof name, &ndim, shape), SPK_OK);
+    assert_string_equal(name, "output_head.kernel");
+    assert_true(ndim == 2 && shape[0] == 32 && shape[1] == 3);
+    for (int i = 0; i < n; i++) { /* each one readable under its name, at its size */
+        assert_int_equal(spk_model_parameter_info(m, i, name, sizeof name, &ndim, shape), SPK_OK);
+        int64_t count = ndim == 2 ? shape[0] * shape[1] : shape[0];
+        float *v = test_alloc_floats(count);
+        assert_int_equal(spk_model_get_parameter(m, name, v, count), SPK_OK);
+        free(v);
+    }
+    assert_int_equal(spk_model_parameter_info(m, n, name, sizeof name, &ndim, shape), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_parameter_info(m, -1, name, sizeof name, &ndim, shape), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_parameter_info(m, 0, NULL, 0, &ndim, shape), SPK_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(spk_model_parameter_count(NULL), 0);
+    spk_model_destroy(m);
+    test_assert_no_validation();
+}
+
 static void random_init(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -711,6 +748,7 @@ int main(void) {
         cmocka_unit_test(half_weights),
         cmocka_unit_test(shapes_and_modes),
         cmocka_unit_test(causality_and_batch_independence),
+        cmocka_unit_test(parameter_list),
         cmocka_unit_test(random_init),
         cmocka_unit_test(device_tensors_and_staging),
         cmocka_unit_test(config_errors),

@@ -22,6 +22,11 @@ static void test_every_status_has_a_distinct_string(void **state) {
     assert_string_equal(spk_status_string(SPK_OK), "success");
     assert_string_equal(spk_status_string((spk_status)12345), "unknown status");
     assert_string_equal(spk_status_string((spk_status)-999), "unknown status");
+    /* The enumerator names (what the Python package's Error.status holds). */
+    assert_string_equal(spk_status_name(SPK_OK), "SPK_OK");
+    assert_string_equal(spk_status_name(SPK_ERROR_SHAPE), "SPK_ERROR_SHAPE");
+    assert_string_equal(spk_status_name(SPK_ERROR_TOO_LARGE), "SPK_ERROR_TOO_LARGE");
+    assert_string_equal(spk_status_name((spk_status)-999), "SPK_UNKNOWN_STATUS");
 }
 
 static void test_device_type_strings(void **state) {

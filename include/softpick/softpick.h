@@ -104,6 +104,8 @@ typedef enum spk_status {
 
 /* A static, human-readable description of a status; "unknown status" for other values. */
 SPK_API const char *spk_status_string(spk_status status);
+/* The status's enumerator name ("SPK_ERROR_SHAPE"); "SPK_UNKNOWN_STATUS" for other values. */
+SPK_API const char *spk_status_name(spk_status status);
 
 /* ---------------------------------------------------------------------------------------------
  * Devices
@@ -607,6 +609,11 @@ SPK_API spk_status spk_model_set_dropout(spk_model *model, float rate, uint64_t 
 SPK_API spk_status spk_model_get_step(spk_model *model, int64_t *step);
 /* Copies the parameter `name` into out (`count` floats, its element count). */
 SPK_API spk_status spk_model_get_parameter(spk_model *model, const char *name, float *out, int64_t count);
+/* The model's parameters in the file format's order (SPEC.md section 3): the count, and the name
+ * (written into name_size bytes) and shape ([rows, cols] kernels, [cols] otherwise) of each. */
+SPK_API int spk_model_parameter_count(const spk_model *model);
+SPK_API spk_status spk_model_parameter_info(const spk_model *model, int index, char *name, size_t name_size, int *ndim,
+                                            int64_t shape[2]);
 
 /* ---------------------------------------------------------------------------------------------
  * Self-test: every kernel this device can run, in the variant the library chooses here and in

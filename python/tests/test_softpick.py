@@ -1,0 +1,309 @@
+"""The Python package against numpy float64 references, the golden model and training cases, every
+error path, lifetimes, threads and a leak check. Needs a Vulkan device (lavapipe will do); under
+CI a missing device fails the tests instead of skipping them."""
+import gc
+import json
+import os
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+import softpick
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "golden")
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    try:
+        c = softpick.Context()
+    except softpick.Error as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("no Vulkan device: %s" % e)
+    yield c
+    c.close()
+
+
+def rel_error(got, want):
+    want = np.asarray(want, dtype=np.float64)
+    return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
+
+
+def read_safetensors(path):
+    """A minimal F32 safetensors reader for the golden files (the library's own is tested in C)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = t["data_offsets"]
+        assert t["dtype"] == "F32"
+        out[name] = np.frombuffer(body[begin:end], dtype="<f4").reshape(t["shape"])
+    return out
+
+
+# ---- the ops ---------------------------------------------------------------------------------
+
+def ref_softpick(x, axis):
+    x = np.asarray(x, dtype=np.float64)
+    return x / (1 + np.abs(x).sum(axis=axis, keepdims=True))
+
+
+def ref_gelu(x):
+    from math import erf, sqrt
+    return 0.5 * x * (1 + np.vectorize(erf)(x / sqrt(2)))
+
+
+def test_softpick_every_axis(ctx):
+    rng = np.random.default_rng(1)
+    for shape in [(7,), (3, 33), (2, 5, 257), (4097, 2)]:
+        x = rng.standard_normal(shape) * 3
+        for axis in range(-len(shape), len(shape)):
+            y = ctx.softpick(x, axis=axis)
+            assert y.dtype == np.float32 and y.shape == x.shape
+            assert rel_error(y, ref_softpick(x, axis)) <= 1e-5
+
+
+def test_matmul_epilogues_and_batches(ctx):
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 7, 33)), rng.standard_normal((33, 65))
+    bias, res = rng.standard_normal(65), rng.standard_normal((2, 7, 65))
+    a32, b32 = a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
+    assert rel_error(ctx.matmul(a, b), a32 @ b32) <= 1e-5
+    want = ref_gelu(a32 @ b32 + bias.astype(np.float32)) + res.astype(np.float32)
+    assert rel_error(ctx.matmul(a, b, bias=bias, gelu=True, residual=res), want) <= 1e-5
+    bb = rng.standard_normal((2, 33, 5))  # batched B
+    assert rel_error(ctx.matmul(a, bb), a32 @ bb.astype(np.float32)) <= 1e-5
+
+
+def test_layer_norm(ctx):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 257)) + 1e4
+    g, b = 1 + 0.2 * rng.standard_normal(257), 0.1 * rng.standard_normal(257)
+    xs = x.astype(np.float32).astype(np.float64)
+    mean, var = xs.mean(-1, keepdims=True), xs.var(-1, keepdims=True)
+    want = (xs - mean) / np.sqrt(var + 1e-3) * g.astype(np.float32) + b.astype(np.float32)
+    assert rel_error(ctx.layer_norm(x, g, b, eps=1e-3), want) <= 1e-5
+
+
+def test_attention(ctx):
+    rng = np.random.default_rng(4)
+    batch, seq, heads, d = 2, 17, 3, 8
+    q, k, v = (rng.standard_normal((batch, seq, heads * d)).astype(np.float32) for _ in range(3))
+    for causal in (True, False):
+        want = np.zeros((batch, seq, heads * d))
+        for bi in range(batch):
+            for h in range(heads):
+                sl = slice(h * d, (h + 1) * d)
+                s = q[bi, :, sl].astype(np.float64) @ k[bi, :, sl].T / np.sqrt(d)
+                if causal:
+                    s = np.tril(s)
+                want[bi, :, sl] = ref_softpick(s, -1) @ v[bi, :, sl]
+        assert rel_error(ctx.attention(q, k, v, heads, causal=causal), want) <= 1e-5
+
+
+def test_device_tensors_chain(ctx):
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((4, 16)), rng.standard_normal((16, 8))
+    tx, tw = ctx.tensor(x), ctx.tensor(w)
+    ty = ctx.matmul(tx, tw)  # stays on the device
+    assert isinstance(ty, softpick.Tensor) and ty.shape == (4, 8)
+    tz = ctx.softpick(ty)
+    want = ref_softpick(x.astype(np.float32).astype(np.float64) @ w.astype(np.float32), -1)
+    assert rel_error(tz.numpy(), want) <= 1e-5
+    half = ctx.tensor(x, dtype="f16")
+    assert half.dtype == "f16" and np.allclose(half.numpy(), x.astype(np.float16), rtol=0, atol=0)
+    for t in (tx, tw, ty, tz, half):
+        t.close()
+
+
+def test_float64_and_strided_inputs(ctx):
+    x = np.arange(60, dtype=np.float64).reshape(6, 10)[:, ::2] - 20  # non-contiguous float64
+    assert rel_error(ctx.softpick(x), ref_softpick(x, -1)) <= 1e-5
+    ints = np.arange(12).reshape(3, 4)
+    assert rel_error(ctx.softpick(ints), ref_softpick(ints, -1)) <= 1e-5
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["model-e20-h32-n4-l2", "model-e48-h48-n3-l3"])
+def test_golden_model(ctx, case):
+    d = os.path.join(GOLDEN, case)
+    model = softpick.Model.from_safetensors(ctx, os.path.join(d, "weights.safetensors"))
+    x, want = np.load(os.path.join(d, "input.npy")), np.load(os.path.join(d, "expected.npy"))
+    assert rel_error(model(x), want) <= 1e-3
+    assert rel_error(model(x[0]), want[:1]) <= 1e-3  # one sequence, [seq_len, embed_dim]
+    model.output_mode = "all"
+    assert model(x).shape == x.shape[:2] + (want.shape[-1],)
+    half = softpick.Model.from_safetensors(ctx, os.path.join(d, "weights.safetensors"), weights_dtype="f16")
+    assert half.memory["weights"] < model.memory["weights"] * 0.6
+    assert rel_error(half(x), want) <= 1e-2
+    model.close(), half.close()
+
+
+def test_model_save_and_reload(ctx, tmp_path):
+    m = softpick.Model(ctx, 12, hidden_size=16, num_heads=2, num_layers=1, window_size=5, num_outputs=3, seed=7)
+    x = np.random.default_rng(6).standard_normal((2, 5, 12))
+    path = tmp_path / "w.safetensors"
+    m.save(path)
+    again = softpick.Model.from_safetensors(ctx, path)
+    assert again.config["num_outputs"] == 3
+    np.testing.assert_array_equal(m(x), again(x))
+    assert m.parameter("output_head.kernel").shape == (16, 3)
+    m.close(), again.close()
+
+
+@pytest.mark.parametrize("case,loss,mode", [("train-e12-h16-n2-l2-o3-xent-last", "cross-entropy", "last"),
+                                            ("train-e20-h20-n4-l1-mse-all", "mse", "all")])
+def test_golden_training(ctx, case, loss, mode):
+    d = os.path.join(GOLDEN, case)
+    x, target = np.load(os.path.join(d, "input.npy")), np.load(os.path.join(d, "target.npy"))
+    model = softpick.Model.from_safetensors(ctx, os.path.join(d, "weights.safetensors"), output_mode=mode)
+    value, grads = model.grad(x, target, loss=loss)
+    assert abs(value - float(np.load(os.path.join(d, "expected_loss.npy")))) <= 1e-4 * abs(value)
+    want = read_safetensors(os.path.join(d, "expected_gradients.safetensors"))
+    assert set(grads) == set(want)
+    for name, g in want.items():
+        assert rel_error(grads[name], g) <= 1e-4, name
+    # Three full-batch AdamW steps at lr 1e-2: the losses and the weights after them.
+    losses = model.fit(x, target, steps=3, lr=1e-2, loss=loss, progress=False)
+    np.testing.assert_allclose(losses, np.load(os.path.join(d, "expected_adamw_3_losses.npy")), rtol=1e-4)
+    for name, w in read_safetensors(os.path.join(d, "expected_adamw_3_steps.safetensors")).items():
+        assert rel_error(model.parameter(name), w) <= 1e-4, name
+    model.close()
+
+
+def test_fit_learns(ctx):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((64, 6, 8))
+    target = (x[:, -1, 0] > 0).astype(np.float32)  # class 1 where the last position's feature 0 is positive
+    m = softpick.Model(ctx, 8, hidden_size=16, num_heads=2, num_layers=1, window_size=6, num_outputs=2, seed=1)
+    losses = m.fit(x, target, steps=60, batch_size=16, lr=1e-2, loss="cross-entropy", dropout=0.0, shuffle=True,
+                   progress=False)
+    assert len(losses) == 60 and np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+    m.close()
+
+
+# ---- errors and lifetimes --------------------------------------------------------------------
+
+def test_errors(ctx):
+    with pytest.raises(softpick.Error) as e:
+        ctx.softpick(np.zeros((2, 3)), axis=5)
+    assert e.value.status == "SPK_ERROR_INVALID_ARGUMENT" and "axis 5" in str(e.value)
+    with pytest.raises(softpick.Error) as e:
+        ctx.matmul(np.zeros((2, 3)), np.zeros((4, 5)))
+    assert e.value.status == "SPK_ERROR_SHAPE"
+    with pytest.raises(softpick.Error) as e:
+        ctx.attention(np.zeros((1, 4, 6)), np.zeros((1, 4, 6)), np.zeros((1, 4, 6)), 4)
+    assert "not divisible" in str(e.value)
+    with pytest.raises(TypeError):
+        ctx.softpick(np.array(["a", "b"]))
+    with pytest.raises(TypeError):
+        ctx.softpick(np.zeros(3), axis=0.5)
+    with pytest.raises(ValueError):
+        ctx.layer_norm(np.zeros((2, 3)), np.ones(3), np.zeros(3), eps=-1)
+    with pytest.raises(softpick.Error) as e:
+        softpick.Model.from_safetensors(ctx, "/nonexistent.safetensors")
+    assert e.value.status == "SPK_ERROR_IO"
+    with pytest.raises(TypeError):
+        softpick.Model.from_safetensors(ctx, "x", heads=3)
+    with pytest.raises(softpick.Error) as e:
+        softpick.Model(ctx, 8, hidden_size=10, num_heads=3)
+    assert e.value.status == "SPK_ERROR_INVALID_ARGUMENT"
+    m = softpick.Model(ctx, 8, hidden_size=16, num_heads=2, num_layers=1, window_size=4)
+    with pytest.raises(ValueError):
+        m(np.zeros(8))
+    with pytest.raises(ValueError):
+        m(np.zeros((1, 4, 9)))  # embed_dim 8
+    with pytest.raises(ValueError):
+        m.output_mode = "first"
+    with pytest.raises(ValueError):
+        m.grad(np.zeros((2, 4, 8)), np.zeros((3, 16)))
+    with pytest.raises(softpick.Error) as e:
+        m.grad(np.zeros((2, 4, 8)), [0, 99], loss="cross-entropy")  # no head: 16 outputs, class 99
+    assert e.value.status == "SPK_ERROR_INVALID_ARGUMENT"
+    m.close()
+    with pytest.raises(softpick.Error):
+        softpick.Context(device="no such device")
+
+
+def test_lifetimes():
+    c = softpick.Context()
+    t = c.tensor(np.ones(4))
+    m = softpick.Model(c, 4, hidden_size=8, num_heads=2, num_layers=1, window_size=3)
+    c.close()
+    c.close()  # twice is fine
+    assert c.closed
+    with pytest.raises(ValueError):
+        t.numpy()
+    with pytest.raises(ValueError):
+        m(np.zeros((1, 3, 4)))
+    with pytest.raises(ValueError):
+        c.softpick(np.zeros(3))
+    t.close(), m.close()
+    # Garbage collection in any order: objects dropped before and after their context.
+    for order in range(2):
+        c = softpick.Context()
+        objs = [c.tensor(np.ones(3)), softpick.Model(c, 4, hidden_size=8, num_heads=2, num_layers=1, window_size=3)]
+        if order:
+            del c
+            gc.collect()
+            del objs
+        else:
+            del objs
+            gc.collect()
+            del c
+        gc.collect()
+
+
+def test_two_threads_two_contexts():
+    errors = []
+
+    def work(seed):
+        try:
+            with softpick.Context() as c:
+                x = np.random.default_rng(seed).standard_normal((16, 100))
+                for _ in range(20):
+                    assert rel_error(c.softpick(x), ref_softpick(x, -1)) <= 1e-5
+        except Exception as e:  # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_no_leak_over_many_cycles():
+    def cycle():
+        with softpick.Context() as c:
+            t = c.tensor(np.ones((64, 64)))
+            c.softpick(t).close()
+            softpick.Model(c, 8, hidden_size=16, num_heads=2, num_layers=1, window_size=4)(np.ones((1, 4, 8)))
+
+    for _ in range(5):
+        cycle()  # warm: the driver's one-time allocations
+    gc.collect()
+    before = rss_kib()
+    for _ in range(40):
+        cycle()
+    gc.collect()
+    grown = rss_kib() - before
+    assert grown < 20 * 1024, "resident memory grew by %d KiB over 40 context cycles" % grown

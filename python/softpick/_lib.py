@@ -129,6 +129,8 @@ _PROTOTYPES = {
     "spk_model_forward": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, _f32p]),
     "spk_model_memory": (c_status, [handle, ctypes.POINTER(ModelMemory)]),
     "spk_model_save_safetensors": (c_status, [handle, ctypes.c_char_p]),
+    "spk_model_save_state": (c_status, [handle, ctypes.c_char_p]),
+    "spk_model_load_state": (c_status, [handle, ctypes.c_char_p]),
     "spk_model_zero_grad": (c_status, [handle]),
     "spk_model_grad": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, _f32p, _f32p]),
     "spk_model_get_gradient": (c_status, [handle, ctypes.c_char_p, _f32p, ctypes.c_int64]),
@@ -138,6 +140,7 @@ _PROTOTYPES = {
                                             ctypes.POINTER(ctypes.c_int), _i64p]),
     "spk_optimizer_defaults": (OptimizerDesc, [ctypes.c_int]),
     "spk_model_set_dropout": (c_status, [handle, ctypes.c_float, ctypes.c_uint64]),
+    "spk_model_get_step": (c_status, [handle, ctypes.POINTER(ctypes.c_int64)]),
     "spk_model_train_step": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, _f32p,
                                         ctypes.POINTER(OptimizerDesc), _f32p]),
 }

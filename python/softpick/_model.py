@@ -157,6 +157,15 @@ class Model:
         """Writes the weights as safetensors (loadable by Model.from_safetensors and softpick run)."""
         self._ctx._check(lib.spk_model_save_safetensors(self._live(), str(path).encode()), str(path))
 
+    def save_state(self, path):
+        """Writes the optimizer state (moments and step count, SPEC.md section 6) as safetensors."""
+        self._ctx._check(lib.spk_model_save_state(self._live(), str(path).encode()), str(path))
+
+    def load_state(self, path):
+        """Loads an optimizer state written by save_state (or softpick train --state): with the
+        weights saved at the same step, training resumes exactly."""
+        self._ctx._check(lib.spk_model_load_state(self._live(), str(path).encode()), str(path))
+
     # ---- running ----------------------------------------------------------------------------
 
     def _input(self, x):
@@ -212,11 +221,14 @@ class Model:
         return float(value.value), grads
 
     def fit(self, x, target, steps=100, batch_size=None, lr=1e-3, loss="mse", optimizer="adamw", weight_decay=None,
-            beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=0.0, dropout=None, seed=0, shuffle=False, progress=None):
+            beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=0.0, dropout=None, seed=0, shuffle=False, resume=None,
+            state=None, progress=None):
         """Trains on the device as `softpick train` does (SPEC.md section 6): step i takes samples
         (i * B + j) mod n (with shuffle, each epoch's seeded permutation), one recorded command
-        buffer per step. Returns the list of per-step losses (before each update). progress: a bar
-        on stderr (default: when stderr is a terminal)."""
+        buffer per step. resume: an optimizer state file to start from (its step count continues
+        the batch order); state: where to write the optimizer state at the end. Returns the list of
+        per-step losses (before each update). progress: a bar on stderr (default: when stderr is a
+        terminal)."""
         a = self._input(x)
         n = a.shape[0]
         batch = n if batch_size is None else int(batch_size)
@@ -233,11 +245,15 @@ class Model:
         h = self._live()
         rate = self.config["dropout"] if dropout is None else float(dropout)
         self._ctx._check(lib.spk_model_set_dropout(h, rate, int(seed) & (2**64 - 1)), "dropout")
+        if resume is not None:
+            self.load_state(resume)
+        first = ctypes.c_int64(0)
+        self._ctx._check(lib.spk_model_get_step(h, ctypes.byref(first)), "the step count")
         show = sys.stderr.isatty() if progress is None else bool(progress)
         losses, order, start = [], _BatchOrder(n, shuffle, int(seed)), time.time()
         value = ctypes.c_float()
         for step in range(int(steps)):
-            idx = order.indices(step, batch)
+            idx = order.indices(first.value + step, batch)
             xb, tb = np.ascontiguousarray(a[idx]), np.ascontiguousarray(t[idx])
             self._ctx._check(lib.spk_model_train_step(h, _lib.floats(xb), batch, a.shape[1], _lib.LOSSES[loss],
                                                       _lib.floats(tb), ctypes.byref(opt), ctypes.byref(value)),
@@ -250,6 +266,8 @@ class Model:
                 sys.stderr.flush()
         if show and steps:
             sys.stderr.write("\n")
+        if state is not None:
+            self.save_state(state)
         return losses
 
 

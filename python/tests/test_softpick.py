@@ -180,6 +180,25 @@ def test_golden_training(ctx, case, loss, mode):
     model.close()
 
 
+def test_fit_resumes_exactly(ctx, tmp_path):
+    """Six steps in one run equal three, a save of weights and optimizer state, and three more
+    from a new model resumed from them (the batch order continues from the saved step count)."""
+    rng = np.random.default_rng(9)
+    x, target = rng.standard_normal((10, 4, 6)), rng.standard_normal((10, 8))
+    kw = dict(batch_size=4, lr=1e-2, loss="mse", dropout=0.0, shuffle=True, seed=3, progress=False)
+    a = softpick.Model(ctx, 6, hidden_size=8, num_heads=2, num_layers=1, window_size=4, seed=5)
+    whole = a.fit(x, target, steps=6, **kw)
+    b = softpick.Model(ctx, 6, hidden_size=8, num_heads=2, num_layers=1, window_size=4, seed=5)
+    first = b.fit(x, target, steps=3, state=tmp_path / "s.safetensors", **kw)
+    b.save(tmp_path / "w.safetensors")
+    c = softpick.Model.from_safetensors(ctx, tmp_path / "w.safetensors")
+    rest = c.fit(x, target, steps=3, resume=tmp_path / "s.safetensors", **kw)
+    np.testing.assert_array_equal(whole, first + rest)
+    for name in a.parameter_names:
+        np.testing.assert_array_equal(a.parameter(name), c.parameter(name))
+    a.close(), b.close(), c.close()
+
+
 def test_fit_learns(ctx):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((64, 6, 8))

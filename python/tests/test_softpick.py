@@ -253,6 +253,16 @@ def test_errors(ctx):
         softpick.Context(device="no such device")
 
 
+def test_missing_library_is_a_clear_import_error(tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, SOFTPICK_LIBRARY=str(tmp_path / "libsoftpick.so.0"),
+               PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
+    r = subprocess.run([sys.executable, "-c", "import softpick"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and str(tmp_path / "libsoftpick.so.0") in r.stderr
+
+
 def test_lifetimes():
     c = softpick.Context()
     t = c.tensor(np.ones(4))

@@ -346,8 +346,8 @@ spk_status spk__attention_backward_tuned(spk_context *ctx, bool texel, bool shar
     if (status != SPK_OK) return status;
     uint32_t h = fwd.q.stride;
     spk__attention_backward_run run = {
-        .args = {.q = fwd.q, .k = fwd.k, .v = fwd.v, .o = {out->ref, h, 0, NULL}, .dout = {dout->ref, h, 0, dout->views},
-                 .dq = {grads->dq->ref, h, 0, NULL}, .dk = {grads->dk->ref, h, 0, NULL}, .dv = {grads->dv->ref, h, 0, NULL},
+        .args = {.q = fwd.q, .k = fwd.k, .v = fwd.v, .o = {out->ref, h, 0, NULL, SPK_DTYPE_F32}, .dout = {dout->ref, h, 0, dout->views, SPK_DTYPE_F32},
+                 .dq = {grads->dq->ref, h, 0, NULL, SPK_DTYPE_F32}, .dk = {grads->dk->ref, h, 0, NULL, SPK_DTYPE_F32}, .dv = {grads->dv->ref, h, 0, NULL, SPK_DTYPE_F32},
                  .r = r->ref, .d = dt->ref, .batch = fwd.batch, .seq = fwd.seq, .heads = fwd.heads,
                  .head_dim = fwd.head_dim, .causal = causal},
         .texel = texel,

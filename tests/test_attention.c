@@ -229,8 +229,8 @@ static void unfused_reference_path(void **state) {
     assert_int_equal(spk_tensor_create(ctx, 4, s_shape, &scores), SPK_OK);
     uint32_t h = (uint32_t)hidden;
     spk__attention_args args = {
-        .q = {spk__tensor_ref(a.tq), h, 0, NULL}, .k = {spk__tensor_ref(a.tk), h, 0, NULL}, .v = {spk__tensor_ref(a.tv), h, 0, NULL},
-        .out = {spk__tensor_ref(a.tout), h, 0, NULL}, .batch = 2, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
+        .q = {spk__tensor_ref(a.tq), h, 0, NULL, SPK_DTYPE_F32}, .k = {spk__tensor_ref(a.tk), h, 0, NULL, SPK_DTYPE_F32}, .v = {spk__tensor_ref(a.tv), h, 0, NULL, SPK_DTYPE_F32},
+        .out = {spk__tensor_ref(a.tout), h, 0, NULL, SPK_DTYPE_F32}, .batch = 2, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
         .head_dim = (uint32_t)(hidden / heads), .causal = true,
     };
     spk__attention_tuning tunings[2];
@@ -264,8 +264,8 @@ static void tile_kernel(void **state) {
             data_upload(&a);
             uint32_t h = (uint32_t)(cases[i].heads * cases[i].dim);
             spk__attention_args args = {
-                .q = {spk__tensor_ref(a.tq), h, 0, NULL}, .k = {spk__tensor_ref(a.tk), h, 0, NULL},
-                .v = {spk__tensor_ref(a.tv), h, 0, NULL}, .out = {spk__tensor_ref(a.tout), h, 0, NULL}, .batch = 2,
+                .q = {spk__tensor_ref(a.tq), h, 0, NULL, SPK_DTYPE_F32}, .k = {spk__tensor_ref(a.tk), h, 0, NULL, SPK_DTYPE_F32},
+                .v = {spk__tensor_ref(a.tv), h, 0, NULL, SPK_DTYPE_F32}, .out = {spk__tensor_ref(a.tout), h, 0, NULL, SPK_DTYPE_F32}, .batch = 2,
                 .seq = (uint32_t)cases[i].seq, .heads = (uint32_t)cases[i].heads, .head_dim = (uint32_t)cases[i].dim,
                 .causal = causal,
             };

@@ -114,9 +114,9 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
         uint32_t h = (uint32_t)hidden;
         attention_backward_run r = {0};
         r.args = (spk__attention_backward_args){
-            .q = {t[0]->ref, h, 0, t[0]->views}, .k = {t[1]->ref, h, 0, t[1]->views}, .v = {t[2]->ref, h, 0, t[2]->views},
-            .o = {t[3]->ref, h, 0, NULL},        .dout = {t[4]->ref, h, 0, t[4]->views},
-            .dq = {t[5]->ref, h, 0, NULL},       .dk = {t[6]->ref, h, 0, NULL},          .dv = {t[7]->ref, h, 0, NULL},
+            .q = {t[0]->ref, h, 0, t[0]->views, SPK_DTYPE_F32}, .k = {t[1]->ref, h, 0, t[1]->views, SPK_DTYPE_F32}, .v = {t[2]->ref, h, 0, t[2]->views, SPK_DTYPE_F32},
+            .o = {t[3]->ref, h, 0, NULL, SPK_DTYPE_F32},        .dout = {t[4]->ref, h, 0, t[4]->views, SPK_DTYPE_F32},
+            .dq = {t[5]->ref, h, 0, NULL, SPK_DTYPE_F32},       .dk = {t[6]->ref, h, 0, NULL, SPK_DTYPE_F32},          .dv = {t[7]->ref, h, 0, NULL, SPK_DTYPE_F32},
             .r = t[8]->ref, .d = d->ref, .batch = (uint32_t)batch, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
             .head_dim = (uint32_t)hd, .causal = true};
         r.forward = (spk__attention_args){r.args.q, r.args.k, r.args.v, r.args.o, (uint32_t)batch, (uint32_t)seq,

@@ -20,7 +20,7 @@
 /* ---- lines ------------------------------------------------------------------------------- */
 
 bool spk__st_wanted(const spk__selftest *st, const char *op) {
-    return st->fatal == SPK_OK && (!st->desc->only || strstr(op, st->desc->only));
+    return st->fatal == SPK_OK && !atomic_load(st->stop) && (!st->desc->only || strstr(op, st->desc->only));
 }
 
 void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *fmt, ...) {
@@ -34,16 +34,28 @@ void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *
                                   .reason = st->reason};
 }
 
-/* Ends the line as skipped (when `why` is set and nothing failed) and reports it. */
+/* Ends the line as skipped (when `why` is set and nothing failed) and keeps it for the report. */
 void spk__st_end(spk__selftest *st, const char *why) {
     if (why && st->r.outcome == SPK_SELFTEST_PASS) {
         st->r.outcome = SPK_SELFTEST_SKIPPED;
         snprintf(st->reason, sizeof st->reason, "%s", why);
     }
-    if (st->r.outcome == SPK_SELFTEST_PASS) st->report->passed++;
-    else if (st->r.outcome == SPK_SELFTEST_FAIL) st->report->failed++;
-    else st->report->skipped++;
-    if (st->desc->on_result) st->desc->on_result(&st->r, st->desc->user_data);
+    if (st->line_count == st->line_capacity) {
+        uint32_t capacity = st->line_capacity ? 2 * st->line_capacity : 8;
+        spk__st_line *lines = spk__realloc(st->lines, capacity * sizeof *lines);
+        if (!lines) {
+            st->fatal = SPK_ERROR_OUT_OF_HOST_MEMORY;
+            return;
+        }
+        st->lines = lines;
+        st->line_capacity = capacity;
+    }
+    spk__st_line *l = &st->lines[st->line_count++];
+    l->r = st->r;
+    memcpy(l->op, st->op, sizeof l->op);
+    memcpy(l->variant, st->variant, sizeof l->variant);
+    memcpy(l->shapes, st->shapes, sizeof l->shapes);
+    memcpy(l->reason, st->reason, sizeof l->reason);
 }
 
 void spk__st_fail(spk__selftest *st, const char *fmt, ...) {
@@ -209,7 +221,7 @@ static void spk__st_softpick_variant(spk__selftest *st, const spk__softpick_tuni
     }
 }
 
-static void spk__st_softpick(spk__selftest *st) {
+void spk__st_softpick(spk__selftest *st) {
     if (!spk__st_wanted(st, "softpick")) return;
     spk_context *ctx = st->ctx;
     const spk__device_caps *caps = &ctx->caps;
@@ -310,7 +322,7 @@ void spk__st_matmul_kernels(const spk_context *ctx, spk__matmul_tuning kernels[4
     spk__matmul_tuning_shuffle(ctx, true, &kernels[3]);
 }
 
-static void spk__st_matmul(spk__selftest *st) {
+void spk__st_matmul(spk__selftest *st) {
     if (!spk__st_wanted(st, "matmul")) return;
     spk_context *ctx = st->ctx;
     const spk__device_caps *caps = &ctx->caps;
@@ -367,7 +379,7 @@ void spk__st_layer_norm_case(spk__selftest *st, const spk__layer_norm_tuning *t,
     spk__st_free(&b);
 }
 
-static void spk__st_layer_norm(spk__selftest *st) {
+void spk__st_layer_norm(spk__selftest *st) {
     if (!spk__st_wanted(st, "layer norm")) return;
     spk_context *ctx = st->ctx;
     const spk__device_caps *caps = &ctx->caps;
@@ -409,7 +421,7 @@ static void spk__st_layer_norm(spk__selftest *st) {
             }
 }
 
-static void spk__st_unary(spk__selftest *st) {
+void spk__st_unary(spk__selftest *st) {
     for (uint32_t op = SPK__UNARY_ERF; op <= SPK__UNARY_GELU; op++) {
         const char *name = op == SPK__UNARY_ERF ? "erf" : "gelu";
         if (!spk__st_wanted(st, name)) continue;
@@ -499,7 +511,7 @@ void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t
     spk__st_free(&b);
 }
 
-static void spk__st_attention(spk__selftest *st) {
+void spk__st_attention(spk__selftest *st) {
     if (!spk__st_wanted(st, "attention")) return;
     spk_context *ctx = st->ctx;
     static const int64_t cases[][3] = {{1, 1, 1}, {7, 3, 33}, {33, 4, 16}, {257, 2, 64}, {9, 1, 128}};
@@ -614,28 +626,4 @@ void spk__st_model(spk__selftest *st, spk_dtype wd, spk_dtype ad) {
     for (int i = 0; i < 8; i++) spk__st_free(&keep[i]);
 }
 
-/* ---- the whole test ------------------------------------------------------------------------ */
-
-spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_selftest_report *report) {
-    if (!report) return ctx ? spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "spk_selftest needs a report") : SPK_ERROR_INVALID_ARGUMENT;
-    *report = (spk_selftest_report){0};
-    if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_status status = spk__check_alive(ctx);
-    if (status != SPK_OK) return status;
-    spk_selftest_desc none = {0};
-    spk__selftest *st = spk__calloc(1, sizeof *st);
-    if (!st) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    *st = (spk__selftest){.ctx = ctx, .desc = desc ? desc : &none, .report = report, .seed = 0x5E1F7E57ull};
-    spk__st_softpick(st);
-    spk__st_matmul(st);
-    spk__st_layer_norm(st);
-    spk__st_unary(st);
-    spk__st_attention(st);
-    spk__st_model(st, SPK_DTYPE_F32, SPK_DTYPE_F32);
-    spk__st_half(st);
-    spk__st_backward(st);
-    status = st->fatal;
-    free(st);
-    if (status != SPK_OK) return spk__fail(ctx, status, "the self-test stopped: %s", spk_status_string(status));
-    return SPK_OK;
-}
+void spk__st_model_f32(spk__selftest *st) { spk__st_model(st, SPK_DTYPE_F32, SPK_DTYPE_F32); }

@@ -1,19 +1,30 @@
-/* The self-test's lines and helpers (internal), shared by selftest.c (the forward kernels and the
- * model) and selftest_backward.c (the backward kernels, the losses and the optimizer). */
+/* The self-test's lines and helpers (internal), shared by its parts (selftest.c, selftest_half.c,
+ * selftest_backward.c) and the runner that reports them (selftest_run.c). */
 #ifndef SOFTPICK_SELFTEST_H
 #define SOFTPICK_SELFTEST_H
+
+#include <stdatomic.h>
 
 #include "internal.h"
 #include "matmul_plan.h"
 
+/* A finished line, kept until it is reported in order (selftest_run.c). */
+typedef struct spk__st_line {
+    spk_selftest_result r;
+    char op[32], variant[128], shapes[256], reason[SPK__ERROR_LEN];
+} spk__st_line;
+
+/* One part of the self-test (a few lines of one op family) as it runs on one context. */
 typedef struct spk__selftest {
     spk_context *ctx;
     const spk_selftest_desc *desc;
-    spk_selftest_report *report;
-    spk_status fatal; /* out of memory or a lost device: stop */
+    spk_status fatal;        /* out of memory or a lost device: stop */
+    const atomic_bool *stop; /* another part stopped */
     uint64_t seed;
     spk_selftest_result r; /* the line being run */
     char op[32], variant[128], shapes[256], reason[SPK__ERROR_LEN];
+    spk__st_line *lines; /* the part's finished lines */
+    uint32_t line_count, line_capacity;
 } spk__selftest;
 
 /* Host buffers of one case, freed together. */
@@ -26,7 +37,7 @@ bool spk__st_wanted(const spk__selftest *st, const char *op);
 /* Starts a line: its op, the accuracy bound, the variant's description. */
 void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Ends the line as skipped (when `why` is set and nothing failed) and reports it. */
+/* Ends the line as skipped (when `why` is set and nothing failed) and keeps it for the report. */
 void spk__st_end(spk__selftest *st, const char *why);
 void spk__st_fail(spk__selftest *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An op's status: false unless SPK_OK (unsupported variants are skipped; out of memory stops). */
@@ -64,10 +75,28 @@ void spk__st_layer_norm_case(spk__selftest *st, const struct spk__layer_norm_tun
 void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t seq, int64_t heads, int64_t dim,
                             bool causal);
 extern const char *const spk__st_attention_kernel_names[3];
+/* The parts, in the order of their lines: each makes whole lines and may run on a context of its
+ * own, beside the others (selftest_run.c). selftest.c: the forward kernels and the model; */
+void spk__st_softpick(spk__selftest *st);
+void spk__st_matmul(spk__selftest *st);
+void spk__st_layer_norm(spk__selftest *st);
+void spk__st_unary(spk__selftest *st);
+void spk__st_attention(spk__selftest *st);
+void spk__st_model_f32(spk__selftest *st);
 /* The model's forward lines with these storage types (every output mode in float32). */
 void spk__st_model(spk__selftest *st, spk_dtype wd, spk_dtype ad);
-/* The 16-bit lines (selftest_half.c) and the backward kernels' (selftest_backward.c). */
-void spk__st_half(spk__selftest *st);
-void spk__st_backward(spk__selftest *st);
+/* selftest_half.c: 16-bit storage; */
+void spk__st_softpick_half(spk__selftest *st);
+void spk__st_matmul_half(spk__selftest *st);
+void spk__st_layer_norm_half(spk__selftest *st);
+void spk__st_attention_half(spk__selftest *st);
+void spk__st_model_half(spk__selftest *st);
+/* selftest_backward.c: the backward kernels, the losses. */
+void spk__st_softpick_backward(spk__selftest *st);
+void spk__st_matmul_backward(spk__selftest *st);
+void spk__st_gelu_backward(spk__selftest *st);
+void spk__st_layer_norm_backward(spk__selftest *st);
+void spk__st_attention_backward(spk__selftest *st);
+void spk__st_losses(spk__selftest *st);
 
 #endif

@@ -21,7 +21,8 @@ static bool spk__st_get(spk__selftest *st, spk_tensor *t, float *out, const char
     return t && spk__st_ran(st, spk_tensor_download(t, out, t->count), shape);
 }
 
-static void spk__st_softpick_backward(spk__selftest *st) {
+void spk__st_softpick_backward(spk__selftest *st) {
+    if (!spk__st_wanted(st, "softpick")) return;
     static const int64_t shapes[][3] = {{5, 1, 1}, {3, 7, 1}, {2, 4097, 1}, {1, 33, 5}, {2, 257, 8}, {3, 6, 2}};
     spk__st_begin(st, "softpick", 1e-5, "backward, rows and columns as this device reduces them");
     st->r.used = true;
@@ -86,7 +87,8 @@ static void spk__st_matmul_grads_case(spk__selftest *st, const spk__matmul_tunin
     spk__st_free(&b);
 }
 
-static void spk__st_matmul_backward(spk__selftest *st) {
+void spk__st_matmul_backward(spk__selftest *st) {
+    if (!spk__st_wanted(st, "matmul")) return;
     spk_context *ctx = st->ctx;
     const spk__device_caps *caps = &ctx->caps;
     spk__matmul_tuning defaults, kernels[4];
@@ -111,7 +113,8 @@ static void spk__st_matmul_backward(spk__selftest *st) {
     }
 }
 
-static void spk__st_gelu_backward(spk__selftest *st) {
+void spk__st_gelu_backward(spk__selftest *st) {
+    if (!spk__st_wanted(st, "gelu")) return;
     spk__st_begin(st, "gelu", 1e-6, "backward, elementwise");
     st->r.used = true;
     const int64_t n = 20001;
@@ -139,7 +142,8 @@ static void spk__st_gelu_backward(spk__selftest *st) {
     spk__st_end(st, NULL);
 }
 
-static void spk__st_layer_norm_backward(spk__selftest *st) {
+void spk__st_layer_norm_backward(spk__selftest *st) {
+    if (!spk__st_wanted(st, "layer norm")) return;
     spk_context *ctx = st->ctx;
     spk__layer_norm_tuning tunings[2];
     spk__layer_norm_tuning_defaults(ctx, &tunings[0]);
@@ -191,7 +195,8 @@ static void spk__st_layer_norm_backward(spk__selftest *st) {
     }
 }
 
-static void spk__st_attention_backward(spk__selftest *st) {
+void spk__st_attention_backward(spk__selftest *st) {
+    if (!spk__st_wanted(st, "attention")) return;
     spk_context *ctx = st->ctx;
     /* Each head size is a pipeline of each pass (on CPU drivers an LLVM compile each): the kernel
      * this device uses runs four, the alternatives the awkward one. */
@@ -251,7 +256,8 @@ static void spk__st_attention_backward(spk__selftest *st) {
     }
 }
 
-static void spk__st_losses(spk__selftest *st) {
+void spk__st_losses(spk__selftest *st) {
+    if (!spk__st_wanted(st, "loss")) return;
     static const char *names[] = {"mse", "cross-entropy (log-softmax shifted by each row's maximum)"};
     static const int64_t shapes[][2] = {{1, 1}, {7, 4}, {60, 33}, {3, 1000}};
     for (int kind = 0; kind < 2 && st->fatal == SPK_OK; kind++) {
@@ -301,13 +307,4 @@ static void spk__st_losses(spk__selftest *st) {
         }
         spk__st_end(st, NULL);
     }
-}
-
-void spk__st_backward(spk__selftest *st) {
-    if (spk__st_wanted(st, "softpick")) spk__st_softpick_backward(st);
-    if (spk__st_wanted(st, "matmul")) spk__st_matmul_backward(st);
-    if (spk__st_wanted(st, "gelu")) spk__st_gelu_backward(st);
-    if (spk__st_wanted(st, "layer norm")) spk__st_layer_norm_backward(st);
-    if (spk__st_wanted(st, "attention")) spk__st_attention_backward(st);
-    if (spk__st_wanted(st, "loss")) spk__st_losses(st);
 }

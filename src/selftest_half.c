@@ -24,7 +24,7 @@ static const char *spk__st_f16_why(const spk_context *ctx, bool texel) {
     return NULL;
 }
 
-static void spk__st_matmul_half(spk__selftest *st) {
+void spk__st_matmul_half(spk__selftest *st) {
     if (!spk__st_wanted(st, "matmul")) return;
     spk_context *ctx = st->ctx;
     const spk__device_caps *caps = &ctx->caps;
@@ -69,7 +69,7 @@ static void spk__st_matmul_half(spk__selftest *st) {
     }
 }
 
-static void spk__st_softpick_half(spk__selftest *st) {
+void spk__st_softpick_half(spk__selftest *st) {
     if (!spk__st_wanted(st, "softpick")) return;
     spk_context *ctx = st->ctx;
     spk__softpick_tuning defaults;
@@ -92,7 +92,7 @@ static void spk__st_softpick_half(spk__selftest *st) {
         }
 }
 
-static void spk__st_layer_norm_half(spk__selftest *st) {
+void spk__st_layer_norm_half(spk__selftest *st) {
     if (!spk__st_wanted(st, "layer norm")) return;
     spk_context *ctx = st->ctx;
     spk__layer_norm_tuning defaults;
@@ -111,7 +111,7 @@ static void spk__st_layer_norm_half(spk__selftest *st) {
     }
 }
 
-static void spk__st_attention_half(spk__selftest *st) {
+void spk__st_attention_half(spk__selftest *st) {
     if (!spk__st_wanted(st, "attention")) return;
     spk_context *ctx = st->ctx;
     static const int64_t cases[][3] = {{7, 3, 33}, {33, 4, 16}, {65, 2, 64}};
@@ -127,12 +127,8 @@ static void spk__st_attention_half(spk__selftest *st) {
     }
 }
 
-void spk__st_half(spk__selftest *st) {
-    spk__st_softpick_half(st);
-    spk__st_matmul_half(st);
-    spk__st_layer_norm_half(st);
-    spk__st_attention_half(st);
-    /* The model with 16-bit weights, and with F16 activations too where the device stores them. */
+/* The model with 16-bit weights, and with F16 activations too where the device stores them. */
+void spk__st_model_half(spk__selftest *st) {
     spk__st_model(st, SPK_DTYPE_BF16, SPK_DTYPE_F32);
     if (st->ctx->caps.storage16) {
         spk__st_model(st, SPK_DTYPE_F16, SPK_DTYPE_F16);

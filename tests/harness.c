@@ -1,15 +1,19 @@
 #include "harness.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 test_log g_log;
 
+/* Messages may come from several threads at once (the self-test's contexts). */
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void test_log_callback(spk_log_level level, const char *message, void *user) {
     (void)user;
+    pthread_mutex_lock(&g_log_lock);
     if (strstr(message, "Vulkan validation")) {
         g_log.validation++;
         fprintf(stderr, "VALIDATION: %s\n", message);
@@ -19,6 +23,7 @@ void test_log_callback(spk_log_level level, const char *message, void *user) {
         fprintf(stderr, "info: %s\n", message);
     }
     snprintf(g_log.last, sizeof g_log.last, "%s", message);
+    pthread_mutex_unlock(&g_log_lock);
 }
 
 spk_context *test_context(const spk_context_desc *extra) {

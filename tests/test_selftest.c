@@ -74,6 +74,40 @@ static void only_filters(void **state) {
     test_assert_no_validation();
 }
 
+/* Every line a part makes, in order, with its outcome and error bit for bit. */
+typedef struct line_log {
+    int count;
+    char text[64][200];
+} line_log;
+
+static void record(const spk_selftest_result *r, void *user) {
+    line_log *l = user;
+    if (l->count < 64)
+        snprintf(l->text[l->count++], sizeof l->text[0], "%s|%s|%d|%d|%a|%s", r->op, r->variant, r->used,
+                 (int)r->outcome, r->max_error, r->shapes);
+}
+
+/* On more contexts at once the parts make the same lines, reported in the same order: the
+ * softpick lines come from three parts (forward, 16-bit, backward). */
+static void threads_report_the_same_lines(void **state) {
+    (void)state;
+    spk_context *ctx = test_shared_context();
+    static line_log one, three;
+    spk_selftest_report report_one, report_three;
+    spk_selftest_desc desc = {.on_result = record, .user_data = &one, .only = "softpick", .threads = 1};
+    assert_int_equal(spk_selftest(ctx, &desc, &report_one), SPK_OK);
+    desc.user_data = &three;
+    desc.threads = 3;
+    assert_int_equal(spk_selftest(ctx, &desc, &report_three), SPK_OK);
+    assert_true(one.count > 3 && one.count < 64);
+    assert_int_equal(one.count, three.count);
+    for (int i = 0; i < one.count; i++) assert_string_equal(one.text[i], three.text[i]);
+    assert_non_null(strstr(one.text[one.count - 1], "backward")); /* the backward part's line is last */
+    assert_int_equal(report_one.passed, report_three.passed);
+    assert_int_equal(report_one.passed + report_one.skipped, (uint32_t)one.count);
+    test_assert_no_validation();
+}
+
 static void bad_arguments(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -127,6 +161,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(references),
         cmocka_unit_test(unwritten_output_fails),
+        cmocka_unit_test(threads_report_the_same_lines),
         cmocka_unit_test(bad_arguments),
         cmocka_unit_test(only_filters),
         cmocka_unit_test(everything_passes),

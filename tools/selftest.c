@@ -15,11 +15,13 @@ static void print_line(const spk_selftest_result *r, void *user) {
 }
 
 int cli_selftest(int argc, char **argv) {
-    const char *only = NULL;
-    cli_option options[] = {{"only", &only}};
+    const char *only = NULL, *threads_text = NULL;
+    cli_option options[] = {{"only", &only}, {"threads", &threads_text}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 1, &args)) return 1;
-    if (args.positional_count) return cli_fail("usage: softpick selftest [--only OP] [--device D]");
+    if (!cli_parse(argc, argv, options, 2, &args)) return 1;
+    if (args.positional_count) return cli_fail("usage: softpick selftest [--only OP] [--threads N] [--device D]");
+    long threads = 0;
+    if (threads_text && !cli_int(threads_text, 1, 4, "--threads", &threads)) return 1;
     double start = cli_now_ms();
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
@@ -29,7 +31,7 @@ int cli_selftest(int argc, char **argv) {
            info.subgroup_size, info.subgroup_arithmetic ? "" : ", no subgroup arithmetic");
     printf("%-10s %-66s %-4s %10s %7s  %-7s  %s\n", "op", "variant", "used", "max error", "bound", "result",
            "shapes covered");
-    spk_selftest_desc desc = {.on_result = print_line, .only = only};
+    spk_selftest_desc desc = {.on_result = print_line, .only = only, .threads = (uint32_t)threads};
     spk_selftest_report report;
     spk_status status = spk_selftest(ctx, &desc, &report);
     int rc = 0;

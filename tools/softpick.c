@@ -26,7 +26,7 @@ static const char usage[] =
     "      [--eps F] [--clip-norm F] [--dropout F] [--seed S] [--shuffle] [--output-mode M]\n"
     "      [--state S.safetensors] [--resume S.safetensors] [--log-every K]\n"
     "                                       trains on the device (SPEC.md section 6)\n"
-    "  selftest [--only OP]                 every kernel this device can run, against float64 references\n"
+    "  selftest [--only OP] [--threads N]   every kernel this device can run, against float64 references\n"
     "  bench [softpick|matmul|layernorm|attention|model|train|soak] [--repeats N] [--variants 1] [--forwards N]\n"
     "      [--weights-dtype f32|f16|bf16] (model, matmul) [--activation-dtype f32|f16] (model, softpick,\n"
     "      layernorm: beside float32 in the same run)\n"

@@ -648,6 +648,11 @@ typedef struct spk_selftest_desc {
     spk_selftest_fn on_result; /* called once per line as it completes */
     void *user_data;
     const char *only;          /* run only the ops whose name contains this; NULL: all */
+    /* Contexts on the device that run the lines at once, each on a thread: the caller's and more
+     * made like it (a first run is mostly the driver compiling pipelines, which runs in parallel
+     * across devices). 0 (default): one per CPU core; at most 4; always 1 on an
+     * application's device (spk_context_create_external). The lines and their order are the same. */
+    uint32_t threads;
 } spk_selftest_desc;
 
 typedef struct spk_selftest_report {
@@ -657,7 +662,8 @@ typedef struct spk_selftest_report {
 /* Runs the self-test on the context's device. Returns SPK_OK when it ran to the end, whatever the
  * outcomes (report->failed counts the failures); an error status when it could not (out of memory,
  * a lost device), with report holding the lines done so far. It switches the context's kernel
- * choices as it goes: run no other work on the context meanwhile. `desc` may be NULL. */
+ * choices as it goes: run no other work on the context meanwhile. `desc` may be NULL. on_result
+ * is called on the calling thread, once per line, in the order of the lines. */
 SPK_API spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_selftest_report *report);
 
 /* ---------------------------------------------------------------------------------------------

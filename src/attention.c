@@ -224,13 +224,10 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
                                        int num_heads, bool causal, spk_tensor *out, spk__attention_args *args) {
     *args = (spk__attention_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
-    spk_status status = spk__check_tensor_dtypes(ctx, q, "attention q", f32_f16);
+    spk_status status = spk__check_activation(ctx, q, "attention", "attention q");
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, k, "attention k (q's dtype)", SPK__DTYPE_BIT(q->dtype));
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, v, "attention v (q's dtype)", SPK__DTYPE_BIT(q->dtype));
-    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, out, "attention output", f32_f16);
-    if (status == SPK_OK && (q->dtype != SPK_DTYPE_F32 || out->dtype != SPK_DTYPE_F32))
-        status = spk__check_storage16(ctx, "attention");
+    if (status == SPK_OK) status = spk__check_activation(ctx, out, "attention", "attention output");
     if (status != SPK_OK) return status;
     if (q->ndim != 3) return spk__fail(ctx, SPK_ERROR_SHAPE, "attention q must be [batch, seq, hidden]");
     status = spk__check_shape(ctx, k, 3, q->shape, "attention k");

@@ -378,6 +378,9 @@ spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *
 spk_status spk__check_storage16(spk_context *ctx, const char *op);
 /* As spk__check_tensor, for a tensor that may be any dtype in `dtypes` (SPK__DTYPE_BIT's). */
 spk_status spk__check_tensor_dtypes(spk_context *ctx, const spk_tensor *t, const char *what, uint32_t dtypes);
+/* An op's activation (an input or output it may keep in F16): float32, or F16 where the device
+ * stores 16-bit values (spk__check_storage16 for `op`). */
+spk_status spk__check_activation(spk_context *ctx, const spk_tensor *t, const char *op, const char *what);
 /* Checks that t has exactly this shape; records an error naming `what` otherwise. */
 spk_status spk__check_shape(spk_context *ctx, const spk_tensor *t, int ndim, const int64_t *shape, const char *what);
 /* The tensor's bytes (tests and tools reach them through this). */

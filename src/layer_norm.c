@@ -111,13 +111,10 @@ static spk_status spk__layer_norm_check(spk_context *ctx, const spk__layer_norm_
                                         spk__layer_norm_tuning *defaults, spk__layer_norm_args *args) {
     *args = (spk__layer_norm_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
-    spk_status status = spk__check_tensor_dtypes(ctx, x, "layer norm input", f32_f16);
+    spk_status status = spk__check_activation(ctx, x, "layer norm", "layer norm input");
     if (status == SPK_OK) status = spk__check_tensor(ctx, gamma, "layer norm gamma");
     if (status == SPK_OK) status = spk__check_tensor(ctx, beta, "layer norm beta");
-    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, y, "layer norm output", f32_f16);
-    if (status == SPK_OK && (x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32))
-        status = spk__check_storage16(ctx, "layer norm");
+    if (status == SPK_OK) status = spk__check_activation(ctx, y, "layer norm", "layer norm output");
     if (status != SPK_OK) return status;
     float epsilon = desc && desc->epsilon != 0.0f ? desc->epsilon : 1e-5f;
     if (!(epsilon >= 0.0f) || isinf(epsilon))

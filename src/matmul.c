@@ -139,15 +139,11 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_matmul_desc opts = {0};
     if (desc) opts = *desc;
-    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
-    spk_status status = spk__check_tensor_dtypes(ctx, a, "matmul A", f32_f16);
+    spk_status status = spk__check_activation(ctx, a, "matmul", "matmul A");
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, b, "matmul B", SPK__ANY_DTYPE);
-    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, c, "matmul C", f32_f16);
+    if (status == SPK_OK) status = spk__check_activation(ctx, c, "matmul", "matmul C");
     if (status == SPK_OK && opts.bias) status = spk__check_tensor_dtypes(ctx, opts.bias, "matmul bias", SPK__ANY_DTYPE);
-    if (status == SPK_OK && opts.residual) status = spk__check_tensor_dtypes(ctx, opts.residual, "matmul residual", f32_f16);
-    if (status == SPK_OK && (a->dtype != SPK_DTYPE_F32 || c->dtype != SPK_DTYPE_F32 ||
-                             (opts.residual && opts.residual->dtype != SPK_DTYPE_F32)))
-        status = spk__check_storage16(ctx, "matmul");
+    if (status == SPK_OK && opts.residual) status = spk__check_activation(ctx, opts.residual, "matmul", "matmul residual");
     if (status == SPK_OK && opts.pre_activation)
         status = spk__check_tensor(ctx, opts.pre_activation, "matmul pre-activation");
     if (status != SPK_OK) return status;

@@ -240,11 +240,8 @@ spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_ten
 static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int axis, const spk_tensor *y, bool *empty) {
     *empty = true;
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    const uint32_t f32_f16 = SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16);
-    spk_status status = spk__check_tensor_dtypes(ctx, x, "softpick input", f32_f16);
-    if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, y, "softpick output", f32_f16);
-    if (status == SPK_OK && (x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32))
-        status = spk__check_storage16(ctx, "softpick");
+    spk_status status = spk__check_activation(ctx, x, "softpick", "softpick input");
+    if (status == SPK_OK) status = spk__check_activation(ctx, y, "softpick", "softpick output");
     if (status != SPK_OK) return status;
     if (axis < -x->ndim || axis >= x->ndim)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "axis %d is out of range for a rank-%d tensor", axis,

@@ -23,6 +23,12 @@ spk_status spk__check_storage16(spk_context *ctx, const char *op) {
                      op, ctx->caps.props.deviceName);
 }
 
+spk_status spk__check_activation(spk_context *ctx, const spk_tensor *t, const char *op, const char *what) {
+    spk_status status = spk__check_tensor_dtypes(ctx, t, what, SPK__DTYPE_BIT(SPK_DTYPE_F32) | SPK__DTYPE_BIT(SPK_DTYPE_F16));
+    if (status == SPK_OK && t->dtype == SPK_DTYPE_F16) status = spk__check_storage16(ctx, op);
+    return status;
+}
+
 spk_status spk__check_tensor(spk_context *ctx, const spk_tensor *t, const char *what) {
     return spk__check_tensor_dtypes(ctx, t, what, SPK__DTYPE_BIT(SPK_DTYPE_F32));
 }

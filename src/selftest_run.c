@@ -5,7 +5,9 @@
  * library made the context, the parts run on `threads` contexts of the same device at once (the
  * caller's, on the calling thread, and more made like it on threads of their own), each taking the
  * next part as it finishes one. The calling thread reports the lines of finished parts in part
- * order between its own parts, and the rest at the end. */
+ * order between its own parts, and the rest at the end. A part that runs out of memory or loses
+ * the device on a further context runs again on the caller's, so that an error status always
+ * describes the caller's context. */
 #include "internal.h"
 
 #include <pthread.h>
@@ -32,8 +34,10 @@ typedef struct spk__st_run {
     size_t next;    /* the next part to start */
     size_t emitted; /* parts reported so far */
     bool done[SPK__ST_PARTS];
+    bool again[SPK__ST_PARTS]; /* failed on a further context: to be run on the caller's */
     spk__selftest parts[SPK__ST_PARTS];
-    atomic_bool stop; /* a part ran out of memory or lost its device */
+    atomic_bool stop; /* a part ran out of memory or lost its device on the caller's context */
+    spk_context *ctx; /* the caller's */
     const spk_selftest_desc *desc;
     spk_selftest_report *report;
 } spk__st_run;
@@ -60,20 +64,38 @@ static void spk__st_emit_ready(spk__st_run *run) {
     }
 }
 
+/* Part i, not yet run (its random data depends on i alone: the same lines on any context). */
+static void spk__st_part_init(spk__st_run *run, size_t i) {
+    run->parts[i] = (spk__selftest){.desc = run->desc, .stop = &run->stop, .seed = 0x5E1F7E57ull + i * 0x9E3779B97F4A7C15ull};
+}
+
+/* Runs part i on ctx. A part that runs out of memory or loses the device on a further context is
+ * left to the caller's (false: stop using this context); on the caller's, it stops the test. */
+static bool spk__st_run_part(spk__st_run *run, size_t i, spk_context *ctx) {
+    spk__selftest *st = &run->parts[i];
+    st->ctx = ctx;
+    spk__st_parts[i](st);
+    bool again = st->fatal != SPK_OK && ctx != run->ctx;
+    if (again) {
+        free(st->lines);
+        spk__st_part_init(run, i);
+    } else if (st->fatal != SPK_OK) {
+        atomic_store(&run->stop, true);
+    }
+    pthread_mutex_lock(&run->lock);
+    run->again[i] = again;
+    run->done[i] = !again;
+    pthread_mutex_unlock(&run->lock);
+    return !again;
+}
+
 /* Runs parts on `ctx` until none is left to start; with `emit`, reports what is ready after each. */
 static void spk__st_work(spk__st_run *run, spk_context *ctx, bool emit) {
     for (;;) {
         pthread_mutex_lock(&run->lock);
         size_t i = run->next++;
         pthread_mutex_unlock(&run->lock);
-        if (i >= SPK__ST_PARTS) return;
-        spk__selftest *st = &run->parts[i];
-        st->ctx = ctx;
-        spk__st_parts[i](st);
-        if (st->fatal != SPK_OK) atomic_store(&run->stop, true);
-        pthread_mutex_lock(&run->lock);
-        run->done[i] = true;
-        pthread_mutex_unlock(&run->lock);
+        if (i >= SPK__ST_PARTS || !spk__st_run_part(run, i, ctx)) return;
         if (emit) spk__st_emit_ready(run);
     }
 }
@@ -127,12 +149,12 @@ spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_sel
     static const spk_selftest_desc none = {0};
     spk__st_run *run = spk__calloc(1, sizeof *run);
     if (!run) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    run->ctx = ctx;
     run->desc = desc ? desc : &none;
     run->report = report;
     atomic_init(&run->stop, false);
     pthread_mutex_init(&run->lock, NULL);
-    for (size_t i = 0; i < SPK__ST_PARTS; i++)
-        run->parts[i] = (spk__selftest){.desc = run->desc, .stop = &run->stop, .seed = 0x5E1F7E57ull + i * 0x9E3779B97F4A7C15ull};
+    for (size_t i = 0; i < SPK__ST_PARTS; i++) spk__st_part_init(run, i);
 
     /* The calling thread works on the caller's context and reports lines between its parts; each
      * further context or thread that cannot be had leaves its share to the rest. */
@@ -147,6 +169,11 @@ spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_sel
         if (workers[i].started) pthread_join(workers[i].thread, NULL);
         spk_context_destroy(workers[i].ctx);
     }
+    for (size_t i = 0; i < SPK__ST_PARTS; i++)
+        if (run->again[i]) {
+            spk__st_run_part(run, i, ctx);
+            spk__st_emit_ready(run);
+        }
     spk__st_emit_ready(run);
 
     const char *why = "";

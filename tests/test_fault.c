@@ -128,10 +128,20 @@ static spk_status step_forward(spk_context *ctx, void *data) {
     return spk_model_forward(d->model, x, 2, 9, y);
 }
 
-/* The self-test's erf line: its tensors, uploads, dispatch and reference under injection. */
+/* The self-test's erf line: its tensors, uploads, dispatch and reference under injection (on the
+ * caller's context alone, so that the walk is the same every run). */
 static spk_status step_selftest(spk_context *ctx, void *data) {
     (void)data;
-    spk_selftest_desc desc = {.only = "erf"};
+    spk_selftest_desc desc = {.only = "erf", .threads = 1};
+    spk_selftest_report report;
+    return spk_selftest(ctx, &desc, &report);
+}
+
+/* The self-test's further context, made and destroyed (matching no op, it runs nothing): a context
+ * it cannot make leaves the work to the caller's. */
+static spk_status step_selftest_contexts(spk_context *ctx, void *data) {
+    (void)data;
+    spk_selftest_desc desc = {.only = "no such op", .threads = 2};
     spk_selftest_report report;
     return spk_selftest(ctx, &desc, &report);
 }
@@ -211,6 +221,7 @@ static const scenario g_scenarios[] = {
     {"forward pass", prepare_model, step_forward, cleanup_tensors, 0},
     {"model with f16 weights and activations: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0},
     {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
+    {"self-test on a further context", prepare_nothing, step_selftest_contexts, cleanup_tensors, 0},
     {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},
     {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 8},

@@ -78,12 +78,15 @@ vec4 load_b_t(uint base, uint n, uint k) {
 
 // This invocation's accumulators and operand positions (private globals, kept in registers).
 const uint RB = SG * ROW_SETS, QUADS = RB / 4;
+// Steps of k per main-loop trip, and B loads per lane and 4 steps with TRANS_B (below).
+const uint TRIP = TRANS_B != 0 ? 16 : 8, BT = 4 * CG;
 vec4 acc[SG * ROW_SETS * CG];
 uint a_row[ROW_SETS], b_col[CG];
 uint a_base, row0;
 
-// acc += A B over k .. k + 3 (k a multiple of 4, k + 3 < K).
-void step4(uint k, uint b_base) {
+// acc += A B over k .. k + 3 (k a multiple of 4, k + 3 < K). With TRANS_B the caller loads B:
+// bt[4 * g + c] is column c of group g at steps k .. k + 3.
+void step4(uint k, uint b_base, vec4 bt[BT]) {
     vec4 av[ROW_SETS], bv[4 * CG];
     uint lane = gl_SubgroupInvocationID;
     // A: ROW_SETS loads per lane. Without TRANS_A load r is 4 steps of row r * SG + lane; with it,
@@ -93,10 +96,9 @@ void step4(uint k, uint b_base) {
         av[r] = TRANS_A != 0 ? load_a_t(a_base, row0 + 4 * (u % QUADS), k + u / QUADS) : load_a(a_row[r], k);
     }
     [[unroll]] for (uint g = 0; g < CG; g++) {
-        if (TRANS_B != 0) {
-            vec4 t[4]; // t[c][kk]: column c, step kk
-            [[unroll]] for (uint c = 0; c < 4; c++) t[c] = load_b_t(b_base, b_col[g] + c, k);
-            [[unroll]] for (uint kk = 0; kk < 4; kk++) bv[kk * CG + g] = vec4(t[0][kk], t[1][kk], t[2][kk], t[3][kk]);
+        if (TRANS_B != 0) { // transposed in registers
+            [[unroll]] for (uint kk = 0; kk < 4; kk++)
+                bv[kk * CG + g] = vec4(bt[4 * g][kk], bt[4 * g + 1][kk], bt[4 * g + 2][kk], bt[4 * g + 3][kk]);
         } else {
             [[unroll]] for (uint kk = 0; kk < 4; kk++) bv[kk * CG + g] = load_b(b_base + (k + kk) * pc.N, b_col[g]);
         }
@@ -137,11 +139,24 @@ void main() {
 
     [[unroll]] for (uint i = 0; i < RB * CG; i++) acc[i] = vec4(0.0);
     uint k_end = pc.K & ~3u;
-    // Two 4-deep steps per loop trip: on CPU drivers every trip pays a lane-mask test.
+    // Several 4-deep steps per loop trip: on CPU drivers every trip pays a lane-mask test. With
+    // TRANS_B, 16 steps, each column's 16 loaded at once: a lane's columns lie K apart, so where
+    // K * 4 bytes is a multiple of 4 KiB they all share one set of the CPU's L1 cache, and a line
+    // read a step at a time was evicted between its steps (dA = dC B^T at K 1024 ran 1.6-1.9x
+    // slower than the forward of the same shape; at K 1028 as fast).
     uint k = 0;
-    for (; k + 8 <= k_end; k += 8)
-        [[unroll]] for (uint h = 0; h < 8; h += 4) step4(k + h, b_base);
-    if (k < k_end) step4(k, b_base);
+    for (; k + TRIP <= k_end; k += TRIP) {
+        vec4 bt[TRIP / 4][BT];
+        if (TRANS_B != 0)
+            [[unroll]] for (uint j = 0; j < BT; j++)
+                [[unroll]] for (uint h = 0; h < TRIP / 4; h++) bt[h][j] = load_b_t(b_base, b_col[j / 4] + j % 4, k + 4 * h);
+        [[unroll]] for (uint h = 0; h < TRIP / 4; h++) step4(k + 4 * h, b_base, bt[h]);
+    }
+    for (; k < k_end; k += 4) {
+        vec4 bt[BT];
+        if (TRANS_B != 0) [[unroll]] for (uint j = 0; j < BT; j++) bt[j] = load_b_t(b_base, b_col[j / 4] + j % 4, k);
+        step4(k, b_base, bt);
+    }
     // The last K % 4 steps, one at a time (VEC_A, or with TRANS_B VEC_B, is 1 whenever there are
     // any; with TRANS_A a lane takes its row from its quad's load).
     for (k = k_end; k < pc.K; k++) {

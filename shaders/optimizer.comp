@@ -22,7 +22,9 @@ layout(set = 0, binding = 1) readonly buffer G { float g[]; };
 layout(set = 0, binding = 2) buffer M { float m[]; };
 layout(set = 0, binding = 3) buffer V { float v[]; };
 layout(set = 0, binding = 4) buffer State { float state[]; }; // step, clip coefficient, norm, -,
-                                                               // 1 - beta1^t, 1 - beta2^t
+                                                               // 1 - beta1^t, 1 - beta2^t,
+                                                               // clip coefficient again, -
+layout(set = 0, binding = 4) buffer State4 { vec4 state4[]; }; // [1]: what MODE 2 reads, at once
 layout(set = 0, binding = 5) buffer Partial { float partial[]; }; // per tensor: sum of g^2
 // The same buffers as vec4s, for tensors of a multiple of 4 elements: on CPU drivers a
 // storage-buffer access is a loop over the lanes, so one vec4 costs a quarter of four floats.
@@ -54,14 +56,15 @@ float one_minus_pow(float b, float t) {
 
 // One update of parameters p from gradients g (scaled by the clipping coefficient), AdamW's
 // moments mi and vi updated in place.
-vec4 update(vec4 param, vec4 g_raw, inout vec4 mi, inout vec4 vi) {
-    vec4 grad = g_raw * state[1];
+// s: state[4 .. 7] (one load: on CPU drivers each storage-buffer load is a loop over the lanes).
+vec4 update(vec4 s, vec4 param, vec4 g_raw, inout vec4 mi, inout vec4 vi) {
+    vec4 grad = g_raw * s.z;
     if (ALGO == 1) return param - pc.lr * (grad + pc.weight_decay * param);
     param *= 1.0 - pc.lr * pc.weight_decay;
     mi += (1.0 - pc.beta1) * (grad - mi);
     vi = pc.beta2 * vi + (1.0 - pc.beta2) * grad * grad;
-    float step_size = pc.lr / state[4];
-    vec4 denom = sqrt(vi) / sqrt(state[5]) + pc.eps;
+    float step_size = pc.lr / s.x;
+    vec4 denom = sqrt(vi) / sqrt(s.y) + pc.eps;
     return param - step_size * mi / denom;
 }
 
@@ -87,16 +90,18 @@ void main() {
         state[0] += 1.0;
         state[1] = pc.max_norm > 0.0 ? min(1.0, pc.max_norm / (norm + 1e-6)) : 1.0;
         state[2] = pc.max_norm > 0.0 ? norm : 0.0;
+        state[6] = state[1];
         state[4] = one_minus_pow(pc.beta1, state[0]);
         state[5] = one_minus_pow(pc.beta2, state[0]);
         return;
     }
     // MODE 2: four elements per invocation.
     uint i4 = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + lid;
+    if (4 * i4 >= pc.n) return;
+    vec4 s = state4[1];
     if ((pc.n & 3u) == 0) {
-        if (4 * i4 >= pc.n) return;
         vec4 mi = ALGO == 0 ? m4[i4] : vec4(0.0), vi = ALGO == 0 ? v4[i4] : vec4(0.0); // SGD has none
-        p4[i4] = update(p4[i4], g4[i4], mi, vi);
+        p4[i4] = update(s, p4[i4], g4[i4], mi, vi);
         if (ALGO == 0) m4[i4] = mi, v4[i4] = vi;
         return;
     }
@@ -104,7 +109,7 @@ void main() {
         uint i = 4 * i4 + e;
         if (i >= pc.n) return;
         vec4 mi = vec4(ALGO == 0 ? m[i] : 0.0), vi = vec4(ALGO == 0 ? v[i] : 0.0);
-        p[i] = update(vec4(p[i]), vec4(g[i]), mi, vi).x;
+        p[i] = update(s, vec4(p[i]), vec4(g[i]), mi, vi).x;
         if (ALGO == 0) m[i] = mi.x, v[i] = vi.x;
     }
 }

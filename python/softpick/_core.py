@@ -9,29 +9,25 @@ from . import _lib
 from ._lib import Error, check, floats, lib
 
 
+def _describe(d):
+    """A DeviceInfo as a dict (devices() and Context.device)."""
+    return {"index": d.index, "name": d.name.decode(), "driver": d.driver.decode(),
+            "type": lib.spk_device_type_string(d.type).decode(),
+            "api_version": "%d.%d" % (d.api_version >> 22, (d.api_version >> 12) & 0x3FF),
+            "subgroup_size": d.subgroup_size, "usable": bool(d.usable), "storage_16bit": bool(d.storage_16bit)}
+
+
 def devices():
     """The Vulkan devices the system's loader lists, as dicts: index, name, driver, type,
     subgroup_size, usable, storage_16bit (and the API version). Raises Error without a loader."""
     count = ctypes.c_uint32(0)
     status = lib.spk_list_devices(None, 0, ctypes.byref(count))
-    if status == lib_status("SPK_ERROR_NO_DEVICE"):
+    if status != 0 and lib.spk_status_name(status) == b"SPK_ERROR_NO_DEVICE":
         return []
     check(status, what="listing devices")
     infos = (_lib.DeviceInfo * max(count.value, 1))()
     check(lib.spk_list_devices(infos, count.value, ctypes.byref(count)), what="listing devices")
-    return [{"index": d.index, "name": d.name.decode(), "driver": d.driver.decode(),
-             "type": lib.spk_device_type_string(d.type).decode(), "api_version": "%d.%d" % (d.api_version >> 22,
-                                                                                         (d.api_version >> 12) & 0x3FF),
-             "subgroup_size": d.subgroup_size, "usable": bool(d.usable), "storage_16bit": bool(d.storage_16bit)}
-            for d in infos[:count.value]]
-
-
-def lib_status(name):
-    """The numeric value of a status name (the library's own table)."""
-    for value in range(0, -64, -1):
-        if lib.spk_status_name(value).decode() == name:
-            return value
-    raise KeyError(name)
+    return [_describe(d) for d in infos[:count.value]]
 
 
 def as_f32(array, what):
@@ -107,9 +103,7 @@ class Context:
         """This context's device, as devices() describes it."""
         info = _lib.DeviceInfo()
         self._check(lib.spk_context_device_info(self._live(), ctypes.byref(info)))
-        return {"name": info.name.decode(), "type": lib.spk_device_type_string(info.type).decode(),
-                "driver": info.driver.decode(), "subgroup_size": info.subgroup_size,
-                "storage_16bit": bool(info.storage_16bit)}
+        return _describe(info)
 
     # ---- tensors ----------------------------------------------------------------------------
 

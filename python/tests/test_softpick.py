@@ -61,6 +61,14 @@ def ref_gelu(x):
     return 0.5 * x * (1 + np.vectorize(erf)(x / sqrt(2)))
 
 
+def test_devices_describe_the_context(ctx):
+    listed = softpick.devices()
+    assert listed, "the context's device is not listed"
+    mine = ctx.device
+    assert mine == listed[mine["index"]]  # the same description, from the context's own info
+    assert mine["usable"] and mine["subgroup_size"] >= 1 and mine["type"] and mine["name"]
+
+
 def test_softpick_every_axis(ctx):
     rng = np.random.default_rng(1)
     for shape in [(7,), (3, 33), (2, 5, 257), (4097, 2)]:

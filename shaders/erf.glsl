@@ -28,9 +28,12 @@ float erf_f32(float x) {
     return sign(x) * (1.0 - exp(-t * t) * q);
 }
 
-float gelu(float x) { return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752)); }
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal distribution function: gelu(x) = x Phi(x).
+float gelu_cdf(float x) { return 0.5 * (1.0 + erf_f32(x * 0.70710678118654752)); }
+float gelu(float x) { return x * gelu_cdf(x); }
 
-// d gelu / dx = Phi(x) + x phi(x): the backward of the exact GELU (1 / sqrt(2 pi) = 0.3989...).
-float gelu_grad(float x) {
-    return 0.5 * (1.0 + erf_f32(x * 0.70710678118654752)) + x * 0.39894228040143268 * exp(-0.5 * x * x);
-}
+// d gelu / dx = Phi(x) + x phi(x): the backward of the exact GELU (1 / sqrt(2 pi) = 0.3989...),
+// from Phi(x) where the caller has it already (the training forward's epilogue).
+float gelu_grad_cdf(float x, float cdf) { return cdf + x * 0.39894228040143268 * exp(-0.5 * x * x); }
+vec4 gelu_grad_cdf(vec4 x, vec4 cdf) { return cdf + x * 0.39894228040143268 * exp(-0.5 * x * x); }
+float gelu_grad(float x) { return gelu_grad_cdf(x, gelu_cdf(x)); }

@@ -34,8 +34,8 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
     uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
-    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 3 times gelu'(residual), bit 4 keep A B + bias
-    // in Pre (the training forward): a push constant (a uniform branch per stored element), so
+    // bit 0 bias, bit 1 GELU, bit 2 residual, bit 3 times the residual, bit 4 keep A B + bias
+    // in Pre, bit 5 keep gelu'(A B + bias) there (the training forward): a push constant (a uniform branch per stored element), so
     // one pipeline serves every epilogue instead of one LLVM compile each
     uint epilogue;
 } pc;
@@ -117,11 +117,15 @@ void main() {
             if ((pc.epilogue & 1u) != 0) v += bias_at(n);
             uint idx = c_base + m * pc.N + n;
             if ((pc.epilogue & 16u) != 0) pre[idx] = v;
-            if ((pc.epilogue & 2u) != 0) v = gelu(v);
+            if (TRANS_A == 0 && TRANS_B == 0 && (pc.epilogue & 2u) != 0) {
+                float cdf = gelu_cdf(v);
+                if ((pc.epilogue & 32u) != 0) pre[idx] = gelu_grad_cdf(v, cdf);
+                v *= cdf;
+            }
             if ((pc.epilogue & 4u) != 0) v += res1(idx);
-            // Bit 3, times gelu'(residual): the backward through a GELU, fused into the dA product
-            // (TRANS_B variants only, see matmul_shuffle.comp).
-            if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(res1(idx));
+            // Bit 3, times the residual (the gelu' that bit 5 kept): the backward through a GELU,
+            // fused into the dA product (TRANS_B variants only, see matmul_shuffle.comp).
+            if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= res1(idx);
             store_c(idx, v);
         }
     }

@@ -41,7 +41,7 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride;
     uint tile_m0;
-    uint epilogue; // bit 0 bias, 1 GELU, 2 residual, 3 times gelu'(residual), 4 keep Pre (matmul.comp)
+    uint epilogue; // bit 0 bias, 1 GELU, 2 residual, 3 times the residual, 4 keep Pre, 5 keep gelu' (matmul.comp)
 } pc;
 
 #include "erf.glsl"
@@ -80,6 +80,7 @@ vec4 load_b_t(uint base, uint n, uint k) {
 const uint RB = SG * ROW_SETS, QUADS = RB / 4;
 // Steps of k per main-loop trip, and B loads per lane and 4 steps with TRANS_B (below).
 const uint TRIP = TRANS_B != 0 ? 16 : 8, BT = 4 * CG;
+const bool FORWARD = TRANS_A == 0 && TRANS_B == 0; // the backward's products have no GELU
 vec4 acc[SG * ROW_SETS * CG];
 uint a_row[ROW_SETS], b_col[CG];
 uint a_base, row0;
@@ -200,12 +201,13 @@ void main() {
                 vec4 v = acc[i * CG + g] + bias_v[g];
                 uint idx = (c_base + m * pc.N + n) / 4;
                 if ((pc.epilogue & 16u) != 0) pre4[idx] = v;
-                if ((pc.epilogue & 2u) != 0) v = vec4(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));
-                if ((pc.epilogue & 4u) != 0) v += res4(idx);
-                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) {
-                    vec4 p = res4(idx);
-                    v *= vec4(gelu_grad(p.x), gelu_grad(p.y), gelu_grad(p.z), gelu_grad(p.w));
+                if (FORWARD && (pc.epilogue & 2u) != 0) {
+                    vec4 cdf = vec4(gelu_cdf(v.x), gelu_cdf(v.y), gelu_cdf(v.z), gelu_cdf(v.w));
+                    if ((pc.epilogue & 32u) != 0) pre4[idx] = gelu_grad_cdf(v, cdf);
+                    v *= cdf;
                 }
+                if ((pc.epilogue & 4u) != 0) v += res4(idx);
+                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= res4(idx);
                 store_c4(idx, v);
             }
         }
@@ -221,12 +223,17 @@ void main() {
                 float v = acc[i * CG + g][e] + bias_v[g][e];
                 uint idx = c_base + m * pc.N + n;
                 if ((pc.epilogue & 16u) != 0) pre[idx] = v;
-                if ((pc.epilogue & 2u) != 0) v = gelu(v);
+                // GELU, and with bit 5 its derivative kept for the backward from the same erf
+                // (forward variants only: CPU drivers pay for unrolled epilogue code in compile time).
+                if (FORWARD && (pc.epilogue & 2u) != 0) {
+                    float cdf = gelu_cdf(v);
+                    if ((pc.epilogue & 32u) != 0) pre[idx] = gelu_grad_cdf(v, cdf);
+                    v *= cdf;
+                }
                 if ((pc.epilogue & 4u) != 0) v += res1(idx);
-                // Bit 3, times gelu'(residual): the backward through a GELU, fused into the dA
-                // product that makes its gradient; only TRANS_B variants carry the code (it
-                // doubles the unrolled epilogue, which CPU drivers pay for in compile time).
-                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= gelu_grad(res1(idx));
+                // Bit 3, times the residual: the backward through a GELU, fused into the dA product
+                // that makes its gradient, the residual being the gelu' the training forward kept.
+                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= res1(idx);
                 store_c(idx, v);
             }
         }

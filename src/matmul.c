@@ -216,6 +216,17 @@ spk_status spk__record_matmul(spk_context *ctx, const spk__matmul_tuning *tuning
     return status;
 }
 
+spk_status spk__record_matmul_gelu_keep_grad(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
+                                             const spk_tensor *bias, spk_tensor *gelu_grad, spk_tensor *c) {
+    spk_matmul_desc desc = {.bias = bias, .activation = SPK_ACTIVATION_GELU, .pre_activation = gelu_grad};
+    spk__matmul_tuning defaults;
+    spk__matmul_args args;
+    spk_status status = spk__matmul_check(ctx, NULL, a, b, &desc, c, &defaults, &args);
+    args.epilogue = (args.epilogue & ~(uint32_t)SPK__EPILOGUE_PRE) | SPK__EPILOGUE_KEEP_GRAD;
+    if (status == SPK_OK && args.tuning) status = spk__matmul_dispatch(ctx, &args);
+    return status;
+}
+
 spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c) {
     spk__matmul_tuning defaults;
@@ -251,7 +262,7 @@ static void spk__matrix_dims(const spk_tensor *t, uint64_t *batch, uint64_t *row
 }
 
 spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *dz, const spk_tensor *b,
-                                 const spk_tensor *gelu_pre, bool accumulate, spk_tensor *da) {
+                                 const spk_tensor *gelu_grad, bool accumulate, spk_tensor *da) {
     /* dA [.., M, K] = dZ [.., M, N] B^T, B read as stored [K, N]: the product's B operand is B^T
      * laid out [N(reduction), K(columns)] transposed (TRANS_B). */
     uint64_t batch, m, n, kb, nb, unused;
@@ -263,8 +274,8 @@ spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tun
     if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
     spk__matmul_args args = {
         .tuning = tuning, .a = dz, .b = b, .c = da,
-        .residual = gelu_pre ? gelu_pre : accumulate ? da : NULL,
-        .epilogue = gelu_pre ? SPK__EPILOGUE_GELU_GRAD : accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
+        .residual = gelu_grad ? gelu_grad : accumulate ? da : NULL,
+        .epilogue = gelu_grad ? SPK__EPILOGUE_GELU_GRAD : accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
         .batch = batch, .m = m, .n = kb, .k = nb, .shared_b = shared_b, .trans_b = true,
     };
     return m * kb * batch != 0 ? spk__matmul_dispatch(ctx, &args) : SPK_OK;

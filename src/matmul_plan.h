@@ -35,8 +35,9 @@ enum {
     SPK__EPILOGUE_BIAS = 1u,
     SPK__EPILOGUE_GELU = 2u,
     SPK__EPILOGUE_RESIDUAL = 4u,
-    SPK__EPILOGUE_GELU_GRAD = 8u, /* times gelu'(P), P bound as the residual; TRANS_B kernels only */
-    SPK__EPILOGUE_PRE = 16u,      /* also store A B + bias */
+    SPK__EPILOGUE_GELU_GRAD = 8u,  /* times the residual, a kept gelu' (bit 5); TRANS_B kernels only */
+    SPK__EPILOGUE_PRE = 16u,       /* also store A B + bias */
+    SPK__EPILOGUE_KEEP_GRAD = 32u, /* with GELU, store gelu'(A B + bias) instead (the same erf) */
 };
 
 enum { SPK__UNARY_ERF = 0, SPK__UNARY_GELU = 1, SPK__UNARY_GELU_GRAD = 2 };
@@ -50,10 +51,14 @@ spk_status spk__unary(spk_context *ctx, uint32_t op, const spk_tensor *x, const 
 
 /* The backward passes, recorded into the current recording without checks (the model's and
  * spk_matmul_backward's shapes are right by construction), `tuning` NULL for the defaults:
- * dA = dZ B^T (times gelu'(gelu_pre) in the same dispatch when not NULL; else added to dA with
+ * C = gelu(A B + bias), storing gelu'(A B + bias) in `gelu_grad` (the training forward's up
+ * projection: its backward then multiplies instead of evaluating erf again);
+ * dA = dZ B^T (times gelu_grad in the same dispatch when not NULL; else added to dA with
  * `accumulate`), B [K, N] shared or batched as in the forward; */
+spk_status spk__record_matmul_gelu_keep_grad(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
+                                             const spk_tensor *bias, spk_tensor *gelu_grad, spk_tensor *c);
 spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *dz, const spk_tensor *b,
-                                 const spk_tensor *gelu_pre, bool accumulate, spk_tensor *da);
+                                 const spk_tensor *gelu_grad, bool accumulate, spk_tensor *da);
 /* dB = A^T dZ, summed over A's batch when dB is [K, N]; */
 spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,
                                  spk_tensor *db);

@@ -265,10 +265,10 @@ spk_tensor spk__view(const spk_tensor *t, int ndim, const int64_t *shape) {
     return v;
 }
 
-/* y = x W + b (then GELU, keeping the pre-activation in `pre` when not NULL) (+ residual). */
+/* y = x W + b (then GELU) (+ residual). */
 static spk_status spk__record_dense(spk_context *ctx, const spk_tensor *x, const spk__dense_params *d, spk_activation activation,
-                                    const spk_tensor *residual, spk_tensor *pre, spk_tensor *y) {
-    spk_matmul_desc desc = {.bias = d->bias, .activation = activation, .residual = residual, .pre_activation = pre};
+                                    const spk_tensor *residual, spk_tensor *y) {
+    spk_matmul_desc desc = {.bias = d->bias, .activation = activation, .residual = residual};
     return spk__record_matmul(ctx, NULL, x, d->kernel, &desc, y);
 }
 
@@ -352,7 +352,7 @@ static spk_status spk__record_output(spk_model *m, const spk_tensor *x, int64_t 
         s = spk__record_matmul(ctx, NULL, &w, &n3, NULL, &y);
         head_in = &pooled;
     }
-    if (s == SPK_OK && head) s = spk__record_dense(ctx, head_in, &m->w.head, SPK_ACTIVATION_NONE, NULL, NULL, &out);
+    if (s == SPK_OK && head) s = spk__record_dense(ctx, head_in, &m->w.head, SPK_ACTIVATION_NONE, NULL, &out);
     return s;
 }
 
@@ -385,9 +385,9 @@ spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t si
 static spk_status spk__record_block_out(spk_model *m, const spk__acts *keep, const spk_tensor *x,
                                         const spk__dense_params *d, const spk_tensor *residual, uint32_t site,
                                         const int64_t *rows_h, spk_tensor *out) {
-    if (!keep || keep->dropout <= 0.0f) return spk__record_dense(m->ctx, x, d, SPK_ACTIVATION_NONE, residual, NULL, out);
+    if (!keep || keep->dropout <= 0.0f) return spk__record_dense(m->ctx, x, d, SPK_ACTIVATION_NONE, residual, out);
     spk_tensor tmp = spk__view(keep->drop_tmp, 3, rows_h);
-    spk_status s = spk__record_dense(m->ctx, x, d, SPK_ACTIVATION_NONE, NULL, NULL, &tmp);
+    spk_status s = spk__record_dense(m->ctx, x, d, SPK_ACTIVATION_NONE, NULL, &tmp);
     if (s == SPK_OK) s = spk__record_dropout(m->ctx, keep, site, false, residual, &tmp, out);
     return s;
 }
@@ -426,7 +426,7 @@ spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batc
     if (keep) spk__layer_views(&keep->layers[0], batch, seq, h, c->num_heads, &v);
     s = SPK_OK;
     if (m->w.input_projection.kernel)
-        s = spk__record_dense(ctx, input, &m->w.input_projection, SPK_ACTIVATION_NONE, NULL, NULL, keep ? &v.x : &x);
+        s = spk__record_dense(ctx, input, &m->w.input_projection, SPK_ACTIVATION_NONE, NULL, keep ? &v.x : &x);
     if (!m->w.input_projection.kernel) x_in = input;
 
     spk_tensor x_next;
@@ -445,14 +445,15 @@ spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batc
         }
         /* a = layer_norm(x); q, k, v = dense(a) (one fused matmul) */
         s = spk__record_norm(ctx, x_in, &b->attn_norm, st1, a1);
-        if (s == SPK_OK) s = spk__record_dense(ctx, a1, &b->qkv, SPK_ACTIVATION_NONE, NULL, NULL, q);
+        if (s == SPK_OK) s = spk__record_dense(ctx, a1, &b->qkv, SPK_ACTIVATION_NONE, NULL, q);
         /* o = softpick(causal(q k^T / sqrt(head_dim))) v, per head */
         if (s == SPK_OK) s = spk__attention(ctx, m, q, (uint32_t)batch, (uint32_t)seq, r, att);
         /* x = x + dropout(dense(o, out_proj)) */
         if (s == SPK_OK) s = spk__record_block_out(m, keep, att, &b->out, x_in, 2 * (uint32_t)l, rows_h, xm);
         /* x = x + dropout(dense(gelu(dense(layer_norm(x), up)), down)) */
         if (s == SPK_OK) s = spk__record_norm(ctx, xm, &b->ffn_norm, st2, a2);
-        if (s == SPK_OK) s = spk__record_dense(ctx, a2, &b->up, SPK_ACTIVATION_GELU, NULL, pre, ff);
+        if (s == SPK_OK && pre) s = spk__record_matmul_gelu_keep_grad(ctx, a2, b->up.kernel, b->up.bias, pre, ff);
+        else if (s == SPK_OK) s = spk__record_dense(ctx, a2, &b->up, SPK_ACTIVATION_GELU, NULL, ff);
         if (s == SPK_OK) s = spk__record_block_out(m, keep, ff, &b->down, xm, 2 * (uint32_t)l + 1, rows_h, xn);
         x_in = xn;
     }

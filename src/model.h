@@ -62,7 +62,7 @@ typedef struct spk__layer_acts {
     spk_tensor *o;              /* [rows, hidden]: attention output */
     spk_tensor *x_mid;          /* [rows, hidden]: x + dense(o, out_proj) */
     spk_tensor *a2, *stats2;    /* [rows, hidden], [rows, 2]: ffn_norm output and stats */
-    spk_tensor *h, *g;          /* [rows, 4 hidden]: ffn_up pre-activation and its GELU */
+    spk_tensor *h, *g;          /* [rows, 4 hidden]: gelu' of the ffn_up pre-activation, and its GELU */
 } spk__layer_acts;
 
 typedef struct spk__acts {

@@ -185,14 +185,14 @@ static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
 /* ---- the backward ------------------------------------------------------------------------- */
 
 /* The backward of y = x W + b: dW += x^T dy, db += column sums of dy, and dx = dy W^T (times
- * gelu'(pre) when `gelu_pre`: the GELU that followed this layer's input's own dense) unless dx
- * is NULL. */
+ * `gelu_grad`, the gelu' that the training forward kept for the GELU that followed this layer's
+ * input's own dense) unless dx is NULL. */
 static spk_status spk__dense_backward(spk_context *ctx, const spk_tensor *x, const spk__dense_params *p,
-                                      spk__dense_params *grad, const spk_tensor *dy, const spk_tensor *gelu_pre,
+                                      spk__dense_params *grad, const spk_tensor *dy, const spk_tensor *gelu_grad,
                                       spk_tensor *dx) {
     spk_status s = spk__record_column_sums(ctx, dy, NULL, NULL, true, grad->bias, NULL);
     if (s == SPK_OK) s = spk__record_matmul_db(ctx, NULL, x, dy, true, grad->kernel);
-    if (s == SPK_OK && dx) s = spk__record_matmul_da(ctx, NULL, dy, p->kernel, gelu_pre, false, dx);
+    if (s == SPK_OK && dx) s = spk__record_matmul_da(ctx, NULL, dy, p->kernel, gelu_grad, false, dx);
     return s;
 }
 

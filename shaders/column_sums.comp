@@ -3,10 +3,12 @@
 // gradient; layer norm's dbeta) and, with MODE 1 (or alone with MODE 2),
 // out1[n] = sum_m g[m, n] xhat[m, n] with
 // xhat = (x[m, n] - mean_m) * rstd_m from the per-row statistics the training forward kept
-// (layer norm's dgamma). An invocation owns one column and walks the rows in order with a
-// compensated sum, so every run gives the same bits (no atomics), and neighbouring invocations
-// read neighbouring addresses. With `accumulate` the sums are added to what out0 and out1 hold
-// (gradients accumulate until zeroed, as PyTorch's .grad does).
+// (layer norm's dgamma). The rows are cut into CHUNKS runs: an invocation sums one run of one
+// column (or, with VEC 4, of 4 adjacent columns) with a compensated sum, and the workgroup adds its
+// runs in order, so every run gives the same bits (no atomics) while a few hundred columns still
+// fill several workgroups; neighbouring invocations read neighbouring addresses. With
+// `accumulate` the sums are added to what out0 and out1 hold (gradients accumulate until zeroed,
+// as PyTorch's .grad does).
 //
 // TEXEL 1 reads g and x as uniform texel buffers (R32 views): on lavapipe a vectorized gather,
 // where a storage-buffer load is a loop over the lanes.
@@ -39,41 +41,48 @@ layout(push_constant) uniform Push {
 
 #include "kahan.glsl"
 
-void main() {
-    uint col = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x +
-               gl_LocalInvocationID.x;
+const uint CHUNKS = 4, COLS = gl_WorkGroupSize.x / CHUNKS; // runs per column; columns per workgroup
+shared vec4 part[4][gl_WorkGroupSize.x]; // each invocation's sums and compensations
+
+// g and x at one row of this invocation's columns (VEC 1: in .x).
+vec4 load_g(uint i) {
 #if TEXEL
-    if (VEC == 4) {
-        // One fetch per row for 4 adjacent columns: a quarter of the gathers.
-        uint n4 = pc.n / 4;
-        if (col >= n4) return;
-        vec4 s0 = vec4(0.0), c0 = vec4(0.0), s1 = vec4(0.0), c1 = vec4(0.0);
-        for (uint m = 0; m < pc.rows; m++) {
-            vec4 gv = LOAD4(g, m * n4 + col);
-            if (MODE != 2) kahan_add4(s0, c0, gv);
-            if (MODE != 0) {
-                vec2 st = stats[m];
-                kahan_add4(s1, c1, gv * ((LOAD4(x, m * n4 + col) - st.x) * st.y));
-            }
-        }
-        [[unroll]] for (uint e = 0; e < 4; e++) {
-            uint c = 4 * col + e;
-            if (MODE != 2) out0[c] = pc.accumulate != 0 ? out0[c] + s0[e] : s0[e];
-            if (MODE != 0) out1[c] = pc.accumulate != 0 ? out1[c] + s1[e] : s1[e];
-        }
-        return;
-    }
+    if (VEC == 4) return LOAD4(g, i);
 #endif
-    if (col >= pc.n) return;
-    float s0 = 0.0, c0 = 0.0, s1 = 0.0, c1 = 0.0;
-    for (uint m = 0; m < pc.rows; m++) {
-        float gv = LOAD(g, m * pc.n + col);
-        if (MODE != 2) kahan_add(s0, c0, gv);
+    return vec4(LOAD(g, i), 0.0, 0.0, 0.0);
+}
+vec4 load_x(uint i) {
+#if TEXEL
+    if (VEC == 4) return LOAD4(x, i);
+#endif
+    return vec4(LOAD(x, i), 0.0, 0.0, 0.0);
+}
+
+void main() {
+    uint lid = gl_LocalInvocationID.x, run = lid / COLS;
+    uint col = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * COLS + lid % COLS;
+    uint cols = pc.n / VEC; // invocations per row
+    uint per = (pc.rows + CHUNKS - 1) / CHUNKS, first = min(run * per, pc.rows), end = min(first + per, pc.rows);
+    vec4 s0 = vec4(0.0), c0 = vec4(0.0), s1 = vec4(0.0), c1 = vec4(0.0);
+    for (uint m = col < cols ? first : end; m < end; m++) {
+        vec4 gv = load_g(m * cols + col);
+        if (MODE != 2) kahan_add4(s0, c0, gv);
         if (MODE != 0) {
             vec2 st = stats[m];
-            kahan_add(s1, c1, gv * ((LOAD(x, m * pc.n + col) - st.x) * st.y));
+            kahan_add4(s1, c1, gv * ((load_x(m * cols + col) - st.x) * st.y));
         }
     }
-    if (MODE != 2) out0[col] = pc.accumulate != 0 ? out0[col] + s0 : s0;
-    if (MODE != 0) out1[col] = pc.accumulate != 0 ? out1[col] + s1 : s1;
+    part[0][lid] = s0, part[1][lid] = c0, part[2][lid] = s1, part[3][lid] = c1;
+    barrier();
+    if (run != 0 || col >= cols) return;
+    for (uint k = 1; k < CHUNKS; k++) { // the later runs' sums, then their compensations
+        uint o = lid + k * COLS;
+        if (MODE != 2) kahan_add4(s0, c0, part[0][o]), kahan_add4(s0, c0, -part[1][o]);
+        if (MODE != 0) kahan_add4(s1, c1, part[2][o]), kahan_add4(s1, c1, -part[3][o]);
+    }
+    [[unroll]] for (uint e = 0; e < VEC; e++) {
+        uint c = VEC * col + e;
+        if (MODE != 2) out0[c] = pc.accumulate != 0 ? out0[c] + s0[e] : s0[e];
+        if (MODE != 0) out1[c] = pc.accumulate != 0 ? out1[c] + s1[e] : s1[e];
+    }
 }

@@ -5,7 +5,9 @@
 //     dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
 // The tensor is [rows, n]; a group of GROUP invocations (1, a subgroup or the workgroup, as in the
 // forward) handles one row: one pass sums g and g * xhat, a second writes dx. With `accumulate`
-// dx is added to what it holds (the residual stream's gradient). dgamma and dbeta are column sums
+// dx is added to what it holds (the residual stream's gradient). With `drop`, the new dx is also
+// stored through a dropout mask (dropout.glsl) into `masked`: the model's backward through the
+// dropout that precedes this norm's input, in the same pass. dgamma and dbeta are column sums
 // (column_sums.comp).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -41,13 +43,19 @@ layout(set = 0, binding = 2) readonly buffer DY { T dy[]; };
 #endif
 layout(set = 0, binding = 3) readonly buffer Stats { vec2 stats[]; }; // [rows]: mean, rstd
 layout(set = 0, binding = 4) buffer DX { T dx[]; };
+layout(set = 0, binding = 5) readonly buffer Step { float step_state[]; }; // [0]: the step count
+layout(set = 0, binding = 6) writeonly buffer Masked { T masked[]; };
 
 layout(push_constant) uniform Push {
     uint n; // in units of T
     uint rows;
     uint accumulate;
+    uint drop; // 1: also store the masked dx (below: the mask's parameters, as dropout.comp's)
+    uint seed_lo, seed_hi, site, threshold;
+    float scale;
 } pc;
 
+#include "dropout.glsl"
 #include "kahan.glsl"
 #include "reduce.glsl"
 
@@ -70,10 +78,13 @@ void main() {
     }
     float mean_g = group_sum(s_g) * inv_n;
     float mean_gx = group_sum(s_gx) * inv_n;
+    uint mask = pc.drop != 0 ? dropout_base(pc.seed_lo, pc.seed_hi, step_state[0], pc.site) : 0;
     for (uint i = g; i < n; i += GROUP) {
         T gv = LOAD(dy, base + i) * LOAD(gamma, i);
         T xhat = (LOAD(x, base + i) - st.x) * st.y;
         T d = st.y * (gv - mean_g - xhat * mean_gx);
-        dx[base + i] = pc.accumulate != 0 ? dx[base + i] + d : d;
+        if (pc.accumulate != 0) d += dx[base + i];
+        dx[base + i] = d;
+        if (pc.drop != 0) masked[base + i] = dropout_apply(mask, pc.threshold, pc.scale, (base + i) * VEC, d);
     }
 }

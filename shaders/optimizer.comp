@@ -17,6 +17,19 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 2;
 layout(constant_id = 2) const uint ALGO = 0;
 
+#if TEXEL
+// MODE 2 alone, on tensors of a multiple of 4 elements: p, g, m and v read through uniform texel
+// buffers (R32G32B32A32 views; on lavapipe a vectorized gather, where a storage-buffer load is a
+// loop over the lanes), p, m and v written through bindings 4 to 6.
+layout(set = 0, binding = 0) uniform samplerBuffer p_in;
+layout(set = 0, binding = 1) uniform samplerBuffer g_in;
+layout(set = 0, binding = 2) uniform samplerBuffer m_in;
+layout(set = 0, binding = 3) uniform samplerBuffer v_in;
+layout(set = 0, binding = 4) writeonly buffer P4 { vec4 p4[]; };
+layout(set = 0, binding = 5) writeonly buffer M4 { vec4 m4[]; };
+layout(set = 0, binding = 6) writeonly buffer V4 { vec4 v4[]; };
+layout(set = 0, binding = 7) buffer State4 { vec4 state4[]; }; // as below
+#else
 layout(set = 0, binding = 0) buffer P { float p[]; };
 layout(set = 0, binding = 1) readonly buffer G { float g[]; };
 layout(set = 0, binding = 2) buffer M { float m[]; };
@@ -32,6 +45,7 @@ layout(set = 0, binding = 0) buffer P4 { vec4 p4[]; };
 layout(set = 0, binding = 1) readonly buffer G4 { vec4 g4[]; };
 layout(set = 0, binding = 2) buffer M4 { vec4 m4[]; };
 layout(set = 0, binding = 3) buffer V4 { vec4 v4[]; };
+#endif
 
 layout(push_constant) uniform Push {
     uint n, slot, slots;
@@ -70,6 +84,13 @@ vec4 update(vec4 s, vec4 param, vec4 g_raw, inout vec4 mi, inout vec4 vi) {
 
 void main() {
     uint lid = gl_LocalInvocationID.x;
+#if TEXEL
+    uint t4 = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + lid;
+    if (4 * t4 >= pc.n) return;
+    vec4 mt = ALGO == 0 ? texelFetch(m_in, int(t4)) : vec4(0.0), vt = ALGO == 0 ? texelFetch(v_in, int(t4)) : vec4(0.0);
+    p4[t4] = update(state4[1], texelFetch(p_in, int(t4)), texelFetch(g_in, int(t4)), mt, vt);
+    if (ALGO == 0) m4[t4] = mt, v4[t4] = vt;
+#else
     if (MODE == 0) {
         float s = 0.0;
         for (uint i = lid; i < pc.n; i += gl_WorkGroupSize.x) s = fma(g[i], g[i], s);
@@ -112,4 +133,5 @@ void main() {
         p[i] = update(s, vec4(p[i]), vec4(g[i]), mi, vi).x;
         if (ALGO == 0) m[i] = mi.x, v[i] = vi.x;
     }
+#endif
 }

@@ -93,6 +93,18 @@ typedef struct spk__buffer_ref {
     VkDeviceSize offset, size;
 } spk__buffer_ref;
 
+/* A dropout mask of shaders/dropout.glsl, as the shaders take it after their own push constants:
+ * (seed, site), threshold = rate * 2^32, scale = 1 / (1 - rate); the step count is read on the
+ * device from `step` (a float), so a recorded training step replays with a new mask each step. */
+typedef struct spk__dropout_push {
+    uint32_t seed_lo, seed_hi, site, threshold;
+    float scale;
+} spk__dropout_push;
+typedef struct spk__dropout_mask {
+    spk__buffer_ref step;
+    spk__dropout_push push;
+} spk__dropout_mask;
+
 /* An access of the current recording that later work may conflict with. */
 typedef struct spk__access {
     spk__buffer_ref ref;
@@ -289,7 +301,7 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_softpick_cols_backward_f1, spk__shader_softpick_cols_backward_f4, spk__shader_softpick_rows_backward_texel_f1,
     spk__shader_softpick_rows_backward_texel_f4, spk__shader_softpick_cols_backward_texel_f1,
     spk__shader_softpick_cols_backward_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
-    spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_optimizer, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_s16, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_s16,
+    spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_optimizer, spk__shader_optimizer_texel, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_s16, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_s16,
     spk__shader_matmul_shuffle_texel, spk__shader_matmul_shuffle_texel_s16, spk__shader_matmul_shuffle_texel_bf16,
     spk__shader_matmul_shuffle_texel_bf16_s16, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_s16_f1,

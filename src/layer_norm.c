@@ -177,6 +177,8 @@ typedef struct spk__layer_norm_backward_args {
     const spk__layer_norm_tuning *tuning;
     const spk_tensor *x, *gamma, *stats, *dy;
     spk_layer_norm_grads grads;
+    const spk__dropout_mask *drop; /* NULL: none */
+    spk_tensor *masked;
 } spk__layer_norm_backward_args;
 
 static spk_status spk__layer_norm_backward_dispatch(spk_context *ctx, const void *arg) {
@@ -188,19 +190,26 @@ static spk_status spk__layer_norm_backward_dispatch(spk_context *ctx, const void
     if (g->dx && rows) {
         /* Rows as in the forward: an invocation, a subgroup or the workgroup each. */
         bool vec4 = n % 4 == 0 && p->x->ref.offset % 16 == 0 && p->dy->ref.offset % 16 == 0 &&
-                    p->gamma->ref.offset % 16 == 0 && g->dx->ref.offset % 16 == 0;
+                    p->gamma->ref.offset % 16 == 0 && g->dx->ref.offset % 16 == 0 &&
+                    (!p->drop || p->masked->ref.offset % 16 == 0);
         uint64_t len = vec4 ? n / 4 : n;
         uint32_t workgroup = t->workgroup, group = spk__layer_norm_group(ctx, t, len);
         bool subgroup = ctx->reduction == SPK_REDUCTION_SUBGROUP && group > 1;
         bool texel = t->texel && p->x->views[vec4] && p->gamma->views[vec4] && p->dy->views[vec4];
         uint32_t spec[3] = {workgroup, group, subgroup};
-        uint32_t push[3] = {(uint32_t)len, (uint32_t)rows, g->accumulate};
+        struct {
+            uint32_t n, rows, accumulate, drop;
+            spk__dropout_push mask;
+        } push = {(uint32_t)len, (uint32_t)rows, g->accumulate, p->drop != NULL, {0}};
+        if (p->drop) push.mask = p->drop->push;
+        /* Without a mask, its bindings repeat the stats (never read) and dx (never written twice). */
         spk__dispatch_desc d = {
-            .bindings = {p->x->ref, p->gamma->ref, p->dy->ref, p->stats->ref, g->dx->ref},
+            .bindings = {p->x->ref, p->gamma->ref, p->dy->ref, p->stats->ref, g->dx->ref,
+                         p->drop ? p->drop->step : p->stats->ref, p->drop ? p->masked->ref : g->dx->ref},
             .views = {texel ? p->x->views[vec4] : VK_NULL_HANDLE, texel ? p->gamma->views[vec4] : VK_NULL_HANDLE,
                       texel ? p->dy->views[vec4] : VK_NULL_HANDLE},
-            .written_mask = 0x10,
-            .push = push,
+            .written_mask = 0x50,
+            .push = &push,
             .push_size = sizeof push,
         };
         uint64_t rows_per_wg = workgroup / group;
@@ -219,10 +228,11 @@ static spk_status spk__layer_norm_backward_dispatch(spk_context *ctx, const void
 
 spk_status spk__record_layer_norm_backward(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
                                            const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
-                                           const spk_layer_norm_grads *grads) {
+                                           const spk_layer_norm_grads *grads, const spk__dropout_mask *drop,
+                                           spk_tensor *masked) {
     spk__layer_norm_tuning defaults;
     if (!tuning) spk__layer_norm_tuning_defaults(ctx, &defaults), tuning = &defaults;
-    spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, *grads};
+    spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, *grads, drop, masked};
     return spk__layer_norm_backward_dispatch(ctx, &args);
 }
 
@@ -259,7 +269,7 @@ spk_status spk__layer_norm_backward_tuned(spk_context *ctx, const spk__layer_nor
     if (s != SPK_OK || x->count == 0) return s;
     spk__layer_norm_tuning defaults;
     if (!tuning) spk__layer_norm_tuning_defaults(ctx, &defaults), tuning = &defaults;
-    spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, g};
+    spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, g, NULL, NULL};
     return spk__run_sync(ctx, spk__layer_norm_backward_dispatch, &args);
 }
 

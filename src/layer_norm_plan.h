@@ -27,10 +27,12 @@ spk_status spk__layer_norm_tuned(spk_context *ctx, const spk__layer_norm_tuning 
                                  spk_tensor *y);
 
 /* The backward, recorded into the current recording without checks (the model's), and run
- * synchronously with checks and a given tuning (NULL: the defaults). */
+ * synchronously with checks and a given tuning (NULL: the defaults). With `drop` (and dx), the
+ * same pass also stores dx through that dropout mask into `masked` (dx's shape). */
 spk_status spk__record_layer_norm_backward(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
                                            const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
-                                           const spk_layer_norm_grads *grads);
+                                           const spk_layer_norm_grads *grads, const spk__dropout_mask *drop,
+                                           spk_tensor *masked);
 spk_status spk__layer_norm_backward_tuned(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
                                           const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
                                           const spk_layer_norm_grads *grads);

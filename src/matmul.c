@@ -450,7 +450,8 @@ spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const 
         .push = push,
         .push_size = sizeof push,
     };
-    spk_status status = spk__grid(ctx, (n / spec[2] + spec[0] - 1) / spec[0], d.groups);
+    uint64_t per_group = spec[0] / 4; /* columns (or quads) per workgroup: 4 runs of rows each */
+    spk_status status = spk__grid(ctx, (n / spec[2] + per_group - 1) / per_group, d.groups);
     if (status == SPK_OK)
         status = spk__pipeline_get(ctx, texel ? &spk__shader_column_sums_texel : &spk__shader_column_sums, spec, 3, 0,
                                    &d.pipeline);

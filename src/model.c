@@ -356,14 +356,19 @@ static spk_status spk__record_output(spk_model *m, const spk_tensor *x, int64_t 
     return s;
 }
 
+spk__dropout_mask spk__dropout_mask_of(const spk__acts *k, uint32_t site) {
+    double threshold = (double)k->dropout * 4294967296.0;
+    return (spk__dropout_mask){k->step, {(uint32_t)k->seed, (uint32_t)(k->seed >> 32), site,
+                                         threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold,
+                                         (float)(1.0 / (1.0 - k->dropout))}};
+}
+
 spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t site, bool backward,
                                const spk_tensor *residual, const spk_tensor *y, spk_tensor *out) {
-    double threshold = (double)k->dropout * 4294967296.0;
     struct {
-        uint32_t n, seed_lo, seed_hi, site, threshold;
-        float scale;
-    } push = {(uint32_t)y->count, (uint32_t)k->seed, (uint32_t)(k->seed >> 32), site,
-              threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold, (float)(1.0 / (1.0 - k->dropout))};
+        uint32_t n;
+        spk__dropout_push mask;
+    } push = {(uint32_t)y->count, spk__dropout_mask_of(k, site).push};
     uint32_t spec[2] = {64, backward};
     /* Texel views on CPU drivers, as the other elementwise kernels (storage-buffer reads are
      * per-lane loops there). */

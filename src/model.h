@@ -81,6 +81,8 @@ typedef struct spk__acts {
     spk__buffer_ref step;
 } spk__acts;
 
+/* The dropout mask of (seed, step, site) for this forward (rate > 0). */
+spk__dropout_mask spk__dropout_mask_of(const spk__acts *k, uint32_t site);
 /* Records inverted dropout: forward out = residual + mask(y) / (1 - rate), or with `backward`
  * out = mask(y) / (1 - rate) (residual unused), the mask of (seed, step, site). */
 spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t site, bool backward,

@@ -196,16 +196,26 @@ static spk_status spk__dense_backward(spk_context *ctx, const spk_tensor *x, con
     return s;
 }
 
-/* The backward of y = layer_norm(x): dx (+)= ..., dgamma += ..., dbeta += ... */
+/* The backward of y = layer_norm(x): dx (+)= ..., dgamma += ..., dbeta += ...; with `drop`, the
+ * new dx also goes through that dropout's mask into `masked` in the same pass (the backward of
+ * the dropout whose output the forward added to x, which the next step back needs). */
 static spk_status spk__norm_backward(spk_context *ctx, const spk_tensor *x, const spk__norm_params *p,
                                      spk__norm_params *grad, const spk_tensor *stats, const spk_tensor *dy,
-                                     bool accumulate_dx, spk_tensor *dx) {
+                                     bool accumulate_dx, spk_tensor *dx, const spk__dropout_mask *drop,
+                                     spk_tensor *masked) {
     /* dgamma and dbeta always accumulate; dx as asked: one call each way. */
     spk_layer_norm_grads g = {.dgamma = grad->gamma, .dbeta = grad->beta, .accumulate = true};
-    spk_status s = spk__record_layer_norm_backward(ctx, NULL, x, p->gamma, stats, dy, &g);
+    spk_status s = spk__record_layer_norm_backward(ctx, NULL, x, p->gamma, stats, dy, &g, NULL, NULL);
     g = (spk_layer_norm_grads){.dx = dx, .accumulate = accumulate_dx};
-    if (s == SPK_OK) s = spk__record_layer_norm_backward(ctx, NULL, x, p->gamma, stats, dy, &g);
+    if (s == SPK_OK) s = spk__record_layer_norm_backward(ctx, NULL, x, p->gamma, stats, dy, &g, drop, masked);
     return s;
+}
+
+/* The dropout mask of `site` in `slot`, or NULL without dropout or for a site before the first. */
+static const spk__dropout_mask *spk__mask(const spk__acts *k, int site, spk__dropout_mask *slot) {
+    if (k->dropout <= 0.0f || site < 0) return NULL;
+    *slot = spk__dropout_mask_of(k, (uint32_t)site);
+    return slot;
 }
 
 /* The backward of attention over the columns of qkv, into the same columns of dqkv. */
@@ -247,6 +257,10 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
     spk_tensor x_final = spk__view(k->x_final, 3, rows_h), d_drop = spk__view(k->drop_tmp, 3, rows_h);
     bool mean = c->output_mode == SPK_OUTPUT_MEAN, last = c->output_mode == SPK_OUTPUT_LAST;
     spk_status s = SPK_OK;
+    /* Dropout's masks, site 2 l + 0 (attention) and + 1 (feed-forward) of layer l; `masked`: d_drop
+     * holds the next site's masked gradient already. */
+    bool masks = k->dropout > 0.0f, masked = false;
+    spk__dropout_mask mask;
 
     /* output = dense(head_in, output_head) */
     spk_tensor d_final = spk__view(t->d_final, 2, out_h), normed = spk__view(k->final_normed, 2, mean ? all_h : out_h);
@@ -269,7 +283,7 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
     if (s == SPK_OK && last) {
         spk_tensor in = spk__view(k->final_in, 2, out_h), st = spk__view(k->final_stats, 2, out_2);
         spk_tensor d_last = spk__view(t->da, 2, out_h);
-        s = spk__norm_backward(ctx, &in, &m->w.final_norm, &g->final_norm, &st, &d_normed, false, &d_last);
+        s = spk__norm_backward(ctx, &in, &m->w.final_norm, &g->final_norm, &st, &d_normed, false, &d_last, NULL, NULL);
         /* Scatter the last positions' gradient into dx; the other positions get none. */
         if (s == SPK_OK) s = spk__fill_zero(ctx, dx.ref);
         VkBufferCopy *regions = s == SPK_OK ? spk__malloc((size_t)batch * sizeof *regions) : NULL;
@@ -282,8 +296,10 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
         free(regions);
     } else if (s == SPK_OK) {
         spk_tensor in = spk__view(&x_final, 2, all_h), st = spk__view(k->final_stats, 2, all_2);
-        spk_tensor dx2 = spk__view(t->dx, 2, all_h);
-        s = spk__norm_backward(ctx, &in, &m->w.final_norm, &g->final_norm, &st, &d_normed, false, &dx2);
+        spk_tensor dx2 = spk__view(t->dx, 2, all_h), d_drop2 = spk__view(k->drop_tmp, 2, all_h);
+        s = spk__norm_backward(ctx, &in, &m->w.final_norm, &g->final_norm, &st, &d_normed, false, &dx2,
+                               spk__mask(k, 2 * c->num_layers - 1, &mask), &d_drop2);
+        masked = masks;
     }
 
     for (int l = c->num_layers - 1; l >= 0 && s == SPK_OK; l--) {
@@ -292,17 +308,17 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
         spk__layer_view v;
         spk__layer_views(&k->layers[l], batch, seq, h, c->num_heads, &v);
         const spk_tensor *x_in = l == 0 && !m->w.input_projection.kernel ? input : &v.x;
-        /* x = x_mid + dropout(dense(gelu(dense(a2, up)), down)): dx flows to x_mid unchanged */
-        const spk_tensor *d_block = &dx;
-        if (k->dropout > 0.0f) s = spk__record_dropout(ctx, k, 2 * (uint32_t)l + 1, true, NULL, &dx, &d_drop), d_block = &d_drop;
+        /* x = x_mid + dropout(dense(gelu(dense(a2, up)), down)): dx flows to x_mid unchanged, and
+         * through the mask (which the norm backward that made dx applied, where there was one) */
+        if (masks && !masked) s = spk__record_dropout(ctx, k, 2 * (uint32_t)l + 1, true, NULL, &dx, &d_drop);
+        const spk_tensor *d_block = masks ? &d_drop : &dx;
         if (s == SPK_OK) s = spk__dense_backward(ctx, &v.g, &b->down, &gb->down, d_block, &v.h, &dh);
         if (s == SPK_OK) s = spk__dense_backward(ctx, &v.a2, &b->up, &gb->up, &dh, NULL, &da);
         /* a2 = layer_norm(x_mid) */
-        if (s == SPK_OK) s = spk__norm_backward(ctx, &v.x_mid, &b->ffn_norm, &gb->ffn_norm, &v.stats2, &da, true, &dx);
+        if (s == SPK_OK)
+            s = spk__norm_backward(ctx, &v.x_mid, &b->ffn_norm, &gb->ffn_norm, &v.stats2, &da, true, &dx,
+                                   spk__mask(k, 2 * l, &mask), &d_drop);
         /* x_mid = x + dropout(dense(o, out_proj)): dx flows to x unchanged */
-        d_block = &dx;
-        if (s == SPK_OK && k->dropout > 0.0f)
-            s = spk__record_dropout(ctx, k, 2 * (uint32_t)l, true, NULL, &dx, &d_drop), d_block = &d_drop;
         if (s == SPK_OK) s = spk__dense_backward(ctx, &v.o, &b->out, &gb->out, d_block, NULL, &d_o);
         /* o = softpick attention of q, k, v */
         if (s == SPK_OK)
@@ -310,7 +326,10 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
         /* q, k, v = dense(a1) */
         if (s == SPK_OK) s = spk__dense_backward(ctx, &v.a1, &b->qkv, &gb->qkv, &dqkv, NULL, &da);
         /* a1 = layer_norm(x) */
-        if (s == SPK_OK) s = spk__norm_backward(ctx, x_in, &b->attn_norm, &gb->attn_norm, &v.stats1, &da, true, &dx);
+        if (s == SPK_OK)
+            s = spk__norm_backward(ctx, x_in, &b->attn_norm, &gb->attn_norm, &v.stats1, &da, true, &dx,
+                                   spk__mask(k, 2 * l - 1, &mask), &d_drop);
+        masked = masks;
     }
     /* x = dense(input, input_projection) */
     if (s == SPK_OK && m->w.input_projection.kernel)

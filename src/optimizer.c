@@ -98,14 +98,26 @@ spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *o)
     d.written_mask = 0x3D;
     if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_optimizer, spec, 3, 0, &d.pipeline);
     if (s == SPK_OK) s = spk__dispatch(ctx, &d);
-    /* The update, tensor by tensor. */
+    /* The update, tensor by tensor; on CPU drivers, tensors of a multiple of 4 elements read
+     * through vec4 texel views (the texel variant's bindings: the four read, then p, m, v written
+     * and the state). */
     spec[1] = 2;
+    bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     for (uint32_t i = 0; i < n && s == SPK_OK; i++) {
         push.n = (uint32_t)p[i]->count;
-        d.bindings[0] = p[i]->ref, d.bindings[1] = g[i]->ref, d.bindings[2] = m1[i]->ref, d.bindings[3] = m2[i]->ref;
-        s = spk__grid(ctx, (p[i]->count + 4 * 64 - 1) / (4 * 64), d.groups); /* 4 elements per invocation */
-        if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_optimizer, spec, 3, 0, &d.pipeline);
-        if (s == SPK_OK) s = spk__dispatch(ctx, &d);
+        const spk_tensor *reads[4] = {p[i], g[i], m1[i], m2[i]};
+        bool texel = cpu && p[i]->count % 4 == 0;
+        spk__dispatch_desc u = d;
+        for (int b = 0; b < 4; b++) u.bindings[b] = reads[b]->ref, u.views[b] = reads[b]->views[1], texel = texel && u.views[b];
+        if (texel) {
+            u.bindings[4] = p[i]->ref, u.bindings[5] = m1[i]->ref, u.bindings[6] = m2[i]->ref;
+            u.bindings[7] = t->opt_state->ref;
+            u.written_mask = 0x70;
+        }
+        s = spk__grid(ctx, (p[i]->count + 4 * 64 - 1) / (4 * 64), u.groups); /* 4 elements per invocation */
+        if (s == SPK_OK)
+            s = spk__pipeline_get(ctx, texel ? &spk__shader_optimizer_texel : &spk__shader_optimizer, spec, 3, 0, &u.pipeline);
+        if (s == SPK_OK) s = spk__dispatch(ctx, &u);
     }
     return s;
 }

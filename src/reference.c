@@ -100,16 +100,40 @@ bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t 
     return true;
 }
 
-/* y = act(x W + b) (+ y when accumulating), x [rows, in] in doubles. */
+/* y = act(x W + b), x [rows, in] in doubles. */
 static void spk__ref_dense(const double *x, const float *w, const float *b, int64_t rows, int64_t in, int64_t out,
-                           bool gelu, bool accumulate, double *y) {
+                           bool gelu, double *y) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < out; j++) {
             double acc = b[j];
             for (int64_t l = 0; l < in; l++) acc += x[r * in + l] * w[l * out + j];
             if (gelu) acc = spk__ref_gelu(acc);
-            y[r * out + j] = accumulate ? y[r * out + j] + acc : acc;
+            y[r * out + j] = acc;
         }
+}
+
+/* murmur3's 32-bit finalizer, as shaders/dropout.glsl chains it over (seed, step, site, index). */
+static uint32_t spk__ref_mix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* x += dropout(y) over n elements at dropout site `site`: y kept with probability 1 - rate and
+ * scaled by 1 / (1 - rate) as a float32, as the device scales it. */
+static void spk__ref_add_dropped(const spk__ref_model *m, uint32_t site, const double *y, int64_t n, double *x) {
+    double rate = m->dropout, threshold = rate * 4294967296.0;
+    uint32_t t = threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold;
+    double scale = (float)(1.0 / (1.0 - rate));
+    uint32_t h = spk__ref_mix32((uint32_t)m->seed ^ 0x9e3779b9u);
+    h = spk__ref_mix32(h ^ (uint32_t)(m->seed >> 32));
+    h = spk__ref_mix32(h ^ m->step);
+    h = spk__ref_mix32(h ^ (site * 0x27d4eb2fu));
+    for (int64_t i = 0; i < n; i++)
+        if (rate <= 0 || spk__ref_mix32(h ^ (uint32_t)i) >= t) x[i] += rate > 0 ? y[i] * scale : y[i];
 }
 
 bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t batch, int64_t seq, double *out) {
@@ -120,17 +144,20 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
     bool ok = x && a && qkv && f && in;
     if (ok) {
         for (int64_t i = 0; i < rows * e; i++) in[i] = input[i];
-        if (m->in_kernel) spk__ref_dense(in, m->in_kernel, m->in_bias, rows, e, h, false, false, x);
+        if (m->in_kernel) spk__ref_dense(in, m->in_kernel, m->in_bias, rows, e, h, false, x);
         else memcpy(x, in, (size_t)(rows * h) * sizeof *x);
         for (int l = 0; l < m->cfg.num_layers; l++) {
             const spk__ref_layer *L = &m->layers[l];
             spk__ref_norm64(x, L->attn_gamma, L->attn_beta, rows, h, 1e-5, a);
-            spk__ref_dense(a, L->qkv_kernel, L->qkv_bias, rows, h, 3 * h, false, false, qkv);
+            spk__ref_dense(a, L->qkv_kernel, L->qkv_bias, rows, h, 3 * h, false, qkv);
             spk__ref_attention64(qkv, qkv + h, qkv + 2 * h, 3 * h, batch, seq, m->cfg.num_heads, hd, true, a, h);
-            spk__ref_dense(a, L->out_kernel, L->out_bias, rows, h, h, false, true, x);
+            /* x += dropout(dense(o, out)); x += dropout(dense(gelu(dense(norm(x), up)), down)) */
+            spk__ref_dense(a, L->out_kernel, L->out_bias, rows, h, h, false, qkv);
+            spk__ref_add_dropped(m, 2 * (uint32_t)l, qkv, rows * h, x);
             spk__ref_norm64(x, L->ffn_gamma, L->ffn_beta, rows, h, 1e-5, a);
-            spk__ref_dense(a, L->up_kernel, L->up_bias, rows, h, 4 * h, true, false, f);
-            spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, true, x);
+            spk__ref_dense(a, L->up_kernel, L->up_bias, rows, h, 4 * h, true, f);
+            spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, qkv);
+            spk__ref_add_dropped(m, 2 * (uint32_t)l + 1, qkv, rows * h, x);
         }
         spk__ref_norm64(x, m->final_gamma, m->final_beta, rows, h, 1e-5, a);
         /* The output positions (pooled into x), then the head if there is one. */
@@ -149,7 +176,7 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
             }
         int64_t out_rows = m->cfg.output_mode == SPK_OUTPUT_ALL ? rows : batch;
         if (m->head_kernel)
-            spk__ref_dense(pooled, m->head_kernel, m->head_bias, out_rows, h, m->cfg.num_outputs, false, false, out);
+            spk__ref_dense(pooled, m->head_kernel, m->head_bias, out_rows, h, m->cfg.num_outputs, false, out);
     }
     free(x), free(a), free(qkv), free(f), free(in);
     return ok;

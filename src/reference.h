@@ -47,6 +47,11 @@ typedef struct spk__ref_model {
     const spk__ref_layer *layers;
     const float *final_gamma, *final_beta;
     const float *head_kernel, *head_bias; /* NULL without an output head (num_outputs 0) */
+    /* Training's dropout (SPEC.md section 6) at this rate (0: none), with the masks of
+     * shaders/dropout.glsl for (seed, step), evaluated here from its definition. */
+    float dropout;
+    uint64_t seed;
+    uint32_t step;
 } spk__ref_model;
 /* The forward of SPEC.md section 2 on x [batch, seq, embed_dim]; `out` receives
  * spk_model_output_shape's elements. false when out of host memory. */

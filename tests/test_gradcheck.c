@@ -72,13 +72,18 @@ static double ref_loss(const spk__ref_model *r, const float *x, spk_loss_kind lo
 
 /* One configuration: the device's gradients against finite differences, per tensor (max abs error
  * over the sampled elements / max abs gradient of the tensor) within 1e-4. */
-static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
+static void check(spk_output_mode mode, int outputs, spk_loss_kind loss, float dropout) {
     spk_context *ctx = test_shared_context();
     spk_model_config c = spk_model_config_default(6);
     c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.window_size = SEQ, c.output_mode = mode;
     c.num_outputs = outputs, c.dropout = 0.0f;
     spk_model *m = NULL;
     assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
+    /* With dropout: the training step's forward, loss and backward without its optimizer, so the
+     * step count stays 0 and every run draws the masks of step 0. */
+    const uint64_t seed = 77;
+    spk_optimizer_desc sgd = spk_optimizer_defaults(SPK_OPTIMIZER_SGD);
+    if (dropout > 0) assert_int_equal(spk_model_set_dropout(m, dropout, seed), SPK_OK);
     assert_int_equal(spk_model_init_random(m, 21 + (uint64_t)mode), SPK_OK);
     host_params p = {.count = spk__weights_list(&m->w, c.num_layers, p.tensors)};
     /* Biases and norm offsets away from their zero initialisation, so their gradients matter. */
@@ -103,6 +108,7 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
     float got_loss = 0, y[BATCH * SEQ * 8];
     spk__ref_layer layers[2];
     spk__ref_model r = ref_model(m, &p, layers);
+    r.dropout = dropout, r.seed = seed, r.step = 0;
     if (loss == LINEAR) { /* the forward on its own, checked too; then dL/dy = v */
         assert_int_equal(spk_model_backward(m, target), SPK_ERROR_INVALID_ARGUMENT); /* no forward yet */
         assert_int_equal(spk_model_forward_train(m, x, BATCH, SEQ, y), SPK_OK);
@@ -111,6 +117,8 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
         assert_true(spk__ref_error(y, want_y, out_count) <= 1e-5);
         for (int64_t i = 0; i < out_count; i++) got_loss += target[i] * y[i];
         assert_int_equal(spk_model_backward(m, target), SPK_OK);
+    } else if (dropout > 0) {
+        assert_int_equal(spk__train_phases(m, x, BATCH, SEQ, loss, target, &sgd, SPK__PHASE_BACKWARD, &got_loss), SPK_OK);
     } else {
         assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, &got_loss), SPK_OK);
     }
@@ -144,12 +152,12 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
         worst = fmax(worst, rel);
         free(g);
     }
-    printf("mode %s, %s, %s: loss %.7g (float64 %.7g), %u tensors, worst relative error %.2g against finite "
-           "differences\n",
+    printf("mode %s, %s, %s, dropout %g: loss %.7g (float64 %.7g), %u tensors, worst relative error %.2g against "
+           "finite differences\n",
            mode == SPK_OUTPUT_LAST ? "last" : mode == SPK_OUTPUT_ALL ? "all" : "mean",
            outputs ? "a 3-class head" : "no head",
            loss == LINEAR ? "a loss of its own (forward_train, backward)" : loss == SPK_LOSS_MSE ? "mse" : "cross-entropy",
-           got_loss, want_loss,
+           (double)dropout, got_loss, want_loss,
            p.count, worst);
 
     /* Deterministic: zeroed and run again, the same bits in every gradient. */
@@ -171,6 +179,8 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
         assert_int_equal(spk_model_backward_tensors(m, tx), SPK_ERROR_SHAPE); /* dy of the input's shape */
         assert_int_equal(spk_model_backward_tensors(m, tdy), SPK_OK);
         spk_tensor_destroy(tx), spk_tensor_destroy(ty), spk_tensor_destroy(tdy);
+    } else if (dropout > 0) {
+        assert_int_equal(spk__train_phases(m, x, BATCH, SEQ, loss, target, &sgd, SPK__PHASE_BACKWARD, NULL), SPK_OK);
     } else {
         assert_int_equal(spk_model_grad(m, x, BATCH, SEQ, loss, target, NULL), SPK_OK);
     }
@@ -184,23 +194,28 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss) {
     test_assert_no_validation();
 }
 
-static void last_no_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 0, SPK_LOSS_MSE); }
-static void all_no_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE); }
-static void mean_no_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, SPK_LOSS_MSE); }
-static void last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, SPK_LOSS_CROSS_ENTROPY); }
-static void all_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 3, SPK_LOSS_CROSS_ENTROPY); }
-static void mean_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_CROSS_ENTROPY); }
-static void mean_head_mse(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_MSE); }
-static void own_loss_last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, LINEAR); }
-static void own_loss_all(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, LINEAR); }
-static void own_loss_mean(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, LINEAR); }
+static void last_no_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 0, SPK_LOSS_MSE, 0); }
+static void all_no_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE, 0); }
+static void mean_no_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, SPK_LOSS_MSE, 0); }
+static void last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, SPK_LOSS_CROSS_ENTROPY, 0); }
+static void all_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 3, SPK_LOSS_CROSS_ENTROPY, 0); }
+static void mean_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_CROSS_ENTROPY, 0); }
+static void mean_head_mse(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 3, SPK_LOSS_MSE, 0); }
+static void own_loss_last_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, LINEAR, 0); }
+static void own_loss_all(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, LINEAR, 0); }
+static void own_loss_mean(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, LINEAR, 0); }
+/* Dropout 0.5 against the masks evaluated in float64 from their definition: mode last (whose
+ * last block's mask is a pass of its own in the backward) and mode all (every mask applied by the
+ * norm backward that makes the gradient). */
+static void last_head_dropout(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, SPK_LOSS_CROSS_ENTROPY, 0.5f); }
+static void all_dropout(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE, 0.5f); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(last_no_head), cmocka_unit_test(all_no_head), cmocka_unit_test(mean_no_head),
         cmocka_unit_test(last_head),    cmocka_unit_test(all_head),    cmocka_unit_test(mean_head),
         cmocka_unit_test(mean_head_mse),  cmocka_unit_test(own_loss_last_head), cmocka_unit_test(own_loss_all),
-        cmocka_unit_test(own_loss_mean),
+        cmocka_unit_test(own_loss_mean), cmocka_unit_test(last_head_dropout), cmocka_unit_test(all_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

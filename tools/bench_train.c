@@ -213,7 +213,6 @@ int bench_train(spk_context *ctx, int repeats) {
     uint64_t ns;
     if (times && shaders && run_phase(&r, &ns) == SPK_OK) {
         uint32_t n = spk__train_dispatch_times(m, times, shaders, MAX);
-        if (getenv("SPK_DUMP")) for (uint32_t d = 0; d < n; d++) fprintf(stderr, "%u %s %.3f\n", d, shaders[d], times[d] / 1e6);
         for (uint32_t d = 0; d < n; d++) {
             int k = 0;
             while (k < SHADERS - 1 && names_by[k] && strcmp(names_by[k], shaders[d]) != 0) k++;

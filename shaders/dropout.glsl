@@ -4,14 +4,6 @@
 // seeded run is reproducible, and a backward recomputes the forward's mask instead of storing it.
 // Shared by dropout.comp and the layer norm backward that writes the masked gradient beside dx.
 
-uint dropout_mix(uint h) {
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
-}
 uvec4 dropout_mix(uvec4 h) {
     h ^= h >> 16;
     h *= 0x85ebca6bu;
@@ -20,6 +12,7 @@ uvec4 dropout_mix(uvec4 h) {
     h ^= h >> 16;
     return h;
 }
+uint dropout_mix(uint h) { return dropout_mix(uvec4(h)).x; } // the unused lanes fold away
 
 // The hash of (seed, step, site): one per dispatch, then mixed with each element's index.
 uint dropout_base(uint seed_lo, uint seed_hi, float step, uint site) {

@@ -35,8 +35,9 @@ layout(push_constant) uniform Push {
     uint a_batch_stride, b_batch_stride, c_batch_stride; // elements; b's is 0 when B is shared
     uint tile_m0; // first row tile of this dispatch (rows beyond one dispatch's grid are split)
     // bit 0 bias, bit 1 GELU, bit 2 residual, bit 3 times the residual, bit 4 keep A B + bias
-    // in Pre, bit 5 keep gelu'(A B + bias) there (the training forward): a push constant (a uniform branch per stored element), so
-    // one pipeline serves every epilogue instead of one LLVM compile each
+    // in Pre, bit 5 keep gelu'(A B + bias) there instead (the training forward): a push constant
+    // (a uniform branch per stored element), so one pipeline serves every epilogue instead of one
+    // LLVM compile each
     uint epilogue;
 } pc;
 

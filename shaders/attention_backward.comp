@@ -59,11 +59,16 @@ layout(set = 0, binding = 4) readonly buffer R { float r[]; }; // [batch, heads,
 layout(set = 0, binding = 5) writeonly buffer DD { float dd[]; }; // [batch, heads, seq]: D_i
 layout(set = 0, binding = 6) writeonly buffer G1 { float g1[]; }; // dQ
 layout(set = 0, binding = 7) readonly buffer O { float o[]; };
+layout(set = 0, binding = 7) readonly buffer O4 { vec4 o4[]; };
 #else
 layout(set = 0, binding = 5) readonly buffer DD { float dd[]; };
 layout(set = 0, binding = 6) writeonly buffer G1 { float g1[]; }; // dK
 layout(set = 0, binding = 7) writeonly buffer G2 { float g2[]; }; // dV
+layout(set = 0, binding = 7) writeonly buffer G2_4 { vec4 g2_4[]; };
 #endif
+// The same as vec4s with VEC 4 (every offset a multiple of 4): on CPU drivers each storage-buffer
+// access is a loop over the lanes, so a vec4 costs a quarter of four floats.
+layout(set = 0, binding = 6) writeonly buffer G1_4 { vec4 g1_4[]; };
 
 layout(push_constant) uniform Push {
     uint seq, heads;
@@ -126,7 +131,12 @@ void main() {
     // D_t = dO_t . O_t, kept for pass 1; this query's r.
     float dt = 0.0;
     uint o_base = (row0 + t_load) * pc.x_stride + pc.x_off + head * D;
-    [[unroll]] for (uint d = 0; d < D; d++) dt = fma(mine2[d], o[o_base + d], dt);
+    [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
+        vec4 od = VEC == 4 ? o4[(o_base + d4) / 4] : vec4(o[o_base + d4], o[o_base + min(d4 + 1, D - 1)],
+                                                           o[o_base + min(d4 + 2, D - 1)], o[o_base + min(d4 + 3, D - 1)]);
+        [[unroll]] for (uint e = 0; e < 4; e++)
+            if (d4 + e < D) dt = fma(mine2[d4 + e], od[e], dt);
+    }
     float rt = r[stat0 + t_load];
     if (t < pc.seq) dd[stat0 + t] = dt;
 
@@ -161,6 +171,11 @@ void main() {
     }
     if (t >= pc.seq) return;
     uint dst = (row0 + t) * pc.g1_stride + pc.g1_off + head * D;
+    if (VEC == 4) {
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4)
+            g1_4[(dst + d4) / 4] = vec4(acc1[d4], acc1[min(d4 + 1, D - 1)], acc1[min(d4 + 2, D - 1)], acc1[min(d4 + 3, D - 1)]) * pc.scale;
+        return;
+    }
     [[unroll]] for (uint d = 0; d < D; d++) g1[dst + d] = acc1[d] * pc.scale;
 #else
     [[unroll]] for (uint d = 0; d < D; d++) acc2[d] = 0.0;
@@ -202,6 +217,13 @@ void main() {
     if (t >= pc.seq) return;
     uint dk_dst = (row0 + t) * pc.g1_stride + pc.g1_off + head * D;
     uint dv_dst = (row0 + t) * pc.g2_stride + pc.g2_off + head * D;
+    if (VEC == 4) {
+        [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
+            g1_4[(dk_dst + d4) / 4] = vec4(acc1[d4], acc1[min(d4 + 1, D - 1)], acc1[min(d4 + 2, D - 1)], acc1[min(d4 + 3, D - 1)]) * pc.scale;
+            g2_4[(dv_dst + d4) / 4] = vec4(acc2[d4], acc2[min(d4 + 1, D - 1)], acc2[min(d4 + 2, D - 1)], acc2[min(d4 + 3, D - 1)]);
+        }
+        return;
+    }
     [[unroll]] for (uint d = 0; d < D; d++) g1[dk_dst + d] = acc1[d] * pc.scale, g2[dv_dst + d] = acc2[d];
 #endif
 }

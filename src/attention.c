@@ -171,10 +171,11 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
                          a->seq, a->heads, a->batch);
-    /* vec4 fetches where every row of every head of q, k, v and dO starts at a multiple of 4. */
-    const spk__attention_operand *in[4] = {&a->q, &a->k, &a->v, &a->dout};
+    /* vec4 loads and stores where every row of every head of every operand starts at a multiple
+     * of 4 (q, k, v and dO are the texel inputs). */
+    const spk__attention_operand *in[8] = {&a->q, &a->k, &a->v, &a->dout, &a->o, &a->dq, &a->dk, &a->dv};
     bool vec4 = a->head_dim % 4 == 0;
-    for (int i = 0; i < 4; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
+    for (int i = 0; i < 8; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
     texel = texel && shuffle;
     for (int i = 0; i < 4; i++) texel = texel && in[i]->views && in[i]->views[vec4];
     uint32_t spec[4] = {wg, a->head_dim, sg, vec4 ? 4 : 1};

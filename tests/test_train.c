@@ -309,7 +309,8 @@ static spk_status record_masked_norm(spk_context *ctx, const void *arg) {
 }
 
 /* The layer norm backward's masked dx (the model's backward through dropout) is dropout.comp's
- * mask applied to that dx, bit for bit, on rows of 256 (vec4) and of 7 (scalars). */
+ * mask applied to that dx, bit for bit, on rows of 256 (vec4) and of 7 (scalars), through texel
+ * views and through storage buffers. */
 static void dropout_in_norm_backward(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
@@ -337,17 +338,24 @@ static void dropout_in_norm_backward(void **state) {
         assert_int_equal(spk_tensor_upload(tg, gamma, n), SPK_OK);
         spk_layer_norm_desc desc = {.stats = tst};
         assert_int_equal(spk_layer_norm(ctx, tx, tg, tg, &desc, tw), SPK_OK); /* the stats */
-        masked_norm_run r = {&k, tx, tg, tst, tdy, tdx, tm};
-        assert_int_equal(spk__run_sync(ctx, record_masked_norm, &r), SPK_OK);
-        dropout_run d = {&k, tdx, tw};
-        assert_int_equal(spk__run_sync(ctx, record_dropout, &d), SPK_OK);
-        assert_int_equal(spk_tensor_download(tdx, dx, count), SPK_OK);
-        assert_int_equal(spk_tensor_download(tm, masked, count), SPK_OK);
-        assert_int_equal(spk_tensor_download(tw, want, count), SPK_OK);
-        int64_t dropped = 0;
-        for (int64_t i = 0; i < count; i++) dropped += masked[i] == 0.0f && dx[i] != 0.0f;
-        assert_true(dropped > count / 8 && dropped < count / 2); /* about a quarter */
-        assert_memory_equal(masked, want, (size_t)count * sizeof *masked);
+        /* The texel kernel (lavapipe's), then the storage-buffer one (inputs without views, as
+         * GPUs take them). */
+        spk_tensor px = *tx, pg = *tg, pdy = *tdy;
+        memset(px.views, 0, sizeof px.views), memset(pg.views, 0, sizeof pg.views), memset(pdy.views, 0, sizeof pdy.views);
+        for (int plain = 0; plain < 2; plain++) {
+            masked_norm_run r = {&k, plain ? &px : tx, plain ? &pg : tg, tst, plain ? &pdy : tdy, tdx, tm};
+            assert_int_equal(spk_tensor_upload(tm, dy, count), SPK_OK); /* stale values, overwritten */
+            assert_int_equal(spk__run_sync(ctx, record_masked_norm, &r), SPK_OK);
+            dropout_run d = {&k, tdx, tw};
+            assert_int_equal(spk__run_sync(ctx, record_dropout, &d), SPK_OK);
+            assert_int_equal(spk_tensor_download(tdx, dx, count), SPK_OK);
+            assert_int_equal(spk_tensor_download(tm, masked, count), SPK_OK);
+            assert_int_equal(spk_tensor_download(tw, want, count), SPK_OK);
+            int64_t dropped = 0;
+            for (int64_t i = 0; i < count; i++) dropped += masked[i] == 0.0f && dx[i] != 0.0f;
+            assert_true(dropped > count / 8 && dropped < count / 2); /* about a quarter */
+            assert_memory_equal(masked, want, (size_t)count * sizeof *masked);
+        }
         spk_tensor_destroy(tx), spk_tensor_destroy(tdy), spk_tensor_destroy(tg), spk_tensor_destroy(tst);
         spk_tensor_destroy(tdx), spk_tensor_destroy(tm), spk_tensor_destroy(tw);
         free(x), free(dy), free(gamma), free(dx), free(masked), free(want);

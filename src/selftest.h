@@ -1,5 +1,5 @@
 /* The self-test's lines and helpers (internal), shared by its parts (selftest.c, selftest_half.c,
- * selftest_backward.c) and the runner that reports them (selftest_run.c). */
+ * selftest_backward.c, selftest_train.c) and the runner that reports them (selftest_run.c). */
 #ifndef SOFTPICK_SELFTEST_H
 #define SOFTPICK_SELFTEST_H
 
@@ -98,5 +98,7 @@ void spk__st_gelu_backward(spk__selftest *st);
 void spk__st_layer_norm_backward(spk__selftest *st);
 void spk__st_attention_backward(spk__selftest *st);
 void spk__st_losses(spk__selftest *st);
+/* selftest_train.c: the model's gradients through the training step's kernels, the optimizer. */
+void spk__st_training(spk__selftest *st);
 
 #endif

@@ -23,7 +23,7 @@ static void (*const spk__st_parts[])(spk__selftest *) = {
     spk__st_softpick, spk__st_matmul, spk__st_layer_norm, spk__st_unary, spk__st_attention, spk__st_model_f32,
     spk__st_softpick_half, spk__st_matmul_half, spk__st_layer_norm_half, spk__st_attention_half, spk__st_model_half,
     spk__st_softpick_backward, spk__st_matmul_backward, spk__st_gelu_backward, spk__st_layer_norm_backward,
-    spk__st_attention_backward, spk__st_losses,
+    spk__st_attention_backward, spk__st_losses, spk__st_training,
 };
 #define SPK__ST_PARTS SPK__ARRAY_LEN(spk__st_parts)
 #define SPK__ST_MAX_THREADS 4

@@ -137,6 +137,14 @@ static spk_status step_selftest(spk_context *ctx, void *data) {
     return spk_selftest(ctx, &desc, &report);
 }
 
+/* The self-test's training lines (two models, their training steps, the optimizer): every 64th point. */
+static spk_status step_selftest_train(spk_context *ctx, void *data) {
+    (void)data;
+    spk_selftest_desc desc = {.only = "train", .threads = 1};
+    spk_selftest_report report;
+    return spk_selftest(ctx, &desc, &report);
+}
+
 /* The self-test's further context, made and destroyed (matching no op, it runs nothing): a context
  * it cannot make leaves the work to the caller's. */
 static spk_status step_selftest_contexts(spk_context *ctx, void *data) {
@@ -222,6 +230,7 @@ static const scenario g_scenarios[] = {
     {"model with f16 weights and activations: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0},
     {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
     {"self-test on a further context", prepare_nothing, step_selftest_contexts, cleanup_tensors, 0},
+    {"self-test (training)", prepare_nothing, step_selftest_train, cleanup_tensors, 64},
     {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},
     {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 8},

@@ -631,7 +631,7 @@ typedef enum spk_selftest_outcome {
 /* One line of the self-test: an (op, variant) pair over all its shapes. Strings are valid during
  * the callback only. */
 typedef struct spk_selftest_result {
-    const char *op;      /* "softpick", "matmul", "layer norm", "erf", "gelu", "attention", "model" */
+    const char *op;      /* "softpick", "matmul", "layer norm", "erf", "gelu", "attention", "model", "loss", "train" */
     const char *variant; /* e.g. "rows, a subgroup per row, subgroup reduction, texel reads" */
     bool used;           /* this device's defaults choose this variant (for some shape covered) */
     const char *shapes;  /* the shapes covered */

@@ -73,7 +73,8 @@ typedef struct spk__acts {
     spk_tensor *final_stats;    /* [rows, 2]: final_norm's */
     spk_tensor *final_normed;   /* [rows, hidden]: final_norm's output (the head's input) */
     spk_tensor *pooled;         /* [rows, hidden]: mode mean: the mean over positions */
-    spk_tensor *drop_tmp;       /* [rows, hidden]: a block's output before its dropout */
+    spk_tensor *drop_tmp;       /* [rows, hidden]: a block's output before its dropout (in the backward: the
+                                 * gradient through the mask) */
     /* Dropout of this forward (rate 0: none): masks from (seed, step, site = 2 layer + 0 for
      * attention, 1 for the feed-forward), the step read on the device from `step` (a float). */
     float dropout;

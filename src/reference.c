@@ -282,3 +282,9 @@ bool spk__ref_attention_backward(const float *q, const float *k, const float *v,
     free(s);
     return true;
 }
+
+double spk__ref_optimizer_first_step(const spk_optimizer_desc *o, double w, double g) {
+    if (o->kind == SPK_OPTIMIZER_SGD) return w - o->lr * (g + o->weight_decay * w);
+    double m1 = (1 - o->beta1) * g, v1 = (1 - o->beta2) * g * g;
+    return w * (1 - (double)o->lr * o->weight_decay) - o->lr / (1 - o->beta1) * m1 / (sqrt(v1) / sqrt(1 - o->beta2) + o->eps);
+}

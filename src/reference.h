@@ -57,4 +57,8 @@ typedef struct spk__ref_model {
  * spk_model_output_shape's elements. false when out of host memory. */
 bool spk__ref_model_forward(const spk__ref_model *m, const float *x, int64_t batch, int64_t seq, double *out);
 
+/* A step of SGD, or AdamW's first (zero moments), on weight w with gradient g (already clipped),
+ * as SPEC.md section 6 and PyTorch define them. */
+double spk__ref_optimizer_first_step(const spk_optimizer_desc *o, double w, double g);
+
 #endif

@@ -18,12 +18,6 @@ static bool spk__st_going(const spk__selftest *st) {
     return st->r.outcome == SPK_SELFTEST_PASS && st->fatal == SPK_OK;
 }
 
-static int64_t spk__st_param_count(spk_tensor *const *params, uint32_t count) {
-    int64_t n = 0;
-    for (uint32_t i = 0; i < count; i++) n += params[i]->count;
-    return n;
-}
-
 /* A model of ST_LAYERS blocks with random parameters, their host copies in `values` (in
  * spk__weights_list's order), and the float64 reference over those copies. */
 typedef struct spk__st_train_model {
@@ -31,6 +25,7 @@ typedef struct spk__st_train_model {
     spk_tensor *params[ST_TENSORS];
     float *values[ST_TENSORS];
     uint32_t count;
+    int64_t total, largest; /* elements of all the parameters, of the largest tensor */
     spk__ref_layer layers[ST_LAYERS];
     spk__ref_model ref;
 } spk__st_train_model;
@@ -42,7 +37,12 @@ static bool spk__st_train_model_make(spk__selftest *st, spk__st_buffers *b, spk_
     *t = (spk__st_train_model){0};
     if (!spk__st_ran(st, spk_model_create(st->ctx, &c, &t->m), "model")) return false;
     t->count = spk__weights_list(&t->m->w, ST_LAYERS, t->params);
-    float *all = spk__st_alloc(st, b, spk__st_param_count(t->params, t->count), sizeof *all);
+    for (uint32_t i = 0; i < t->count; i++) {
+        int64_t n = t->params[i]->count;
+        t->total += n;
+        if (n > t->largest) t->largest = n;
+    }
+    float *all = spk__st_alloc(st, b, t->total, sizeof *all);
     if (!all) return false;
     for (uint32_t i = 0; i < t->count; i++) {
         spk_tensor *p = t->params[i];
@@ -80,7 +80,7 @@ static void spk__st_train_check(spk__selftest *st, spk__st_train_model *t, const
     int64_t shape[3], n = spk_model_output_shape(t->m, ST_BATCH, ST_SEQ, &ndim, shape);
     spk__st_buffers b = {0};
     double *y = spk__st_alloc(st, &b, n, sizeof *y);
-    float *g = spk__st_alloc(st, &b, 8 * 4 * 8, sizeof *g); /* the largest tensor: [8, 32] */
+    float *g = spk__st_alloc(st, &b, t->largest, sizeof *g);
     spk_tensor *grads[ST_TENSORS];
     spk__weights_list(&t->m->train->grad, ST_LAYERS, grads);
     for (uint32_t i = 0; g && i < t->count && spk__st_going(st); i++) {
@@ -112,8 +112,8 @@ static void spk__st_train_check(spk__selftest *st, spk__st_train_model *t, const
  * before and after. */
 static void spk__st_train_optimizer(spk__selftest *st, spk__st_train_model *t) {
     spk__st_buffers b = {0};
-    float *g[ST_TENSORS], *after = spk__st_alloc(st, &b, 8 * 4 * 8, sizeof *after); /* the largest tensor */
-    float *all = spk__st_alloc(st, &b, spk__st_param_count(t->params, t->count), sizeof *all);
+    float *g[ST_TENSORS], *after = spk__st_alloc(st, &b, t->largest, sizeof *after);
+    float *all = spk__st_alloc(st, &b, t->total, sizeof *all);
     spk_tensor *grads[ST_TENSORS];
     spk__weights_list(&t->m->train->grad, ST_LAYERS, grads);
     double sumsq = 0;
@@ -133,14 +133,7 @@ static void spk__st_train_optimizer(spk__selftest *st, spk__st_train_model *t) {
             if (!spk__st_ran(st, spk_tensor_download(t->params[i], after, count), text)) break;
             double err = 0;
             for (int64_t j = 0; j < count; j++) {
-                double w = t->values[i][j], gr = g[i][j] * coef, want;
-                if (algo) {
-                    want = w - opt.lr * (gr + opt.weight_decay * w);
-                } else {
-                    double m1 = (1 - opt.beta1) * gr, v1 = (1 - opt.beta2) * gr * gr;
-                    want = w * (1 - (double)opt.lr * opt.weight_decay) -
-                           opt.lr / (1 - opt.beta1) * m1 / (sqrt(v1) / sqrt(1 - opt.beta2) + opt.eps);
-                }
+                double w = t->values[i][j], want = spk__ref_optimizer_first_step(&opt, w, g[i][j] * coef);
                 /* relative to the operands: w - step cancels where the step is about w */
                 err = fmax(err, fabs(after[j] - want) / fmax(fmax(fabs(want), fabs(w)), 1e-3));
                 t->values[i][j] = after[j]; /* the next step starts here */

@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "layer_norm_plan.h"
 #include "model.h"
+#include "reference.h"
 #include "safetensors.h"
 
 static float *read_npy(const char *dir, const char *name, spk_array *a) {
@@ -405,14 +406,7 @@ static void optimizer_against_float64(void **state) {
             float *after = test_alloc_floats(p[i]->count);
             assert_int_equal(spk_tensor_download(p[i], after, p[i]->count), SPK_OK);
             for (int64_t j = 0; j < p[i]->count; j++) {
-                double w = before[i][j], gr = grads[i][j] * coef, want;
-                if (algo) {
-                    want = w - opt.lr * (gr + opt.weight_decay * w);
-                } else {
-                    double m1 = (1 - opt.beta1) * gr, v1 = (1 - opt.beta2) * gr * gr;
-                    want = w * (1 - (double)opt.lr * opt.weight_decay) -
-                           opt.lr / (1 - opt.beta1) * m1 / (sqrt(v1) / sqrt(1 - opt.beta2) + opt.eps);
-                }
+                double w = before[i][j], want = spk__ref_optimizer_first_step(&opt, w, grads[i][j] * coef);
                 worst = fmax(worst, fabs(after[j] - want) / fmax(fabs(want), 1e-3));
             }
             free(after), free(before[i]), free(grads[i]);

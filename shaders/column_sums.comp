@@ -41,7 +41,8 @@ layout(push_constant) uniform Push {
 
 #include "kahan.glsl"
 
-const uint CHUNKS = 4, COLS = gl_WorkGroupSize.x / CHUNKS; // runs per column; columns per workgroup
+layout(constant_id = 3) const uint CHUNKS = 4;            // runs of rows per column (divides the workgroup)
+const uint COLS = gl_WorkGroupSize.x / CHUNKS;              // columns (or quads) per workgroup
 shared vec4 part[4][gl_WorkGroupSize.x]; // each invocation's sums and compensations
 
 // g and x at one row of this invocation's columns (VEC 1: in .x).

@@ -441,7 +441,8 @@ spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const 
     bool texel = cpu && ctx->caps.texel_buffers && g->views[0] && xs->views[0];
     /* Four columns per invocation through vec4 views where rows are whole vec4s. */
     bool vec4 = texel && n % 4 == 0 && g->views[1] && xs->views[1];
-    uint32_t spec[3] = {64, !out1 ? 0u : out0 ? 1u : 2u, vec4 ? 4u : 1u};
+    /* A workgroup of 64: 16 columns (or quads) by 4 runs of rows each. */
+    uint32_t spec[4] = {64, !out1 ? 0u : out0 ? 1u : 2u, vec4 ? 4u : 1u, 4};
     uint32_t push[3] = {(uint32_t)rows, (uint32_t)n, accumulate};
     spk__dispatch_desc d = {
         .bindings = {g->ref, xs->ref, stats ? stats->ref : g->ref, out->ref, out1 ? out1->ref : out->ref},
@@ -450,10 +451,10 @@ spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const 
         .push = push,
         .push_size = sizeof push,
     };
-    uint64_t per_group = spec[0] / 4; /* columns (or quads) per workgroup: 4 runs of rows each */
+    uint64_t per_group = spec[0] / spec[3];
     spk_status status = spk__grid(ctx, (n / spec[2] + per_group - 1) / per_group, d.groups);
     if (status == SPK_OK)
-        status = spk__pipeline_get(ctx, texel ? &spk__shader_column_sums_texel : &spk__shader_column_sums, spec, 3, 0,
+        status = spk__pipeline_get(ctx, texel ? &spk__shader_column_sums_texel : &spk__shader_column_sums, spec, 4, 0,
                                    &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;

@@ -18,7 +18,8 @@
 #include "fault.h"
 #include "selftest.h"
 
-/* In the order of their lines: the forward kernels and the model, 16-bit storage, the backward. */
+/* In the order of their lines: the forward kernels and the model, 16-bit storage, the backward,
+ * the training step. */
 static void (*const spk__st_parts[])(spk__selftest *) = {
     spk__st_softpick, spk__st_matmul, spk__st_layer_norm, spk__st_unary, spk__st_attention, spk__st_model_f32,
     spk__st_softpick_half, spk__st_matmul_half, spk__st_layer_norm_half, spk__st_attention_half, spk__st_model_half,

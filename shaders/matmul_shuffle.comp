@@ -33,6 +33,13 @@ layout(constant_id = 5) const uint VEC_B = 1;
 layout(constant_id = 6) const uint TRANS_A = 0; // A(m, k) at k * M + m
 layout(constant_id = 7) const uint TRANS_B = 0; // B(k, n) at n * K + k
 layout(constant_id = 8) const uint VEC_C = 1;   // 4: N a multiple of 4, the epilogue moves vec4s
+// The epilogue's bits (SPK__EPILOGUE_*, as matmul.comp's push constant): bit 0 bias, 1 GELU, 2
+// residual, 3 times the residual, 4 keep Pre, 5 keep gelu'. A specialization constant here, not a
+// push constant: llvmpipe (Mesa 22) runs both sides of every branch it cannot resolve at compile
+// time, masked, so a runtime bit cost every matmul the GELU's erf, the residual's loads and the
+// kept pre-activation's store loop whether set or not (1920 x 256 x 256 with a bias only: 3.5-3.7
+// ms against 2.8-2.9 compiled for it).
+layout(constant_id = 15) const uint EPILOGUE = 0;
 
 #define MATMUL_SPEC_ID 9
 #include "matmul_io.glsl" // A, B, C, bias, residual, pre-activation in their storage types
@@ -41,7 +48,7 @@ layout(push_constant) uniform Push {
     uint M, N, K;
     uint a_batch_stride, b_batch_stride, c_batch_stride;
     uint tile_m0;
-    uint epilogue; // bit 0 bias, 1 GELU, 2 residual, 3 times the residual, 4 keep Pre, 5 keep gelu' (matmul.comp)
+    uint epilogue; // the tile kernel's (matmul.comp); here EPILOGUE
 } pc;
 
 #include "erf.glsl"
@@ -159,8 +166,10 @@ void main() {
         step4(k, b_base, bt);
     }
     // The last K % 4 steps, one at a time (VEC_A, or with TRANS_B VEC_B, is 1 whenever there are
-    // any; with TRANS_A a lane takes its row from its quad's load).
-    for (k = k_end; k < pc.K; k++) {
+    // any; with TRANS_A a lane takes its row from its quad's load). Left out where the variant
+    // knows K is a multiple of 4: CPU drivers run a loop's body at least once, masked.
+    const bool K4 = TRANS_A == 0 ? VEC_A == 4 : TRANS_B != 0 && VEC_B == 4;
+    if (!K4) for (k = k_end; k < pc.K; k++) {
         float av[ROW_SETS];
         vec4 bv[CG];
         [[unroll]] for (uint r = 0; r < ROW_SETS; r++) {
@@ -187,7 +196,7 @@ void main() {
     vec4 bias_v[CG];
     [[unroll]] for (uint g = 0; g < CG; g++)
         [[unroll]] for (uint e = 0; e < 4; e++)
-            bias_v[g][e] = (pc.epilogue & 1u) != 0 ? bias_at(min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)) : 0.0;
+            bias_v[g][e] = (EPILOGUE & 1u) != 0 ? bias_at(min(col0 + (g * SG + lane) * 4 + e, pc.N - 1)) : 0.0;
 
     uint c_base = batch * pc.c_batch_stride;
     if (VEC_C == 4) {
@@ -200,14 +209,14 @@ void main() {
                 if (n >= pc.N) break;
                 vec4 v = acc[i * CG + g] + bias_v[g];
                 uint idx = (c_base + m * pc.N + n) / 4;
-                if ((pc.epilogue & 16u) != 0) pre4[idx] = v;
-                if (FORWARD && (pc.epilogue & 2u) != 0) {
+                if ((EPILOGUE & 16u) != 0) pre4[idx] = v;
+                if (FORWARD && (EPILOGUE & 2u) != 0) {
                     vec4 cdf = vec4(gelu_cdf(v.x), gelu_cdf(v.y), gelu_cdf(v.z), gelu_cdf(v.w));
-                    if ((pc.epilogue & 32u) != 0) pre4[idx] = gelu_grad_cdf(v, cdf);
+                    if ((EPILOGUE & 32u) != 0) pre4[idx] = gelu_grad_cdf(v, cdf);
                     v *= cdf;
                 }
-                if ((pc.epilogue & 4u) != 0) v += res4(idx);
-                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= res4(idx);
+                if ((EPILOGUE & 4u) != 0) v += res4(idx);
+                if (TRANS_B != 0 && (EPILOGUE & 8u) != 0) v *= res4(idx);
                 store_c4(idx, v);
             }
         }
@@ -222,18 +231,18 @@ void main() {
                 if (n >= pc.N) break;
                 float v = acc[i * CG + g][e] + bias_v[g][e];
                 uint idx = c_base + m * pc.N + n;
-                if ((pc.epilogue & 16u) != 0) pre[idx] = v;
+                if ((EPILOGUE & 16u) != 0) pre[idx] = v;
                 // GELU, and with bit 5 its derivative kept for the backward from the same erf
                 // (forward variants only: CPU drivers pay for unrolled epilogue code in compile time).
-                if (FORWARD && (pc.epilogue & 2u) != 0) {
+                if (FORWARD && (EPILOGUE & 2u) != 0) {
                     float cdf = gelu_cdf(v);
-                    if ((pc.epilogue & 32u) != 0) pre[idx] = gelu_grad_cdf(v, cdf);
+                    if ((EPILOGUE & 32u) != 0) pre[idx] = gelu_grad_cdf(v, cdf);
                     v *= cdf;
                 }
-                if ((pc.epilogue & 4u) != 0) v += res1(idx);
+                if ((EPILOGUE & 4u) != 0) v += res1(idx);
                 // Bit 3, times the residual: the backward through a GELU, fused into the dA product
                 // that makes its gradient, the residual being the gelu' the training forward kept.
-                if (TRANS_B != 0 && (pc.epilogue & 8u) != 0) v *= res1(idx);
+                if (TRANS_B != 0 && (EPILOGUE & 8u) != 0) v *= res1(idx);
                 store_c(idx, v);
             }
         }

@@ -80,16 +80,17 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
         uint32_t sg = ctx->caps.max_subgroup_size;
         bm = t->wg_x / sg * sg * t->row_sets;
         bn = sg * t->tn * 4;
-        uint32_t spec[15] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
+        uint32_t spec[16] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
                              p->n % 4 == 0 ? 4 : 1};
         memcpy(spec + 9, io_spec, sizeof io_spec);
+        spec[15] = p->epilogue;
         /* Through texel views 16-bit storage is only for an F16 C or residual. */
         bool bf16 = w_dtype == SPK_DTYPE_BF16, s16 = c_dtype != SPK_DTYPE_F32 || r_dtype != SPK_DTYPE_F32;
         const spk__shader *shader =
             texel ? (bf16 ? (s16 ? &spk__shader_matmul_shuffle_texel_bf16_s16 : &spk__shader_matmul_shuffle_texel_bf16)
                           : (s16 ? &spk__shader_matmul_shuffle_texel_s16 : &spk__shader_matmul_shuffle_texel))
                   : storage16 ? &spk__shader_matmul_shuffle_s16 : &spk__shader_matmul_shuffle;
-        status = spk__pipeline_get(ctx, shader, spec, 15, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+        status = spk__pipeline_get(ctx, shader, spec, 16, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;

@@ -5,8 +5,9 @@
 #include <string.h>
 
 #include "attention_plan.h"
-#include "internal.h"
+#include "bench.h"
 #include "bench_common.h"
+#include "internal.h"
 #include "cli.h"
 #include "model.h"
 #include "softpick_plan.h"
@@ -103,80 +104,139 @@ static double model_flops(const spk_model_config *c, int64_t batch, int64_t seq)
     return dense + attention;
 }
 
-/* The forward at batches 1 and 32 with the dense kernels stored as `dtype`: one table row each. */
-static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, spk_dtype dtype, spk_dtype act_dtype,
-                             double f32_latency[2]) {
+/* A dispatch's own cost: 65 against 1 back-to-back copies of 256 floats in one command buffer,
+ * per extra dispatch (ns; 0 on failure). */
+typedef struct dispatch_run {
+    spk_context *ctx;
+    spk_tensor *a, *b;
+    uint32_t count;
+} dispatch_run;
+
+static spk_status run_dispatches(void *arg, uint64_t *ns) {
+    dispatch_run *r = arg;
+    return spk__bench_dispatches(r->ctx, r->a, r->b, r->count, ns);
+}
+
+static double dispatch_cost_ns(spk_context *ctx, int repeats) {
+    int64_t n = 256;
+    dispatch_run r = {ctx, NULL, NULL, 1};
+    double cost = 0;
+    if (spk_tensor_create(ctx, 1, &n, &r.a) == SPK_OK && spk_tensor_create(ctx, 1, &n, &r.b) == SPK_OK) {
+        uint64_t one = median_ns(run_dispatches, &r, repeats);
+        r.count = 65;
+        uint64_t many = median_ns(run_dispatches, &r, repeats);
+        cost = one && many > one ? (double)(many - one) / 64.0 : 0;
+    }
+    spk_tensor_destroy(r.a), spk_tensor_destroy(r.b);
+    return cost;
+}
+
+/* Median of `repeats` forwards after 3 warm-up ones: host wall time and GPU time (ns); with
+ * `times`, also the per-dispatch times of the last one (*dispatches of them) summed into
+ * kernels[], by shader into by_shader[] (names[] their shaders). */
+enum { MAX_SHADERS = 8 };
+typedef struct forward_times {
+    double latency, gpu, kernels;
+    uint32_t dispatches;
+    const char *names[MAX_SHADERS];
+    double by_shader[MAX_SHADERS];
+} forward_times;
+
+static spk_status time_forwards(spk_model *m, const float *x, int64_t batch, int64_t seq, float *y, int repeats,
+                                forward_times *out) {
+    spk_context *ctx = m->ctx;
+    double *wall = calloc((size_t)repeats, sizeof *wall), *gpu = calloc((size_t)repeats, sizeof *gpu);
+    double *kernels = calloc((size_t)repeats, sizeof *kernels);
+    uint64_t *times = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *times);
+    const char **shaders = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *shaders);
+    spk_status s = wall && gpu && kernels && times && shaders ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+    *out = (forward_times){0};
+    for (int w = 0; w < 3 && s == SPK_OK; w++) s = spk_model_forward(m, x, batch, seq, y);
+    for (int r = 0; r < repeats && s == SPK_OK; r++) {
+        double t0 = cli_now_ms();
+        s = spk_model_forward(m, x, batch, seq, y);
+        wall[r] = (cli_now_ms() - t0) * 1e6; /* ns, as the GPU times */
+        gpu[r] = (double)spk_context_last_gpu_time_ns(ctx);
+        uint32_t count = spk__model_dispatch_times(m, times, shaders, SPK__MODEL_PROFILE_DISPATCHES);
+        out->dispatches = count;
+        for (uint32_t d = 0; d < count; d++) {
+            kernels[r] += (double)times[d];
+            int n = 0;
+            while (n < MAX_SHADERS - 1 && out->names[n] && strcmp(out->names[n], shaders[d]) != 0) n++;
+            out->names[n] = out->names[n] ? out->names[n] : shaders[d];
+            out->by_shader[n] += (double)times[d];
+        }
+    }
+    if (s == SPK_OK) {
+        qsort(wall, (size_t)repeats, sizeof *wall, compare_double);
+        qsort(gpu, (size_t)repeats, sizeof *gpu, compare_double);
+        qsort(kernels, (size_t)repeats, sizeof *kernels, compare_double);
+        out->latency = wall[repeats / 2], out->gpu = gpu[repeats / 2], out->kernels = kernels[repeats / 2];
+    }
+    free(wall), free(gpu), free(kernels), free(times), free(shaders);
+    return s;
+}
+
+/* The forward at batches 1 and 32 with the dense kernels stored as `dtype`: one table row each.
+ * Latency and GPU time come from a model without per-dispatch timestamps (what a user gets); the
+ * split by kernel from a twin that times every dispatch (the timestamps themselves cost about
+ * 50 us per dispatch on lavapipe, so that run is slower and its kernel times include them). */
+static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, double dispatch_ns, spk_dtype dtype,
+                             spk_dtype act_dtype, double f32_latency[2]) {
     spk_model_config cfg = spk_model_config_default(256);
     cfg.weights_dtype = dtype;
     cfg.activation_dtype = act_dtype;
     char label[16];
     snprintf(label, sizeof label, "%s/%s", spk_dtype_name(dtype), spk_dtype_name(act_dtype));
-    spk_model *m = NULL;
+    spk_model *m = NULL, *profiled = NULL;
     spk_status s = spk_model_create(ctx, &cfg, &m);
     if (s == SPK_OK) s = spk_model_init_random(m, 1);
+    if (s == SPK_OK) s = spk_model_create(ctx, &cfg, &profiled);
+    if (s == SPK_OK) s = spk_model_init_random(profiled, 1);
     if (s != SPK_OK) {
-        spk_model_destroy(m);
+        spk_model_destroy(m), spk_model_destroy(profiled);
         return cli_fail("bench model setup failed: %s", spk_context_last_error(ctx));
     }
-    m->profile = true;
+    profiled->profile = true;
     static const int64_t batches[] = {1, 32};
     int rc = 0;
     int64_t seq = cfg.window_size;
     for (size_t i = 0; i < 2 && rc == 0; i++) {
         int64_t batch = batches[i], n_in = batch * seq * cfg.embed_dim;
         float *x = malloc((size_t)n_in * sizeof *x), *y = malloc((size_t)(batch * cfg.hidden_size) * sizeof *y);
-        double *wall = calloc((size_t)repeats, sizeof *wall), *gpu = calloc((size_t)repeats, sizeof *gpu);
-        double *kernels = calloc((size_t)repeats, sizeof *kernels);
-        uint64_t *times = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *times);
-        const char **shaders = calloc(SPK__MODEL_PROFILE_DISPATCHES, sizeof *shaders);
-        /* Kernel time by shader, summed over the repeats. */
-        enum { MAX_SHADERS = 8 };
-        const char *names[MAX_SHADERS] = {0};
-        double by_shader[MAX_SHADERS] = {0};
-        s = x && y && wall && gpu && kernels && times && shaders ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+        forward_times plain, prof;
+        s = x && y ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
         if (s == SPK_OK) fill_random(x, n_in);
-        for (int w = 0; w < 3 && s == SPK_OK; w++) s = spk_model_forward(m, x, batch, seq, y);
-        for (int r = 0; r < repeats && s == SPK_OK; r++) {
-            double t0 = cli_now_ms();
-            s = spk_model_forward(m, x, batch, seq, y);
-            wall[r] = (cli_now_ms() - t0) * 1e6; /* ns, as the GPU times */
-            gpu[r] = (double)spk_context_last_gpu_time_ns(ctx);
-            uint32_t count = spk__model_dispatch_times(m, times, shaders, SPK__MODEL_PROFILE_DISPATCHES);
-            for (uint32_t d = 0; d < count; d++) {
-                kernels[r] += (double)times[d];
-                int n = 0;
-                while (n < MAX_SHADERS - 1 && names[n] && strcmp(names[n], shaders[d]) != 0) n++;
-                names[n] = names[n] ? names[n] : shaders[d];
-                by_shader[n] += (double)times[d];
-            }
-        }
+        if (s == SPK_OK) s = time_forwards(m, x, batch, seq, y, repeats, &plain);
+        if (s == SPK_OK) s = time_forwards(profiled, x, batch, seq, y, repeats, &prof);
         if (s != SPK_OK) {
             rc = cli_fail("forward failed: %s", spk_context_last_error(ctx));
         } else {
-            qsort(wall, (size_t)repeats, sizeof *wall, compare_double);
-            qsort(gpu, (size_t)repeats, sizeof *gpu, compare_double);
-            qsort(kernels, (size_t)repeats, sizeof *kernels, compare_double);
-            double lat = wall[repeats / 2], g = gpu[repeats / 2], k = kernels[repeats / 2];
+            double lat = plain.latency, g = plain.gpu, k = prof.kernels;
             double gflops = g > 0 ? model_flops(&cfg, batch, seq) / g : 0;
             if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32) f32_latency[i] = lat;
             printf("%-9s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
                    (long long)batch, lat / 1e6, g / 1e6, k / 1e6, (double)batch * 1e9 / lat, gflops,
-                   c->fma_gflops > 0 ? gflops / c->fma_gflops : 0, lat > 0 ? 100.0 * (1.0 - k / lat) : 0,
-                   lat > 0 ? f32_latency[i] / lat : 0);
+                   c->fma_gflops > 0 ? gflops / c->fma_gflops : 0,
+                   prof.latency > 0 ? 100.0 * (1.0 - k / prof.latency) : 0, lat > 0 ? f32_latency[i] / lat : 0);
             double total = 0;
-            for (int n = 0; n < MAX_SHADERS; n++) total += by_shader[n];
+            for (int n = 0; n < MAX_SHADERS; n++) total += prof.by_shader[n];
             printf("       kernel time by shader:");
-            for (int n = 0; n < MAX_SHADERS && names[n]; n++)
-                printf(" %s %.1f%%", names[n], total > 0 ? 100.0 * by_shader[n] / total : 0);
-            printf("\n");
+            for (int n = 0; n < MAX_SHADERS && prof.names[n]; n++)
+                printf(" %s %.1f%%", prof.names[n], total > 0 ? 100.0 * prof.by_shader[n] / total : 0);
+            double cost = (lat - g) + prof.dispatches * dispatch_ns;
+            printf("\n       profiled latency %.2f ms; outside kernels by dispatch count: host %.2f ms + %u "
+                   "dispatches x %.1f us = %.2f ms, %.1f%% of the latency\n",
+                   prof.latency / 1e6, (lat - g) / 1e6, prof.dispatches, dispatch_ns / 1e3, cost / 1e6,
+                   lat > 0 ? 100.0 * cost / lat : 0);
         }
-        free(x), free(y), free(wall), free(gpu), free(kernels), free(times), free(shaders);
+        free(x), free(y);
     }
     spk_model_memory_info mem;
     spk_model_memory(m, &mem);
     printf("          device memory, %s: weights %.2f MiB, activations %.2f MiB (batch 32)\n", label,
            (double)mem.weights / (1 << 20), (double)mem.activations / (1 << 20));
-    spk_model_destroy(m);
+    spk_model_destroy(m), spk_model_destroy(profiled);
     return rc;
 }
 
@@ -184,16 +244,20 @@ int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtyp
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     spk_model_config cfg = spk_model_config_default(256);
+    double dispatch_ns = dispatch_cost_ns(ctx, repeats);
+    printf("a dispatch alone: %.1f us (65 against 1 back-to-back copies of 256 floats in one command buffer)\n\n",
+           dispatch_ns / 1e3);
     printf("model: embed %d, hidden %d, %d heads, %d layers, seq %d, output last; latency = host wall time of "
            "spk_model_forward (upload, one submit, wait, download); GPU = timestamps around the command buffer; "
-           "kernels = sum of per-dispatch timestamps; types = storage of the dense kernels / of the activations\n",
+           "kernels = sum of per-dispatch timestamps, in a twin model that records them (outside kernels: its "
+           "share of that twin's latency); types = storage of the dense kernels / of the activations\n",
            cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size);
     printf("%-9s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
            "seq/s", "GFLOP/s GPU", "x FMA", "outside kernels", "x f32");
     double f32_latency[2] = {0, 0};
-    int rc = bench_model_dtype(ctx, repeats, &c, SPK_DTYPE_F32, SPK_DTYPE_F32, f32_latency);
+    int rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, f32_latency);
     if (rc == 0 && (weights_dtype != SPK_DTYPE_F32 || activation_dtype != SPK_DTYPE_F32))
-        rc = bench_model_dtype(ctx, repeats, &c, weights_dtype, activation_dtype, f32_latency);
+        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, weights_dtype, activation_dtype, f32_latency);
     printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, cfg.window_size) / 1e9,
            model_flops(&cfg, 32, cfg.window_size) / 1e9);
     return rc;

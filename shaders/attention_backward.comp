@@ -137,7 +137,7 @@ void main() {
         [[unroll]] for (uint e = 0; e < 4; e++)
             if (d4 + e < D) dt = fma(mine2[d4 + e], od[e], dt);
     }
-    float rt = r[stat0 + t_load];
+    float inv_rt = 1.0 / r[stat0 + t_load]; // one division per query, not one per key
     if (t < pc.seq) dd[stat0 + t] = dt;
 
     uint key_end = pc.causal != 0 ? min(pc.seq, b0 + SG) : pc.seq;
@@ -158,7 +158,7 @@ void main() {
         // dS for this query against keys j0 .. j0 + SG - 1 (masked and padding keys: zero).
         [[unroll]] for (uint i = 0; i < SG; i++) {
             bool live = j0 + i < pc.seq && !(pc.causal != 0 && j0 + i > t);
-            sc[i] = live ? (dp[i] - sign(sc[i]) * dt) / rt : 0.0;
+            sc[i] = live ? (dp[i] - sign(sc[i]) * dt) * inv_rt : 0.0;
         }
         [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 kd = load_k(kb, d4);
@@ -195,15 +195,16 @@ void main() {
                     if (d4 + e < D) sc[i] = fma(mine1[d4 + e], qi[e], sc[i]), dp[i] = fma(mine2[d4 + e], gi[e], dp[i]);
             }
         }
-        // P and dS of queries i0 .. i0 + SG - 1 against this key.
-        vec4 rd = vec4(r_l, d_l, 0.0, 0.0);
+        // P and dS of queries i0 .. i0 + SG - 1 against this key (1 / r exchanged: one division
+        // per query row, not one per pair).
+        vec4 rd = vec4(1.0 / r_l, d_l, 0.0, 0.0);
         publish(rd, rd);
         [[unroll]] for (uint i = 0; i < SG; i++) {
             vec4 ri_di = take_a(rd, i);
-            float ri = ri_di.x, di = ri_di.y;
+            float inv_ri = ri_di.x, di = ri_di.y;
             bool live = i0 + i < pc.seq && !(pc.causal != 0 && i0 + i < t);
-            p[i] = live ? sc[i] / ri : 0.0;
-            sc[i] = live ? (dp[i] - sign(sc[i]) * di) / ri : 0.0;
+            p[i] = live ? sc[i] * inv_ri : 0.0;
+            sc[i] = live ? (dp[i] - sign(sc[i]) * di) * inv_ri : 0.0;
         }
         [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 qd = load_q(qb, d4), gd = load_do(gb, d4);

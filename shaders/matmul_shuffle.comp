@@ -232,8 +232,7 @@ void main() {
                 float v = acc[i * CG + g][e] + bias_v[g][e];
                 uint idx = c_base + m * pc.N + n;
                 if ((EPILOGUE & 16u) != 0) pre[idx] = v;
-                // GELU, and with bit 5 its derivative kept for the backward from the same erf
-                // (forward variants only: CPU drivers pay for unrolled epilogue code in compile time).
+                // GELU, and with bit 5 its derivative kept for the backward from the same erf.
                 if (FORWARD && (EPILOGUE & 2u) != 0) {
                     float cdf = gelu_cdf(v);
                     if ((EPILOGUE & 32u) != 0) pre[idx] = gelu_grad_cdf(v, cdf);

@@ -69,15 +69,8 @@ spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const sp
     return spk__timed(ctx, spk__record_fma_peak, &a, ns);
 }
 
-typedef struct spk__overhead_args {
-    const spk_tensor *a, *b;
-    uint32_t count;
-} spk__overhead_args;
-
-/* `count` copies of a few vec4s, alternating direction, so that each waits on the one before
- * (a barrier between every two, as between a model's kernels). */
-static spk_status spk__record_dispatches(spk_context *ctx, const void *arg) {
-    const spk__overhead_args *o = arg;
+spk_status spk__record_dispatches(spk_context *ctx, const void *arg) {
+    const spk__dispatches_args *o = arg;
     uint32_t n = (uint32_t)(o->a->count / 4), spec[3] = {64, 1, 1};
     spk_status status = SPK_OK;
     for (uint32_t i = 0; i < o->count && status == SPK_OK; i++) {
@@ -85,10 +78,4 @@ static spk_status spk__record_dispatches(spk_context *ctx, const void *arg) {
         status = spk__dispatch_map(ctx, &spk__shader_copy_f4, spec, 3, src->ref, VK_NULL_HANDLE, dst->ref, n, n);
     }
     return status;
-}
-
-spk_status spk__bench_dispatches(spk_context *ctx, const spk_tensor *a, const spk_tensor *b, uint32_t count,
-                                 uint64_t *ns) {
-    spk__overhead_args o = {a, b, count};
-    return spk__timed(ctx, spk__record_dispatches, &o, ns);
 }

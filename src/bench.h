@@ -29,10 +29,14 @@ spk_status spk__bench_copy_buffer(spk_context *ctx, const spk_tensor *src, const
 spk_status spk__bench_fma_peak(spk_context *ctx, const spk_tensor *src, const spk_tensor *dst,
                                const spk__fma_variant *variant, uint64_t *ns, double *flops);
 
-/* `count` dispatches of a copy of a.count floats (a multiple of 4; b the same size), back and
- * forth between a and b with a barrier between each two, in one command buffer: the cost of a
- * dispatch beyond its kernel's work, when a is small. */
-spk_status spk__bench_dispatches(spk_context *ctx, const spk_tensor *a, const spk_tensor *b, uint32_t count,
-                                 uint64_t *ns);
+/* Records `count` dispatches of a copy of a.count floats (a multiple of 4; b the same size), back
+ * and forth between a and b so that each waits on the one before (a barrier between every two, as
+ * between a model's kernels): timed as a recording, the cost of a dispatch beyond its kernel's
+ * work when a is small. arg: a spk__dispatches_args. */
+typedef struct spk__dispatches_args {
+    const spk_tensor *a, *b;
+    uint32_t count;
+} spk__dispatches_args;
+spk_status spk__record_dispatches(spk_context *ctx, const void *arg);
 
 #endif

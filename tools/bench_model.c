@@ -106,34 +106,23 @@ static double model_flops(const spk_model_config *c, int64_t batch, int64_t seq)
 
 /* A dispatch's own cost: 65 against 1 back-to-back copies of 256 floats in one command buffer,
  * per extra dispatch (ns; 0 on failure). */
-typedef struct dispatch_run {
-    spk_context *ctx;
-    spk_tensor *a, *b;
-    uint32_t count;
-} dispatch_run;
-
-static spk_status run_dispatches(void *arg, uint64_t *ns) {
-    dispatch_run *r = arg;
-    return spk__bench_dispatches(r->ctx, r->a, r->b, r->count, ns);
-}
-
 static double dispatch_cost_ns(spk_context *ctx, int repeats) {
     int64_t n = 256;
-    dispatch_run r = {ctx, NULL, NULL, 1};
+    spk_tensor *a = NULL, *b = NULL;
     double cost = 0;
-    if (spk_tensor_create(ctx, 1, &n, &r.a) == SPK_OK && spk_tensor_create(ctx, 1, &n, &r.b) == SPK_OK) {
-        uint64_t one = median_ns(run_dispatches, &r, repeats);
-        r.count = 65;
-        uint64_t many = median_ns(run_dispatches, &r, repeats);
-        cost = one && many > one ? (double)(many - one) / 64.0 : 0;
+    if (spk_tensor_create(ctx, 1, &n, &a) == SPK_OK && spk_tensor_create(ctx, 1, &n, &b) == SPK_OK) {
+        spk__dispatches_args one = {a, b, 1}, many = {a, b, 65};
+        recorded_run r1 = {ctx, spk__record_dispatches, &one}, r65 = {ctx, spk__record_dispatches, &many};
+        uint64_t t1 = median_ns(run_recorded, &r1, repeats), t65 = median_ns(run_recorded, &r65, repeats);
+        cost = t1 && t65 > t1 ? (double)(t65 - t1) / 64.0 : 0;
     }
-    spk_tensor_destroy(r.a), spk_tensor_destroy(r.b);
+    spk_tensor_destroy(a), spk_tensor_destroy(b);
     return cost;
 }
 
-/* Median of `repeats` forwards after 3 warm-up ones: host wall time and GPU time (ns); with
- * `times`, also the per-dispatch times of the last one (*dispatches of them) summed into
- * kernels[], by shader into by_shader[] (names[] their shaders). */
+/* Medians of `repeats` forwards after 3 warm-up ones: host wall time and GPU time (ns); for a
+ * model with `profile` set, also of the sum of its per-dispatch times, the dispatch count, and
+ * the kernel time by shader summed over the repeats (names[] their shaders). */
 enum { MAX_SHADERS = 8 };
 typedef struct forward_times {
     double latency, gpu, kernels;

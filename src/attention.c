@@ -1,5 +1,6 @@
 /* Fused causal softpick attention (shaders/attention.comp). */
 #include "attention_plan.h"
+#include "tuning.h"
 
 #include <math.h>
 #include <string.h>
@@ -114,12 +115,42 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
     return status;
 }
 
+/* Tuned parameters (tuning.h): shuffle, workgroup, queries, keys, texel. */
+void spk__attention_tuning_pack(const spk__attention_tuning *t, uint32_t p[SPK__TUNE_PARAMS]) {
+    uint32_t q[SPK__TUNE_PARAMS] = {t->shuffle, t->workgroup, t->queries, t->keys, t->texel};
+    memcpy(p, q, sizeof q);
+}
+
+bool spk__attention_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], uint32_t head_dim,
+                                  spk__attention_tuning *t) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    *t = (spk__attention_tuning){.shuffle = p[0] == 1, .workgroup = p[1], .queries = p[2], .keys = p[3],
+                                 .texel = p[4] == 1 && ctx->caps.texel_buffers};
+    if (p[0] > 1 || p[4] > 1 || t->workgroup < 1 || t->workgroup > l->maxComputeWorkGroupInvocations ||
+        t->workgroup > l->maxComputeWorkGroupSize[0])
+        return false;
+    if (t->shuffle) return spk__attention_shuffle_supported(ctx) && t->workgroup % ctx->caps.max_subgroup_size == 0;
+    bool pow2 = t->queries && t->keys && !(t->queries & (t->queries - 1)) && !(t->keys & (t->keys - 1));
+    return pow2 && t->queries <= t->workgroup &&
+           spk__attention_shared_floats(head_dim, t->queries, t->keys) * sizeof(float) <= l->maxComputeSharedMemorySize;
+}
+
+spk__tune_problem spk__attention_problem(const spk__attention_args *a, bool backward) {
+    uint32_t variant = a->causal | (a->r.buffer != VK_NULL_HANDLE) << 1 | a->q.dtype << 2 | a->out.dtype << 4;
+    return (spk__tune_problem){backward ? SPK__TUNE_ATTENTION_BACKWARD : SPK__TUNE_ATTENTION, variant,
+                               {a->batch, a->seq, a->heads, a->head_dim}};
+}
+
 spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,
                                  const spk__attention_args *a, uint32_t mode, spk__buffer_ref scores) {
-    spk__attention_tuning defaults;
+    spk__attention_tuning chosen;
     if (!tuning) {
-        spk__attention_tuning_defaults(ctx, a->head_dim, a->seq, &defaults);
-        tuning = &defaults;
+        spk__tune_problem problem = spk__attention_problem(a, false);
+        uint32_t params[SPK__TUNE_PARAMS];
+        if (mode != SPK__ATTENTION_FUSED || !spk__tuned(ctx, &problem, params) ||
+            !spk__attention_tuning_unpack(ctx, params, a->head_dim, &chosen))
+            spk__attention_tuning_defaults(ctx, a->head_dim, a->seq, &chosen);
+        tuning = &chosen;
     }
     const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
     if (tuning->shuffle) return spk__record_attention_shuffle(ctx, tuning, a, mode, scores);
@@ -153,18 +184,36 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
-spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *a, bool texel,
-                                          bool shared_xchg) {
-    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
-    bool shuffle = !shared_xchg && spk__attention_shuffle_supported(ctx);
+void spk__attention_backward_tuning(const spk_context *ctx, bool texel, bool shared_xchg, spk__attention_tuning *t) {
     /* Without shuffles a workgroup of 16 is one exchange group: two barriers per 4 dimensions of
      * 16 rows (larger groups amortize loads better but compile far slower on CPU drivers). */
-    uint32_t sg = 16, wg = 16;
-    if (shuffle) {
-        spk__attention_tuning t;
-        spk__attention_tuning_shuffle(ctx, false, &t);
-        sg = ctx->caps.max_subgroup_size, wg = t.workgroup;
+    if (shared_xchg || !spk__attention_shuffle_supported(ctx))
+        *t = (spk__attention_tuning){.workgroup = 16};
+    else
+        spk__attention_tuning_shuffle(ctx, texel, t);
+}
+
+spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *a,
+                                          const spk__attention_tuning *tuning) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    spk__attention_tuning chosen;
+    if (!tuning) {
+        spk__attention_args fwd = {.q = a->q, .out = a->q, .batch = a->batch, .seq = a->seq, .heads = a->heads,
+                                   .head_dim = a->head_dim, .causal = a->causal};
+        spk__tune_problem problem = spk__attention_problem(&fwd, true);
+        uint32_t params[SPK__TUNE_PARAMS];
+        if (!spk__tuned(ctx, &problem, params) || !spk__attention_tuning_unpack(ctx, params, a->head_dim, &chosen) ||
+            (!chosen.shuffle && chosen.workgroup != 16))
+            spk__attention_backward_tuning(ctx, ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU, false,
+                                           &chosen);
+        tuning = &chosen;
     }
+    bool shuffle = tuning->shuffle, texel = tuning->texel;
+    if (shuffle && !spk__attention_shuffle_supported(ctx))
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle attention kernel needs fixed-size subgroups");
+    uint32_t wg = tuning->workgroup, sg = shuffle ? ctx->caps.max_subgroup_size : 16;
+    if (shuffle ? wg % sg != 0 : wg != 16)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "attention backward workgroup of %u invocations", wg);
     uint64_t groups = ((uint64_t)a->seq + wg - 1) / wg;
     if (groups > l->maxComputeWorkGroupCount[0] || a->heads > l->maxComputeWorkGroupCount[1] ||
         a->batch > l->maxComputeWorkGroupCount[2])
@@ -306,15 +355,15 @@ spk_status spk_softpick_attention_train(spk_context *ctx, const spk_tensor *q, c
 
 typedef struct spk__attention_backward_run {
     spk__attention_backward_args args;
-    bool texel, shared_xchg;
+    const spk__attention_tuning *tuning;
 } spk__attention_backward_run;
 
 static spk_status spk__attention_backward_dispatch(spk_context *ctx, const void *arg) {
     const spk__attention_backward_run *run = arg;
-    return spk__record_attention_backward(ctx, &run->args, run->texel, run->shared_xchg);
+    return spk__record_attention_backward(ctx, &run->args, run->tuning);
 }
 
-spk_status spk__attention_backward_tuned(spk_context *ctx, bool texel, bool shared_xchg, const spk_tensor *q,
+spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_tuning *tuning, const spk_tensor *q,
                                          const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
                                          const spk_tensor *r, const spk_tensor *dout, int num_heads, bool causal,
                                          const spk_attention_grads *grads) {
@@ -348,8 +397,7 @@ spk_status spk__attention_backward_tuned(spk_context *ctx, bool texel, bool shar
                  .dq = {grads->dq->ref, h, 0, NULL, SPK_DTYPE_F32}, .dk = {grads->dk->ref, h, 0, NULL, SPK_DTYPE_F32}, .dv = {grads->dv->ref, h, 0, NULL, SPK_DTYPE_F32},
                  .r = r->ref, .d = dt->ref, .batch = fwd.batch, .seq = fwd.seq, .heads = fwd.heads,
                  .head_dim = fwd.head_dim, .causal = causal},
-        .texel = texel,
-        .shared_xchg = shared_xchg,
+        .tuning = tuning,
     };
     status = spk__run_sync(ctx, spk__attention_backward_dispatch, &run);
     spk_tensor_destroy(dt);
@@ -360,6 +408,5 @@ spk_status spk_softpick_attention_backward(spk_context *ctx, const spk_tensor *q
                                            const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
                                            const spk_tensor *dout, int num_heads, bool causal,
                                            const spk_attention_grads *grads) {
-    bool cpu = ctx && ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    return spk__attention_backward_tuned(ctx, cpu, false, q, k, v, out, r, dout, num_heads, causal, grads);
+    return spk__attention_backward_tuned(ctx, NULL, q, k, v, out, r, dout, num_heads, causal, grads);
 }

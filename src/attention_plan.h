@@ -4,6 +4,7 @@
 #define SOFTPICK_ATTENTION_PLAN_H
 
 #include "internal.h"
+#include "tuning.h"
 
 /* One operand: rows of `stride` elements, heads starting at column `offset`. */
 typedef struct spk__attention_operand {
@@ -56,16 +57,25 @@ void spk__attention_tuning_shuffle(const spk_context *ctx, bool texel, spk__atte
  * ([batch, heads, seq, seq]); PRODUCT reads softpick'ed scores from it; FUSED ignores it. */
 spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *tuning,
                                  const spk__attention_args *args, uint32_t mode, spk__buffer_ref scores);
-/* Records the backward (two passes: dQ with D, then dK and dV) with the shuffle kernels where the
- * device has fixed-size subgroup shuffles (and texel views through `texel`), else exchanging
- * through shared memory. `shared_xchg` forces the latter (tests). */
-spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *args, bool texel,
-                                          bool shared_xchg);
-/* spk_softpick_attention_backward with the kernel chosen: texel reads, shared-memory exchange. */
-spk_status spk__attention_backward_tuned(spk_context *ctx, bool texel, bool shared_xchg, const spk_tensor *q,
+/* The backward's tuning: the shuffle kernels where the device has fixed-size subgroup shuffles
+ * (through texel views with `texel`), else (or with `shared_xchg`) exchanging through shared
+ * memory in workgroups of 16. */
+void spk__attention_backward_tuning(const spk_context *ctx, bool texel, bool shared_xchg, spk__attention_tuning *t);
+/* Records the backward (two passes: dQ with D, then dK and dV); `tuning` NULL: the context's
+ * choice (tuned, else the rule). */
+spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *args,
+                                          const spk__attention_tuning *tuning);
+/* spk_softpick_attention_backward with the kernel given (NULL: the context's choice). */
+spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_tuning *tuning, const spk_tensor *q,
                                          const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
                                          const spk_tensor *r, const spk_tensor *dout, int num_heads, bool causal,
                                          const spk_attention_grads *grads);
+/* The tuning problem of a forward (or of the backward of the same shape), and a tuning's
+ * parameters in the tuning file and back (false: parameters this device cannot run). */
+spk__tune_problem spk__attention_problem(const spk__attention_args *a, bool backward);
+void spk__attention_tuning_pack(const spk__attention_tuning *t, uint32_t p[SPK__TUNE_PARAMS]);
+bool spk__attention_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], uint32_t head_dim,
+                                  spk__attention_tuning *t);
 /* The largest head dimension the kernel takes. */
 #define SPK__ATTENTION_MAX_HEAD_DIM 256
 

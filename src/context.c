@@ -2,6 +2,7 @@
  * Set-up runs in Vulkan's natural order; memory, pipelines and commands have their own files. */
 #include "internal.h"
 #include "fault.h"
+#include "tuning.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -549,6 +550,7 @@ spk_status spk_context_create(const spk_context_desc *desc_in, spk_context **out
     if (status == SPK_OK) status = spk__allocator_init(ctx);
     if (status == SPK_OK) status = spk__commands_init(ctx);
     if (status == SPK_OK) status = spk__pipelines_init(ctx, desc.pipeline_cache_path);
+    if (status == SPK_OK) status = spk__tuning_init(ctx, desc.tuning_path);
     if (status != SPK_OK) {
         spk__log(ctx->log, ctx->log_user_data, SPK_LOG_ERROR, "%s", ctx->error);
         spk_context_destroy(ctx);
@@ -643,6 +645,7 @@ spk_status spk_context_create_external(const spk_vulkan_device *dev, spk_context
     if (status == SPK_OK) status = spk__allocator_init(ctx);
     if (status == SPK_OK) status = spk__commands_init(ctx);
     if (status == SPK_OK) status = spk__pipelines_init(ctx, getenv("SOFTPICK_PIPELINE_CACHE"));
+    if (status == SPK_OK) status = spk__tuning_init(ctx, NULL);
     if (status != SPK_OK) {
         spk__log(NULL, NULL, SPK_LOG_ERROR, "%s", ctx->error);
         spk_context_destroy(ctx);
@@ -659,6 +662,7 @@ void spk_context_destroy(spk_context *ctx) {
          * is its business, so the library does not wait for the whole device there. */
         if (!ctx->external) ctx->vk.vkDeviceWaitIdle(ctx->device);
         spk__pipelines_destroy(ctx);
+        spk__tuning_destroy(ctx);
         spk__commands_destroy(ctx);
         spk__allocator_destroy(ctx);
         if (!ctx->external) ctx->vk.vkDestroyDevice(ctx->device, NULL);

@@ -198,6 +198,12 @@ struct spk_context {
     uint32_t pipeline_count, pipeline_capacity;
     bool log_pipelines;         /* SOFTPICK_LOG_PIPELINES: report each build with its time */
 
+    /* tuning.c: kernel choices measured by spk_tune, by problem class (the rules elsewhere) */
+    struct spk__tune_entry *tuned;
+    uint32_t tuned_count;
+    char *tuning_path;                /* the file loaded and written; NULL: none */
+    struct spk__tune_collect *collect; /* spk_tune: every problem looked up is also collected */
+
     VkCommandPool command_pool;
     VkFence fence;
     uint64_t last_gpu_time_ns;
@@ -263,6 +269,11 @@ bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_si
  * the file readers) and returns `status`. */
 spk_status spk__error_message(char *error, size_t error_size, spk_status status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* FNV-1a of n bytes, and continued over more bytes from a previous hash. */
+uint64_t spk__fnv1a(const unsigned char *p, size_t n);
+uint64_t spk__fnv1a_more(uint64_t h, const unsigned char *p, size_t n);
+/* A whole file, malloc'd (free it); NULL when it cannot be read. */
+unsigned char *spk__read_file(const char *path, size_t *size);
 /* The smallest power of two >= v (v <= 2^31). */
 uint32_t spk__pow2_at_least(uint64_t v);
 
@@ -286,6 +297,8 @@ static inline spk__buffer_ref spk__allocation_ref(const spk__allocation *a) {
 /* ---- pipeline.c ------------------------------------------------------------------------- */
 
 spk_status spk__pipelines_init(spk_context *ctx, const char *cache_path);
+/* FNV-1a over every embedded SPIR-V variant: changes whenever any kernel does. */
+uint64_t spk__spirv_hash(void);
 void spk__pipelines_destroy(spk_context *ctx);
 /* The pipeline of `shader` with these specialization constants (constant_id 0..count-1), built on
  * first use and cached for the context's lifetime. */

@@ -22,6 +22,28 @@ void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tun
     };
 }
 
+/* Tuned parameters (tuning.h): the fields in order. */
+void spk__layer_norm_tuning_pack(const spk__layer_norm_tuning *t, uint32_t p[SPK__TUNE_PARAMS]) {
+    uint32_t q[SPK__TUNE_PARAMS] = {t->workgroup, t->short_row, t->subgroup_row_max, t->cache_max, t->rows_max, t->texel};
+    memcpy(p, q, sizeof q);
+}
+
+bool spk__layer_norm_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__layer_norm_tuning *t) {
+    const spk__device_caps *caps = &ctx->caps;
+    const VkPhysicalDeviceLimits *l = &caps->props.limits;
+    *t = (spk__layer_norm_tuning){p[0], p[1], p[2], p[3], p[4], p[5] == 1 && caps->texel_buffers};
+    bool pow2 = t->workgroup && !(t->workgroup & (t->workgroup - 1));
+    return pow2 && t->workgroup % caps->max_subgroup_size == 0 && t->workgroup <= l->maxComputeWorkGroupInvocations &&
+           t->workgroup <= l->maxComputeWorkGroupSize[0] && t->cache_max <= 64 && t->rows_max >= 1 &&
+           t->rows_max <= 64 && p[5] <= 1;
+}
+
+spk__tune_problem spk__layer_norm_problem(const spk_tensor *x, const spk_tensor *y, bool stats) {
+    uint64_t n = (uint64_t)x->shape[x->ndim - 1];
+    return (spk__tune_problem){SPK__TUNE_LAYER_NORM, stats | x->dtype << 1 | y->dtype << 3,
+                               {(uint64_t)x->count / n, n}};
+}
+
 uint32_t spk__layer_norm_group(const spk_context *ctx, const spk__layer_norm_tuning *t, uint64_t len) {
     const spk__device_caps *caps = &ctx->caps;
     uint32_t fixed_sg = caps->min_subgroup_size == caps->max_subgroup_size ? caps->max_subgroup_size : 0;
@@ -135,7 +157,10 @@ static spk_status spk__layer_norm_check(spk_context *ctx, const spk__layer_norm_
     }
     if (x->count == 0) return SPK_OK;
     if (!tuning) {
-        spk__layer_norm_tuning_defaults(ctx, defaults);
+        spk__tune_problem problem = spk__layer_norm_problem(x, y, stats != NULL);
+        uint32_t params[SPK__TUNE_PARAMS];
+        if (!spk__tuned(ctx, &problem, params) || !spk__layer_norm_tuning_unpack(ctx, params, defaults))
+            spk__layer_norm_tuning_defaults(ctx, defaults);
         tuning = defaults;
     }
     *args = (spk__layer_norm_args){tuning, x, gamma, beta, y, stats, epsilon, (uint64_t)(x->count / n), (uint64_t)n};

@@ -4,6 +4,7 @@
 #define SOFTPICK_LAYER_NORM_PLAN_H
 
 #include "internal.h"
+#include "tuning.h"
 
 typedef struct spk__layer_norm_tuning {
     uint32_t workgroup;        /* invocations per workgroup */
@@ -15,6 +16,11 @@ typedef struct spk__layer_norm_tuning {
 } spk__layer_norm_tuning;
 
 void spk__layer_norm_tuning_defaults(const spk_context *ctx, spk__layer_norm_tuning *t);
+/* The tuning problem of a forward, and a tuning's parameters in the tuning file and back (false:
+ * parameters this device cannot run). */
+spk__tune_problem spk__layer_norm_problem(const spk_tensor *x, const spk_tensor *y, bool stats);
+void spk__layer_norm_tuning_pack(const spk__layer_norm_tuning *t, uint32_t p[SPK__TUNE_PARAMS]);
+bool spk__layer_norm_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__layer_norm_tuning *t);
 /* Invocations per row for rows of `len` loads: 1, a subgroup or the workgroup. */
 uint32_t spk__layer_norm_group(const spk_context *ctx, const spk__layer_norm_tuning *t, uint64_t len);
 /* Checks the operands and records the layer norm into the current recording (ctx->rec). */

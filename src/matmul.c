@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "matmul_plan.h"
+#include "tuning.h"
 
 void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t) {
     /* 64 x 64 tiles of C, 4 x 4 per invocation, 16-deep slices in shared memory; smaller where
@@ -45,19 +46,59 @@ void spk__matmul_tuning_defaults(const spk_context *ctx, spk__matmul_tuning *t) 
         spk__matmul_tuning_tiles(ctx, t);
 }
 
-typedef struct spk__matmul_args {
-    const spk__matmul_tuning *tuning;
-    const spk_tensor *a, *b, *bias, *residual;
-    spk_tensor *c, *pre;
-    uint32_t epilogue; /* SPK__EPILOGUE_* bits */
-    uint64_t batch, m, n, k;
-    bool shared_b;
-    bool trans_a, trans_b; /* A stored [K, M], B stored [N, K] (matmul.comp) */
-} spk__matmul_args;
+/* Parameters of a tuned choice (tuning.h): kind (1 shuffle), wg_x, wg_y, tm, tn, bk, flags
+ * (1 shared, 2 texel), row_sets. */
+void spk__matmul_tuning_pack(const spk__matmul_tuning *t, uint32_t p[SPK__TUNE_PARAMS]) {
+    uint32_t q[SPK__TUNE_PARAMS] = {t->shuffle, t->wg_x, t->wg_y, t->tm, t->tn, t->bk,
+                                    (t->shared ? 1u : 0u) | (t->texel ? 2u : 0u), t->row_sets};
+    memcpy(p, q, sizeof q);
+}
 
-static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
+bool spk__matmul_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__matmul_tuning *t) {
+    const spk__device_caps *caps = &ctx->caps;
+    const VkPhysicalDeviceLimits *l = &caps->props.limits;
+    *t = (spk__matmul_tuning){.shuffle = p[0] == 1, .wg_x = p[1], .wg_y = p[2], .tm = p[3], .tn = p[4], .bk = p[5],
+                              .shared = p[6] & 1, .texel = (p[6] & 2) && caps->texel_buffers, .row_sets = p[7]};
+    if (p[0] > 1 || p[6] > 3 || t->tn < 1 || t->tn > 8 || t->wg_x < 1 || t->wg_x > l->maxComputeWorkGroupSize[0])
+        return false;
+    if (t->shuffle) {
+        uint32_t sg = caps->max_subgroup_size;
+        return caps->subgroup_shuffle && caps->min_subgroup_size == sg && t->wg_x % sg == 0 &&
+               t->wg_x <= l->maxComputeWorkGroupInvocations && t->row_sets >= 1 && t->row_sets <= 16;
+    }
+    uint64_t shared = t->shared ? (uint64_t)t->bk * (t->wg_y * t->tm + t->wg_x * t->tn) * sizeof(float) : 0;
+    return t->wg_y >= 1 && t->wg_y <= l->maxComputeWorkGroupSize[1] &&
+           (uint64_t)t->wg_x * t->wg_y <= l->maxComputeWorkGroupInvocations && t->tm >= 1 && t->tm <= 8 &&
+           t->bk >= 1 && t->bk <= 64 && shared <= l->maxComputeSharedMemorySize;
+}
+
+spk__tune_problem spk__matmul_problem(const spk__matmul_args *p) {
+    uint32_t vec_a = (p->trans_a ? p->m : p->k) % 4 == 0, vec_b = (p->trans_b ? p->k : p->n) % 4 == 0;
+    uint32_t c_dtype = p->c->dtype, r_dtype = p->residual ? p->residual->dtype : SPK_DTYPE_F32;
+    uint32_t variant = p->epilogue | (uint32_t)p->trans_a << 6 | (uint32_t)p->trans_b << 7 | vec_a << 8 |
+                       vec_b << 9 | (uint32_t)(p->n % 4 == 0) << 10 | (uint32_t)p->shared_b << 11 |
+                       (uint32_t)p->b->dtype << 12 | (uint32_t)p->a->dtype << 14 | c_dtype << 16 | r_dtype << 18 |
+                       (uint32_t)(p->bias ? p->bias->dtype : SPK_DTYPE_F32) << 20;
+    return (spk__tune_problem){SPK__TUNE_MATMUL, variant, {p->batch, p->m, p->n, p->k}};
+}
+
+/* The tuned choice for this problem where the context has one, else the rule. */
+static void spk__matmul_choose(spk_context *ctx, const spk__matmul_args *p, spk__matmul_tuning *t) {
+    spk__tune_problem problem = spk__matmul_problem(p);
+    uint32_t params[SPK__TUNE_PARAMS];
+    if (!spk__tuned(ctx, &problem, params) || !spk__matmul_tuning_unpack(ctx, params, t))
+        spk__matmul_tuning_defaults(ctx, t);
+}
+
+spk_status spk__record_matmul_args(spk_context *ctx, const void *arg) {
     const spk__matmul_args *p = arg;
+    spk__matmul_tuning chosen;
     const spk__matmul_tuning *t = p->tuning;
+    if (!t) spk__matmul_choose(ctx, p, &chosen), t = &chosen;
+    const spk__device_caps *caps = &ctx->caps;
+    if (t->shuffle && !(caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size &&
+                        t->wg_x % caps->max_subgroup_size == 0))
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul needs subgroup shuffles of one fixed size");
     const spk__pipeline *pipeline;
     spk_status status;
     uint32_t bm, bn; /* rows and columns of C per workgroup */
@@ -132,10 +173,10 @@ static spk_status spk__matmul_dispatch(spk_context *ctx, const void *arg) {
     return status;
 }
 
-/* Checks the operands and plans the dispatch; args->tuning is NULL when there is nothing to do. */
+/* Checks the operands and plans the dispatch; args->batch is 0 when there is nothing to do. */
 static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                                     const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c,
-                                    spk__matmul_tuning *defaults, spk__matmul_args *args) {
+                                    spk__matmul_args *args) {
     *args = (spk__matmul_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_matmul_desc opts = {0};
@@ -188,15 +229,6 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
                          (unsigned long long)batch);
     if (c_count == 0) return SPK_OK;
 
-    if (!tuning) {
-        spk__matmul_tuning_defaults(ctx, defaults);
-        tuning = defaults;
-    }
-    const spk__device_caps *caps = &ctx->caps;
-    if (tuning->shuffle && !(caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size &&
-                             tuning->wg_x % caps->max_subgroup_size == 0))
-        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul needs subgroup shuffles of one fixed size");
-
     /* With one B for all batches, A's and C's batches are just more rows: one [batch * M, K]
      * product fills the row tiles that a short M (a model's few positions) would leave empty. */
     if (shared_b) m *= batch, batch = 1;
@@ -210,30 +242,27 @@ static spk_status spk__matmul_check(spk_context *ctx, const spk__matmul_tuning *
 
 spk_status spk__record_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                               const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c) {
-    spk__matmul_tuning defaults;
     spk__matmul_args args;
-    spk_status status = spk__matmul_check(ctx, tuning, a, b, desc, c, &defaults, &args);
-    if (status == SPK_OK && args.tuning) status = spk__matmul_dispatch(ctx, &args);
+    spk_status status = spk__matmul_check(ctx, tuning, a, b, desc, c, &args);
+    if (status == SPK_OK && args.batch) status = spk__record_matmul_args(ctx, &args);
     return status;
 }
 
 spk_status spk__record_matmul_gelu_keep_grad(spk_context *ctx, const spk_tensor *a, const spk_tensor *b,
                                              const spk_tensor *bias, spk_tensor *gelu_grad, spk_tensor *c) {
     spk_matmul_desc desc = {.bias = bias, .activation = SPK_ACTIVATION_GELU, .pre_activation = gelu_grad};
-    spk__matmul_tuning defaults;
     spk__matmul_args args;
-    spk_status status = spk__matmul_check(ctx, NULL, a, b, &desc, c, &defaults, &args);
+    spk_status status = spk__matmul_check(ctx, NULL, a, b, &desc, c, &args);
     args.epilogue = (args.epilogue & ~(uint32_t)SPK__EPILOGUE_PRE) | SPK__EPILOGUE_KEEP_GRAD;
-    if (status == SPK_OK && args.tuning) status = spk__matmul_dispatch(ctx, &args);
+    if (status == SPK_OK && args.batch) status = spk__record_matmul_args(ctx, &args);
     return status;
 }
 
 spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c) {
-    spk__matmul_tuning defaults;
     spk__matmul_args args;
-    spk_status status = spk__matmul_check(ctx, tuning, a, b, desc, c, &defaults, &args);
-    if (status == SPK_OK && args.tuning) status = spk__run_sync(ctx, spk__matmul_dispatch, &args);
+    spk_status status = spk__matmul_check(ctx, tuning, a, b, desc, c, &args);
+    if (status == SPK_OK && args.batch) status = spk__run_sync(ctx, spk__record_matmul_args, &args);
     return status;
 }
 
@@ -271,15 +300,13 @@ spk_status spk__record_matmul_da(spk_context *ctx, const spk__matmul_tuning *tun
     spk__matrix_dims(b, &unused, &kb, &nb);
     bool shared_b = b->ndim == 2;
     if (shared_b) m *= batch, batch = 1;
-    spk__matmul_tuning defaults;
-    if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
     spk__matmul_args args = {
         .tuning = tuning, .a = dz, .b = b, .c = da,
         .residual = gelu_grad ? gelu_grad : accumulate ? da : NULL,
         .epilogue = gelu_grad ? SPK__EPILOGUE_GELU_GRAD : accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
         .batch = batch, .m = m, .n = kb, .k = nb, .shared_b = shared_b, .trans_b = true,
     };
-    return m * kb * batch != 0 ? spk__matmul_dispatch(ctx, &args) : SPK_OK;
+    return m * kb * batch != 0 ? spk__record_matmul_args(ctx, &args) : SPK_OK;
 }
 
 spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a, const spk_tensor *dz, bool accumulate,
@@ -290,8 +317,6 @@ spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tun
     spk__matrix_dims(a, &batch, &m, &k);
     spk__matrix_dims(dz, &unused, &unused, &n);
     if (db->ndim == 2) m *= batch, batch = 1;
-    spk__matmul_tuning defaults;
-    if (!tuning) spk__matmul_tuning_defaults(ctx, &defaults), tuning = &defaults;
     spk__matmul_args args = {
         .tuning = tuning, .a = a, .b = dz, .c = db,
         .residual = accumulate ? db : NULL, .epilogue = accumulate ? SPK__EPILOGUE_RESIDUAL : 0,
@@ -299,7 +324,7 @@ spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tun
     };
     /* No rows (m == 0) gives zeros: nothing to add when accumulating. */
     if (k * n * batch == 0 || (m == 0 && accumulate)) return SPK_OK;
-    return spk__matmul_dispatch(ctx, &args);
+    return spk__record_matmul_args(ctx, &args);
 }
 
 typedef struct spk__matmul_backward_args {
@@ -336,11 +361,10 @@ spk_status spk__matmul_backward_tuned(spk_context *ctx, const spk__matmul_tuning
                                "matmul backward through GELU needs the forward's pre-activation (desc->pre_activation)")
                    : SPK_ERROR_INVALID_ARGUMENT;
     /* The forward's checks give every shape: C's is dC's. */
-    spk__matmul_tuning defaults;
     spk__matmul_args fwd;
     spk_matmul_desc shapes = {.bias = opts.bias, .activation = opts.activation};
     spk_status s = spk__check_tensor(ctx, dc, "matmul backward dC");
-    if (s == SPK_OK) s = spk__matmul_check(ctx, NULL, a, b, &shapes, (spk_tensor *)dc, &defaults, &fwd);
+    if (s == SPK_OK) s = spk__matmul_check(ctx, NULL, a, b, &shapes, (spk_tensor *)dc, &fwd);
     if (s == SPK_OK && gelu) s = spk__check_tensor(ctx, opts.pre_activation, "matmul pre-activation");
     if (s == SPK_OK && gelu) s = spk__check_shape(ctx, opts.pre_activation, dc->ndim, dc->shape, "matmul pre-activation");
     if (s != SPK_OK) return s;

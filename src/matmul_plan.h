@@ -4,6 +4,7 @@
 #define SOFTPICK_MATMUL_PLAN_H
 
 #include "internal.h"
+#include "tuning.h"
 
 typedef struct spk__matmul_tuning {
     uint32_t wg_x, wg_y; /* invocations per workgroup in columns and rows */
@@ -26,7 +27,24 @@ void spk__matmul_tuning_tiles(const spk_context *ctx, spk__matmul_tuning *t);
 /* Checks the operands and records the matmul into the current recording (ctx->rec). */
 spk_status spk__record_matmul(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                               const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c);
-/* spk_matmul with a given tuning (NULL: the defaults). */
+/* One product as the kernels see it (B's batch folded into rows where B is shared). */
+typedef struct spk__matmul_args {
+    const spk__matmul_tuning *tuning; /* NULL: the context's choice (tuned, else the rule) */
+    const spk_tensor *a, *b, *bias, *residual;
+    spk_tensor *c, *pre;
+    uint32_t epilogue; /* SPK__EPILOGUE_* bits */
+    uint64_t batch, m, n, k;
+    bool shared_b;
+    bool trans_a, trans_b; /* A stored [K, M], B stored [N, K] (matmul.comp) */
+} spk__matmul_args;
+/* Records one product (arg: a spk__matmul_args) into the current recording, unchecked. */
+spk_status spk__record_matmul_args(spk_context *ctx, const void *arg);
+/* The product's tuning problem, and a tuning's parameters in the tuning file and back (false:
+ * parameters this device cannot run). */
+spk__tune_problem spk__matmul_problem(const spk__matmul_args *p);
+void spk__matmul_tuning_pack(const spk__matmul_tuning *t, uint32_t p[SPK__TUNE_PARAMS]);
+bool spk__matmul_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__matmul_tuning *t);
+/* spk_matmul with a given tuning (NULL: the context's choice, tuned or the rule). */
 spk_status spk__matmul_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                              const spk_tensor *b, const spk_matmul_desc *desc, spk_tensor *c);
 
@@ -41,7 +59,7 @@ enum {
 };
 
 enum { SPK__UNARY_ERF = 0, SPK__UNARY_GELU = 1, SPK__UNARY_GELU_GRAD = 2 };
-/* spk_matmul_backward with a given tuning (NULL: the defaults). */
+/* spk_matmul_backward with a given tuning (NULL: the context's choice). */
 spk_status spk__matmul_backward_tuned(spk_context *ctx, const spk__matmul_tuning *tuning, const spk_tensor *a,
                                       const spk_tensor *b, const spk_matmul_desc *desc, const spk_tensor *dc,
                                       const spk_matmul_grads *grads);

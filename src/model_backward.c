@@ -236,8 +236,7 @@ static spk_status spk__attention_backward(spk_context *ctx, const spk_model *m, 
         .d = {d_scratch->ref.buffer, d_scratch->ref.offset, v->r.ref.size},
         .batch = batch, .seq = seq, .heads = heads, .head_dim = h / heads, .causal = true,
     };
-    bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    return spk__record_attention_backward(ctx, &args, cpu, false);
+    return spk__record_attention_backward(ctx, &args, NULL);
 }
 
 /* Records the backward of the last training forward on input [batch, seq, embed] from dL/dy

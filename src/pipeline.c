@@ -91,9 +91,10 @@ SPK__SHADER(attention_backward_kv_shared, 8);
 static const char spk__cache_magic[8] = {'S', 'P', 'K', 'P', 'C', 'A', 'C', 'H'};
 enum { SPK__CACHE_PREFIX = 24 };
 
-static uint64_t spk__fnv1a(const unsigned char *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+#define SPK__SPIRV_HASH(name) h = spk__fnv1a_more(h, (const unsigned char *)spk_spirv_##name, sizeof spk_spirv_##name);
+uint64_t spk__spirv_hash(void) {
+    uint64_t h = spk__fnv1a(NULL, 0);
+    SPK_SPIRV_ALL(SPK__SPIRV_HASH)
     return h;
 }
 
@@ -136,22 +137,6 @@ static const unsigned char *spk__cache_payload(spk_context *ctx, const unsigned 
     }
     *payload_size = n;
     return p;
-}
-
-static unsigned char *spk__read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *data = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) data = spk__malloc(n ? (size_t)n : 1);
-    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        data = NULL;
-    }
-    fclose(f);
-    if (data) *size = (size_t)n;
-    return data;
 }
 
 static spk_status spk__create_pipeline_cache(spk_context *ctx, const char *path) {

@@ -28,6 +28,17 @@ void spk__ref_softpick(const float *x, int64_t outer, int64_t n, int64_t inner, 
         }
 }
 
+void spk__ref_random(uint64_t *seed, float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = (*seed += 0x9E3779B97F4A7C15ull); /* splitmix64 */
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        x[i] = (float)(((double)((z ^ (z >> 31)) >> 11) * 0x1p-53 * 2.0 - 1.0) * scale);
+    }
+}
+
+double spk__ref_gelu_grad(double x) { return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) * 0.3989422804014327; /* phi(x) */ }
+
 double spk__ref_gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
 void spk__ref_matmul(const float *a, const float *b, const float *bias, bool gelu, const float *residual,

@@ -20,6 +20,9 @@ void spk__ref_matmul(const float *a, const float *b, const float *bias, bool gel
 void spk__ref_layer_norm(const float *x, const float *gamma, const float *beta, int64_t rows, int64_t n,
                          double epsilon, double *y);
 double spk__ref_gelu(double x);
+double spk__ref_gelu_grad(double x);
+/* n values uniform in [-scale, scale) from a splitmix64 stream (the same seed, the same values). */
+void spk__ref_random(uint64_t *seed, float *x, int64_t n, float scale);
 /* Multi-head softpick attention, q, k, v [batch, seq, heads * head_dim]; false when out of host
  * memory. */
 bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,

@@ -103,14 +103,7 @@ void spk__st_compare(spk__selftest *st, const float *y, const double *ref, int64
 
 /* ---- data ---------------------------------------------------------------------------------- */
 
-void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) {
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t z = (st->seed += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        x[i] = (float)(((double)((z ^ (z >> 31)) >> 11) * 0x1p-53 * 2.0 - 1.0) * scale);
-    }
-}
+void spk__st_random(spk__selftest *st, float *x, int64_t n, float scale) { spk__ref_random(&st->seed, x, n, scale); }
 
 spk_tensor *spk__st_tensor_typed(spk__selftest *st, spk_dtype dtype, int ndim, const int64_t *shape, float *data) {
     spk_tensor *t = NULL;

@@ -37,3 +37,27 @@ spk_status spk__error_message(char *error, size_t error_size, spk_status status,
     }
     return status;
 }
+
+uint64_t spk__fnv1a_more(uint64_t h, const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+uint64_t spk__fnv1a(const unsigned char *p, size_t n) { return spk__fnv1a_more(1469598103934665603ull, p, n); }
+
+unsigned char *spk__read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *data = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) data = spk__malloc(n ? (size_t)n : 1);
+    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    if (data) *size = (size_t)n;
+    return data;
+}
+

@@ -31,6 +31,8 @@ spk_context *test_context(const spk_context_desc *extra) {
     if (extra) desc = *extra;
     desc.validation = true;
     desc.log = test_log_callback;
+    /* The rules, not a tuning file a developer's `softpick tune` left in ~/.cache, unless asked. */
+    if (!desc.tuning_path && !getenv("SOFTPICK_TUNING")) desc.tuning_path = "";
     spk_context *ctx = NULL;
     spk_status status = spk_context_create(&desc, &ctx);
     if (status == SPK_ERROR_NO_VULKAN || status == SPK_ERROR_NO_DEVICE) {

@@ -22,7 +22,8 @@ typedef struct test_log {
 extern test_log g_log;
 void test_log_callback(spk_log_level level, const char *message, void *user);
 
-/* Creates a context with validation (synchronization validation included) and the test log.
+/* Creates a context with validation (synchronization validation included) and the test log, on
+ * the rules (no tuning file) unless `extra` or SOFTPICK_TUNING names one.
  * With no Vulkan device: skips the test, or fails it when the CI variable is set. */
 spk_context *test_context(const spk_context_desc *extra);
 /* One context per test program, created on first use (same skip/fail rule as test_context);

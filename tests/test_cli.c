@@ -193,6 +193,34 @@ static void test_selftest_command(void **state) {
     assert_non_null(strstr(line, "usage"));
 }
 
+/* softpick tune on a small model: a report line per problem, the file written and then used (the
+ * devices table says so); bad options refused in one line. */
+static void test_tune_command(void **state) {
+    (void)state;
+    if (!have_device()) skip();
+    int lines;
+    char line[512], text[16384], args[1024], env[512];
+    snprintf(args, sizeof args, "tune --embed 8 --hidden 16 --heads 2 --layers 1 --window 8 --batch 3 --budget 2 "
+                                "--repeats 1 --output %s/tuning.txt", g_dir);
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    read_stdout(text, sizeof text);
+    assert_non_null(strstr(text, "rule ms"));
+    assert_non_null(strstr(text, "matmul             24x48x16 +bias"));
+    assert_non_null(strstr(text, "attention-backward"));
+    assert_non_null(strstr(text, "layer-norm"));
+    assert_non_null(strstr(text, "tune: "));
+    assert_non_null(strstr(text, "tuning.txt"));
+    snprintf(env, sizeof env, "SOFTPICK_TUNING=%s/tuning.txt", g_dir);
+    assert_int_equal(run_cli_env(env, "devices", &lines, line, sizeof line), 0);
+    read_stdout(text, sizeof text);
+    assert_non_null(strstr(text, "tuned"));
+    const char *bad[] = {"tune --budget -1", "tune --batch 0", "tune --heads 3", "tune extra", "tune --repeats 0"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_not_equal(run_cli(bad[i], &lines, line, sizeof line), 0);
+        if (lines != 1) fail_msg("'%s': %d lines on stderr, first '%s'", bad[i], lines, line);
+    }
+}
+
 /* Every error: non-zero exit, exactly one line on stderr, naming the problem. */
 static void test_errors_print_one_line(void **state) {
     (void)state;
@@ -367,6 +395,7 @@ int main(void) {
         cmocka_unit_test(test_softpick_command),
         cmocka_unit_test(test_run_and_demo),
         cmocka_unit_test(test_selftest_command),
+        cmocka_unit_test(test_tune_command),
         cmocka_unit_test(test_errors_print_one_line),
         cmocka_unit_test(test_grad_and_train),
     };

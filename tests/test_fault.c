@@ -219,6 +219,38 @@ static spk_status step_backward_ops(spk_context *ctx, void *data) {
     return s;
 }
 
+/* Tuning a small model: each problem's rule measured (the budget allows no more), the file written. */
+static spk_status step_tune(spk_context *ctx, void *data) {
+    (void)data;
+    char path[512];
+    snprintf(path, sizeof path, "%s/fault_tuning.txt", SOFTPICK_TEST_OUTPUT);
+    static const int64_t batches[] = {2};
+    spk_model_config c = spk_model_config_default(8);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 1, c.window_size = 4;
+    spk_tune_desc d = {.config = c, .batches = batches, .batch_count = 1, .budget_seconds = 1e-6, .repeats = 1,
+                       .path = path};
+    spk_tune_report report;
+    return spk_tune(ctx, &d, &report);
+}
+
+static void prepare_tuning_file(spk_context *ctx, void **out) {
+    prepare_nothing(ctx, out);
+    assert_int_equal(step_tune(ctx, *out), SPK_OK);
+}
+
+/* A context that loads the tuning file step_tune wrote. */
+static spk_status step_tuned_context(spk_context *ctx, void *data) {
+    (void)ctx, (void)data;
+    char path[512];
+    snprintf(path, sizeof path, "%s/fault_tuning.txt", SOFTPICK_TEST_OUTPUT);
+    spk_context_desc desc = {.validation = true, .log = test_log_callback, .tuning_path = path};
+    spk_context *tuned = NULL;
+    g_log.last[0] = '\0';
+    spk_status s = spk_context_create(&desc, &tuned);
+    spk_context_destroy(tuned);
+    return s == SPK_OK ? s : spk__fail(ctx, s, "tuned context: %s", g_log.last);
+}
+
 static const scenario g_scenarios[] = {
     {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors, 0},
     {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors, 0},
@@ -237,6 +269,8 @@ static const scenario g_scenarios[] = {
     {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 8},
     {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 0},
     {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 8},
+    {"tuning a small model and writing the file", prepare_nothing, step_tune, cleanup_tensors, 8},
+    {"a context loading a tuning file", prepare_tuning_file, step_tuned_context, cleanup_tensors, 0},
 };
 
 /* After a failure the context must still work: a softpick of known data, checked. */

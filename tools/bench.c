@@ -469,12 +469,12 @@ static int bench_layer_norm(spk_context *ctx, int repeats, spk_dtype act) {
 
 int cli_bench(int argc, char **argv) {
     const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0", *shape = NULL;
-    const char *forwards_text = "10000", *dtype_text = NULL, *act_text = NULL;
+    const char *forwards_text = "10000", *dtype_text = NULL, *act_text = NULL, *tuned_text = "0";
     cli_option options[] = {{"repeats", &repeats_text},   {"elements", &elements_text}, {"variants", &variants_text},
                             {"shape", &shape},            {"forwards", &forwards_text}, {"weights-dtype", &dtype_text},
-                            {"activation-dtype", &act_text}};
+                            {"activation-dtype", &act_text}, {"tuned", &tuned_text}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 7, &args)) return 1;
+    if (!cli_parse(argc, argv, options, 8, &args)) return 1;
     spk_model_config dtypes;
     if (!cli_parse_dtypes(dtype_text, act_text, &dtypes)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
@@ -485,8 +485,8 @@ int cli_bench(int argc, char **argv) {
         return cli_fail("bench: unknown benchmark '%s' (available: softpick, matmul, layernorm, attention, model, train, "
                         "soak)",
                         what);
-    long repeats, elements, variants, forwards;
-    if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) ||
+    long repeats, elements, variants, forwards, tuned;
+    if (!cli_int(repeats_text, 1, 10000, "--repeats", &repeats) || !cli_int(tuned_text, 0, 1, "--tuned", &tuned) ||
         !cli_int(elements_text, 4096, 1L << 30, "--elements", &elements) ||
         !cli_int(variants_text, 0, 1, "--variants", &variants) ||
         !cli_int(forwards_text, 2, 100000000, "--forwards", &forwards))
@@ -503,7 +503,7 @@ int cli_bench(int argc, char **argv) {
     if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, dtypes.weights_dtype);
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats, dtypes.activation_dtype);
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
-    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype);
+    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype, tuned != 0);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
     else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0, dtypes.activation_dtype);

@@ -171,12 +171,15 @@ static spk_status time_forwards(spk_model *m, const float *x, int64_t batch, int
  * split by kernel from a twin that times every dispatch (the timestamps themselves cost about
  * 50 us per dispatch on lavapipe, so that run is slower and its kernel times include them). */
 static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, double dispatch_ns, spk_dtype dtype,
-                             spk_dtype act_dtype, double f32_latency[2]) {
+                             spk_dtype act_dtype, bool tuned, double f32_latency[2]) {
     spk_model_config cfg = spk_model_config_default(256);
     cfg.weights_dtype = dtype;
     cfg.activation_dtype = act_dtype;
-    char label[16];
-    snprintf(label, sizeof label, "%s/%s", spk_dtype_name(dtype), spk_dtype_name(act_dtype));
+    char label[24];
+    snprintf(label, sizeof label, "%s/%s%s", spk_dtype_name(dtype), spk_dtype_name(act_dtype), tuned ? " tuned" : "");
+    /* The rules' row records its models with the context's tuned choices hidden. */
+    uint32_t tuned_count = ctx->tuned_count;
+    if (!tuned) ctx->tuned_count = 0;
     spk_model *m = NULL, *profiled = NULL;
     spk_status s = spk_model_create(ctx, &cfg, &m);
     if (s == SPK_OK) s = spk_model_init_random(m, 1);
@@ -184,6 +187,7 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, d
     if (s == SPK_OK) s = spk_model_init_random(profiled, 1);
     if (s != SPK_OK) {
         spk_model_destroy(m), spk_model_destroy(profiled);
+        ctx->tuned_count = tuned_count;
         return cli_fail("bench model setup failed: %s", spk_context_last_error(ctx));
     }
     profiled->profile = true;
@@ -203,8 +207,8 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, d
         } else {
             double lat = plain.latency, g = plain.gpu, k = prof.kernels;
             double gflops = g > 0 ? model_flops(&cfg, batch, seq) / g : 0;
-            if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32) f32_latency[i] = lat;
-            printf("%-9s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
+            if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32 && !tuned) f32_latency[i] = lat;
+            printf("%-15s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
                    (long long)batch, lat / 1e6, g / 1e6, k / 1e6, (double)batch * 1e9 / lat, gflops,
                    c->fma_gflops > 0 ? gflops / c->fma_gflops : 0,
                    prof.latency > 0 ? 100.0 * (1.0 - k / prof.latency) : 0, lat > 0 ? f32_latency[i] / lat : 0);
@@ -226,10 +230,11 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, d
     printf("          device memory, %s: weights %.2f MiB, activations %.2f MiB (batch 32)\n", label,
            (double)mem.weights / (1 << 20), (double)mem.activations / (1 << 20));
     spk_model_destroy(m), spk_model_destroy(profiled);
+    ctx->tuned_count = tuned_count;
     return rc;
 }
 
-int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype) {
+int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype, bool tuned) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     spk_model_config cfg = spk_model_config_default(256);
@@ -239,14 +244,20 @@ int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtyp
     printf("model: embed %d, hidden %d, %d heads, %d layers, seq %d, output last; latency = host wall time of "
            "spk_model_forward (upload, one submit, wait, download); GPU = timestamps around the command buffer; "
            "kernels = sum of per-dispatch timestamps, in a twin model that records them (outside kernels: its "
-           "share of that twin's latency); types = storage of the dense kernels / of the activations\n",
+           "share of that twin's latency); types = storage of the dense kernels / of the activations (tuned: on the tuning file's choices; x f32: speedup over the rules' f32 row)\n",
            cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size);
-    printf("%-9s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
+    printf("%-15s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
            "seq/s", "GFLOP/s GPU", "x FMA", "outside kernels", "x f32");
     double f32_latency[2] = {0, 0};
-    int rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, f32_latency);
+    int rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, false, f32_latency);
+    if (rc == 0 && tuned) { /* the tuning file's choices beside the rules, in the same run */
+        uint32_t entries;
+        const char *path = spk_context_tuning_path(ctx, &entries);
+        printf("          tuned: %u choices from %s\n", entries, path[0] ? path : "(no tuning file)");
+        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, true, f32_latency);
+    }
     if (rc == 0 && (weights_dtype != SPK_DTYPE_F32 || activation_dtype != SPK_DTYPE_F32))
-        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, weights_dtype, activation_dtype, f32_latency);
+        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, weights_dtype, activation_dtype, tuned, f32_latency);
     printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, cfg.window_size) / 1e9,
            model_flops(&cfg, 32, cfg.window_size) / 1e9);
     return rc;

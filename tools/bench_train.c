@@ -51,8 +51,7 @@ typedef struct attention_backward_run {
 } attention_backward_run;
 
 static spk_status record_fused_backward(spk_context *ctx, const void *arg) {
-    return spk__record_attention_backward(ctx, &((const attention_backward_run *)arg)->args,
-                                          ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU, false);
+    return spk__record_attention_backward(ctx, &((const attention_backward_run *)arg)->args, NULL);
 }
 
 /* The scores are recomputed as a backward through stored scores would keep them from its

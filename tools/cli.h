@@ -38,6 +38,7 @@ int cli_bench(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_selftest(int argc, char **argv);
+int cli_tune(int argc, char **argv);
 int cli_grad(int argc, char **argv);
 int cli_train(int argc, char **argv);
 /* softpick demo train: the training twin of softpick demo. */

@@ -27,12 +27,18 @@ static const char usage[] =
     "      [--state S.safetensors] [--resume S.safetensors] [--log-every K]\n"
     "                                       trains on the device (SPEC.md section 6)\n"
     "  selftest [--only OP] [--threads N]   every kernel this device can run, against float64 references\n"
+    "  tune [--weights W | --embed N --hidden N --heads N --layers N --window N] [--batch B[,B...]]\n"
+    "      [--budget SECONDS] [--repeats N] [--inference-only 1] [--output FILE]\n"
+    "                                       measure every kernel candidate at a model's shapes, keep the fastest\n"
     "  bench [softpick|matmul|layernorm|attention|model|train|soak] [--repeats N] [--variants 1] [--forwards N]\n"
+    "      [--tuned 1] (model: the tuning file's choices beside the rules)\n"
     "      [--weights-dtype f32|f16|bf16] (model, matmul) [--activation-dtype f32|f16] (model, softpick,\n"
     "      layernorm: beside float32 in the same run)\n"
     "                                       throughput beside ceilings measured in the same run\n"
     "\n"
     "every command takes --device INDEX|NAME-SUBSTRING (or SOFTPICK_DEVICE in the environment)\n";
+
+static void quiet(spk_log_level level, const char *message, void *user) { (void)level, (void)message, (void)user; }
 
 static int cmd_devices(int argc, char **argv) {
     cli_args args;
@@ -51,16 +57,25 @@ static int cmd_devices(int argc, char **argv) {
         free(infos);
         return cli_fail("no Vulkan devices found (no driver; for a CPU driver install mesa-vulkan-drivers)");
     }
-    printf("%-5s  %-40s  %-14s  %-7s  %-8s  %-26s  %s\n", "index", "name", "type", "vulkan", "subgroup",
-           "16-bit reads", "driver");
+    printf("%-5s  %-40s  %-14s  %-7s  %-8s  %-26s  %-12s  %s\n", "index", "name", "type", "vulkan", "subgroup",
+           "16-bit reads", "tuned", "driver");
     for (uint32_t i = 0; i < count; i++) {
         const spk_device_info *d = &infos[i];
         char version[16], half[32];
         snprintf(version, sizeof version, "%u.%u", d->api_version >> 22, (d->api_version >> 12) & 0x3ffu);
         snprintf(half, sizeof half, "%s%s%s", d->storage_16bit ? "storage16" : "words",
                  d->texel_f16 ? ", texel f16" : "", d->texel_bf16 ? ", bf16" : "");
-        printf("%-5u  %-40s  %-14s  %-7s  %-8u  %-26s  %s%s\n", d->index, d->name, spk_device_type_string(d->type),
-               version, d->subgroup_size, half, d->driver[0] ? d->driver : "-",
+        /* Whether a context on it loads a tuning file (`softpick tune`), and how many choices. */
+        char tuned[32] = "-", index[16];
+        snprintf(index, sizeof index, "%u", d->index);
+        spk_context_desc desc = {.device = index, .log = quiet};
+        spk_context *ctx = NULL;
+        uint32_t entries = 0;
+        if (d->usable && spk_context_create(&desc, &ctx) == SPK_OK && spk_context_tuning_path(ctx, &entries) && entries)
+            snprintf(tuned, sizeof tuned, "yes (%u)", entries);
+        spk_context_destroy(ctx);
+        printf("%-5u  %-40s  %-14s  %-7s  %-8u  %-26s  %-12s  %s%s\n", d->index, d->name,
+               spk_device_type_string(d->type), version, d->subgroup_size, half, tuned, d->driver[0] ? d->driver : "-",
                d->usable ? "" : "  (unusable: needs Vulkan 1.1)");
     }
     free(infos);
@@ -116,6 +131,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);
     if (strcmp(command, "demo") == 0) return cli_demo(argc - 2, argv + 2);
     if (strcmp(command, "selftest") == 0) return cli_selftest(argc - 2, argv + 2);
+    if (strcmp(command, "tune") == 0) return cli_tune(argc - 2, argv + 2);
     if (strcmp(command, "grad") == 0) return cli_grad(argc - 2, argv + 2);
     if (strcmp(command, "train") == 0) return cli_train(argc - 2, argv + 2);
     if (strcmp(command, "bench") == 0) return cli_bench(argc - 2, argv + 2);

@@ -199,6 +199,11 @@ typedef struct spk_context_desc {
     spk_half_storage half_storage; /* default SPK_HALF_STORAGE_AUTO */
     spk_log_fn log;          /* default NULL: messages are printed to stderr */
     void *log_user_data;
+    /* Tuning file (spk_tune): the kernel choices measured on this device, used before the rules.
+     * NULL (default): SOFTPICK_TUNING if set, else $XDG_CACHE_HOME/softpick/ (~/.cache/softpick/)
+     * tuning-VENDOR-DEVICE.txt; "": none. A file for another device, driver, library version or
+     * candidate set, or a damaged one, is ignored with a warning. */
+    const char *tuning_path;
 } spk_context_desc;
 
 /* Creates a context on one Vulkan device. `desc` may be NULL for all defaults. On failure
@@ -665,6 +670,61 @@ typedef struct spk_selftest_report {
  * choices as it goes: run no other work on the context meanwhile. `desc` may be NULL. on_result
  * is called on the calling thread, once per line, in the order of the lines. */
 SPK_API spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc, spk_selftest_report *report);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tuning: on new hardware, after the self-test, measure every kernel candidate this device can run
+ * at a model's shapes and keep the fastest in the context's tuning file (spk_context_desc's
+ * tuning_path); contexts made later on the same device, driver and library use it. A candidate
+ * competes only once its output matched the float64 reference on that shape, so tuned results stay
+ * within each op's documented bound. `softpick tune` prints the same report.
+ * ------------------------------------------------------------------------------------------- */
+
+/* One tuned problem: a kernel family at one shape. Strings are valid during the callback only. */
+typedef struct spk_tune_result {
+    const char *family;  /* "matmul", "attention", "attention-backward", "layer-norm" */
+    const char *problem; /* its shape and variant, e.g. "1920x768x256 +bias" */
+    uint32_t uses;       /* dispatches of it in the model's recordings */
+    const char *rule, *winner;  /* the rule's candidate and the kept one (the rule's when it won) */
+    double rule_ns, winner_ns;  /* median GPU times of one dispatch */
+    uint32_t candidates;        /* this device's candidates for the family */
+    uint32_t tried;             /* checked and timed */
+    uint32_t excluded;          /* wrong against float64 (reported in `excluded_why`), or unable to run */
+    const char *excluded_why;   /* the first wrong candidate and its error; "" if none */
+} spk_tune_result;
+
+typedef void (*spk_tune_result_fn)(const spk_tune_result *result, void *user_data);
+/* Progress: a candidate of a problem is being measured; best_ns is the best so far (0: none). */
+typedef void (*spk_tune_progress_fn)(const char *family, const char *problem, const char *candidate, uint32_t index,
+                                     uint32_t count, double best_ns, void *user_data);
+
+/* Options of spk_tune. Zero-initialized: the default model, batches 1 and 32, its training step. */
+typedef struct spk_tune_desc {
+    spk_model_config config;  /* the model whose shapes are tuned; embed_dim 0: spk_model_config_default(256) */
+    const int64_t *batches;   /* the batch sizes (each at the config's window_size); NULL: 1 and 32 */
+    uint32_t batch_count;
+    bool inference_only;      /* skip the training step's kernels (its backward) */
+    double budget_seconds;    /* the time to spend measuring; 0: 90 */
+    uint32_t repeats;         /* timed runs per candidate (the median is kept); 0: 5 */
+    /* Where the choices are written, merged with what the context's file already held; NULL: the
+     * context's tuning file (none: not saved; the context uses them until destroyed). */
+    const char *path;
+    spk_tune_result_fn on_result;
+    spk_tune_progress_fn on_progress;
+    void *user_data;
+} spk_tune_desc;
+
+typedef struct spk_tune_report {
+    uint32_t problems, improved;     /* problems measured; those whose winner beat the rule */
+    uint32_t tried, excluded;        /* candidates over all problems */
+    double rule_ns, tuned_ns;        /* sums of the problems' times weighted by their uses */
+    double seconds;                  /* wall time of the whole tuning */
+} spk_tune_report;
+
+/* Tunes the context's device (see above) and from then on uses the choices on this context. Takes
+ * the context for its duration: run no other work on it meanwhile. `desc` may be NULL. */
+SPK_API spk_status spk_tune(spk_context *ctx, const spk_tune_desc *desc, spk_tune_report *report);
+/* The context's tuning file ("" if none) and how many tuned choices it loaded or holds. */
+SPK_API const char *spk_context_tuning_path(const spk_context *ctx, uint32_t *entries);
 
 /* ---------------------------------------------------------------------------------------------
  * Renderer integration: the application's VkDevice, buffers and command buffers.

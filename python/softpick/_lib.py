@@ -70,7 +70,7 @@ class DeviceInfo(ctypes.Structure):
 class ContextDesc(ctypes.Structure):
     _fields_ = [("device", ctypes.c_char_p), ("pipeline_cache_path", ctypes.c_char_p),
                 ("validation", ctypes.c_bool), ("reduction", ctypes.c_int), ("half_storage", ctypes.c_int),
-                ("log", LOG_FN), ("log_user_data", ctypes.c_void_p)]
+                ("log", LOG_FN), ("log_user_data", ctypes.c_void_p), ("tuning_path", ctypes.c_char_p)]
 
 
 class MatmulDesc(ctypes.Structure):

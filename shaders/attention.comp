@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Causal (or full) softpick attention, fused: for one (batch, head, block of BQ queries) a
 // workgroup streams over blocks of BK keys in shared memory and accumulates, per query,
 //     num = sum_j s_ij v_j    and    den = sum_j |s_ij|,    s_ij = q_i . k_j / sqrt(D),

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // The backward of fused softpick attention, flash style: the [seq, seq] scores are recomputed
 // per block and never stored. Per head, with s_ij = q_i . k_j / sqrt(D) (zero for masked keys),
 // r_i = 1 + sum_j |s_ij| (kept by the training forward), P_ij = s_ij / r_i, O = P V and dO given:
@@ -29,10 +30,10 @@ layout(constant_id = 2) const uint SG = 8;     // the exchange group: the subgro
 layout(constant_id = 3) const uint VEC = 1;
 
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer q;
-layout(set = 0, binding = 1) uniform samplerBuffer k;
-layout(set = 0, binding = 2) uniform samplerBuffer v;
-layout(set = 0, binding = 3) uniform samplerBuffer dout;
+layout(set = 0, binding = 0) uniform textureBuffer q;
+layout(set = 0, binding = 1) uniform textureBuffer k;
+layout(set = 0, binding = 2) uniform textureBuffer v;
+layout(set = 0, binding = 3) uniform textureBuffer dout;
 #define DEFINE_LOAD(name, buf)                                                                   \
     vec4 name(uint base, uint d) {                                                              \
         if (VEC == 4) return texelFetch(buf, int((base + d) / 4));                              \

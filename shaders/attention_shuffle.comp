@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Softpick attention like attention.comp, shaped for CPU drivers (lavapipe), where every
 // per-invocation memory access is a gather and shared memory is no faster than any other memory,
 // but a subgroup shuffle is a register move.
@@ -29,9 +30,9 @@ layout(constant_id = 4) const uint VEC = 1;
 // load_x(base, d): dimensions d .. d + 3 of the row starting at element `base` (those past D
 // repeat the last one and are never used).
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer q;
-layout(set = 0, binding = 1) uniform samplerBuffer k;
-layout(set = 0, binding = 2) uniform samplerBuffer v;
+layout(set = 0, binding = 0) uniform textureBuffer q;
+layout(set = 0, binding = 1) uniform textureBuffer k;
+layout(set = 0, binding = 2) uniform textureBuffer v;
 #define DEFINE_LOAD(name, buf)                                                                   \
     vec4 name(uint base, uint d) {                                                              \
         if (VEC == 4) return texelFetch(buf, int((base + d) / 4));                              \

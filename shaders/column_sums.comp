@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Sums over rows, column by column, for the backward passes: out0[n] = sum_m g[m, n] (a bias's
 // gradient; layer norm's dbeta) and, with MODE 1 (or alone with MODE 2),
 // out1[n] = sum_m g[m, n] xhat[m, n] with
@@ -21,8 +22,8 @@ layout(constant_id = 1) const uint MODE = 0; // 0 plain sums, 1 also the sums ag
 layout(constant_id = 2) const uint VEC = 1;  // 4 (TEXEL, columns a multiple of 4): 4 columns per invocation
 
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer g; // R32 views, R32G32B32A32 with VEC 4
-layout(set = 0, binding = 1) uniform samplerBuffer x;
+layout(set = 0, binding = 0) uniform textureBuffer g; // R32 views, R32G32B32A32 with VEC 4
+layout(set = 0, binding = 1) uniform textureBuffer x;
 #define LOAD(buf, i) texelFetch(buf, int(i)).x
 #define LOAD4(buf, i) texelFetch(buf, int(i))
 #else

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // The bandwidth ceiling for the benchmarks: a vec4 copy, PER_INVOCATION vec4s per invocation
 // (consecutive invocations take consecutive vec4s in each round). CHECKED 0 drops the bounds
 // check: the dispatch must then cover the tensor exactly (no invocation masked), which on lavapipe
@@ -10,7 +11,7 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint PER_INVOCATION = 1;
 layout(constant_id = 2) const uint CHECKED = 1;
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer src;
+layout(set = 0, binding = 0) uniform textureBuffer src;
 #define LOAD(i) texelFetch(src, int(i))
 #else
 layout(set = 0, binding = 0) readonly buffer Src { vec4 src[]; };

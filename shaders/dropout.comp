@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Inverted dropout (SPEC.md section 6), training only, with the mask of dropout.glsl. The step is
 // the optimizer's count on the device, so a recorded training step replays with a new mask every
 // step. (The model's backward applies its masks in the layer norm backward that makes each
@@ -14,8 +15,8 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MODE = 0;
 
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer residual;
-layout(set = 0, binding = 1) uniform samplerBuffer y;
+layout(set = 0, binding = 0) uniform textureBuffer residual;
+layout(set = 0, binding = 1) uniform textureBuffer y;
 #define LOAD(buf, i) texelFetch(buf, int(i)).x
 #else
 layout(set = 0, binding = 0) readonly buffer Residual { float residual[]; };

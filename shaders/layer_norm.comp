@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Layer norm over the last axis: y = (x - mean) / sqrt(var + eps) * gamma + beta, with the biased
 // variance. The tensor is [rows, n]; a group of GROUP invocations handles one row. The mean and
 // then the variance are two separate compensated sums (mean first, then squared deviations) of
@@ -45,9 +46,9 @@ layout(constant_id = 6) const uint Y_DTYPE = 0;
 // TEXEL 1 reads x, gamma and beta as uniform texel buffers (views of T), which on lavapipe are
 // vectorized gathers where storage-buffer loads loop over the lanes.
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer x;
-layout(set = 0, binding = 1) uniform samplerBuffer gamma;
-layout(set = 0, binding = 2) uniform samplerBuffer beta;
+layout(set = 0, binding = 0) uniform textureBuffer x;
+layout(set = 0, binding = 1) uniform textureBuffer gamma;
+layout(set = 0, binding = 2) uniform textureBuffer beta;
 #if VEC == 4
 #define LOAD(buf, i) texelFetch(buf, int(i))
 #else

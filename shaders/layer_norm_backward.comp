@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // The backward of layer norm over the last axis, from the per-row mean and rstd = 1/sqrt(var +
 // eps) that the training forward kept (layer_norm.comp with `keep_stats`):
 //     xhat = (x - mean) * rstd,   g = dy * gamma,
@@ -27,9 +28,9 @@ layout(constant_id = 2) const bool USE_SUBGROUP = false;
 
 // TEXEL 1 reads x, gamma and dy as uniform texel buffers (views of T): see layer_norm.comp.
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer x;
-layout(set = 0, binding = 1) uniform samplerBuffer gamma;
-layout(set = 0, binding = 2) uniform samplerBuffer dy;
+layout(set = 0, binding = 0) uniform textureBuffer x;
+layout(set = 0, binding = 1) uniform textureBuffer gamma;
+layout(set = 0, binding = 2) uniform textureBuffer dy;
 #if VEC == 4
 #define LOAD(buf, i) texelFetch(buf, int(i))
 #else

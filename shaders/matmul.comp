@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // C = A B (+ bias) (then GELU) (+ residual), float32 arithmetic, row-major (operands may be stored in
 // 16 bits: matmul_io.glsl):
 // A [batch, M, K], B [K, N] shared or [batch, K, N], bias [N], residual and C [batch, M, N].

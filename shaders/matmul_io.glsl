@@ -15,7 +15,7 @@ layout(constant_id = MATMUL_SPEC_ID + 4) const uint C_DTYPE = 0;
 layout(constant_id = MATMUL_SPEC_ID + 5) const uint R_DTYPE = 0;
 
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer A; // R32 or R16 SFLOAT, R32G32B32A32 / R16G16B16A16 with VEC_A 4
+layout(set = 0, binding = 0) uniform textureBuffer A; // R32 or R16 SFLOAT, R32G32B32A32 / R16G16B16A16 with VEC_A 4
 float a1(uint i) { return texelFetch(A, int(i)).x; }
 vec4 a4(uint i) { return texelFetch(A, int(i)); }
 #else

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // C = A B (+ bias) (then GELU) (+ residual), like matmul.comp, shaped for CPU drivers (lavapipe),
 // where a shader's subgroup is one SIMD register and every per-invocation memory access is a
 // gather.

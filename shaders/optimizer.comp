@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // The optimizer step over one parameter tensor at a time (SPEC.md section 6), on the device:
 //   MODE 0: the sum of squares of a gradient (one workgroup, a fixed tree: the same bits every
 //           run) into partial[slot], for the global-norm clipping;
@@ -21,10 +22,10 @@ layout(constant_id = 2) const uint ALGO = 0;
 // MODE 2 alone, on tensors of a multiple of 4 elements: p, g, m and v read through uniform texel
 // buffers (R32G32B32A32 views; on lavapipe a vectorized gather, where a storage-buffer load is a
 // loop over the lanes), p, m and v written through bindings 4 to 6.
-layout(set = 0, binding = 0) uniform samplerBuffer p_in;
-layout(set = 0, binding = 1) uniform samplerBuffer g_in;
-layout(set = 0, binding = 2) uniform samplerBuffer m_in;
-layout(set = 0, binding = 3) uniform samplerBuffer v_in;
+layout(set = 0, binding = 0) uniform textureBuffer p_in;
+layout(set = 0, binding = 1) uniform textureBuffer g_in;
+layout(set = 0, binding = 2) uniform textureBuffer m_in;
+layout(set = 0, binding = 3) uniform textureBuffer v_in;
 layout(set = 0, binding = 4) writeonly buffer P4 { vec4 p4[]; };
 layout(set = 0, binding = 5) writeonly buffer M4 { vec4 m4[]; };
 layout(set = 0, binding = 6) writeonly buffer V4 { vec4 v4[]; };

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Softpick along a strided axis: the tensor is [outer, n, inner] in memory with inner > 1 and the
 // reduction runs over n. Each invocation owns one column (one outer, one inner index; with VEC 4,
 // four adjacent columns) over one segment of n, so neighbouring invocations read neighbouring

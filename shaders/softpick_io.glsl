@@ -16,9 +16,9 @@ layout(constant_id = SOFTPICK_IO_ID + 1) const uint Y_DTYPE = 0;
 #endif
 
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer x;
+layout(set = 0, binding = 0) uniform textureBuffer x;
 #if BACKWARD
-layout(set = 0, binding = 1) uniform samplerBuffer dy;
+layout(set = 0, binding = 1) uniform textureBuffer dy;
 #endif
 #if VEC == 4
 #define LOAD_X(i) texelFetch(x, int(i))

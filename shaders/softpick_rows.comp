@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Softpick along a contiguous axis: the tensor is [rows, row_len] in memory.
 //
 // A group of GROUP invocations handles one segment of one row: the row is split into `segments`

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_samplerless_texture_functions : require
 // Elementwise functions: OP 0 is erf (tested on its own), OP 1 the exact GELU, OP 2 GELU's
 // backward, y = dy * gelu'(x).
 //
@@ -10,8 +11,8 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint OP = 1;
 #if TEXEL
-layout(set = 0, binding = 0) uniform samplerBuffer x;
-layout(set = 0, binding = 1) uniform samplerBuffer dy; // OP 2 only
+layout(set = 0, binding = 0) uniform textureBuffer x;
+layout(set = 0, binding = 1) uniform textureBuffer dy; // OP 2 only
 #define LOAD(buf, i) texelFetch(buf, int(i)).x
 #else
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };

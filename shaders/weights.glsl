@@ -22,11 +22,11 @@ float word_half(uint w, uint i, uint dtype) {
 }
 
 #if TEXEL && W_BF16_TEXEL
-layout(set = 0, binding = 1) uniform usamplerBuffer B; // R16_UINT, or R16G16B16A16_UINT with VEC_B 4
+layout(set = 0, binding = 1) uniform utextureBuffer B; // R16_UINT, or R16G16B16A16_UINT with VEC_B 4
 float b1(uint i) { return uintBitsToFloat(texelFetch(B, int(i)).x << 16); }
 vec4 b4(uint i) { return uintBitsToFloat(texelFetch(B, int(i)) << 16); }
 #elif TEXEL
-layout(set = 0, binding = 1) uniform samplerBuffer B; // R32 or R16 SFLOAT, or their 4-channel forms
+layout(set = 0, binding = 1) uniform textureBuffer B; // R32 or R16 SFLOAT, or their 4-channel forms
 float b1(uint i) { return texelFetch(B, int(i)).x; }
 vec4 b4(uint i) { return texelFetch(B, int(i)); }
 #else

@@ -34,10 +34,12 @@ void spk__st_begin(spk__selftest *st, const char *op, double bound, const char *
                                   .reason = st->reason};
 }
 
-/* Ends the line as skipped (when `why` is set and nothing failed) and keeps it for the report. */
+/* Ends the line as skipped (when `why` is set and nothing failed) and keeps it for the report. A
+ * variant the device cannot run is never the one it uses. */
 void spk__st_end(spk__selftest *st, const char *why) {
     if (why && st->r.outcome == SPK_SELFTEST_PASS) {
         st->r.outcome = SPK_SELFTEST_SKIPPED;
+        st->r.used = false;
         snprintf(st->reason, sizeof st->reason, "%s", why);
     }
     if (st->line_count == st->line_capacity) {

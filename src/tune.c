@@ -123,52 +123,64 @@ static int spk__tune_compare(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* One candidate: checked against the reference, then (unless its kind is pruned) timed. *median
+ * is its median time, 0 when it was excluded or pruned; *best and the winner follow it. */
+static spk_status spk__tune_candidate(spk__tune_run *run, spk__tune_case *c, uint32_t i, bool pruned[16],
+                                      bool seen[16], const char *name, double *best, double *median) {
+    const spk__tune_family_ops *ops = &spk__tune_families[c->problem.family];
+    uint32_t kind = ops->kind(run->list[i]) & 15, repeats = run->desc->repeats < 64 ? run->desc->repeats : 64;
+    double times[64], error, first;
+    *median = 0.0;
+    c->params = run->list[i];
+    c->sabotage = run->testing && run->testing->sabotage_family == (int)c->problem.family &&
+                  run->testing->sabotage_candidate == i;
+    spk_status s = spk__tune_check(c, ops, &error, &first);
+    if (s == SPK_ERROR_UNSUPPORTED || s == SPK_ERROR_TOO_LARGE) { /* not for this shape here */
+        run->r.excluded++;
+        return SPK_OK;
+    }
+    if (s != SPK_OK) return s;
+    if (!(error <= ops->bound)) {
+        if (!run->why[0]) snprintf(run->why, sizeof run->why, "%s: error %.3g (bound %.0e)", name, error, ops->bound);
+        run->r.excluded++;
+        return SPK_OK;
+    }
+    run->r.tried++;
+    if (!seen[kind] && i > 0 && first > SPK__TUNE_PRUNE * *best) pruned[kind] = true;
+    seen[kind] = true;
+    if (pruned[kind]) return SPK_OK;
+    for (uint32_t k = 0; k < repeats && s == SPK_OK; k++) s = spk__tune_time(c, ops, &times[k]);
+    if (s != SPK_OK) return s;
+    qsort(times, repeats, sizeof *times, spk__tune_compare);
+    *median = times[repeats / 2];
+    if (*median < *best) {
+        *best = *median;
+        memcpy(run->winner_params, run->list[i], sizeof run->winner_params);
+        snprintf(run->winner, sizeof run->winner, "%s", name);
+    }
+    return SPK_OK;
+}
+
 /* Measures every candidate of one problem (the rule's always), until the deadline. */
 static spk_status spk__tune_measure(spk__tune_run *run, spk__tune_case *c) {
     const spk__tune_family_ops *ops = &spk__tune_families[c->problem.family];
     const spk_tune_desc *d = run->desc;
-    double best = INFINITY, rule_ns = NAN, times[64];
-    uint32_t repeats = d->repeats < 64 ? d->repeats : 64;
+    double best = INFINITY, rule_ns = NAN;
     bool pruned[16] = {false}, seen[16] = {false};
     run->r.winner = run->winner;
     run->winner[0] = run->why[0] = '\0';
     for (uint32_t i = 0; i < run->count; i++) {
         if (i > 0 && spk__tune_now() > run->deadline) break;
-        uint32_t kind = ops->kind(run->list[i]) & 15;
-        if (pruned[kind]) continue;
+        if (pruned[ops->kind(run->list[i]) & 15]) continue;
         char name[128];
         ops->describe(run->list[i], name, sizeof name);
+        double median;
+        spk_status s = spk__tune_candidate(run, c, i, pruned, seen, name, &best, &median);
+        if (s != SPK_OK) return s;
+        if (i == 0 && median > 0) rule_ns = median;
         if (d->on_progress)
-            d->on_progress(run->r.family, run->problem, name, i + 1, run->count, isfinite(best) ? best : 0.0, d->user_data);
-        c->params = run->list[i];
-        c->sabotage = run->testing && run->testing->sabotage_family == (int)c->problem.family &&
-                      run->testing->sabotage_candidate == i;
-        double error, first;
-        spk_status s = spk__tune_check(c, ops, &error, &first);
-        if (s == SPK_ERROR_UNSUPPORTED || s == SPK_ERROR_TOO_LARGE) { /* not for this shape here */
-            run->r.excluded++;
-            continue;
-        }
-        if (s != SPK_OK) return s;
-        if (!(error <= ops->bound)) {
-            if (!run->why[0]) snprintf(run->why, sizeof run->why, "%s: error %.3g (bound %.0e)", name, error, ops->bound);
-            run->r.excluded++;
-            continue;
-        }
-        run->r.tried++;
-        if (!seen[kind] && i > 0 && first > SPK__TUNE_PRUNE * best) pruned[kind] = true;
-        seen[kind] = true;
-        if (pruned[kind]) continue;
-        for (uint32_t k = 0; k < repeats && s == SPK_OK; k++) s = spk__tune_time(c, ops, &times[k]);
-        if (s != SPK_OK) return s;
-        qsort(times, repeats, sizeof *times, spk__tune_compare);
-        double median = times[repeats / 2];
-        if (i == 0) rule_ns = median;
-        if (median < best) {
-            best = median;
-            memcpy(run->winner_params, run->list[i], sizeof run->winner_params);
-            snprintf(run->winner, sizeof run->winner, "%s", name);
-        }
+            d->on_progress(run->r.family, run->problem, name, i + 1, run->count, median, isfinite(best) ? best : 0.0,
+                           d->user_data);
     }
     /* The rule stays unless a candidate beats it by the margin (or the rule itself failed). */
     bool keep_rule = isfinite(rule_ns) && !(best < SPK__TUNE_MARGIN * rule_ns);

@@ -28,6 +28,7 @@ static void collect(const spk_selftest_result *r, void *user) {
     } else {
         assert_true(r->reason[0] != '\0'); /* skipped or failed: says why */
     }
+    if (r->outcome == SPK_SELFTEST_SKIPPED) assert_false(r->used); /* what it cannot run, it does not use */
     int i = 0;
     while (i < l->op_count && strcmp(l->ops[i], r->op) != 0) i++;
     if (i == l->op_count) snprintf(l->ops[l->op_count++], sizeof l->ops[0], "%s", r->op);

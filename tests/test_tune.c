@@ -144,8 +144,9 @@ typedef struct seen {
 } seen;
 
 static void note_progress(const char *family, const char *problem, const char *candidate, uint32_t index,
-                          uint32_t count, double best_ns, void *user) {
+                          uint32_t count, double candidate_ns, double best_ns, void *user) {
     (void)problem, (void)count, (void)best_ns;
+    assert_true(candidate_ns >= 0 && index >= 1 && index <= count);
     seen *s = user;
     if (strcmp(family, "matmul") == 0 && index == 2) snprintf(s->sabotaged, sizeof s->sabotaged, "%s", candidate);
 }

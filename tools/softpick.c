@@ -28,7 +28,7 @@ static const char usage[] =
     "                                       trains on the device (SPEC.md section 6)\n"
     "  selftest [--only OP] [--threads N]   every kernel this device can run, against float64 references\n"
     "  tune [--weights W | --embed N --hidden N --heads N --layers N --window N] [--batch B[,B...]]\n"
-    "      [--budget SECONDS] [--repeats N] [--inference-only 1] [--output FILE]\n"
+    "      [--budget SECONDS] [--repeats N] [--inference-only 1] [--output FILE] [--verbose 1]\n"
     "                                       measure every kernel candidate at a model's shapes, keep the fastest\n"
     "  bench [softpick|matmul|layernorm|attention|model|train|soak] [--repeats N] [--variants 1] [--forwards N]\n"
     "      [--tuned 1] (model: the tuning file's choices beside the rules)\n"

@@ -8,14 +8,24 @@
 
 #include "cli.h"
 
+typedef struct tune_output {
+    bool tty, verbose;
+} tune_output;
+
+/* On a terminal one line that changes; with --verbose every candidate's time on stdout. */
 static void on_progress(const char *family, const char *problem, const char *candidate, uint32_t index, uint32_t count,
-                        double best_ns, void *user) {
-    (void)user;
-    fprintf(stderr, "\r\033[K%s %s: %u/%u %s, best %.3f ms", family, problem, index, count, candidate, best_ns / 1e6);
+                        double candidate_ns, double best_ns, void *user) {
+    const tune_output *o = user;
+    if (o->verbose)
+        printf("    %s %s %3u/%-3u %10.3f ms  %s\n", family, problem, index, count, candidate_ns / 1e6,
+               candidate_ns > 0 ? candidate : "(excluded or pruned)");
+    if (o->tty)
+        fprintf(stderr, "\r\033[K%s %s: %u/%u %s, best %.3f ms", family, problem, index, count, candidate,
+                best_ns / 1e6);
 }
 
 static void on_result(const spk_tune_result *r, void *user) {
-    if (*(bool *)user) fprintf(stderr, "\r\033[K");
+    if (((const tune_output *)user)->tty) fprintf(stderr, "\r\033[K");
     double speedup = r->winner_ns > 0 ? r->rule_ns / r->winner_ns : 0;
     printf("%-18s %-36s %4u  %10.3f  %10.3f  %6.2fx  %3u/%-3u %3u  %s%s%s%s\n", r->family, r->problem, r->uses,
            r->rule_ns / 1e6, r->winner_ns / 1e6, speedup, r->tried, r->candidates, r->excluded,
@@ -27,15 +37,16 @@ static void on_result(const spk_tune_result *r, void *user) {
 int cli_tune(int argc, char **argv) {
     const char *weights = NULL, *budget_text = NULL, *repeats_text = NULL, *batch_text = NULL, *inference = NULL;
     const char *heads = NULL, *layers = NULL, *hidden = NULL, *embed = NULL, *window = NULL, *output = NULL;
+    const char *verbose = NULL;
     cli_option options[] = {{"weights", &weights}, {"budget", &budget_text}, {"repeats", &repeats_text},
                             {"batch", &batch_text}, {"inference-only", &inference}, {"heads", &heads},
                             {"layers", &layers},   {"hidden", &hidden},      {"embed", &embed},
-                            {"window", &window},   {"output", &output}};
+                            {"window", &window},   {"output", &output},         {"verbose", &verbose}};
     cli_args args;
     if (!cli_parse(argc, argv, options, (int)(sizeof options / sizeof *options), &args)) return 1;
     if (args.positional_count)
         return cli_fail("usage: softpick tune [--weights W | --embed N --hidden N --heads N --layers N --window N] "
-                        "[--batch B[,B...]] [--budget SECONDS] [--repeats N] [--inference-only 1] [--output FILE]");
+                        "[--batch B[,B...]] [--budget SECONDS] [--repeats N] [--inference-only 1] [--output FILE] [--verbose 1]");
     spk_tune_desc desc = {0};
     long v;
     if (budget_text) {
@@ -48,6 +59,8 @@ int cli_tune(int argc, char **argv) {
     desc.repeats = repeats_text ? (uint32_t)v : 0;
     if (inference && !cli_int(inference, 0, 1, "--inference-only", &v)) return 1;
     desc.inference_only = inference && v;
+    if (verbose && !cli_int(verbose, 0, 1, "--verbose", &v)) return 1;
+    bool every_candidate = verbose && v;
     int64_t batches[8];
     if (batch_text) { /* "--batch 32" tunes 1 and 32, "--batch 4,64" those two */
         uint32_t n = 0;
@@ -88,10 +101,10 @@ int cli_tune(int argc, char **argv) {
         *fields[i] = (int)v;
     }
     desc.config = config;
-    bool tty = isatty(fileno(stderr));
+    tune_output out = {isatty(fileno(stderr)), every_candidate};
     desc.on_result = on_result;
-    desc.on_progress = tty ? on_progress : NULL;
-    desc.user_data = &tty;
+    desc.on_progress = on_progress;
+    desc.user_data = &out;
     spk_device_info info;
     spk_context_device_info(ctx, &info);
     printf("device: %s (%s, %s), subgroup %u\nmodel: embed %d, hidden %d, %d heads, %d layers, seq %d%s\n\n", info.name,

@@ -693,9 +693,10 @@ typedef struct spk_tune_result {
 } spk_tune_result;
 
 typedef void (*spk_tune_result_fn)(const spk_tune_result *result, void *user_data);
-/* Progress: a candidate of a problem is being measured; best_ns is the best so far (0: none). */
+/* Progress: candidate `index` (from 1) of `count` of a problem was measured: its median time, or 0
+ * when it was excluded (wrong or unable to run) or its kind pruned; best_ns is the best so far. */
 typedef void (*spk_tune_progress_fn)(const char *family, const char *problem, const char *candidate, uint32_t index,
-                                     uint32_t count, double best_ns, void *user_data);
+                                     uint32_t count, double candidate_ns, double best_ns, void *user_data);
 
 /* Options of spk_tune. Zero-initialized: the default model, batches 1 and 32, its training step. */
 typedef struct spk_tune_desc {

@@ -46,7 +46,7 @@ lavapipe)
 swiftshader)
   icd="$dir/root/usr/lib/chromium/vk_swiftshader_icd.json"
   if [ ! -f "$icd" ]; then
-    [ -d /var/lib/apt/lists ] && ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || $sudo apt-get update -q </dev/null
+    ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || $sudo apt-get update -q </dev/null # once, on a new machine
     fetch chromium-common
   fi
   libs=""

@@ -210,12 +210,19 @@ static uint32_t spk__tune_order(spk_context *ctx, const spk__tune_problem *p, ui
 
 /* ---- the whole tuning ---------------------------------------------------------------------- */
 
+/* The index of a problem's class among the entries (count if absent). */
+static uint32_t spk__tune_find(const spk__tune_entry *entries, uint32_t count, const spk__tune_problem *p) {
+    spk__tune_problem key = spk__tune_class(p);
+    uint32_t i = 0;
+    while (i < count && memcmp(&entries[i].key, &key, sizeof key) != 0) i++;
+    return i;
+}
+
 /* Adds or replaces the entry of a problem's class. */
 static bool spk__tune_keep(spk__tune_entry **entries, uint32_t *count, uint32_t *capacity, const spk__tune_problem *p,
                            const uint32_t params[SPK__TUNE_PARAMS]) {
     spk__tune_problem key = spk__tune_class(p);
-    uint32_t i = 0;
-    while (i < *count && memcmp(&(*entries)[i].key, &key, sizeof key) != 0) i++;
+    uint32_t i = spk__tune_find(*entries, *count, p);
     if (i == *count && !spk__grow((void **)entries, capacity, *count + 1, sizeof **entries)) return false;
     if (i == *count) (*count)++;
     (*entries)[i].key = key;
@@ -247,7 +254,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
 
     spk__tune_collect col = {0};
     s = spk__tune_collect_model(ctx, &d, &col);
-    /* Keep the problems this library tunes, biggest share of the work first. */
+    /* Keep the problems this library tunes, in the order the model records them. */
     double total = 0.0;
     uint32_t n = 0;
     for (uint32_t i = 0; s == SPK_OK && i < col.count; i++)
@@ -291,13 +298,14 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
         if (report && improved) report->improved++;
         if (improved && !spk__tune_keep(&entries, &entry_count, &entry_capacity, p, run.winner_params))
             s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        uint32_t old = spk__tune_find(entries, entry_count, p);
+        if (!improved && old < entry_count) entries[old] = entries[--entry_count]; /* the rule won: the file forgets */
         if (d.on_result) d.on_result(&run.r, d.user_data);
     }
     const char *path = d.path ? d.path : ctx->tuning_path;
     if (s == SPK_OK && path && path[0]) s = spk__tuning_save(ctx, path, entries, entry_count);
     else if (s == SPK_OK) {
-        free(ctx->tuned);
-        ctx->tuned = entries, ctx->tuned_count = entry_count;
+        spk__tuning_replace(ctx, entries, entry_count);
         entries = NULL;
     }
     free(entries);

@@ -166,6 +166,14 @@ static const char *spk__tuning_parse(spk_context *ctx, const char *text, size_t 
     return NULL;
 }
 
+void spk__tuning_replace(spk_context *ctx, spk__tune_entry *entries, uint32_t count) {
+    pthread_mutex_lock(&ctx->lock); /* recordings on other threads read the table under it */
+    free(ctx->tuned);
+    ctx->tuned = entries;
+    ctx->tuned_count = count;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 spk_status spk__tuning_init(spk_context *ctx, const char *path) {
     char fallback[1024];
     if (!path) path = getenv("SOFTPICK_TUNING");
@@ -245,8 +253,6 @@ spk_status spk__tuning_save(spk_context *ctx, const char *path, const spk__tune_
         return spk__fail(ctx, SPK_ERROR_IO, "cannot write the tuning file %s", path);
     }
     if (count) memcpy(copy, entries, count * sizeof *copy);
-    free(ctx->tuned);
-    ctx->tuned = copy;
-    ctx->tuned_count = count;
+    spk__tuning_replace(ctx, copy, count);
     return SPK_OK;
 }

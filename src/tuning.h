@@ -57,6 +57,8 @@ bool spk__tuning_default_path(const spk_context *ctx, char *out, size_t size);
 /* Replaces the context's entries (copied) and writes them to `path` through a temporary file and a
  * rename (creating the file's directory); `candidates` is the candidate set's checksum. */
 spk_status spk__tuning_save(spk_context *ctx, const char *path, const spk__tune_entry *entries, uint32_t count);
+/* Makes `entries` (malloc'd, taken over) the context's table, under its lock. */
+void spk__tuning_replace(spk_context *ctx, spk__tune_entry *entries, uint32_t count);
 /* The checksum of everything that decides which candidates exist and what they compute: the
  * families' candidate lists for this device and every kernel's SPIR-V (tune.c). */
 uint64_t spk__tune_candidates_checksum(const spk_context *ctx);

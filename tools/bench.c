@@ -505,7 +505,7 @@ int cli_bench(int argc, char **argv) {
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
     else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype, tuned != 0);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
-    else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats);
+    else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats, tuned != 0);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0, dtypes.activation_dtype);
     spk_context_destroy(ctx);
     return rc;

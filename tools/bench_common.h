@@ -32,6 +32,7 @@ int bench_attention(spk_context *ctx, int repeats);
 /* With `tuned`, the float32 rows again on the context's tuned choices (the rules' rows hide them). */
 int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype, bool tuned);
 int bench_soak(spk_context *ctx, long forwards);
-int bench_train(spk_context *ctx, int repeats);
+/* With `tuned`, the step again on the context's tuned choices (the table hides them). */
+int bench_train(spk_context *ctx, int repeats, bool tuned);
 
 #endif

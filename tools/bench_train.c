@@ -148,9 +148,28 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
 
 /* ---- the training step ------------------------------------------------------------------- */
 
-int bench_train(spk_context *ctx, int repeats) {
+/* The whole step again on a model recorded with the context's tuned choices. */
+static int bench_train_tuned(spk_context *ctx, int repeats, const spk_model_config *cfg, train_run r, double rules_ns) {
+    uint32_t entries;
+    const char *path = spk_context_tuning_path(ctx, &entries);
+    spk_status s = spk_model_create(ctx, cfg, &r.m);
+    if (s == SPK_OK) s = spk_model_init_random(r.m, 1);
+    if (s == SPK_OK) s = spk_model_set_dropout(r.m, 0.1f, 1);
+    r.upto = SPK__PHASE_STEP, r.inference = false;
+    uint64_t tuned = s == SPK_OK ? median_ns(run_phase, &r, repeats) : 0;
+    spk_model_destroy(r.m);
+    if (!tuned) return cli_fail("bench train (tuned) failed: %s", spk_context_last_error(ctx));
+    printf("%-30s %10.2f  %.2fx the rules' step (%u choices from %s)\n", "step, tuned", (double)tuned / 1e6,
+           rules_ns / (double)tuned, entries, path[0] ? path : "no tuning file");
+    return 0;
+}
+
+int bench_train(spk_context *ctx, int repeats, bool tuned) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
+    /* The table below is the rules': the tuned choices are hidden while its models record. */
+    uint32_t tuned_count = ctx->tuned_count;
+    ctx->tuned_count = 0;
     spk_model_config cfg = spk_model_config_default(256);
     cfg.num_outputs = 4;
     const int64_t batch = 32, seq = cfg.window_size;
@@ -184,6 +203,7 @@ int bench_train(spk_context *ctx, int repeats) {
         int rc = cli_fail("bench train failed: %s", spk_context_last_error(ctx));
         free(x), free(t), free(y);
         spk_model_destroy(m);
+        ctx->tuned_count = tuned_count;
         return rc;
     }
     double f = forward_flops(&cfg, batch, seq);
@@ -228,7 +248,10 @@ int bench_train(spk_context *ctx, int repeats) {
     printf("device memory held by the library: %.1f MiB allocated, %.1f MiB in use (weights, gradients, moments, "
            "kept activations for %lld positions)\n",
            (double)allocated / (1 << 20), (double)used / (1 << 20), (long long)(batch * seq));
-    free(x), free(t), free(y);
     spk_model_destroy(m);
-    return bench_attention_backward(ctx, repeats, &c);
+    int rc = bench_attention_backward(ctx, repeats, &c);
+    ctx->tuned_count = tuned_count;
+    if (rc == 0 && tuned) rc = bench_train_tuned(ctx, repeats, &cfg, r, step);
+    free(x), free(t), free(y);
+    return rc;
 }

@@ -31,7 +31,7 @@ static const char usage[] =
     "      [--budget SECONDS] [--repeats N] [--inference-only 1] [--output FILE] [--verbose 1]\n"
     "                                       measure every kernel candidate at a model's shapes, keep the fastest\n"
     "  bench [softpick|matmul|layernorm|attention|model|train|soak] [--repeats N] [--variants 1] [--forwards N]\n"
-    "      [--tuned 1] (model: the tuning file's choices beside the rules)\n"
+    "      [--tuned 1] (model, train: the tuning file's choices beside the rules)\n"
     "      [--weights-dtype f32|f16|bf16] (model, matmul) [--activation-dtype f32|f16] (model, softpick,\n"
     "      layernorm: beside float32 in the same run)\n"
     "                                       throughput beside ceilings measured in the same run\n"

@@ -107,7 +107,7 @@ static bool spk__tuning_parse_entry(const char *line, spk__tune_entry *e) {
         return false;
     int f = spk__tune_family_of(family);
     if (f < 0 || v[0] > UINT32_MAX) return false;
-    *e = (spk__tune_entry){.key = {(uint32_t)f, (uint32_t)v[0]}};
+    *e = (spk__tune_entry){.key = {.family = (uint32_t)f, .variant = (uint32_t)v[0]}};
     for (int i = 0; i < 4; i++) e->key.size[i] = v[1 + i];
     for (int i = 0; i < SPK__TUNE_PARAMS; i++) {
         if (v[5 + i] > UINT32_MAX) return false;

@@ -722,7 +722,8 @@ typedef struct spk_tune_report {
 } spk_tune_report;
 
 /* Tunes the context's device (see above) and from then on uses the choices on this context. Takes
- * the context for its duration: run no other work on it meanwhile. `desc` may be NULL. */
+ * the context for its duration: run no other work on it meanwhile. `desc` may be NULL. A file
+ * that cannot be written is SPK_ERROR_IO, and the context's choices are then unchanged. */
 SPK_API spk_status spk_tune(spk_context *ctx, const spk_tune_desc *desc, spk_tune_report *report);
 /* The context's tuning file ("" if none) and how many tuned choices it loaded or holds. */
 SPK_API const char *spk_context_tuning_path(const spk_context *ctx, uint32_t *entries);

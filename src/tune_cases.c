@@ -92,9 +92,9 @@ static uint32_t spk__tune_matmul_candidates(const spk_context *ctx, uint32_t (*o
     uint32_t n = 0, sg = caps->max_subgroup_size;
     spk__matmul_tuning t;
     uint32_t p[SPK__TUNE_PARAMS];
-    /* The shuffle kernel (fixed subgroups with shuffles): rows per subgroup block from one set of
-     * SG (8 accumulators per column group: a 16-register CPU) to 8, one or two column groups,
-     * one or four subgroups per workgroup, texel or storage reads. */
+    /* The shuffle kernel (fixed subgroups with shuffles): 1 to 8 sets of SG rows per subgroup
+     * block (SG vec4 accumulators per lane and column group at the least), one or two column
+     * groups, one or four subgroups per workgroup, texel or storage reads. */
     for (int pass = 0; pass < 2; pass++) {
         bool shuffles = pass == (spk__tune_cpu(ctx) ? 0 : 1);
         if (shuffles && spk__tune_fixed_shuffles(ctx)) {

@@ -358,19 +358,24 @@ static spk_status spk__tune_attention_record(spk_context *ctx, const void *arg) 
 static const uint32_t spk__tune_row_groups[3][2] = {{1u << 30, 0}, {0, 1u << 30}, {0, 0}};
 
 static uint32_t spk__tune_layer_norm_candidates(const spk_context *ctx, uint32_t (*out)[SPK__TUNE_PARAMS], uint32_t max) {
+    /* Row groups by invocation, subgroup, workgroup (CPU drivers first; GPUs the other way), two
+     * workgroup sizes, x kept in registers or read twice (cache 0), 16 or 1 rows per group. */
+    static const uint32_t wgs[] = {64, 256}, caches[] = {64, 0}, rows[] = {16, 1};
     uint32_t n = 0, p[SPK__TUNE_PARAMS];
     spk__layer_norm_tuning t;
     for (int texel = ctx->caps.texel_buffers; texel >= 0; texel--)
-        for (int g = spk__tune_cpu(ctx) ? 0 : 2; g >= 0 && g <= 2; g += spk__tune_cpu(ctx) ? 1 : -1)
-            for (uint32_t wg = 64; wg <= 256; wg *= 4)
-                for (uint32_t cache = 64; cache != 1; cache = cache ? 0 : 1) /* 64, 0 (x read twice) */
-                    for (uint32_t rows = 16; rows >= 1; rows /= 16) {
-                        if (g == 1 && !spk__tune_fixed_shuffles(ctx)) continue;
-                        t = (spk__layer_norm_tuning){wg, spk__tune_row_groups[g][0], spk__tune_row_groups[g][1],
-                                                     cache, rows, texel};
+        for (int i = 0; i < 3; i++) {
+            int g = spk__tune_cpu(ctx) ? i : 2 - i;
+            if (g == 1 && !spk__tune_fixed_shuffles(ctx)) continue;
+            for (size_t w = 0; w < SPK__ARRAY_LEN(wgs); w++)
+                for (size_t c = 0; c < SPK__ARRAY_LEN(caches); c++)
+                    for (size_t r = 0; r < SPK__ARRAY_LEN(rows); r++) {
+                        t = (spk__layer_norm_tuning){wgs[w], spk__tune_row_groups[g][0], spk__tune_row_groups[g][1],
+                                                     caches[c], rows[r], texel};
                         spk__layer_norm_tuning_pack(&t, p);
                         if (spk__layer_norm_tuning_unpack(ctx, p, &t)) n = spk__tune_add(out, n, max, p);
                     }
+        }
     return n;
 }
 

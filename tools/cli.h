@@ -29,6 +29,10 @@ bool cli_parse_mode(const char *text, spk_output_mode *mode);
 /* Parses --weights-dtype's f32, f16 or bf16 and --activation-dtype's f32 or f16 (NULL: f32) into
  * a configuration; prints the error on failure. */
 bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_config *config);
+/* Sets the model sizes given as --heads, --layers, --hidden, --embed, --window (NULL: left as they
+ * are), each in 1 .. 2^20; prints the error on failure. */
+bool cli_parse_sizes(const char *heads, const char *layers, const char *hidden, const char *embed, const char *window,
+                     spk_model_config *config);
 /* Host wall time in milliseconds (a monotonic clock). */
 double cli_now_ms(void);
 /* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */

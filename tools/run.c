@@ -30,6 +30,21 @@ bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_co
     return true;
 }
 
+bool cli_parse_sizes(const char *heads, const char *layers, const char *hidden, const char *embed, const char *window,
+                     spk_model_config *config) {
+    const char *texts[] = {heads, layers, hidden, embed, window};
+    int *fields[] = {&config->num_heads, &config->num_layers, &config->hidden_size, &config->embed_dim,
+                     &config->window_size};
+    const char *names[] = {"--heads", "--layers", "--hidden", "--embed", "--window"};
+    long v;
+    for (int i = 0; i < 5; i++) {
+        if (!texts[i]) continue;
+        if (!cli_int(texts[i], 1, 1 << 20, names[i], &v)) return false;
+        *fields[i] = (int)v;
+    }
+    return true;
+}
+
 static const char *mode_name(spk_output_mode mode) {
     return mode == SPK_OUTPUT_ALL ? "all" : mode == SPK_OUTPUT_MEAN ? "mean" : "last";
 }
@@ -49,18 +64,9 @@ int cli_run(int argc, char **argv) {
                         "[--output-mode last|all|mean] [--weights-dtype f32|f16|bf16] [--activation-dtype f32|f16] "
                         "[--heads N] [--layers N] [--hidden N]");
     spk_model_config overrides = {0};
-    long v;
     if (!cli_parse_mode(mode_text, &overrides.output_mode)) return 1;
     if (!cli_parse_dtypes(dtype, act_dtype, &overrides)) return 1;
-    const char *texts[] = {heads, layers, hidden, embed, window};
-    int *fields[] = {&overrides.num_heads, &overrides.num_layers, &overrides.hidden_size, &overrides.embed_dim,
-                     &overrides.window_size};
-    const char *names[] = {"--heads", "--layers", "--hidden", "--embed", "--window"};
-    for (int i = 0; i < 5; i++) {
-        if (!texts[i]) continue;
-        if (!cli_int(texts[i], 1, 1 << 20, names[i], &v)) return 1;
-        *fields[i] = (int)v;
-    }
+    if (!cli_parse_sizes(heads, layers, hidden, embed, window, &overrides)) return 1;
 
     char error[256];
     spk_array x;

@@ -89,16 +89,9 @@ int cli_tune(int argc, char **argv) {
         config = *spk_model_get_config(m);
         spk_model_destroy(m);
     }
-    const char *texts[] = {heads, layers, hidden, embed, window};
-    int *fields[] = {&config.num_heads, &config.num_layers, &config.hidden_size, &config.embed_dim, &config.window_size};
-    const char *names[] = {"--heads", "--layers", "--hidden", "--embed", "--window"};
-    for (int i = 0; i < 5; i++) {
-        if (!texts[i]) continue;
-        if (!cli_int(texts[i], 1, 1 << 20, names[i], &v)) {
-            spk_context_destroy(ctx);
-            return 1;
-        }
-        *fields[i] = (int)v;
+    if (!cli_parse_sizes(heads, layers, hidden, embed, window, &config)) {
+        spk_context_destroy(ctx);
+        return 1;
     }
     desc.config = config;
     tune_output out = {isatty(fileno(stderr)), every_candidate};

@@ -4,11 +4,13 @@
 // where a shader's subgroup is one SIMD register and every per-invocation memory access is a
 // gather.
 //
-// Each subgroup of SG invocations computes RB = SG * ROW_SETS rows by SG * CG * 4 columns of C;
+// Each subgroup of SG invocations computes RB = ROWS * ROW_SETS rows by SG * CG * 4 columns of C;
 // invocation l owns 4 adjacent columns in each of CG groups. Per 4 steps of k, invocation l loads
-// A's 4 values for rows m0 + r * SG + l (ROW_SETS loads) and, for each k, B's 4 columns of each
-// group (4 * CG loads), then takes every row's A from its owner with a subgroup shuffle (a
-// register move, no memory access): ROW_SETS + 4 * CG loads feed RB * CG * 16 FMAs.
+// A's 4 values for rows m0 + r * ROWS + l % ROWS (ROW_SETS loads) and, for each k, B's 4 columns
+// of each group (4 * CG loads), then takes every row's A from its owner with a subgroup shuffle (a
+// register move, no memory access): ROW_SETS + 4 * CG loads feed RB * CG * 16 FMAs. ROWS is SG
+// unless fewer rows per set are asked for: a set of SG rows holds SG vec4 accumulators per lane,
+// which on a CPU driver is 4 * SG vector registers, more than a 16-register CPU (AVX2) has.
 //
 // TRANS_A takes A as stored [batch, K, M] (dB = A^T dC in the backward): lanes then load 4
 // adjacent rows at one k (a vec4 along M) and the shuffles hand out row quads, ROW_SETS loads per
@@ -41,6 +43,8 @@ layout(constant_id = 8) const uint VEC_C = 1;   // 4: N a multiple of 4, the epi
 // kept pre-activation's store loop whether set or not (1920 x 256 x 256 with a bias only: 3.5-3.7
 // ms against 2.8-2.9 compiled for it).
 layout(constant_id = 15) const uint EPILOGUE = 0;
+layout(constant_id = 16) const uint ROWS_ASKED = 0; // rows per set: 0 for SG, else a divisor of SG
+const uint ROWS = ROWS_ASKED == 0 ? SG : ROWS_ASKED;
 
 #define MATMUL_SPEC_ID 9
 #include "matmul_io.glsl" // A, B, C, bias, residual, pre-activation in their storage types
@@ -85,11 +89,11 @@ vec4 load_b_t(uint base, uint n, uint k) {
 }
 
 // This invocation's accumulators and operand positions (private globals, kept in registers).
-const uint RB = SG * ROW_SETS, QUADS = RB / 4;
+const uint RB = ROWS * ROW_SETS, QUADS = RB / 4; // with TRANS_A, RB a multiple of 4
 // Steps of k per main-loop trip, and B loads per lane and 4 steps with TRANS_B (below).
 const uint TRIP = TRANS_B != 0 ? 16 : 8, BT = 4 * CG;
 const bool FORWARD = TRANS_A == 0 && TRANS_B == 0; // the backward's products have no GELU
-vec4 acc[SG * ROW_SETS * CG];
+vec4 acc[RB * CG];
 uint a_row[ROW_SETS], b_col[CG];
 uint a_base, row0;
 
@@ -98,10 +102,11 @@ uint a_base, row0;
 void step4(uint k, uint b_base, vec4 bt[BT]) {
     vec4 av[ROW_SETS], bv[4 * CG];
     uint lane = gl_SubgroupInvocationID;
-    // A: ROW_SETS loads per lane. Without TRANS_A load r is 4 steps of row r * SG + lane; with it,
-    // item u = r * SG + lane is the row quad u % QUADS at step u / QUADS.
+    // A: ROW_SETS loads per lane. Without TRANS_A load r is 4 steps of row r * ROWS + lane % ROWS;
+    // with it, item u = r * SG + lane is the row quad u % QUADS at step u / QUADS (items past RB
+    // repeat one below it).
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++) {
-        uint u = r * SG + lane;
+        uint u = (r * SG + lane) % RB;
         av[r] = TRANS_A != 0 ? load_a_t(a_base, row0 + 4 * (u % QUADS), k + u / QUADS) : load_a(a_row[r], k);
     }
     [[unroll]] for (uint g = 0; g < CG; g++) {
@@ -124,11 +129,11 @@ void step4(uint k, uint b_base, vec4 bt[BT]) {
         return;
     }
     [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
-        [[unroll]] for (uint i = 0; i < SG; i++) {
+        [[unroll]] for (uint i = 0; i < ROWS; i++) {
             vec4 x = subgroupShuffle(av[r], i);
             [[unroll]] for (uint kk = 0; kk < 4; kk++)
                 [[unroll]] for (uint g = 0; g < CG; g++)
-                    acc[(r * SG + i) * CG + g] = fma(vec4(x[kk]), bv[kk * CG + g], acc[(r * SG + i) * CG + g]);
+                    acc[(r * ROWS + i) * CG + g] = fma(vec4(x[kk]), bv[kk * CG + g], acc[(r * ROWS + i) * CG + g]);
         }
 }
 
@@ -143,7 +148,7 @@ void main() {
     uint b_base = batch * pc.b_batch_stride;
 
     // Rows past M repeat the last one, group starts past N the last group (never stored).
-    [[unroll]] for (uint r = 0; r < ROW_SETS; r++) a_row[r] = a_base + min(row0 + r * SG + lane, pc.M - 1) * pc.K;
+    [[unroll]] for (uint r = 0; r < ROW_SETS; r++) a_row[r] = a_base + min(row0 + r * ROWS + lane % ROWS, pc.M - 1) * pc.K;
     [[unroll]] for (uint g = 0; g < CG; g++) b_col[g] = min(col0 + (g * SG + lane) * 4, (pc.N - 1) & ~3u);
 
     [[unroll]] for (uint i = 0; i < RB * CG; i++) acc[i] = vec4(0.0);
@@ -174,7 +179,7 @@ void main() {
         float av[ROW_SETS];
         vec4 bv[CG];
         [[unroll]] for (uint r = 0; r < ROW_SETS; r++) {
-            uint m = min(row0 + r * SG + lane, pc.M - 1);
+            uint m = min(row0 + r * ROWS + lane % ROWS, pc.M - 1);
             av[r] = TRANS_A != 0 ? load_a_t(a_base, m & ~3u, k)[m & 3u] : a1(a_row[r] + k);
         }
         [[unroll]] for (uint g = 0; g < CG; g++) {
@@ -187,9 +192,9 @@ void main() {
             }
         }
         [[unroll]] for (uint r = 0; r < ROW_SETS; r++)
-            [[unroll]] for (uint i = 0; i < SG; i++) {
+            [[unroll]] for (uint i = 0; i < ROWS; i++) {
                 float x = subgroupShuffle(av[r], i);
-                [[unroll]] for (uint g = 0; g < CG; g++) acc[(r * SG + i) * CG + g] = fma(vec4(x), bv[g], acc[(r * SG + i) * CG + g]);
+                [[unroll]] for (uint g = 0; g < CG; g++) acc[(r * ROWS + i) * CG + g] = fma(vec4(x), bv[g], acc[(r * ROWS + i) * CG + g]);
             }
     }
 

@@ -15,7 +15,7 @@
 #define SPK__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SPK__MAX_BINDINGS 8
 #define SPK__MAX_TEXEL_INPUTS 4
-#define SPK__MAX_SPEC 16
+#define SPK__MAX_SPEC 17
 #define SPK__PUSH_BYTES 128 /* the minimum maxPushConstantsSize every device guarantees */
 #define SPK__ERROR_LEN 512
 #define SPK__APP_RECORDINGS 8
@@ -276,6 +276,7 @@ uint64_t spk__fnv1a_more(uint64_t h, const unsigned char *p, size_t n);
 unsigned char *spk__read_file(const char *path, size_t *size);
 /* The smallest power of two >= v (v <= 2^31). */
 uint32_t spk__pow2_at_least(uint64_t v);
+static inline bool spk__is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 /* ---- memory.c --------------------------------------------------------------------------- */
 

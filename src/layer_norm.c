@@ -251,12 +251,23 @@ static spk_status spk__layer_norm_backward_dispatch(spk_context *ctx, const void
     return status;
 }
 
+/* The backward's tuned choice for dx's pass (tuning.h), else the forward's rule. */
+static const spk__layer_norm_tuning *spk__layer_norm_backward_choice(spk_context *ctx, const spk_tensor *x,
+                                                                     const spk_tensor *dy, spk__layer_norm_tuning *t) {
+    uint64_t n = (uint64_t)x->shape[x->ndim - 1];
+    spk__tune_problem problem = {SPK__TUNE_LAYER_NORM_BACKWARD, x->dtype | dy->dtype << 2, {(uint64_t)x->count / n, n}};
+    uint32_t params[SPK__TUNE_PARAMS];
+    if (!spk__tuned(ctx, &problem, params) || !spk__layer_norm_tuning_unpack(ctx, params, t))
+        spk__layer_norm_tuning_defaults(ctx, t);
+    return t;
+}
+
 spk_status spk__record_layer_norm_backward(spk_context *ctx, const spk__layer_norm_tuning *tuning, const spk_tensor *x,
                                            const spk_tensor *gamma, const spk_tensor *stats, const spk_tensor *dy,
                                            const spk_layer_norm_grads *grads, const spk__dropout_mask *drop,
                                            spk_tensor *masked) {
     spk__layer_norm_tuning defaults;
-    if (!tuning) spk__layer_norm_tuning_defaults(ctx, &defaults), tuning = &defaults;
+    if (!tuning && x->count) tuning = spk__layer_norm_backward_choice(ctx, x, dy, &defaults);
     spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, *grads, drop, masked};
     return spk__layer_norm_backward_dispatch(ctx, &args);
 }
@@ -293,7 +304,7 @@ spk_status spk__layer_norm_backward_tuned(spk_context *ctx, const spk__layer_nor
         s = spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "layer norm dx may be dy only when overwriting");
     if (s != SPK_OK || x->count == 0) return s;
     spk__layer_norm_tuning defaults;
-    if (!tuning) spk__layer_norm_tuning_defaults(ctx, &defaults), tuning = &defaults;
+    if (!tuning) tuning = spk__layer_norm_backward_choice(ctx, x, dy, &defaults);
     spk__layer_norm_backward_args args = {tuning, x, gamma, stats, dy, g, NULL, NULL};
     return spk__run_sync(ctx, spk__layer_norm_backward_dispatch, &args);
 }

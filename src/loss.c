@@ -1,9 +1,21 @@
 /* Losses on the device (shaders/loss.comp): mse and cross-entropy with their gradient. */
 #include "loss_plan.h"
 
-spk_status spk__record_loss(spk_context *ctx, spk_loss_kind kind, const spk_tensor *y, const spk_tensor *target,
-                            spk__buffer_ref row_loss, const spk_tensor *loss, const spk_tensor *dy) {
+bool spk__loss_workgroup_ok(const spk_context *ctx, uint32_t workgroup) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    return spk__is_pow2(workgroup) && workgroup <= l->maxComputeWorkGroupInvocations &&
+           workgroup <= l->maxComputeWorkGroupSize[0];
+}
+
+spk_status spk__record_loss(spk_context *ctx, uint32_t workgroup, spk_loss_kind kind, const spk_tensor *y,
+                            const spk_tensor *target, spk__buffer_ref row_loss, const spk_tensor *loss,
+                            const spk_tensor *dy) {
     uint64_t n = (uint64_t)y->shape[y->ndim - 1], rows = n ? (uint64_t)y->count / n : 0;
+    if (!workgroup) { /* an invocation per row, 64 per workgroup unless tuned */
+        spk__tune_problem problem = {SPK__TUNE_LOSS, kind, {rows, n}};
+        uint32_t params[SPK__TUNE_PARAMS];
+        workgroup = spk__tuned(ctx, &problem, params) && spk__loss_workgroup_ok(ctx, params[0]) ? params[0] : 64;
+    }
     uint64_t count = kind == SPK_LOSS_MSE ? rows * n : rows;
     uint32_t push_rows[4] = {(uint32_t)rows, (uint32_t)n, 0, dy != NULL};
     float scale = count ? (float)(1.0 / (double)count) : 0.0f;
@@ -16,13 +28,13 @@ spk_status spk__record_loss(spk_context *ctx, spk_loss_kind kind, const spk_tens
         .push = push_rows,
         .push_size = sizeof push_rows,
     };
-    uint32_t spec[2] = {64, kind == SPK_LOSS_MSE ? 0u : 1u};
-    spk_status status = spk__grid(ctx, (rows + 63) / 64, d.groups);
+    uint32_t spec[2] = {workgroup, kind == SPK_LOSS_MSE ? 0u : 1u};
+    spk_status status = spk__grid(ctx, (rows + workgroup - 1) / workgroup, d.groups);
     if (status == SPK_OK && rows) status = spk__pipeline_get(ctx, &spk__shader_loss, spec, 2, 0, &d.pipeline);
     if (status == SPK_OK && rows) status = spk__dispatch(ctx, &d);
     /* The mean of the rows' losses, added in order by one invocation (dy is not touched: the
      * loss takes its binding). */
-    spec[1] = 2;
+    spec[0] = 64, spec[1] = 2;
     d.bindings[2] = loss->ref;
     d.groups[0] = d.groups[1] = d.groups[2] = 1;
     if (status == SPK_OK) status = spk__pipeline_get(ctx, &spk__shader_loss, spec, 2, 0, &d.pipeline);
@@ -49,7 +61,7 @@ typedef struct spk__loss_args {
 
 static spk_status spk__loss_dispatch(spk_context *ctx, const void *arg) {
     const spk__loss_args *a = arg;
-    return spk__record_loss(ctx, a->kind, a->y, a->target, a->row_loss, a->loss, a->dy);
+    return spk__record_loss(ctx, 0, a->kind, a->y, a->target, a->row_loss, a->loss, a->dy);
 }
 
 spk_status spk_loss(spk_context *ctx, spk_loss_kind kind, const spk_tensor *y, const spk_tensor *target, spk_tensor *loss,

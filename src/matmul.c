@@ -64,7 +64,8 @@ bool spk__matmul_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUN
     if (t->shuffle) {
         uint32_t sg = caps->max_subgroup_size;
         return caps->subgroup_shuffle && caps->min_subgroup_size == sg && t->wg_x % sg == 0 &&
-               t->wg_x <= l->maxComputeWorkGroupInvocations && t->row_sets >= 1 && t->row_sets <= 16;
+               t->wg_x <= l->maxComputeWorkGroupInvocations && t->row_sets >= 1 && t->row_sets <= 16 &&
+               (t->tm == 0 || (t->tm <= sg && sg % t->tm == 0));
     }
     uint64_t shared = t->shared ? (uint64_t)t->bk * (t->wg_y * t->tm + t->wg_x * t->tn) * sizeof(float) : 0;
     return t->wg_y >= 1 && t->wg_y <= l->maxComputeWorkGroupSize[1] &&
@@ -99,6 +100,10 @@ spk_status spk__record_matmul_args(spk_context *ctx, const void *arg) {
     if (t->shuffle && !(caps->subgroup_shuffle && caps->min_subgroup_size == caps->max_subgroup_size &&
                         t->wg_x % caps->max_subgroup_size == 0))
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul needs subgroup shuffles of one fixed size");
+    /* Transposed A is read in quads of rows: a block of whole quads. */
+    uint32_t rows = t->shuffle ? (t->tm ? t->tm : caps->max_subgroup_size) * t->row_sets : 0;
+    if (t->shuffle && p->trans_a && rows % 4 != 0)
+        return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle matmul reads transposed A in blocks of 4 rows");
     const spk__pipeline *pipeline;
     spk_status status;
     uint32_t bm, bn; /* rows and columns of C per workgroup */
@@ -119,19 +124,19 @@ spk_status spk__record_matmul_args(spk_context *ctx, const void *arg) {
         /* Without views (a wrapped buffer, or one past the texel limits), storage buffers. */
         bool texel = t->texel && views[0] && views[1];
         uint32_t sg = ctx->caps.max_subgroup_size;
-        bm = t->wg_x / sg * sg * t->row_sets;
+        bm = t->wg_x / sg * rows;
         bn = sg * t->tn * 4;
-        uint32_t spec[16] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
+        uint32_t spec[17] = {t->wg_x, sg, t->row_sets, t->tn, vec_a ? 4 : 1, vec_b ? 4 : 1, p->trans_a, p->trans_b,
                              p->n % 4 == 0 ? 4 : 1};
         memcpy(spec + 9, io_spec, sizeof io_spec);
-        spec[15] = p->epilogue;
+        spec[15] = p->epilogue, spec[16] = t->tm;
         /* Through texel views 16-bit storage is only for an F16 C or residual. */
         bool bf16 = w_dtype == SPK_DTYPE_BF16, s16 = c_dtype != SPK_DTYPE_F32 || r_dtype != SPK_DTYPE_F32;
         const spk__shader *shader =
             texel ? (bf16 ? (s16 ? &spk__shader_matmul_shuffle_texel_bf16_s16 : &spk__shader_matmul_shuffle_texel_bf16)
                           : (s16 ? &spk__shader_matmul_shuffle_texel_s16 : &spk__shader_matmul_shuffle_texel))
                   : storage16 ? &spk__shader_matmul_shuffle_s16 : &spk__shader_matmul_shuffle;
-        status = spk__pipeline_get(ctx, shader, spec, 16, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
+        status = spk__pipeline_get(ctx, shader, spec, 17, SPK__PIPELINE_FULL_SUBGROUPS, &pipeline);
     } else {
         bm = t->wg_y * t->tm;
         bn = t->wg_x * t->tn;
@@ -454,20 +459,50 @@ spk_status spk__record_gelu_backward(spk_context *ctx, const spk_tensor *x, cons
 
 /* ---- column sums: the gradients of biases, gamma and beta ------------------------------------ */
 
-spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
-                                   bool accumulate, spk_tensor *out0, spk_tensor *out1) {
+void spk__column_sums_tuning_defaults(const spk_context *ctx, spk__column_sums_tuning *t) {
+    /* Texel views on CPU drivers (storage-buffer reads are per-lane loops there), four columns per
+     * invocation through vec4 views where rows are whole vec4s; a workgroup of 64: 16 columns (or
+     * quads) by 4 runs of rows each. GPUs read storage buffers. */
+    bool texel = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && ctx->caps.texel_buffers;
+    *t = (spk__column_sums_tuning){.workgroup = 64, .chunks = 4, .texel = texel, .vec4 = texel};
+}
+
+void spk__column_sums_tuning_pack(const spk__column_sums_tuning *t, uint32_t p[SPK__TUNE_PARAMS]) {
+    uint32_t q[SPK__TUNE_PARAMS] = {t->workgroup, t->chunks, t->texel, t->vec4};
+    memcpy(p, q, sizeof q);
+}
+
+bool spk__column_sums_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__column_sums_tuning *t) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    *t = (spk__column_sums_tuning){p[0], p[1], p[2] == 1, p[3] == 1};
+    bool pow2 = spk__is_pow2(t->workgroup) && spk__is_pow2(t->chunks);
+    return pow2 && t->chunks <= t->workgroup && t->workgroup <= l->maxComputeWorkGroupInvocations &&
+           t->workgroup <= l->maxComputeWorkGroupSize[0] && p[2] <= 1 && p[3] <= p[2] &&
+           (!t->texel || ctx->caps.texel_buffers) && (size_t)t->workgroup * 64 <= l->maxComputeSharedMemorySize;
+}
+
+spk__tune_problem spk__column_sums_problem(const spk_tensor *g, uint64_t n, uint32_t mode) {
+    return (spk__tune_problem){SPK__TUNE_COLUMN_SUMS, mode, {(uint64_t)g->count / n, n}};
+}
+
+spk_status spk__record_column_sums_tuned(spk_context *ctx, const spk__column_sums_tuning *tuning, const spk_tensor *g,
+                                         const spk_tensor *x, const spk_tensor *stats, bool accumulate, spk_tensor *out0,
+                                         spk_tensor *out1) {
     spk_tensor *out = out0 ? out0 : out1;
     uint64_t n = (uint64_t)out->count, rows = n ? (uint64_t)g->count / n : 0;
     if (n == 0) return SPK_OK;
-    /* Texel views where both inputs have one (the storage-buffer reads are per-lane loops on CPU
-     * drivers); GPUs read storage buffers. */
-    bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    uint32_t mode = !out1 ? 0u : out0 ? 1u : 2u, params[SPK__TUNE_PARAMS];
+    spk__column_sums_tuning chosen;
+    if (!tuning) {
+        spk__tune_problem problem = spk__column_sums_problem(g, n, mode);
+        if (!spk__tuned(ctx, &problem, params) || !spk__column_sums_tuning_unpack(ctx, params, &chosen))
+            spk__column_sums_tuning_defaults(ctx, &chosen);
+        tuning = &chosen;
+    }
     const spk_tensor *xs = x ? x : g;
-    bool texel = cpu && ctx->caps.texel_buffers && g->views[0] && xs->views[0];
-    /* Four columns per invocation through vec4 views where rows are whole vec4s. */
-    bool vec4 = texel && n % 4 == 0 && g->views[1] && xs->views[1];
-    /* A workgroup of 64: 16 columns (or quads) by 4 runs of rows each. */
-    uint32_t spec[4] = {64, !out1 ? 0u : out0 ? 1u : 2u, vec4 ? 4u : 1u, 4};
+    bool texel = tuning->texel && g->views[0] && xs->views[0];
+    bool vec4 = texel && tuning->vec4 && n % 4 == 0 && g->views[1] && xs->views[1];
+    uint32_t spec[4] = {tuning->workgroup, mode, vec4 ? 4u : 1u, tuning->chunks};
     uint32_t push[3] = {(uint32_t)rows, (uint32_t)n, accumulate};
     spk__dispatch_desc d = {
         .bindings = {g->ref, xs->ref, stats ? stats->ref : g->ref, out->ref, out1 ? out1->ref : out->ref},
@@ -483,4 +518,9 @@ spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const 
                                    &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;
+}
+
+spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
+                                   bool accumulate, spk_tensor *out0, spk_tensor *out1) {
+    return spk__record_column_sums_tuned(ctx, NULL, g, x, stats, accumulate, out0, out1);
 }

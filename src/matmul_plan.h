@@ -11,8 +11,9 @@ typedef struct spk__matmul_tuning {
     uint32_t tm, tn;     /* register block per invocation: rows and columns */
     uint32_t bk;         /* k-depth of a shared-memory slice */
     bool shared;         /* stage tiles in shared memory (else read operands directly) */
-    /* matmul_shuffle.comp instead: wg_x invocations; each subgroup computes row_sets x SG rows by
-     * tn groups of 4 x SG columns, reading A and B through texel views if `texel` */
+    /* matmul_shuffle.comp instead: wg_x invocations; each subgroup computes row_sets sets of tm
+     * rows (0: SG, else a divisor of SG) by tn groups of 4 x SG columns, reading A and B through
+     * texel views if `texel` */
     bool shuffle;
     uint32_t row_sets;
     bool texel;
@@ -84,6 +85,20 @@ spk_status spk__record_matmul_db(spk_context *ctx, const spk__matmul_tuning *tun
  * ([rows, 2]: mean, rstd) out1 = column sums of g * (x - mean) * rstd; either may be NULL; */
 spk_status spk__record_column_sums(spk_context *ctx, const spk_tensor *g, const spk_tensor *x, const spk_tensor *stats,
                                    bool accumulate, spk_tensor *out0, spk_tensor *out1);
+/* The column sums' choices: invocations per workgroup, runs of rows per column (the workgroup
+ * adds them in order), texel reads, 4 columns per invocation (with texel reads); the rule, the
+ * tuned problem and its packing, and the sums with a given choice (NULL: tuned, else the rule). */
+typedef struct spk__column_sums_tuning {
+    uint32_t workgroup, chunks;
+    bool texel, vec4;
+} spk__column_sums_tuning;
+void spk__column_sums_tuning_defaults(const spk_context *ctx, spk__column_sums_tuning *t);
+void spk__column_sums_tuning_pack(const spk__column_sums_tuning *t, uint32_t p[SPK__TUNE_PARAMS]);
+bool spk__column_sums_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__column_sums_tuning *t);
+spk__tune_problem spk__column_sums_problem(const spk_tensor *g, uint64_t n, uint32_t mode);
+spk_status spk__record_column_sums_tuned(spk_context *ctx, const spk__column_sums_tuning *tuning, const spk_tensor *g,
+                                         const spk_tensor *x, const spk_tensor *stats, bool accumulate, spk_tensor *out0,
+                                         spk_tensor *out1);
 /* dx = dy * gelu'(x). */
 spk_status spk__record_gelu_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, spk_tensor *dx);
 

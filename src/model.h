@@ -4,6 +4,7 @@
 #define SOFTPICK_MODEL_H
 
 #include "internal.h"
+#include "tuning.h"
 
 typedef struct spk__dense_params {
     spk_tensor *kernel, *bias; /* [in, out], [out] */
@@ -170,6 +171,17 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
 uint32_t spk__train_dispatch_times(spk_model *m, uint64_t *ns, const char **shaders, uint32_t max);
 /* Records the optimizer's step over every parameter (optimizer.c); makes its state first. */
 spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *opt);
+/* One tensor's update (the step's last pass), with a given choice (NULL: tuned, else the rule):
+ * invocations per workgroup and vec4 texel reads; `state` holds what the step's first passes left. */
+typedef struct spk__optimizer_tuning {
+    uint32_t workgroup;
+    bool texel;
+} spk__optimizer_tuning;
+void spk__optimizer_tuning_defaults(const spk_context *ctx, spk__optimizer_tuning *t);
+bool spk__optimizer_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__optimizer_tuning *t);
+spk_status spk__record_optimizer_update(spk_context *ctx, const spk__optimizer_tuning *tuning, const spk_optimizer_desc *o,
+                                        spk_tensor *p, const spk_tensor *g, spk_tensor *m, spk_tensor *v,
+                                        const spk_tensor *state);
 /* Makes the optimizer's state (zeroed moments, step 0) if the model has none. */
 spk_status spk__optimizer_prepare(spk_model *m);
 void spk__optimizer_destroy(spk_model *m);

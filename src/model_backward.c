@@ -420,7 +420,7 @@ static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key)
     if (s == SPK_OK && whole) s = spk__record_zero_grad(m);
     if (s == SPK_OK) s = spk__model_record(m, &in, key->batch, key->seq, &out, &t->acts);
     if (s == SPK_OK && key->upto >= SPK__PHASE_LOSS)
-        s = spk__record_loss(ctx, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
+        s = spk__record_loss(ctx, 0, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
     if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy);
     if (s == SPK_OK && whole) s = spk__record_optimizer_step(m, &key->opt);
     if (s == SPK_OK && t->staging.block) {

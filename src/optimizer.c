@@ -4,6 +4,7 @@
 #include "fault.h"
 
 #include <math.h>
+#include <string.h>
 
 spk_optimizer_desc spk_optimizer_defaults(spk_optimizer_kind kind) {
     spk_optimizer_desc d = {.kind = kind, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
@@ -68,6 +69,57 @@ spk_status spk__optimizer_check(spk_context *ctx, const spk_optimizer_desc *o) {
     return why ? spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "%s", why) : SPK_OK;
 }
 
+void spk__optimizer_tuning_defaults(const spk_context *ctx, spk__optimizer_tuning *t) {
+    /* On CPU drivers tensors of a multiple of 4 elements read through vec4 texel views. */
+    *t = (spk__optimizer_tuning){64, ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU};
+}
+
+bool spk__optimizer_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], spk__optimizer_tuning *t) {
+    const VkPhysicalDeviceLimits *l = &ctx->caps.props.limits;
+    *t = (spk__optimizer_tuning){p[0], p[1] == 1};
+    return spk__is_pow2(t->workgroup) && t->workgroup <= l->maxComputeWorkGroupInvocations &&
+           t->workgroup <= l->maxComputeWorkGroupSize[0] && p[1] <= 1;
+}
+
+spk_status spk__record_optimizer_update(spk_context *ctx, const spk__optimizer_tuning *tuning, const spk_optimizer_desc *o,
+                                        spk_tensor *p, const spk_tensor *g, spk_tensor *m, spk_tensor *v,
+                                        const spk_tensor *state) {
+    spk__optimizer_tuning chosen;
+    if (!tuning) {
+        spk__tune_problem problem = {SPK__TUNE_OPTIMIZER, o->kind, {(uint64_t)p->count}};
+        uint32_t params[SPK__TUNE_PARAMS];
+        if (!spk__tuned(ctx, &problem, params) || !spk__optimizer_tuning_unpack(ctx, params, &chosen))
+            spk__optimizer_tuning_defaults(ctx, &chosen);
+        tuning = &chosen;
+    }
+    struct {
+        uint32_t n, slot, slots;
+        float lr, beta1, beta2, eps, weight_decay, max_norm;
+    } push = {(uint32_t)p->count, 0, 0, o->lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->clip_norm};
+    spk__dispatch_desc u = {
+        .bindings = {p->ref, g->ref, m->ref, v->ref, state->ref, state->ref},
+        .written_mask = 0x3D, /* every binding the shader declares writable */
+        .push = &push,
+        .push_size = sizeof push,
+    };
+    /* With texel reads, the four read through vec4 views, then p, m, v written and the state. */
+    const spk_tensor *reads[4] = {p, g, m, v};
+    bool texel = tuning->texel && p->count % 4 == 0;
+    for (int b = 0; b < 4; b++) u.views[b] = reads[b]->views[1], texel = texel && u.views[b];
+    if (texel) {
+        u.bindings[4] = p->ref, u.bindings[5] = m->ref, u.bindings[6] = v->ref, u.bindings[7] = state->ref;
+        u.written_mask = 0x70;
+    } else {
+        memset(u.views, 0, sizeof u.views);
+    }
+    uint32_t spec[3] = {tuning->workgroup, 2, o->kind == SPK_OPTIMIZER_SGD};
+    spk_status s = spk__grid(ctx, (p->count + 4 * tuning->workgroup - 1) / (4 * tuning->workgroup), u.groups);
+    if (s == SPK_OK) /* 4 elements per invocation */
+        s = spk__pipeline_get(ctx, texel ? &spk__shader_optimizer_texel : &spk__shader_optimizer, spec, 3, 0, &u.pipeline);
+    if (s == SPK_OK) s = spk__dispatch(ctx, &u);
+    return s;
+}
+
 spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *o) {
     spk_context *ctx = m->ctx;
     spk__train *t = m->train;
@@ -98,27 +150,9 @@ spk_status spk__record_optimizer_step(spk_model *m, const spk_optimizer_desc *o)
     d.written_mask = 0x3D;
     if (s == SPK_OK) s = spk__pipeline_get(ctx, &spk__shader_optimizer, spec, 3, 0, &d.pipeline);
     if (s == SPK_OK) s = spk__dispatch(ctx, &d);
-    /* The update, tensor by tensor; on CPU drivers, tensors of a multiple of 4 elements read
-     * through vec4 texel views (the texel variant's bindings: the four read, then p, m, v written
-     * and the state). */
-    spec[1] = 2;
-    bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    for (uint32_t i = 0; i < n && s == SPK_OK; i++) {
-        push.n = (uint32_t)p[i]->count;
-        const spk_tensor *reads[4] = {p[i], g[i], m1[i], m2[i]};
-        bool texel = cpu && p[i]->count % 4 == 0;
-        spk__dispatch_desc u = d;
-        for (int b = 0; b < 4; b++) u.bindings[b] = reads[b]->ref, u.views[b] = reads[b]->views[1], texel = texel && u.views[b];
-        if (texel) {
-            u.bindings[4] = p[i]->ref, u.bindings[5] = m1[i]->ref, u.bindings[6] = m2[i]->ref;
-            u.bindings[7] = t->opt_state->ref;
-            u.written_mask = 0x70;
-        }
-        s = spk__grid(ctx, (p[i]->count + 4 * 64 - 1) / (4 * 64), u.groups); /* 4 elements per invocation */
-        if (s == SPK_OK)
-            s = spk__pipeline_get(ctx, texel ? &spk__shader_optimizer_texel : &spk__shader_optimizer, spec, 3, 0, &u.pipeline);
-        if (s == SPK_OK) s = spk__dispatch(ctx, &u);
-    }
+    /* The update, tensor by tensor. */
+    for (uint32_t i = 0; i < n && s == SPK_OK; i++)
+        s = spk__record_optimizer_update(ctx, NULL, o, p[i], g[i], m1[i], m2[i], t->opt_state);
     return s;
 }
 

@@ -34,6 +34,36 @@ void spk__softpick_plan_defaults(const spk_context *ctx, spk__softpick_tuning *t
     t->texel = cpu && caps->texel_buffers;
 }
 
+spk__tune_problem spk__softpick_problem(const spk_tensor *x, const spk_tensor *y, int axis, bool backward) {
+    int a = axis < 0 ? axis + x->ndim : axis;
+    uint64_t outer = 1, inner = 1;
+    for (int i = 0; i < a; i++) outer *= (uint64_t)x->shape[i];
+    for (int i = a + 1; i < x->ndim; i++) inner *= (uint64_t)x->shape[i];
+    bool s16 = x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32;
+    return (spk__tune_problem){SPK__TUNE_SOFTPICK, backward | (inner > 1) << 1 | s16 << 2,
+                               {outer, (uint64_t)x->shape[a], inner}};
+}
+
+void spk__softpick_tuning_pack(const spk__softpick_tuning *t, bool strided, uint32_t p[SPK__TUNE_PARAMS]) {
+    uint32_t q[SPK__TUNE_PARAMS] = {t->workgroup, t->short_row, t->subgroup_row_max, t->cache_max, t->texel,
+                                    strided ? 1u + t->interleave_columns : 0u,
+                                    (uint32_t)(t->target_invocations < UINT32_MAX ? t->target_invocations : UINT32_MAX),
+                                    strided ? t->min_column_segment : t->min_row_segment};
+    memcpy(p, q, sizeof q);
+}
+
+bool spk__softpick_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], bool strided,
+                                 spk__softpick_tuning *t) {
+    const spk__device_caps *caps = &ctx->caps;
+    const VkPhysicalDeviceLimits *l = &caps->props.limits;
+    *t = (spk__softpick_tuning){.workgroup = p[0], .short_row = p[1], .subgroup_row_max = p[2], .cache_max = p[3],
+                                .texel = p[4] == 1 && caps->texel_buffers, .interleave_columns = p[5] == 2,
+                                .target_invocations = p[6], .min_row_segment = p[7], .min_column_segment = p[7]};
+    return spk__is_pow2(t->workgroup) && t->workgroup % caps->max_subgroup_size == 0 &&
+           t->workgroup <= l->maxComputeWorkGroupInvocations && t->workgroup <= l->maxComputeWorkGroupSize[0] &&
+           t->cache_max <= 32 && p[4] <= 1 && (strided ? p[5] == 1 || p[5] == 2 : p[5] == 0) && p[6] && p[7];
+}
+
 /* Segments for `busy` invocations over `len` loads each, so that about `target` run. */
 static uint64_t spk__segments(uint64_t busy, uint64_t len, uint64_t target, uint64_t min_segment) {
     if (busy >= target || len < 2 * min_segment) return 1;
@@ -125,7 +155,10 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
 
     spk__softpick_tuning defaults;
     if (!tuning) {
-        spk__softpick_plan_defaults(ctx, &defaults);
+        spk__tune_problem problem = spk__softpick_problem(x, y, axis, dy != NULL);
+        uint32_t params[SPK__TUNE_PARAMS];
+        if (!spk__tuned(ctx, &problem, params) || !spk__softpick_tuning_unpack(ctx, params, inner > 1, &defaults))
+            spk__softpick_plan_defaults(ctx, &defaults);
         tuning = &defaults;
     }
     spk__softpick_plan_t plan;

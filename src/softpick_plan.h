@@ -4,6 +4,7 @@
 #define SOFTPICK_SOFTPICK_PLAN_H
 
 #include "internal.h"
+#include "tuning.h"
 
 /* Per-device choices; spk__softpick_plan_defaults fills them from the device's properties. */
 typedef struct spk__softpick_tuning {
@@ -37,6 +38,14 @@ typedef struct spk__softpick_plan_t {
 } spk__softpick_plan_t;
 
 void spk__softpick_plan_defaults(const spk_context *ctx, spk__softpick_tuning *t);
+/* The tuned problem of one softpick (tuning.h) and a tuning's parameters in the tuning file and
+ * back: p[5] says which orientation a candidate is for (0 rows; 1 columns, contiguous segments; 2
+ * interleaved) and p[7] is that orientation's shortest segment (false: parameters this device
+ * cannot run, or for the other orientation). */
+spk__tune_problem spk__softpick_problem(const spk_tensor *x, const spk_tensor *y, int axis, bool backward);
+void spk__softpick_tuning_pack(const spk__softpick_tuning *t, bool strided, uint32_t p[SPK__TUNE_PARAMS]);
+bool spk__softpick_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__TUNE_PARAMS], bool strided,
+                                 spk__softpick_tuning *t);
 void spk__softpick_plan(const spk_context *ctx, const spk__softpick_tuning *t, uint64_t outer, uint64_t n,
                         uint64_t inner, bool aligned16, spk__softpick_plan_t *plan);
 /* spk_softpick with a given tuning (NULL: the defaults). */

@@ -8,7 +8,8 @@
  * one is excluded; a right one is timed `repeats` times on GPU timestamps and its median kept. The
  * first candidate of a kind that runs 4x slower than the best so far prunes the rest of its kind
  * (on a CPU driver the shared-memory tiles are 100x off; on a GPU the shuffle kernel may be). A
- * winner replaces the rule only when 3% faster: tuning never trades the rule for noise. */
+ * winner replaces the rule only when 3% faster and faster by more than the rule's own spread over its
+ * repeats: tuning never trades the rule for noise. */
 #include "tune_cases.h"
 #include "fault.h"
 #include "tune.h"
@@ -33,7 +34,7 @@ uint64_t spk__tune_candidates_checksum(const spk_context *ctx) {
     uint32_t list[SPK__TUNE_MAX_CANDIDATES][SPK__TUNE_PARAMS];
     uint64_t h = spk__spirv_hash();
     for (int f = 0; f < SPK__TUNE_FAMILY_COUNT; f++) {
-        uint32_t n = spk__tune_families[f].candidates(ctx, list, SPK__TUNE_MAX_CANDIDATES);
+        uint32_t n = spk__tune_families[f]->candidates(ctx, list, SPK__TUNE_MAX_CANDIDATES);
         h = spk__fnv1a_more(h, (const unsigned char *)list, n * sizeof list[0]);
         h = spk__fnv1a_more(h, (const unsigned char *)&n, sizeof n);
     }
@@ -41,6 +42,22 @@ uint64_t spk__tune_candidates_checksum(const spk_context *ctx) {
 }
 
 /* ---- finding the problems ------------------------------------------------------------------ */
+
+/* The softpick op on the model's attention scores, [batch, heads, seq, seq], along the keys
+ * (rows) and the queries (columns), forward and backward: the unfused path's problems. */
+static spk_status spk__tune_collect_softpick(spk_context *ctx, int64_t batch, const spk_tune_desc *d) {
+    int64_t seq = d->config.window_size, shape[4] = {batch, d->config.num_heads, seq, seq};
+    spk_tensor *x = NULL, *dy = NULL, *y = NULL;
+    spk_status s = spk_tensor_create(ctx, 4, shape, &x);
+    if (s == SPK_OK) s = spk_tensor_create(ctx, 4, shape, &dy);
+    if (s == SPK_OK) s = spk_tensor_create(ctx, 4, shape, &y);
+    for (int axis = 3; axis >= 2 && s == SPK_OK; axis--) {
+        s = spk_softpick(ctx, x, axis, y);
+        if (s == SPK_OK && !d->inference_only) s = spk_softpick_backward(ctx, x, dy, axis, y);
+    }
+    spk_tensor_destroy(x), spk_tensor_destroy(dy), spk_tensor_destroy(y);
+    return s;
+}
 
 /* Runs the model's forward at each batch (and a training step) with the context collecting every
  * problem its recordings look up. */
@@ -59,6 +76,7 @@ static spk_status spk__tune_collect_model(spk_context *ctx, const spk_tune_desc 
         if (s == SPK_OK) s = spk_model_forward(m, x, batch, seq, y);
         spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
         if (s == SPK_OK && !d->inference_only) s = spk_model_train_step(m, x, batch, seq, SPK_LOSS_MSE, y, &opt, NULL);
+        if (s == SPK_OK) s = spk__tune_collect_softpick(ctx, batch, d);
         free(x), free(y);
     }
     ctx->collect = NULL;
@@ -71,8 +89,11 @@ static spk_status spk__tune_collect_model(spk_context *ctx, const spk_tune_desc 
 static double spk__tune_work(const spk__tune_problem *p, uint32_t uses) {
     double s0 = (double)p->size[0], s1 = (double)p->size[1], s2 = (double)p->size[2], s3 = (double)p->size[3];
     double w = p->family == SPK__TUNE_MATMUL ? 2 * s0 * s1 * s2 * s3
-             : p->family == SPK__TUNE_LAYER_NORM ? 8 * s0 * s1
-             : 2 * s0 * s1 * s1 * s2 * s3 * (p->family == SPK__TUNE_ATTENTION_BACKWARD ? 2 : 1);
+             : p->family == SPK__TUNE_ATTENTION ? 2 * s0 * s1 * s1 * s2 * s3
+             : p->family == SPK__TUNE_ATTENTION_BACKWARD ? 4 * s0 * s1 * s1 * s2 * s3
+             : p->family == SPK__TUNE_SOFTPICK ? 8 * s0 * s1 * s2
+             : p->family == SPK__TUNE_OPTIMIZER ? 16 * s0
+             : 8 * s0 * s1; /* layer norm, its backward, column sums, losses */
     return w * uses;
 }
 
@@ -86,6 +107,7 @@ typedef struct spk__tune_run {
     uint32_t count;
     double deadline;
     spk_tune_result r;
+    double rule_spread; /* the rule's interquartile range over its repeats */
     char problem[128], rule[128], winner[128], why[256];
     uint32_t winner_params[SPK__TUNE_PARAMS];
 } spk__tune_run;
@@ -107,7 +129,9 @@ static spk_status spk__tune_check(spk__tune_case *c, const spk__tune_family_ops 
         for (int64_t j = 0; j < c->out[i]->count; j++) c->got[j] = NAN;
         s = spk_tensor_upload(c->out[i], c->got, c->out[i]->count);
     }
+    c->checking = true;
     if (s == SPK_OK) s = spk__tune_time(c, ops, ns);
+    c->checking = false;
     *error = 0.0;
     for (int i = 0; i < SPK__TUNE_MAX_OUTPUTS && s == SPK_OK; i++) {
         if (!c->out[i]) continue;
@@ -127,7 +151,7 @@ static int spk__tune_compare(const void *a, const void *b) {
  * is its median time, 0 when it was excluded or pruned; *best and the winner follow it. */
 static spk_status spk__tune_candidate(spk__tune_run *run, spk__tune_case *c, uint32_t i, bool pruned[16],
                                       bool seen[16], const char *name, double *best, double *median) {
-    const spk__tune_family_ops *ops = &spk__tune_families[c->problem.family];
+    const spk__tune_family_ops *ops = spk__tune_families[c->problem.family];
     uint32_t kind = ops->kind(run->list[i]) & 15, repeats = run->desc->repeats < 64 ? run->desc->repeats : 64;
     double times[64], error, first;
     *median = 0.0;
@@ -136,7 +160,7 @@ static spk_status spk__tune_candidate(spk__tune_run *run, spk__tune_case *c, uin
                   run->testing->sabotage_candidate == i;
     spk_status s = spk__tune_check(c, ops, &error, &first);
     if (s == SPK_ERROR_UNSUPPORTED || s == SPK_ERROR_TOO_LARGE) { /* not for this shape here */
-        run->r.excluded++;
+        run->r.candidates--;
         return SPK_OK;
     }
     if (s != SPK_OK) return s;
@@ -153,6 +177,7 @@ static spk_status spk__tune_candidate(spk__tune_run *run, spk__tune_case *c, uin
     if (s != SPK_OK) return s;
     qsort(times, repeats, sizeof *times, spk__tune_compare);
     *median = times[repeats / 2];
+    if (i == 0) run->rule_spread = times[3 * repeats / 4] - times[repeats / 4];
     if (*median < *best) {
         *best = *median;
         memcpy(run->winner_params, run->list[i], sizeof run->winner_params);
@@ -163,12 +188,13 @@ static spk_status spk__tune_candidate(spk__tune_run *run, spk__tune_case *c, uin
 
 /* Measures every candidate of one problem (the rule's always), until the deadline. */
 static spk_status spk__tune_measure(spk__tune_run *run, spk__tune_case *c) {
-    const spk__tune_family_ops *ops = &spk__tune_families[c->problem.family];
+    const spk__tune_family_ops *ops = spk__tune_families[c->problem.family];
     const spk_tune_desc *d = run->desc;
     double best = INFINITY, rule_ns = NAN;
     bool pruned[16] = {false}, seen[16] = {false};
     run->r.winner = run->winner;
     run->winner[0] = run->why[0] = '\0';
+    run->rule_spread = 0.0;
     for (uint32_t i = 0; i < run->count; i++) {
         if (i > 0 && spk__tune_now() > run->deadline) break;
         if (pruned[ops->kind(run->list[i]) & 15]) continue;
@@ -182,8 +208,9 @@ static spk_status spk__tune_measure(spk__tune_run *run, spk__tune_case *c) {
             d->on_progress(run->r.family, run->problem, name, i + 1, run->count, median, isfinite(best) ? best : 0.0,
                            d->user_data);
     }
-    /* The rule stays unless a candidate beats it by the margin (or the rule itself failed). */
-    bool keep_rule = isfinite(rule_ns) && !(best < SPK__TUNE_MARGIN * rule_ns);
+    /* The rule stays unless a candidate beats it by the margin and by more than the rule's own
+     * spread over its repeats (the interquartile range), or the rule itself failed. */
+    bool keep_rule = isfinite(rule_ns) && !(best < SPK__TUNE_MARGIN * rule_ns - run->rule_spread);
     if (keep_rule) {
         best = rule_ns;
         memcpy(run->winner_params, run->list[0], sizeof run->winner_params);
@@ -196,7 +223,7 @@ static spk_status spk__tune_measure(spk__tune_run *run, spk__tune_case *c) {
 
 /* The family's candidates with the rule's first and the rest of its kind next. */
 static uint32_t spk__tune_order(spk_context *ctx, const spk__tune_problem *p, uint32_t (*list)[SPK__TUNE_PARAMS]) {
-    const spk__tune_family_ops *ops = &spk__tune_families[p->family];
+    const spk__tune_family_ops *ops = spk__tune_families[p->family];
     uint32_t all[SPK__TUNE_MAX_CANDIDATES][SPK__TUNE_PARAMS];
     uint32_t n = ops->candidates(ctx, all, SPK__TUNE_MAX_CANDIDATES), count = 1;
     ops->rule(ctx, p, list[0]);
@@ -258,7 +285,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
     double total = 0.0;
     uint32_t n = 0;
     for (uint32_t i = 0; s == SPK_OK && i < col.count; i++)
-        if (col.problems[i].family < SPK__TUNE_FAMILY_COUNT && spk__tune_families[col.problems[i].family].tunable(&col.problems[i])) {
+        if (col.problems[i].family < SPK__TUNE_FAMILY_COUNT && spk__tune_families[col.problems[i].family]->tunable(&col.problems[i])) {
             col.problems[n] = col.problems[i], col.counts[n++] = col.counts[i];
             total += spk__tune_work(&col.problems[i], col.counts[i]);
         }
@@ -274,7 +301,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
     uint64_t seed = 0x5eed;
     for (uint32_t i = 0; s == SPK_OK && i < n; i++) {
         const spk__tune_problem *p = &col.problems[i];
-        const spk__tune_family_ops *ops = &spk__tune_families[p->family];
+        const spk__tune_family_ops *ops = spk__tune_families[p->family];
         /* Half the budget split evenly, half by work: every problem gets its rule and a few more. */
         share += d.budget_seconds * (0.5 / n + 0.5 * spk__tune_work(p, col.counts[i]) / total);
         run.deadline = measure_start + share;

@@ -16,20 +16,20 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static bool spk__tune_cpu(const spk_context *ctx) { return ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU; }
+bool spk__tune_cpu(const spk_context *ctx) { return ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU; }
 
-static bool spk__tune_fixed_shuffles(const spk_context *ctx) {
+bool spk__tune_fixed_shuffles(const spk_context *ctx) {
     const spk__device_caps *c = &ctx->caps;
     return c->subgroup_shuffle && c->min_subgroup_size == c->max_subgroup_size;
 }
 
-static uint32_t spk__tune_add(uint32_t (*out)[SPK__TUNE_PARAMS], uint32_t n, uint32_t max, const uint32_t p[SPK__TUNE_PARAMS]) {
+uint32_t spk__tune_add(uint32_t (*out)[SPK__TUNE_PARAMS], uint32_t n, uint32_t max, const uint32_t p[SPK__TUNE_PARAMS]) {
     if (n < max) memcpy(out[n], p, sizeof out[n]);
     return n + 1 <= max ? n + 1 : max;
 }
 
 /* A tensor of `shape` holding random values, NULL on failure (status in *s). */
-static spk_tensor *spk__tune_tensor(spk__tune_case *c, int ndim, const int64_t *shape, uint64_t *seed, float scale,
+spk_tensor *spk__tune_tensor(spk__tune_case *c, int ndim, const int64_t *shape, uint64_t *seed, float scale,
                                     float **keep, spk_status *s) {
     spk_tensor *t = NULL;
     if (*s == SPK_OK) *s = spk_tensor_create(c->ctx, ndim, shape, &t);
@@ -45,7 +45,7 @@ static spk_tensor *spk__tune_tensor(spk__tune_case *c, int ndim, const int64_t *
 }
 
 /* An output of `shape` with its reference buffer, in the case's next output slot. */
-static double *spk__tune_output(spk__tune_case *c, int ndim, const int64_t *shape, spk_status *s) {
+double *spk__tune_output(spk__tune_case *c, int ndim, const int64_t *shape, spk_status *s) {
     int i = 0;
     while (i < SPK__TUNE_MAX_OUTPUTS && c->out[i]) i++;
     if (*s == SPK_OK) *s = spk_tensor_create(c->ctx, ndim, shape, &c->out[i]);
@@ -56,7 +56,7 @@ static double *spk__tune_output(spk__tune_case *c, int ndim, const int64_t *shap
 }
 
 /* Room to download the largest output. */
-static spk_status spk__tune_room(spk__tune_case *c) {
+spk_status spk__tune_room(spk__tune_case *c) {
     int64_t most = 1;
     for (int i = 0; i < SPK__TUNE_MAX_OUTPUTS; i++)
         if (c->out[i] && c->out[i]->count > most) most = c->out[i]->count;
@@ -76,14 +76,14 @@ void spk__tune_case_close(spk__tune_case *c) {
 }
 
 /* Tests: a candidate that writes zeros where the kernel should have written (fast and wrong). */
-static spk_status spk__tune_sabotaged(spk_context *ctx, const spk__tune_case *c) {
+spk_status spk__tune_sabotaged(spk_context *ctx, const spk__tune_case *c) {
     spk_status s = SPK_OK;
     for (int i = 0; i < SPK__TUNE_MAX_OUTPUTS && s == SPK_OK; i++)
         if (c->out[i]) s = spk__fill_zero(ctx, c->out[i]->ref);
     return s;
 }
 
-static bool spk__tune_f32(const spk__tune_problem *p, uint32_t dtype_bits) { return (p->variant & dtype_bits) == 0; }
+bool spk__tune_f32(const spk__tune_problem *p, uint32_t dtype_bits) { return (p->variant & dtype_bits) == 0; }
 
 /* ---- matmul -------------------------------------------------------------------------------- */
 
@@ -92,21 +92,23 @@ static uint32_t spk__tune_matmul_candidates(const spk_context *ctx, uint32_t (*o
     uint32_t n = 0, sg = caps->max_subgroup_size;
     spk__matmul_tuning t;
     uint32_t p[SPK__TUNE_PARAMS];
-    /* The shuffle kernel (fixed subgroups with shuffles): 1 to 8 sets of SG rows per subgroup
-     * block (SG vec4 accumulators per lane and column group at the least), one or two column
-     * groups, one or four subgroups per workgroup, texel or storage reads. */
+    /* The shuffle kernel (fixed subgroups with shuffles): 1 to 8 sets of SG, SG / 2 or SG / 4
+     * rows per subgroup block (a set of SG rows is SG vec4 accumulators per lane and column group;
+     * the smaller sets fit CPUs of 16 vector registers), one or two column groups, one or four
+     * subgroups per workgroup, texel or storage reads. */
     for (int pass = 0; pass < 2; pass++) {
         bool shuffles = pass == (spk__tune_cpu(ctx) ? 0 : 1);
         if (shuffles && spk__tune_fixed_shuffles(ctx)) {
             for (int texel = caps->texel_buffers; texel >= 0; texel--)
-                for (uint32_t rs = 1; rs <= 8; rs *= 2)
-                    for (uint32_t tn = 1; tn <= 2; tn++)
-                        for (uint32_t wgs = 1; wgs <= 4; wgs *= 4) {
-                            t = (spk__matmul_tuning){.wg_x = sg * wgs, .tn = tn, .shuffle = true, .row_sets = rs,
-                                                     .texel = texel};
-                            spk__matmul_tuning_pack(&t, p);
-                            if (spk__matmul_tuning_unpack(ctx, p, &t)) n = spk__tune_add(out, n, max, p);
-                        }
+                for (uint32_t rows = sg; rows >= 2 && rows * 4 >= sg; rows /= 2)
+                    for (uint32_t rs = 1; rs <= 8; rs *= 2)
+                        for (uint32_t tn = 1; tn <= 2; tn++)
+                            for (uint32_t wgs = 1; wgs <= 4; wgs *= 4) {
+                                t = (spk__matmul_tuning){.wg_x = sg * wgs, .tm = rows == sg ? 0 : rows, .tn = tn,
+                                                         .shuffle = true, .row_sets = rs, .texel = texel};
+                                spk__matmul_tuning_pack(&t, p);
+                                if (spk__matmul_tuning_unpack(ctx, p, &t)) n = spk__tune_add(out, n, max, p);
+                            }
         } else if (!shuffles) {
             /* Register-blocked tiles, staged through shared memory or read directly: 64 to 256
              * invocations, blocks of 1 to 8 by 1 to 8, slices 8 to 32 deep. */
@@ -137,6 +139,9 @@ static void spk__tune_matmul_rule(const spk_context *ctx, const spk__tune_proble
 static uint32_t spk__tune_matmul_kind(const uint32_t p[SPK__TUNE_PARAMS]) { return p[0] ? (p[6] & 2 ? 0 : 1) : 2 + (p[6] & 1); }
 
 static int spk__tune_matmul_describe(const uint32_t p[SPK__TUNE_PARAMS], char *out, size_t size) {
+    if (p[0] && p[3])
+        return snprintf(out, size, "shuffle %s, %u invocations, %u sets of %u rows x %u column groups",
+                        p[6] & 2 ? "texel" : "storage", p[1], p[7], p[3], p[4]);
     if (p[0])
         return snprintf(out, size, "shuffle %s, %u invocations, %u row sets x %u column groups",
                         p[6] & 2 ? "texel" : "storage", p[1], p[7], p[4]);
@@ -153,7 +158,7 @@ static int spk__tune_matmul_describe_problem(const spk__tune_problem *p, char *o
                     v & 32 ? " keep gelu'" : "");
 }
 
-static bool spk__tune_matmul_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x3ff000u); }
+bool spk__tune_matmul_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x3ff000u); }
 
 static spk_status spk__tune_matmul_open(spk__tune_case *c, uint64_t *seed) {
     const spk__tune_problem *p = &c->problem;
@@ -270,7 +275,7 @@ static int spk__tune_attention_describe_problem(const spk__tune_problem *p, char
                     p->variant & 1 ? ", causal" : "", p->variant & 2 ? ", keeps r" : "");
 }
 
-static bool spk__tune_attention_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x3cu); }
+bool spk__tune_attention_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x3cu); }
 
 /* Random q, k, v; the forward's output (and r where kept) against float64, or for the backward
  * dq, dk, dv from the forward's own o and r and a random dO. */
@@ -355,7 +360,7 @@ static spk_status spk__tune_attention_record(spk_context *ctx, const void *arg) 
 /* ---- layer norm ---------------------------------------------------------------------------- */
 
 /* Rows per invocation, per subgroup or per workgroup (short_row, subgroup_row_max). */
-static const uint32_t spk__tune_row_groups[3][2] = {{1u << 30, 0}, {0, 1u << 30}, {0, 0}};
+const uint32_t spk__tune_row_groups[3][2] = {{1u << 30, 0}, {0, 1u << 30}, {0, 0}};
 
 static uint32_t spk__tune_layer_norm_candidates(const spk_context *ctx, uint32_t (*out)[SPK__TUNE_PARAMS], uint32_t max) {
     /* Row groups by invocation, subgroup, workgroup (CPU drivers first; GPUs the other way), two
@@ -402,7 +407,7 @@ static int spk__tune_layer_norm_describe_problem(const spk__tune_problem *p, cha
                     p->variant & 1 ? ", keeps stats" : "");
 }
 
-static bool spk__tune_layer_norm_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x1eu); }
+bool spk__tune_layer_norm_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x1eu); }
 
 static spk_status spk__tune_layer_norm_open(spk__tune_case *c, uint64_t *seed) {
     int64_t rows = (int64_t)c->problem.size[0], n = (int64_t)c->problem.size[1], shape[2] = {rows, n}, st[2] = {rows, 2};
@@ -434,7 +439,7 @@ static spk_status spk__tune_layer_norm_record(spk_context *ctx, const void *arg)
     return spk__record_layer_norm(ctx, &t, c->in[0], c->in[1], c->in[2], &desc, c->out[0]);
 }
 
-const spk__tune_family_ops spk__tune_families[SPK__TUNE_FAMILY_COUNT] = {
+static const spk__tune_family_ops spk__tune_forward_families[] = {
     [SPK__TUNE_MATMUL] = {1e-5, spk__tune_matmul_candidates, spk__tune_matmul_rule, spk__tune_matmul_kind,
                           spk__tune_matmul_describe, spk__tune_matmul_describe_problem, spk__tune_matmul_tunable,
                           spk__tune_matmul_open, spk__tune_matmul_record},
@@ -449,4 +454,16 @@ const spk__tune_family_ops spk__tune_families[SPK__TUNE_FAMILY_COUNT] = {
                               spk__tune_layer_norm_kind, spk__tune_layer_norm_describe,
                               spk__tune_layer_norm_describe_problem, spk__tune_layer_norm_tunable,
                               spk__tune_layer_norm_open, spk__tune_layer_norm_record},
+};
+
+const spk__tune_family_ops *const spk__tune_families[SPK__TUNE_FAMILY_COUNT] = {
+    [SPK__TUNE_MATMUL] = &spk__tune_forward_families[SPK__TUNE_MATMUL],
+    [SPK__TUNE_ATTENTION] = &spk__tune_forward_families[SPK__TUNE_ATTENTION],
+    [SPK__TUNE_ATTENTION_BACKWARD] = &spk__tune_forward_families[SPK__TUNE_ATTENTION_BACKWARD],
+    [SPK__TUNE_LAYER_NORM] = &spk__tune_forward_families[SPK__TUNE_LAYER_NORM],
+    [SPK__TUNE_LAYER_NORM_BACKWARD] = &spk__tune_layer_norm_backward_family,
+    [SPK__TUNE_COLUMN_SUMS] = &spk__tune_column_sums_family,
+    [SPK__TUNE_SOFTPICK] = &spk__tune_softpick_family,
+    [SPK__TUNE_OPTIMIZER] = &spk__tune_optimizer_family,
+    [SPK__TUNE_LOSS] = &spk__tune_loss_family,
 };

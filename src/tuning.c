@@ -25,8 +25,9 @@
 #define SPK__TUNING_FORMAT 1
 #define SPK__TUNING_LINE 512
 
-const char *const spk__tune_family_names[SPK__TUNE_FAMILY_COUNT] = {"matmul", "attention", "attention-backward",
-                                                                    "layer-norm"};
+const char *const spk__tune_family_names[SPK__TUNE_FAMILY_COUNT] = {
+    "matmul", "attention", "attention-backward", "layer-norm", "layer-norm-backward", "column-sums", "softpick",
+    "optimizer", "loss"};
 
 spk__tune_problem spk__tune_class(const spk__tune_problem *p) {
     spk__tune_problem c = *p;

@@ -15,6 +15,11 @@ typedef enum spk__tune_family {
     SPK__TUNE_ATTENTION,          /* batch, seq, heads, head_dim; variant: causal | keep r << 1 | dtypes */
     SPK__TUNE_ATTENTION_BACKWARD, /* batch, seq, heads, head_dim; variant: causal */
     SPK__TUNE_LAYER_NORM,         /* rows, n; variant: stats kept | dtypes */
+    SPK__TUNE_LAYER_NORM_BACKWARD, /* rows, n (dx's pass); variant: 0 */
+    SPK__TUNE_COLUMN_SUMS,        /* rows, n; variant: what is summed (column_sums.comp's MODE) */
+    SPK__TUNE_SOFTPICK,           /* outer, n, inner; variant: backward | strided << 1 | s16 << 2 */
+    SPK__TUNE_OPTIMIZER,          /* elements; variant: the optimizer's kind */
+    SPK__TUNE_LOSS,               /* rows, n; variant: the loss's kind */
     SPK__TUNE_FAMILY_COUNT,
 } spk__tune_family;
 

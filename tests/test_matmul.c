@@ -126,6 +126,15 @@ static void test_shapes_tile_kernel(void **state) {
         }
         t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tn = 1, .shuffle = true, .row_sets = 1};
         run_shapes(ctx, &t);
+        /* Sets of fewer rows than lanes (the blocks for 16-register CPUs): lanes past them repeat
+         * a row's loads. */
+        for (uint32_t rows = caps->max_subgroup_size / 2; rows >= 2; rows /= 2) {
+            t = (spk__matmul_tuning){.wg_x = 2 * caps->max_subgroup_size, .tm = rows, .tn = 2, .shuffle = true,
+                                     .row_sets = 3, .texel = true};
+            check_matmul(ctx, &t, 2, 65, 127, 31, true, true, true, true);
+            t.row_sets = 1, t.texel = false;
+            check_matmul(ctx, &t, 1, 33, 64, 32, false, true, false, true);
+        }
     }
 }
 
@@ -393,6 +402,13 @@ static void test_backward_every_kernel(void **state) {
         /* One row set: fewer row quads than lanes (the default's are as many, or more at
          * subgroups of 4), two column groups, two subgroups per workgroup. */
         t = (spk__matmul_tuning){.wg_x = 2 * caps->max_subgroup_size, .tn = 2, .shuffle = true, .row_sets = 1};
+        run_backward_two(ctx, &t);
+        /* Sets of fewer rows than lanes: half a subgroup's in two sets (quads of transposed A
+         * spread over them), and a set of 4 rows, one quad. */
+        t = (spk__matmul_tuning){.wg_x = caps->max_subgroup_size, .tm = caps->max_subgroup_size / 2, .tn = 1,
+                                 .shuffle = true, .row_sets = 2, .texel = true};
+        run_backward_two(ctx, &t);
+        t.tm = 4, t.row_sets = 1;
         run_backward_two(ctx, &t);
     } else if (getenv("CI")) {
         fail_msg("lavapipe in CI must have fixed-size subgroup shuffles");

@@ -354,23 +354,26 @@ static int bench_matmul(spk_context *ctx, int repeats, bool variants, const char
         if (st == SPK_OK) st = spk_tensor_upload(r.b, host, k * n);
         if (st == SPK_OK) st = spk_tensor_upload(r.bias, host, n);
         if (st != SPK_OK) rc = cli_fail("bench case failed: %s", spk_context_last_error(ctx));
-        enum { MAX_VARIANTS = 12 };
+        enum { MAX_VARIANTS = 16 };
         spk__matmul_tuning t[MAX_VARIANTS];
         char labels[MAX_VARIANTS][48];
         int nt = 0;
         spk__matmul_tuning_defaults(ctx, &t[nt]);
         snprintf(labels[nt++], sizeof labels[0], "default");
         if (variants) {
-            /* The shuffle kernel through texel views and through storage buffers, by block. */
+            /* The shuffle kernel through texel views and through storage buffers, by block: row
+             * sets, rows per set as a share of the subgroup (1, 1/2, 1/4), column groups. */
             uint32_t sg = ctx->caps.max_subgroup_size;
-            static const uint32_t blocks[][2] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {2, 2}, {4, 2}};
+            static const uint32_t blocks[][3] = {{1, 1, 1}, {2, 1, 1}, {4, 1, 1}, {8, 1, 1}, {2, 1, 2}, {4, 1, 2},
+                                                 {2, 2, 1}, {4, 2, 1}, {8, 4, 1}, {4, 2, 2}};
             for (int texel = 1; texel >= 0; texel--)
                 for (size_t v = 0; v < sizeof blocks / sizeof blocks[0] && nt < MAX_VARIANTS; v++) {
-                    if (!texel && v != 3 && v != 5) continue;
-                    t[nt] = (spk__matmul_tuning){.wg_x = sg, .shuffle = true, .row_sets = blocks[v][0],
-                                                 .tn = blocks[v][1], .texel = texel};
+                    uint32_t rows = sg / blocks[v][1];
+                    if ((!texel && v != 3 && v != 5) || rows < 2) continue;
+                    t[nt] = (spk__matmul_tuning){.wg_x = sg, .tm = rows == sg ? 0 : rows, .shuffle = true,
+                                                 .row_sets = blocks[v][0], .tn = blocks[v][2], .texel = texel};
                     snprintf(labels[nt++], sizeof labels[0], "shuffle %s, %u rows x %u cols",
-                             texel ? "texel" : "storage", blocks[v][0] * sg, blocks[v][1] * sg * 4);
+                             texel ? "texel" : "storage", blocks[v][0] * rows, blocks[v][2] * sg * 4);
                 }
             if (nt < MAX_VARIANTS) {
                 spk__matmul_tuning_tiles(ctx, &t[nt]);

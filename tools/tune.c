@@ -27,7 +27,7 @@ static void on_progress(const char *family, const char *problem, const char *can
 static void on_result(const spk_tune_result *r, void *user) {
     if (((const tune_output *)user)->tty) fprintf(stderr, "\r\033[K");
     double speedup = r->winner_ns > 0 ? r->rule_ns / r->winner_ns : 0;
-    printf("%-18s %-36s %4u  %10.3f  %10.3f  %6.2fx  %3u/%-3u %3u  %s%s%s%s\n", r->family, r->problem, r->uses,
+    printf("%-19s %-40s %4u  %10.3f  %10.3f  %6.2fx  %3u/%-3u %3u  %s%s%s%s\n", r->family, r->problem, r->uses,
            r->rule_ns / 1e6, r->winner_ns / 1e6, speedup, r->tried, r->candidates, r->excluded,
            strcmp(r->winner, r->rule) == 0 ? "rule: " : "", r->winner, r->excluded_why[0] ? "  -- excluded: " : "",
            r->excluded_why);
@@ -103,7 +103,7 @@ int cli_tune(int argc, char **argv) {
     printf("device: %s (%s, %s), subgroup %u\nmodel: embed %d, hidden %d, %d heads, %d layers, seq %d%s\n\n", info.name,
            spk_device_type_string(info.type), info.driver, info.subgroup_size, config.embed_dim, config.hidden_size,
            config.num_heads, config.num_layers, config.window_size, desc.inference_only ? ", inference only" : "");
-    printf("%-18s %-36s %4s  %10s  %10s  %7s  %-7s %3s  %s\n", "family", "problem", "uses", "rule ms", "tuned ms",
+    printf("%-19s %-40s %4s  %10s  %10s  %7s  %-7s %3s  %s\n", "family", "problem", "uses", "rule ms", "tuned ms",
            "speedup", "tried", "bad", "kept (median of repeats, GPU timestamps)");
     spk_tune_report report;
     spk_status status = spk_tune(ctx, &desc, &report);

@@ -681,20 +681,21 @@ SPK_API spk_status spk_selftest(spk_context *ctx, const spk_selftest_desc *desc,
 
 /* One tuned problem: a kernel family at one shape. Strings are valid during the callback only. */
 typedef struct spk_tune_result {
-    const char *family;  /* "matmul", "attention", "attention-backward", "layer-norm" */
+    const char *family;  /* "matmul", "attention", "attention-backward", "layer-norm", "layer-norm-backward",
+                          * "column-sums", "softpick", "optimizer", "loss" */
     const char *problem; /* its shape and variant, e.g. "1920x768x256 +bias" */
     uint32_t uses;       /* dispatches of it in the model's recordings */
     const char *rule, *winner;  /* the rule's candidate and the kept one (the rule's when it won) */
     double rule_ns, winner_ns;  /* median GPU times of one dispatch */
-    uint32_t candidates;        /* this device's candidates for the family */
+    uint32_t candidates;        /* this device's candidates for the problem */
     uint32_t tried;             /* checked and timed */
-    uint32_t excluded;          /* wrong against float64 (reported in `excluded_why`), or unable to run */
+    uint32_t excluded;          /* wrong against float64 (the first reported in `excluded_why`) */
     const char *excluded_why;   /* the first wrong candidate and its error; "" if none */
 } spk_tune_result;
 
 typedef void (*spk_tune_result_fn)(const spk_tune_result *result, void *user_data);
 /* Progress: candidate `index` (from 1) of `count` of a problem was measured: its median time, or 0
- * when it was excluded (wrong or unable to run) or its kind pruned; best_ns is the best so far. */
+ * when it was excluded, unable to run at this shape, or its kind pruned; best_ns is the best so far. */
 typedef void (*spk_tune_progress_fn)(const char *family, const char *problem, const char *candidate, uint32_t index,
                                      uint32_t count, double candidate_ns, double best_ns, void *user_data);
 

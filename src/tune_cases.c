@@ -365,7 +365,7 @@ const uint32_t spk__tune_row_groups[3][2] = {{1u << 30, 0}, {0, 1u << 30}, {0, 0
 static uint32_t spk__tune_layer_norm_candidates(const spk_context *ctx, uint32_t (*out)[SPK__TUNE_PARAMS], uint32_t max) {
     /* Row groups by invocation, subgroup, workgroup (CPU drivers first; GPUs the other way), two
      * workgroup sizes, x kept in registers or read twice (cache 0), 16 or 1 rows per group. */
-    static const uint32_t wgs[] = {64, 256}, caches[] = {64, 0}, rows[] = {16, 1};
+    static const uint32_t wgs[] = {64, 256}, caches[] = {16, 0}, rows[] = {16, 1};
     uint32_t n = 0, p[SPK__TUNE_PARAMS];
     spk__layer_norm_tuning t;
     for (int texel = ctx->caps.texel_buffers; texel >= 0; texel--)

@@ -33,7 +33,7 @@ static uint32_t spk__tune_softpick_candidates(const spk_context *ctx, uint32_t (
      * kept in registers or read twice, texel or storage reads, few or many invocations wanted
      * (segments of long rows). Columns: 64 to 256 invocations, segments contiguous or
      * interleaved, few or many invocations, texel or storage reads. */
-    static const uint32_t wgs[] = {64, 256, 128}, caches[] = {32, 0};
+    static const uint32_t wgs[] = {64, 256, 128}, caches[] = {16, 0};
     static const uint32_t targets[][3] = {{4096, 4096, 512}, {65536, 1024, 64}}; /* invocations, row, column segment */
     for (int strided = 0; strided <= 1; strided++)
         for (int texel = ctx->caps.texel_buffers; texel >= 0; texel--)

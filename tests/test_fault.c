@@ -26,6 +26,8 @@ typedef struct scenario {
     /* Walk every stride-th injection point (0: every one): the training step has hundreds, each
      * a fresh context, so it walks an eighth of them, at staggered offsets. */
     uint64_t stride;
+    /* Which of the suite's fault tests runs it (test_fault PART: they run in parallel). */
+    size_t part;
 } scenario;
 
 /* ---- the scenarios ---------------------------------------------------------------------- */
@@ -252,25 +254,25 @@ static spk_status step_tuned_context(spk_context *ctx, void *data) {
 }
 
 static const scenario g_scenarios[] = {
-    {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors, 0},
-    {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors, 0},
-    {"spk_matmul", prepare_tensors, step_matmul, cleanup_tensors, 0},
-    {"spk_layer_norm", prepare_tensors, step_layer_norm, cleanup_tensors, 0},
-    {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors, 0},
-    {"safetensors load", prepare_model, step_load, cleanup_tensors, 0},
-    {"forward pass", prepare_model, step_forward, cleanup_tensors, 0},
-    {"model with f16 weights and activations: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0},
-    {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
-    {"self-test on a further context", prepare_nothing, step_selftest_contexts, cleanup_tensors, 0},
-    {"self-test (training)", prepare_nothing, step_selftest_train, cleanup_tensors, 64},
-    {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0},
-    {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8},
-    {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 8},
-    {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 8},
-    {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 0},
-    {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 8},
-    {"tuning a small model and writing the file", prepare_nothing, step_tune, cleanup_tensors, 8},
-    {"a context loading a tuning file", prepare_tuning_file, step_tuned_context, cleanup_tensors, 0},
+    {"tensor creation", prepare_nothing, step_tensor_create, cleanup_tensors, 0, 0},
+    {"spk_softpick", prepare_tensors, step_softpick, cleanup_tensors, 0, 0},
+    {"spk_matmul", prepare_tensors, step_matmul, cleanup_tensors, 0, 0},
+    {"spk_layer_norm", prepare_tensors, step_layer_norm, cleanup_tensors, 0, 0},
+    {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors, 0, 0},
+    {"safetensors load", prepare_model, step_load, cleanup_tensors, 0, 0},
+    {"forward pass", prepare_model, step_forward, cleanup_tensors, 0, 0},
+    {"model with f16 weights and activations: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0, 0},
+    {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0, 0},
+    {"self-test on a further context", prepare_nothing, step_selftest_contexts, cleanup_tensors, 0, 0},
+    {"self-test (training)", prepare_nothing, step_selftest_train, cleanup_tensors, 64, 1},
+    {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 0, 1},
+    {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 8, 1},
+    {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 8, 1},
+    {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 8, 1},
+    {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 0, 1},
+    {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 8, 1},
+    {"tuning a small model and writing the file", prepare_nothing, step_tune, cleanup_tensors, 16, 2},
+    {"a context loading a tuning file", prepare_tuning_file, step_tuned_context, cleanup_tensors, 0, 2},
 };
 
 /* After a failure the context must still work: a softpick of known data, checked. */
@@ -355,18 +357,32 @@ static void context_creation(void **state) {
     print_message("context creation: %llu injection points\n", (unsigned long long)points);
 }
 
+/* This process's share of the scenarios: those of part g_part, or all (-1). */
+static size_t g_part = (size_t)-1;
+
 static void operations(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof g_scenarios / sizeof *g_scenarios; i++) {
+        if (g_part != (size_t)-1 && g_scenarios[i].part != g_part) continue;
         uint64_t points = run_scenario(&g_scenarios[i]);
         print_message("%s: %llu injection points\n", g_scenarios[i].name, (unsigned long long)points);
     }
 }
 
-int main(void) {
-    const struct CMUnitTest tests[] = {
+/* test_fault [PART]: the scenarios of one part (context creation with part 0), else all. */
+int main(int argc, char **argv) {
+    if (argc == 2) g_part = strtoul(argv[1], NULL, 10);
+    if (argc > 2 || (argc == 2 && g_part > 2)) {
+        fprintf(stderr, "usage: test_fault [PART] with PART 0, 1 or 2\n");
+        return 2;
+    }
+    const struct CMUnitTest first[] = {
         cmocka_unit_test(context_creation),
         cmocka_unit_test(operations),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest others[] = {
+        cmocka_unit_test(operations),
+    };
+    if (g_part == 0 || g_part == (size_t)-1) return cmocka_run_group_tests(first, NULL, NULL);
+    return cmocka_run_group_tests(others, NULL, NULL);
 }

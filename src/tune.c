@@ -73,7 +73,9 @@ static spk_status spk__tune_collect_model(spk_context *ctx, const spk_tune_desc 
         size_t in_count = (size_t)(batch * seq * d->config.embed_dim);
         float *x = spk__calloc(in_count ? in_count : 1, sizeof *x), *y = spk__calloc((size_t)out_count + 1, sizeof *y);
         if (!x || !y) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        col->forward = i < 64 ? 1ull << i : 0;
         if (s == SPK_OK) s = spk_model_forward(m, x, batch, seq, y);
+        col->forward = 0;
         spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
         if (s == SPK_OK && !d->inference_only) s = spk_model_train_step(m, x, batch, seq, SPK_LOSS_MSE, y, &opt, NULL);
         if (s == SPK_OK) s = spk__tune_collect_softpick(ctx, batch, d);
@@ -235,6 +237,70 @@ static uint32_t spk__tune_order(spk_context *ctx, const spk__tune_problem *p, ui
     return count;
 }
 
+/* ---- the whole model, rules against the kept choices ---------------------------------------- */
+
+/* The median GPU time of `repeats` forwards of m at one batch. */
+static spk_status spk__tune_forward_ns(spk_context *ctx, spk_model *m, const float *x, float *y, int64_t batch,
+                                       int64_t seq, uint32_t repeats, double *ns) {
+    double times[64];
+    spk_status s = SPK_OK;
+    for (uint32_t r = 0; r < repeats && s == SPK_OK; r++) {
+        s = spk_model_forward(m, x, batch, seq, y);
+        times[r] = (double)spk_context_last_gpu_time_ns(ctx);
+    }
+    qsort(times, repeats, sizeof *times, spk__tune_compare);
+    *ns = times[repeats / 2];
+    return s;
+}
+
+/* Kernels timed alone can lose in the model (a small problem's choice within the noise of its
+ * own runs, caches that the neighbouring kernels leave otherwise): the model's forward at each
+ * batch runs on the rules and on the kept choices, twice `repeats` times interleaved, and where
+ * the choices are not faster the entries of that forward's problems are dropped. */
+static spk_status spk__tune_check_model(spk_context *ctx, const spk_tune_desc *d, const spk__tune_collect *col,
+                                        spk__tune_entry *entries, uint32_t *count, spk_tune_report *report,
+                                        const spk__tune_testing *testing) {
+    spk__tune_entry *saved = ctx->tuned;
+    uint32_t saved_count = ctx->tuned_count, repeats = d->repeats < 32 ? d->repeats : 32;
+    spk_model *m[2] = {NULL, NULL}; /* on the rules, on the choices: each records its forwards once */
+    spk_status s = SPK_OK;
+    for (int k = 0; k < 2 && s == SPK_OK; k++) {
+        s = spk_model_create(ctx, &d->config, &m[k]);
+        if (s == SPK_OK) s = spk_model_init_random(m[k], 1);
+    }
+    for (uint32_t i = 0; i < d->batch_count && i < 64 && s == SPK_OK && *count; i++) {
+        int64_t batch = d->batches[i], seq = d->config.window_size, shape[3];
+        int ndim;
+        int64_t out_count = spk_model_output_shape(m[0], batch, seq, &ndim, shape);
+        size_t in_count = (size_t)(batch * seq * d->config.embed_dim);
+        float *x = spk__calloc(in_count ? in_count : 1, sizeof *x), *y = spk__calloc((size_t)out_count + 1, sizeof *y);
+        if (!x || !y) s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        double ns[2] = {0.0, 0.0}, t;
+        for (uint32_t round = 0; round < 2 && s == SPK_OK; round++)
+            for (int k = 0; k < 2 && s == SPK_OK; k++) {
+                ctx->tuned = k ? entries : NULL, ctx->tuned_count = k ? *count : 0;
+                s = spk__tune_forward_ns(ctx, m[k], x, y, batch, seq, round ? repeats : 1, &t); /* round 0 records */
+                ns[k] = t;
+            }
+        free(x), free(y);
+        if (s != SPK_OK || (ns[1] < ns[0] && !(testing && testing->model_loses))) continue;
+        uint32_t kept = 0; /* the choices lost in the model: this forward's problems keep their rules */
+        for (uint32_t e = 0; e < *count; e++) {
+            bool drop = false;
+            for (uint32_t p = 0; p < col->count && !drop; p++) {
+                spk__tune_problem key = spk__tune_class(&col->problems[p]);
+                drop = (col->forwards[p] >> i & 1) && !memcmp(&key, &entries[e].key, sizeof key);
+            }
+            if (!drop) entries[kept++] = entries[e];
+        }
+        if (report) report->dropped += *count - kept;
+        *count = kept;
+    }
+    ctx->tuned = saved, ctx->tuned_count = saved_count;
+    spk_model_destroy(m[0]), spk_model_destroy(m[1]);
+    return s;
+}
+
 /* ---- the whole tuning ---------------------------------------------------------------------- */
 
 /* The index of a problem's class among the entries (count if absent). */
@@ -286,9 +352,10 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
     uint32_t n = 0;
     for (uint32_t i = 0; s == SPK_OK && i < col.count; i++)
         if (col.problems[i].family < SPK__TUNE_FAMILY_COUNT && spk__tune_families[col.problems[i].family]->tunable(&col.problems[i])) {
-            col.problems[n] = col.problems[i], col.counts[n++] = col.counts[i];
+            col.problems[n] = col.problems[i], col.forwards[n] = col.forwards[i], col.counts[n++] = col.counts[i];
             total += spk__tune_work(&col.problems[i], col.counts[i]);
         }
+    if (s == SPK_OK) col.count = n;
     uint32_t (*list)[SPK__TUNE_PARAMS] = spk__malloc(SPK__TUNE_MAX_CANDIDATES * sizeof *list);
     spk__tune_entry *entries = NULL;
     uint32_t entry_count = 0, entry_capacity = 0;
@@ -329,6 +396,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
         if (!improved && old < entry_count) entries[old] = entries[--entry_count]; /* the rule won: the file forgets */
         if (d.on_result) d.on_result(&run.r, d.user_data);
     }
+    if (s == SPK_OK) s = spk__tune_check_model(ctx, &d, &col, entries, &entry_count, report, testing);
     const char *path = d.path ? d.path : ctx->tuning_path;
     if (s == SPK_OK && path && path[0]) s = spk__tuning_save(ctx, path, entries, entry_count);
     else if (s == SPK_OK) {
@@ -339,6 +407,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
     free(list);
     free(col.problems);
     free(col.counts);
+    free(col.forwards);
     if (report) report->seconds = spk__tune_now() - start;
     return s;
 }

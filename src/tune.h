@@ -1,4 +1,5 @@
-/* spk_tune with test hooks. Internal: test_tune reaches it to plant a wrong candidate. */
+/* spk_tune with test hooks. Internal: test_tune reaches it to plant a wrong candidate and to make
+ * the whole model's check fail. */
 #ifndef SOFTPICK_TUNE_H
 #define SOFTPICK_TUNE_H
 
@@ -10,6 +11,7 @@
 typedef struct spk__tune_testing {
     int sabotage_family;
     uint32_t sabotage_candidate;
+    bool model_loses; /* the whole forward's check finds the kept choices slower at every batch */
 } spk__tune_testing;
 
 spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc, spk_tune_report *report,

@@ -43,15 +43,18 @@ static void spk__tune_collect_problem(spk__tune_collect *c, const spk__tune_prob
     for (uint32_t i = 0; i < c->count; i++)
         if (spk__tune_same(&c->problems[i], p)) {
             c->counts[i]++;
+            c->forwards[i] |= c->forward;
             return;
         }
-    uint32_t capacity = c->capacity;
+    uint32_t capacity = c->capacity, capacity2 = c->capacity;
     if (!spk__grow((void **)&c->problems, &capacity, c->count + 1, sizeof *c->problems) ||
+        !spk__grow((void **)&c->forwards, &capacity2, c->count + 1, sizeof *c->forwards) ||
         !spk__grow((void **)&c->counts, &c->capacity, c->count + 1, sizeof *c->counts)) {
         c->failed = true;
         return;
     }
     c->problems[c->count] = *p;
+    c->forwards[c->count] = c->forward;
     c->counts[c->count++] = 1;
 }
 

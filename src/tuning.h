@@ -40,9 +40,11 @@ typedef struct spk__tune_entry {
 /* Problems met while ctx->collect is set (spk_tune's discovery of a model's shapes). */
 typedef struct spk__tune_collect {
     spk__tune_problem *problems;
-    uint32_t *counts; /* times each was recorded */
+    uint32_t *counts;   /* times each was recorded */
+    uint64_t *forwards; /* bit i: the model's forward at spk_tune's batch i records it */
+    uint64_t forward;   /* the bit of the forward being collected now (0: something else) */
     uint32_t count, capacity;
-    bool failed;      /* out of host memory: the list is incomplete */
+    bool failed;        /* out of host memory: the list is incomplete */
 } spk__tune_collect;
 
 /* The class of a problem. */

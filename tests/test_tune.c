@@ -209,6 +209,37 @@ static void softpick_outputs(spk_context *ctx, const spk_tune_desc *d, int64_t b
     free(host);
 }
 
+/* Where the whole forward runs no faster on the kept choices, its problems keep their rules: only
+ * the training step's choices stay in the file. */
+static void choices_the_model_does_not_confirm_are_dropped(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "model_loses");
+    spk_context *ctx = context_on(path);
+    spk_tune_desc d = small_model();
+    d.budget_seconds = 4;
+    spk_tune_report kept, dropped;
+    assert_int_equal(spk__tune(ctx, &d, &kept, NULL), SPK_OK);
+    uint32_t all = ctx->tuned_count;
+    spk__tune_testing testing = {.sabotage_family = -1, .model_loses = true};
+    spk_context_destroy(ctx);
+    remove(path);
+    ctx = context_on(path);
+    assert_int_equal(spk__tune(ctx, &d, &dropped, &testing), SPK_OK);
+    print_message("%u choices kept; %u dropped when the forward loses, %u left\n", all, dropped.dropped, ctx->tuned_count);
+    assert_int_equal(kept.dropped, 0u);
+    assert_true(dropped.dropped > 0);
+    /* No choice left for a problem only the inference forward has (attention without r kept,
+     * layer norm without its statistics: the training forward keeps both). */
+    for (uint32_t e = 0; e < ctx->tuned_count; e++) {
+        const spk__tune_problem *k = &ctx->tuned[e].key;
+        if ((k->family == SPK__TUNE_ATTENTION && !(k->variant & 2)) || (k->family == SPK__TUNE_LAYER_NORM && !(k->variant & 1)))
+            fail_msg("the inference forward's %s kept a choice after the model lost", spk__tune_family_names[k->family]);
+    }
+    spk_context_destroy(ctx);
+    test_assert_no_validation();
+}
+
 /* Runs the small model's forward and training gradients on ctx, and the softpick op on its
  * scores' shape, returning them all (malloc'd). */
 static float *model_outputs(spk_context *ctx, const spk_tune_desc *d, int64_t batch, int64_t *count) {
@@ -325,6 +356,7 @@ int main(void) {
         cmocka_unit_test(foreign_stale_or_damaged_files_are_ignored),
         cmocka_unit_test(wrong_candidate_never_wins),
         cmocka_unit_test(tuned_results_equal_the_rules),
+        cmocka_unit_test(choices_the_model_does_not_confirm_are_dropped),
         cmocka_unit_test(tune_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -113,10 +113,11 @@ int cli_tune(int argc, char **argv) {
     if (status != SPK_OK) rc = cli_fail("tune stopped: %s", spk_context_last_error(ctx));
     else
         printf("\ntune: %u problems, %u improved, %u candidates timed, %u excluded, in %.1f s; the model's kernels "
-               "%.2f -> %.2f ms (%.2fx) by the sum of uses x median\nsaved to %s\n",
+               "%.2f -> %.2f ms (%.2fx) by the sum of uses x median; %u choices dropped where the whole forward "
+               "ran no faster on them\n%u choices saved to %s\n",
                report.problems, report.improved, report.tried, report.excluded, report.seconds, report.rule_ns / 1e6,
-               report.tuned_ns / 1e6, report.tuned_ns > 0 ? report.rule_ns / report.tuned_ns : 0.0,
-               path[0] ? path : "(nowhere: no tuning file; set SOFTPICK_TUNING or --output)");
+               report.tuned_ns / 1e6, report.tuned_ns > 0 ? report.rule_ns / report.tuned_ns : 0.0, report.dropped,
+               entries, path[0] ? path : "(nowhere: no tuning file; set SOFTPICK_TUNING or --output)");
     spk_context_destroy(ctx);
     return rc;
 }

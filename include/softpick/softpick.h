@@ -717,6 +717,8 @@ typedef struct spk_tune_desc {
 
 typedef struct spk_tune_report {
     uint32_t problems, improved;     /* problems measured; those whose winner beat the rule */
+    uint32_t dropped;                /* kept choices dropped again: the model's forward at a batch
+                                      * ran no faster on them than on the rules */
     uint32_t tried, excluded;        /* candidates over all problems */
     double rule_ns, tuned_ns;        /* sums of the problems' times weighted by their uses */
     double seconds;                  /* wall time of the whole tuning */

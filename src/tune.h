@@ -11,7 +11,8 @@
 typedef struct spk__tune_testing {
     int sabotage_family;
     uint32_t sabotage_candidate;
-    bool model_loses; /* the whole forward's check finds the kept choices slower at every batch */
+    int model_check; /* the whole forward's check: 0 measures; -1 finds the kept choices slower at
+                      * every batch, +1 faster */
 } spk__tune_testing;
 
 spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc, spk_tune_report *report,

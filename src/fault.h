@@ -15,8 +15,13 @@
 bool spk__fault(void);
 /* Fails the n-th fallible call from now (n >= 1); 0 disarms. */
 void spk__fault_arm(uint64_t n);
-/* Fallible calls counted since the last arm. */
+/* Fallible calls counted since the last arm (or census). */
 uint64_t spk__fault_calls(void);
+/* Disarms and, until the next arm, records where each fallible call comes from: */
+void spk__fault_census(void);
+/* the n-th call's site since the census (n >= 1), a hash of its place and two callers up: calls
+ * from one place by one path (a loop's iterations) share it. 0 where not recorded. */
+uint64_t spk__fault_site(uint64_t n);
 #define SPK__FAULT_ENABLED 1
 #else
 static inline bool spk__fault(void) { return false; }

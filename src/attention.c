@@ -211,8 +211,9 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
     bool shuffle = tuning->shuffle, texel = tuning->texel;
     if (shuffle && !spk__attention_shuffle_supported(ctx))
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "the shuffle attention kernel needs fixed-size subgroups");
-    uint32_t wg = tuning->workgroup, sg = shuffle ? ctx->caps.max_subgroup_size : 16;
-    if (shuffle ? wg % sg != 0 : wg != 16)
+    /* The shared-memory exchange takes groups of 4 to 64: the workgroup is one group. */
+    uint32_t wg = tuning->workgroup, sg = shuffle ? ctx->caps.max_subgroup_size : wg;
+    if (shuffle ? wg % sg != 0 : wg < 4 || wg > 64)
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED, "attention backward workgroup of %u invocations", wg);
     uint64_t groups = ((uint64_t)a->seq + wg - 1) / wg;
     if (groups > l->maxComputeWorkGroupCount[0] || a->heads > l->maxComputeWorkGroupCount[1] ||

@@ -228,10 +228,13 @@ static uint32_t spk__tune_attention_candidates_of(const spk_context *ctx, bool b
                 spk__attention_tuning_pack(&t, p);
                 n = spk__tune_add(out, n, max, p);
             }
-    if (backward) { /* the shared-memory exchange: workgroups of 16 */
-        t = (spk__attention_tuning){.workgroup = 16};
-        spk__attention_tuning_pack(&t, p);
-        return spk__tune_add(out, n, max, p);
+    if (backward) { /* the shared-memory exchange: a workgroup is one group, the smallest first */
+        for (uint32_t wg = 8; wg <= 32 && wg <= limit; wg *= 2) {
+            t = (spk__attention_tuning){.workgroup = wg};
+            spk__attention_tuning_pack(&t, p);
+            n = spk__tune_add(out, n, max, p);
+        }
+        return n;
     }
     /* Tiles: blocks of queries and keys in shared memory (what fits is checked per head_dim). */
     static const uint32_t blocks[][2] = {{32, 32}, {16, 16}, {64, 64}, {16, 32}, {32, 16}, {8, 8}, {64, 32}};

@@ -314,7 +314,7 @@ static void tuned_results_equal_the_rules(void **state) {
     double err = test_rel_error(got, ref, n_rules);
     print_message("%u problems on other candidates: relative difference %.2e\n", col.count, err);
     assert_true(err <= 1e-4);
-    free(ref), free(got), free(want), free(col.problems), free(col.counts);
+    free(ref), free(got), free(want), free(col.problems), free(col.counts), free(col.forwards);
     spk_context_destroy(tuned);
     spk_context_destroy(rules);
     test_assert_no_validation();

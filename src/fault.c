@@ -1,5 +1,6 @@
 /* The fault-injection counter (see fault.h). Process-wide: the tests that arm it run one thread. */
 #include "fault.h"
+#include "internal.h"
 
 #include <execinfo.h>
 #include <stdatomic.h>
@@ -17,8 +18,7 @@ static uint64_t spk__fault_sites[SPK__FAULT_SITES];
 static uint64_t spk__fault_stack_hash(void) {
     void *frames[SPK__FAULT_DEPTH + 1];
     int n = backtrace(frames, SPK__FAULT_DEPTH + 1);
-    uint64_t h = 14695981039346656037u;
-    for (int i = 1; i < n; i++) h = (h ^ (uint64_t)(uintptr_t)frames[i]) * 1099511628211u;
+    uint64_t h = n > 1 ? spk__fnv1a((const unsigned char *)(frames + 1), (size_t)(n - 1) * sizeof *frames) : 1;
     return h ? h : 1;
 }
 

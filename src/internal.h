@@ -269,6 +269,8 @@ bool spk__grow(void **items, uint32_t *capacity, uint32_t needed, size_t item_si
  * the file readers) and returns `status`. */
 spk_status spk__error_message(char *error, size_t error_size, spk_status status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Seconds on a monotonic clock. */
+double spk__now_seconds(void);
 /* FNV-1a of n bytes, and continued over more bytes from a previous hash. */
 uint64_t spk__fnv1a(const unsigned char *p, size_t n);
 uint64_t spk__fnv1a_more(uint64_t h, const unsigned char *p, size_t n);

@@ -1,4 +1,3 @@
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 /* spk_tune: finds the problems a model's recordings use, measures every candidate of each
  * problem's kernel family on this device within a time budget, and keeps the fastest that matched
  * the float64 reference.
@@ -19,16 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define SPK__TUNE_MARGIN 0.97 /* a winner must take at most this share of the rule's time */
 #define SPK__TUNE_PRUNE 4.0   /* a kind whose first candidate is this much slower is pruned */
-
-static double spk__tune_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 uint64_t spk__tune_candidates_checksum(const spk_context *ctx) {
     uint32_t list[SPK__TUNE_MAX_CANDIDATES][SPK__TUNE_PARAMS];
@@ -116,10 +108,10 @@ typedef struct spk__tune_run {
 
 /* One run of the case's candidate: its GPU time (host time without timestamps) in *ns. */
 static spk_status spk__tune_time(spk__tune_case *c, const spk__tune_family_ops *ops, double *ns) {
-    double t0 = spk__tune_now();
+    double t0 = spk__now_seconds();
     spk_status s = spk__run_sync(c->ctx, ops->record, c);
     uint64_t gpu = spk_context_last_gpu_time_ns(c->ctx);
-    *ns = gpu ? (double)gpu : 1e9 * (spk__tune_now() - t0);
+    *ns = gpu ? (double)gpu : 1e9 * (spk__now_seconds() - t0);
     return s;
 }
 
@@ -198,7 +190,7 @@ static spk_status spk__tune_measure(spk__tune_run *run, spk__tune_case *c) {
     run->winner[0] = run->why[0] = '\0';
     run->rule_spread = 0.0;
     for (uint32_t i = 0; i < run->count; i++) {
-        if (i > 0 && spk__tune_now() > run->deadline) break;
+        if (i > 0 && spk__now_seconds() > run->deadline) break;
         if (pruned[ops->kind(run->list[i]) & 15]) continue;
         char name[128];
         ops->describe(run->list[i], name, sizeof name);
@@ -330,7 +322,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     spk_status s = spk__check_alive(ctx);
     if (s != SPK_OK) return s;
-    double start = spk__tune_now();
+    double start = spk__now_seconds();
     spk_tune_desc d = {0};
     if (desc_in) d = *desc_in;
     static const int64_t default_batches[] = {1, 32};
@@ -365,7 +357,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
         if (!spk__tune_keep(&entries, &entry_count, &entry_capacity, &ctx->tuned[i].key, ctx->tuned[i].params))
             s = spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     spk__tune_run run = {.ctx = ctx, .desc = &d, .testing = testing, .list = list};
-    double measure_start = spk__tune_now(), share = 0.0;
+    double measure_start = spk__now_seconds(), share = 0.0;
     uint64_t seed = 0x5eed;
     for (uint32_t i = 0; s == SPK_OK && i < n; i++) {
         const spk__tune_problem *p = &col.problems[i];
@@ -409,7 +401,7 @@ spk_status spk__tune(spk_context *ctx, const spk_tune_desc *desc_in, spk_tune_re
     free(col.problems);
     free(col.counts);
     free(col.forwards);
-    if (report) report->seconds = spk__tune_now() - start;
+    if (report) report->seconds = spk__now_seconds() - start;
     return s;
 }
 

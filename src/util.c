@@ -1,9 +1,11 @@
-/* Small host-side helpers: checked arithmetic, growable arrays, error messages. */
+/* Small host-side helpers: checked arithmetic, growable arrays, error messages, the clock. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "internal.h"
 #include "fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 bool spk__mul_overflows(uint64_t a, uint64_t b, uint64_t *out) {
     if (a != 0 && b > UINT64_MAX / a) return true;
@@ -61,3 +63,9 @@ unsigned char *spk__read_file(const char *path, size_t *size) {
     return data;
 }
 
+
+double spk__now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

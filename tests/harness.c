@@ -1,4 +1,3 @@
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "harness.h"
 
 #include <math.h>
@@ -6,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 test_log g_log;
 
@@ -214,10 +212,4 @@ const char *test_data_path(const char *relative) {
 __attribute__((constructor)) static void test_filter_from_env(void) {
     const char *filter = getenv("SOFTPICK_TEST_FILTER");
     if (filter && *filter) cmocka_set_test_filter(filter);
-}
-
-double test_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -36,8 +36,6 @@ void test_assert_no_validation(void);
 /* xorshift random floats in [-1, 1), deterministic for a seed. */
 void test_fill_random(float *data, int64_t n, uint64_t seed);
 float *test_alloc_floats(int64_t n);
-/* Seconds on a monotonic clock (for progress lines, never for assertions). */
-double test_seconds(void);
 /* NaN in every element, so outputs never written by the device show. */
 void test_poison(spk_tensor *t);
 /* A tensor of ctx holding `data`, or poisoned with NaN (an output) when data is NULL. */

@@ -1,10 +1,12 @@
 #version 450
 #extension GL_EXT_samplerless_texture_functions : require
-// The backward of fused softpick attention, flash style: the [seq, seq] scores are recomputed
-// per block and never stored. Per head, with s_ij = q_i . k_j / sqrt(D) (zero for masked keys),
-// r_i = 1 + sum_j |s_ij| (kept by the training forward), P_ij = s_ij / r_i, O = P V and dO given:
-//     D_i = dO_i . O_i,   dP_ij = dO_i . v_j,   dS_ij = mask_ij (dP_ij - sgn(s_ij) D_i) / r_i,
-//     dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D),   dV = P^T dO.
+// The backward of fused attention, flash style: the [seq, seq] scores are recomputed per block
+// and never stored. Per head, with s_ij = q_i . k_j / sqrt(D), the weights P_ij of the normalizer
+// recomputed from each row's statistic (r_i = 1 + sum_j |s_ij| for softpick, the log of the sum
+// for the exponential forms: normalizer.glsl), O = P V and dO given:
+//     D_i = dO_i . O_i,   dP_ij = dO_i . v_j,   dS_ij = mask_ij dscore(s_ij, dP_ij, D_i, row i),
+//     dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D),   dV = P^T dO
+// (softpick: dscore = (dP_ij - sgn(s_ij) D_i) / r_i).
 // Two passes, each writing only its own rows, so a run gives the same bits every time (no
 // atomics): PASS 0 owns a query per invocation (dQ, and D_i for pass 1), PASS 1 a key per
 // invocation (dK and dV), walking the queries that see it.
@@ -20,6 +22,7 @@
 //
 // TEXEL 1 reads q, k, v and dO as uniform texel buffers (vectorized gathers on lavapipe); VEC 4
 // fetches 4 dimensions at once (head size, strides and column offsets multiples of 4).
+#extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
@@ -55,7 +58,9 @@ DEFINE_LOAD(load_q, q)
 DEFINE_LOAD(load_k, k)
 DEFINE_LOAD(load_v, v)
 DEFINE_LOAD(load_do, dout)
-layout(set = 0, binding = 4) readonly buffer R { float r[]; }; // [batch, heads, seq]
+#define NORM_ID 4
+#include "normalizer.glsl"
+layout(set = 0, binding = 4) readonly buffer R { float r[]; }; // [batch, heads, seq]: row statistics
 #if PASS == 0
 layout(set = 0, binding = 5) writeonly buffer DD { float dd[]; }; // [batch, heads, seq]: D_i
 layout(set = 0, binding = 6) writeonly buffer G1 { float g1[]; }; // dQ
@@ -138,7 +143,7 @@ void main() {
         [[unroll]] for (uint e = 0; e < 4; e++)
             if (d4 + e < D) dt = fma(mine2[d4 + e], od[e], dt);
     }
-    float inv_rt = 1.0 / r[stat0 + t_load]; // one division per query, not one per key
+    vec2 row_t = norm_row(r[stat0 + t_load]); // once per query, not once per key
     if (t < pc.seq) dd[stat0 + t] = dt;
 
     uint key_end = pc.causal != 0 ? min(pc.seq, b0 + SG) : pc.seq;
@@ -159,7 +164,7 @@ void main() {
         // dS for this query against keys j0 .. j0 + SG - 1 (masked and padding keys: zero).
         [[unroll]] for (uint i = 0; i < SG; i++) {
             bool live = j0 + i < pc.seq && !(pc.causal != 0 && j0 + i > t);
-            sc[i] = live ? (dp[i] - sign(sc[i]) * dt) * inv_rt : 0.0;
+            sc[i] = live ? norm_dscore(sc[i], dp[i], dt, row_t) : 0.0;
         }
         [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 kd = load_k(kb, d4);
@@ -184,7 +189,8 @@ void main() {
     for (uint i0 = pc.causal != 0 ? b0 : 0; i0 < pc.seq; i0 += SG) {
         uint i_load = min(i0 + lane, pc.seq - 1);
         uint qb = (row0 + i_load) * pc.q_stride + q_col, gb = (row0 + i_load) * pc.do_stride + do_col;
-        float r_l = r[stat0 + i_load], d_l = dd[stat0 + i_load];
+        vec2 row_l = norm_row(r[stat0 + i_load]);
+        float d_l = dd[stat0 + i_load];
         float sc[SG], dp[SG], p[SG];
         [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = 0.0, dp[i] = 0.0;
         [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
@@ -196,16 +202,15 @@ void main() {
                     if (d4 + e < D) sc[i] = fma(mine1[d4 + e], qi[e], sc[i]), dp[i] = fma(mine2[d4 + e], gi[e], dp[i]);
             }
         }
-        // P and dS of queries i0 .. i0 + SG - 1 against this key (1 / r exchanged: one division
-        // per query row, not one per pair).
-        vec4 rd = vec4(1.0 / r_l, d_l, 0.0, 0.0);
+        // P and dS of queries i0 .. i0 + SG - 1 against this key (each row's values exchanged:
+        // one division or exponential per query row, not one per pair).
+        vec4 rd = vec4(row_l, d_l, 0.0);
         publish(rd, rd);
         [[unroll]] for (uint i = 0; i < SG; i++) {
-            vec4 ri_di = take_a(rd, i);
-            float inv_ri = ri_di.x, di = ri_di.y;
+            vec4 row_i = take_a(rd, i);
             bool live = i0 + i < pc.seq && !(pc.causal != 0 && i0 + i < t);
-            p[i] = live ? sc[i] * inv_ri : 0.0;
-            sc[i] = live ? (dp[i] - sign(sc[i]) * di) * inv_ri : 0.0;
+            p[i] = live ? norm_weight(sc[i], row_i.xy) : 0.0;
+            sc[i] = live ? norm_dscore(sc[i], dp[i], row_i.z, row_i.xy) : 0.0;
         }
         [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 qd = load_q(qb, d4), gd = load_do(gb, d4);

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_EXT_samplerless_texture_functions : require
-// Softpick attention like attention.comp, shaped for CPU drivers (lavapipe), where every
+// Attention like attention.comp (any normalizer of normalizer.glsl), shaped for CPU drivers (lavapipe), where every
 // per-invocation memory access is a gather and shared memory is no faster than any other memory,
 // but a subgroup shuffle is a register move.
 //
@@ -8,7 +8,8 @@
 // of its output, in registers); a subgroup of SG queries walks the keys SG at a time. For each
 // dimension d, lane i loads k[j0 + i][d] and every lane takes all SG values by shuffles: SG
 // scores per lane from one load per lane. The product with v is the same walk over d. Loads:
-// 2 D per SG keys, for 2 SG D FMAs per lane.
+// 2 D per SG keys, for 2 SG D FMAs per lane. The exponential normalizers rescale the D
+// accumulators once per SG keys where the running maximum grows.
 //
 // MODE 1 and 2: the unfused reference, as in attention.comp (1 writes the scores to S, 2 reads
 // the softpick'ed scores from S for the product).
@@ -48,6 +49,8 @@ layout(set = 0, binding = 2) uniform textureBuffer v;
 #endif
 #define ATTN_IO_ID 5
 #include "attention_io.glsl" // q, k, v and the output, float32 or F16
+#define NORM_ID 7
+#include "normalizer.glsl"
 #if TEXEL
 DEFINE_LOAD(load_q, q)
 DEFINE_LOAD(load_k, k)
@@ -65,7 +68,7 @@ layout(push_constant) uniform Push {
     uint q_off, k_off, v_off;
     float scale;
     uint causal; // a push constant, not a specialization: one pipeline (one compile) serves both
-    uint keep_r; // MODE 0, training: write r = 1 + sum |s| of each query to S ([batch, heads, seq])
+    uint keep_r; // MODE 0, training: write each query's row statistic to S ([batch, heads, seq])
 } pc;
 
 void main() {
@@ -91,7 +94,7 @@ void main() {
     }
     float num[D];
     [[unroll]] for (uint d = 0; d < D; d++) num[d] = 0.0;
-    float den = 0.0;
+    float den = 0.0, m_run = NORM_M0;
 
     uint key_end = pc.seq;
     if (pc.causal != 0 && MODE == 0) key_end = min(pc.seq, q0 + SG); // later keys score zero
@@ -113,17 +116,33 @@ void main() {
                     if (d4 + e < D)
                         [[unroll]] for (uint i = 0; i < SG; i++) sc[i] = fma(qv[d4 + e], subgroupShuffle(kd[e], i), sc[i]);
             }
-            // Future and padding keys score exactly zero.
-            [[unroll]] for (uint i = 0; i < SG; i++)
-                if ((pc.causal != 0 && j0 + i > t) || j0 + i >= pc.seq) sc[i] = 0.0;
         }
         if (MODE == 1) {
             if (t < pc.seq)
                 [[unroll]] for (uint i = 0; i < SG; i++)
-                    if (j0 + i < pc.seq) s[(s_row0 + t) * pc.seq + j0 + i] = sc[i];
+                    if (j0 + i < pc.seq) s[(s_row0 + t) * pc.seq + j0 + i] = j0 + i > t && pc.causal != 0 ? norm_masked() : sc[i];
             continue;
         }
-        [[unroll]] for (uint i = 0; i < SG; i++) den += abs(sc[i]);
+        if (MODE == 0) {
+            // Future and padding keys take no part; the running maximum over the live ones.
+            bool live[SG];
+            float m_new = m_run;
+            [[unroll]] for (uint i = 0; i < SG; i++) {
+                live[i] = !((pc.causal != 0 && j0 + i > t) || j0 + i >= pc.seq);
+                if (NORM != 0 && live[i]) m_new = max(m_new, sc[i]);
+            }
+            if (NORM != 0) {
+                float rescale = exp(m_run - m_new);
+                m_run = m_new;
+                den *= rescale;
+                [[unroll]] for (uint d = 0; d < D; d++) num[d] *= rescale;
+            }
+            float em = NORM == 1 ? exp(-m_run) : 0.0;
+            [[unroll]] for (uint i = 0; i < SG; i++) {
+                vec2 term = live[i] ? norm_term(sc[i], m_run, em) : vec2(0.0);
+                sc[i] = term.x, den += term.y;
+            }
+        }
         uint base = (row0 + key_load) * pc.v_stride + v_col;
         [[unroll]] for (uint d4 = 0; d4 < D; d4 += 4) {
             vec4 vd = load_v(base, d4);
@@ -133,9 +152,9 @@ void main() {
         }
     }
     if (MODE == 1 || t >= pc.seq) return;
-    if (MODE == 2) den = 0.0; // S already holds the normalized weights
-    if (MODE == 0 && pc.keep_r != 0) s[s_row0 + t] = 1.0 + den;
-    float inv = 1.0 / (1.0 + den);
+    float total = MODE == 2 ? 1.0 : norm_total(den); // S already holds the normalized weights
+    if (MODE == 0 && pc.keep_r != 0) s[s_row0 + t] = norm_stat(total, m_run);
+    float inv = 1.0 / total;
     uint dst = (row0 + t) * pc.o_stride + head * D;
     [[unroll]] for (uint d = 0; d < D; d++) store_o(dst + d, num[d] * inv);
 }

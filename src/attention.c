@@ -1,4 +1,5 @@
-/* Fused causal softpick attention (shaders/attention.comp). */
+/* Fused causal attention with any normalizer (shaders/attention.comp, attention_shuffle.comp,
+ * attention_backward.comp, normalizer.glsl). */
 #include "attention_plan.h"
 #include "tuning.h"
 
@@ -94,7 +95,7 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
     bool vec4 = a->head_dim % 4 == 0, texel = t->texel;
     for (int i = 0; i < 3; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
     for (int i = 0; i < 3; i++) texel = texel && in[i]->views && in[i]->views[vec4];
-    uint32_t spec[7] = {wg, a->head_dim, sg, mode, vec4 ? 4 : 1, a->q.dtype, a->out.dtype};
+    uint32_t spec[8] = {wg, a->head_dim, sg, mode, vec4 ? 4 : 1, a->q.dtype, a->out.dtype, a->norm};
     bool s16 = a->q.dtype != SPK_DTYPE_F32 || a->out.dtype != SPK_DTYPE_F32; /* shaders/attention_io.glsl */
     spk__attention_push push = spk__attention_push_of(a);
     uint32_t written;
@@ -110,7 +111,7 @@ static spk_status spk__record_attention_shuffle(spk_context *ctx, const spk__att
     };
     const spk__shader *shader = texel ? (s16 ? &spk__shader_attention_shuffle_texel_s16 : &spk__shader_attention_shuffle_texel)
                                       : (s16 ? &spk__shader_attention_shuffle_s16 : &spk__shader_attention_shuffle);
-    spk_status status = spk__pipeline_get(ctx, shader, spec, 7, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
+    spk_status status = spk__pipeline_get(ctx, shader, spec, 8, SPK__PIPELINE_FULL_SUBGROUPS, &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
 }
@@ -136,7 +137,8 @@ bool spk__attention_tuning_unpack(const spk_context *ctx, const uint32_t p[SPK__
 }
 
 spk__tune_problem spk__attention_problem(const spk__attention_args *a, bool backward) {
-    uint32_t variant = a->causal | (a->r.buffer != VK_NULL_HANDLE) << 1 | a->q.dtype << 2 | a->out.dtype << 4;
+    uint32_t variant = a->causal | (a->r.buffer != VK_NULL_HANDLE) << 1 | a->q.dtype << 2 | a->out.dtype << 4 |
+                       (uint32_t)a->norm << 6;
     return (spk__tune_problem){backward ? SPK__TUNE_ATTENTION_BACKWARD : SPK__TUNE_ATTENTION, variant,
                                {a->batch, a->seq, a->heads, a->head_dim}};
 }
@@ -164,7 +166,7 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
         return spk__fail(ctx, SPK_ERROR_TOO_LARGE,
                          "attention over %u positions, %u heads, batch %u exceeds the device's workgroup grid",
                          a->seq, a->heads, a->batch);
-    uint32_t spec[8] = {wg, d, bq, bk, (bq * d + wg - 1) / wg, mode, a->q.dtype, a->out.dtype};
+    uint32_t spec[9] = {wg, d, bq, bk, (bq * d + wg - 1) / wg, mode, a->q.dtype, a->out.dtype, a->norm};
     bool s16 = a->q.dtype != SPK_DTYPE_F32 || a->out.dtype != SPK_DTYPE_F32;
     uint32_t written;
     spk__buffer_ref b4 = spk__attention_binding4(a, mode, scores, &written);
@@ -176,7 +178,7 @@ spk_status spk__record_attention(spk_context *ctx, const spk__attention_tuning *
     spk__attention_push push = spk__attention_push_of(a);
     desc.push = &push;
     desc.push_size = sizeof push;
-    spk_status status = spk__pipeline_get(ctx, s16 ? &spk__shader_attention_s16 : &spk__shader_attention, spec, 8, 0,
+    spk_status status = spk__pipeline_get(ctx, s16 ? &spk__shader_attention_s16 : &spk__shader_attention, spec, 9, 0,
                                           &desc.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &desc);
     return status;
@@ -199,7 +201,7 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
     spk__attention_tuning chosen;
     if (!tuning) {
         spk__attention_args fwd = {.q = a->q, .out = a->q, .batch = a->batch, .seq = a->seq, .heads = a->heads,
-                                   .head_dim = a->head_dim, .causal = a->causal};
+                                   .head_dim = a->head_dim, .causal = a->causal, .norm = a->norm};
         spk__tune_problem problem = spk__attention_problem(&fwd, true);
         uint32_t params[SPK__TUNE_PARAMS];
         if (!spk__tuned(ctx, &problem, params) || !spk__attention_tuning_unpack(ctx, params, a->head_dim, &chosen) ||
@@ -228,7 +230,7 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
     for (int i = 0; i < 8; i++) vec4 = vec4 && in[i]->stride % 4 == 0 && in[i]->offset % 4 == 0;
     texel = texel && shuffle;
     for (int i = 0; i < 4; i++) texel = texel && in[i]->views && in[i]->views[vec4];
-    uint32_t spec[4] = {wg, a->head_dim, sg, vec4 ? 4 : 1};
+    uint32_t spec[5] = {wg, a->head_dim, sg, vec4 ? 4 : 1, a->norm};
     uint32_t flags = shuffle ? SPK__PIPELINE_FULL_SUBGROUPS : 0;
     struct {
         uint32_t seq, heads, q_stride, k_stride, v_stride, do_stride, x_stride, q_off, k_off, v_off, do_off, x_off;
@@ -250,7 +252,7 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
     spk_status status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_backward_q_texel
                                                : shuffle ? &spk__shader_attention_backward_q
                                                          : &spk__shader_attention_backward_q_shared,
-                                          spec, 4, flags, &d.pipeline);
+                                          spec, 5, flags, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     /* Pass 1: dK and dV, once every D_i is written (the tracked binding orders them). */
     push.g1_stride = a->dk.stride, push.g1_off = a->dk.offset, push.g2_stride = a->dv.stride, push.g2_off = a->dv.offset;
@@ -260,7 +262,7 @@ spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention
         status = spk__pipeline_get(ctx, texel ? &spk__shader_attention_backward_kv_texel
                                          : shuffle ? &spk__shader_attention_backward_kv
                                                    : &spk__shader_attention_backward_kv_shared,
-                                   spec, 4, flags, &d.pipeline);
+                                   spec, 5, flags, &d.pipeline);
     if (status == SPK_OK) status = spk__dispatch(ctx, &d);
     return status;
 }
@@ -271,10 +273,16 @@ static spk_status spk__attention_dispatch(spk_context *ctx, const void *arg) {
 }
 
 /* Checks the operands of the public op; args->batch is 0 when there is nothing to do. */
-static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
-                                       int num_heads, bool causal, spk_tensor *out, spk__attention_args *args) {
+static spk_status spk__attention_check(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q,
+                                       const spk_tensor *k, const spk_tensor *v, spk_tensor *out,
+                                       spk__attention_args *args) {
     *args = (spk__attention_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!desc) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "attention: desc is NULL");
+    if (!spk_normalizer_name(desc->normalizer))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT,
+                         "unknown attention normalizer %d (softpick, rectified-softpick or softmax)",
+                         (int)desc->normalizer);
     spk_status status = spk__check_activation(ctx, q, "attention", "attention q");
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, k, "attention k (q's dtype)", SPK__DTYPE_BIT(q->dtype));
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, v, "attention v (q's dtype)", SPK__DTYPE_BIT(q->dtype));
@@ -286,6 +294,7 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
     if (status == SPK_OK) status = spk__check_shape(ctx, out, 3, q->shape, "attention output");
     if (status != SPK_OK) return status;
     int64_t hidden = q->shape[2];
+    int num_heads = desc->num_heads;
     if (num_heads <= 0 || hidden % num_heads != 0)
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "hidden size %lld is not divisible by %d heads",
                          (long long)hidden, num_heads);
@@ -308,30 +317,43 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_tensor *q, co
         .seq = (uint32_t)q->shape[1],
         .heads = (uint32_t)num_heads,
         .head_dim = h / (uint32_t)num_heads,
-        .causal = causal,
+        .causal = desc->causal,
+        .norm = desc->normalizer,
     };
     return SPK_OK;
 }
 
-spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
-                                  int num_heads, bool causal, spk_tensor *out) {
+spk_status spk_attention(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q, const spk_tensor *k,
+                         const spk_tensor *v, spk_tensor *out) {
     spk__attention_args args;
-    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, out, &args);
+    spk_status status = spk__attention_check(ctx, desc, q, k, v, out, &args);
     if (status == SPK_OK && args.batch) status = spk__run_sync(ctx, spk__attention_dispatch, &args);
     return status;
 }
 
-spk_status spk_record_softpick_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *q,
-                                         const spk_tensor *k, const spk_tensor *v, int num_heads, bool causal,
-                                         spk_tensor *out) {
+spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                  int num_heads, bool causal, spk_tensor *out) {
+    spk_attention_desc desc = {.num_heads = num_heads, .causal = causal};
+    return spk_attention(ctx, &desc, q, k, v, out);
+}
+
+spk_status spk_record_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_attention_desc *desc,
+                                const spk_tensor *q, const spk_tensor *k, const spk_tensor *v, spk_tensor *out) {
     spk__attention_args args;
-    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, out, &args);
+    spk_status status = spk__attention_check(ctx, desc, q, k, v, out, &args);
     if (status != SPK_OK || !args.batch) return status;
     status = spk__record_app_begin(ctx, cmd);
     if (status != SPK_OK) return status;
     status = spk__attention_dispatch(ctx, &args);
     spk__record_app_end(ctx);
     return status;
+}
+
+spk_status spk_record_softpick_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *q,
+                                         const spk_tensor *k, const spk_tensor *v, int num_heads, bool causal,
+                                         spk_tensor *out) {
+    spk_attention_desc desc = {.num_heads = num_heads, .causal = causal};
+    return spk_record_attention(ctx, cmd, &desc, q, k, v, out);
 }
 
 /* Checks r: [batch, num_heads, seq] of the context. */
@@ -342,16 +364,22 @@ static spk_status spk__check_r(spk_context *ctx, const spk_tensor *q, int num_he
     return status;
 }
 
-spk_status spk_softpick_attention_train(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
-                                        int num_heads, bool causal, spk_tensor *out, spk_tensor *r) {
+spk_status spk_attention_train(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q,
+                               const spk_tensor *k, const spk_tensor *v, spk_tensor *out, spk_tensor *r) {
     spk__attention_args args;
-    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, out, &args);
-    if (status == SPK_OK) status = spk__check_r(ctx, q, num_heads, r);
+    spk_status status = spk__attention_check(ctx, desc, q, k, v, out, &args);
+    if (status == SPK_OK) status = spk__check_r(ctx, q, desc->num_heads, r);
     if (status == SPK_OK && (spk__overlap(r, q) || spk__overlap(r, k) || spk__overlap(r, v) || spk__overlap(r, out)))
         return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "attention r overlaps another operand");
     if (status != SPK_OK || !args.batch) return status;
     args.r = r->ref;
     return spk__run_sync(ctx, spk__attention_dispatch, &args);
+}
+
+spk_status spk_softpick_attention_train(spk_context *ctx, const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                        int num_heads, bool causal, spk_tensor *out, spk_tensor *r) {
+    spk_attention_desc desc = {.num_heads = num_heads, .causal = causal};
+    return spk_attention_train(ctx, &desc, q, k, v, out, r);
 }
 
 typedef struct spk__attention_backward_run {
@@ -364,13 +392,13 @@ static spk_status spk__attention_backward_dispatch(spk_context *ctx, const void 
     return spk__record_attention_backward(ctx, &run->args, run->tuning);
 }
 
-spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_tuning *tuning, const spk_tensor *q,
-                                         const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
-                                         const spk_tensor *r, const spk_tensor *dout, int num_heads, bool causal,
-                                         const spk_attention_grads *grads) {
+spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_tuning *tuning,
+                                         const spk_attention_desc *desc, const spk_tensor *q, const spk_tensor *k,
+                                         const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
+                                         const spk_tensor *dout, const spk_attention_grads *grads) {
     spk__attention_args fwd;
-    spk_status status = spk__attention_check(ctx, q, k, v, num_heads, causal, (spk_tensor *)out, &fwd);
-    if (status == SPK_OK) status = spk__check_r(ctx, q, num_heads, r);
+    spk_status status = spk__attention_check(ctx, desc, q, k, v, (spk_tensor *)out, &fwd);
+    if (status == SPK_OK) status = spk__check_r(ctx, q, desc->num_heads, r);
     if (status == SPK_OK) status = spk__check_tensor(ctx, dout, "attention output gradient");
     if (status == SPK_OK) status = spk__check_shape(ctx, dout, 3, q->shape, "attention output gradient");
     if (status == SPK_OK && !grads)
@@ -397,7 +425,7 @@ spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_
         .args = {.q = fwd.q, .k = fwd.k, .v = fwd.v, .o = {out->ref, h, 0, NULL, SPK_DTYPE_F32}, .dout = {dout->ref, h, 0, dout->views, SPK_DTYPE_F32},
                  .dq = {grads->dq->ref, h, 0, NULL, SPK_DTYPE_F32}, .dk = {grads->dk->ref, h, 0, NULL, SPK_DTYPE_F32}, .dv = {grads->dv->ref, h, 0, NULL, SPK_DTYPE_F32},
                  .r = r->ref, .d = dt->ref, .batch = fwd.batch, .seq = fwd.seq, .heads = fwd.heads,
-                 .head_dim = fwd.head_dim, .causal = causal},
+                 .head_dim = fwd.head_dim, .causal = fwd.causal, .norm = fwd.norm},
         .tuning = tuning,
     };
     status = spk__run_sync(ctx, spk__attention_backward_dispatch, &run);
@@ -405,9 +433,16 @@ spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_
     return status;
 }
 
+spk_status spk_attention_backward(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q,
+                                  const spk_tensor *k, const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
+                                  const spk_tensor *dout, const spk_attention_grads *grads) {
+    return spk__attention_backward_tuned(ctx, NULL, desc, q, k, v, out, r, dout, grads);
+}
+
 spk_status spk_softpick_attention_backward(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
                                            const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
                                            const spk_tensor *dout, int num_heads, bool causal,
                                            const spk_attention_grads *grads) {
-    return spk__attention_backward_tuned(ctx, NULL, q, k, v, out, r, dout, num_heads, causal, grads);
+    spk_attention_desc desc = {.num_heads = num_heads, .causal = causal};
+    return spk_attention_backward(ctx, &desc, q, k, v, out, r, dout, grads);
 }

@@ -1,4 +1,4 @@
-/* How softpick attention maps onto shaders/attention.comp. Internal: the model records it on
+/* How attention maps onto shaders/attention.comp (and its shuffle and backward kernels). Internal: the model records it on
  * column ranges of its fused q/k/v tensor, and the benchmark runs the unfused reference. */
 #ifndef SOFTPICK_ATTENTION_PLAN_H
 #define SOFTPICK_ATTENTION_PLAN_H
@@ -18,9 +18,11 @@ typedef struct spk__attention_args {
     spk__attention_operand q, k, v, out; /* out.offset must be 0 */
     uint32_t batch, seq, heads, head_dim;
     bool causal;
-    /* Training: the fused forward writes r = 1 + sum_j |s_ij| per (batch, head, query) here
-     * ([batch, heads, seq] floats); buffer VK_NULL_HANDLE: not kept. */
+    /* Training: the fused forward writes each (batch, head, query)'s row statistic here (r = 1 +
+     * sum_j |s_ij| for softpick, the log of the normalizing sum for the exponential forms:
+     * shaders/normalizer.glsl), [batch, heads, seq] floats; buffer VK_NULL_HANDLE: not kept. */
     spk__buffer_ref r;
+    spk_normalizer norm;
 } spk__attention_args;
 
 /* The backward's operands: the forward's q, k, v, its output o and r, the output's gradient;
@@ -30,6 +32,7 @@ typedef struct spk__attention_backward_args {
     spk__buffer_ref r, d; /* [batch, heads, seq]: r (read), D_i = dO_i . O_i (written, scratch) */
     uint32_t batch, seq, heads, head_dim;
     bool causal;
+    spk_normalizer norm;
 } spk__attention_backward_args;
 
 typedef struct spk__attention_tuning {
@@ -65,11 +68,11 @@ void spk__attention_backward_tuning(const spk_context *ctx, bool texel, bool sha
  * choice (tuned, else the rule). */
 spk_status spk__record_attention_backward(spk_context *ctx, const spk__attention_backward_args *args,
                                           const spk__attention_tuning *tuning);
-/* spk_softpick_attention_backward with the kernel given (NULL: the context's choice). */
-spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_tuning *tuning, const spk_tensor *q,
-                                         const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
-                                         const spk_tensor *r, const spk_tensor *dout, int num_heads, bool causal,
-                                         const spk_attention_grads *grads);
+/* spk_attention_backward with the kernel given (NULL: the context's choice). */
+spk_status spk__attention_backward_tuned(spk_context *ctx, const spk__attention_tuning *tuning,
+                                         const spk_attention_desc *desc, const spk_tensor *q, const spk_tensor *k,
+                                         const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
+                                         const spk_tensor *dout, const spk_attention_grads *grads);
 /* The tuning problem of a forward (or of the backward of the same shape), and a tuning's
  * parameters in the tuning file and back (false: parameters this device cannot run). */
 spk__tune_problem spk__attention_problem(const spk__attention_args *a, bool backward);

@@ -37,16 +37,19 @@ static spk_status spk__save(spk_model *m, const spk__weights *const *sets, const
             outs[o] = (spk__st_output){names[o], p->ndim, {p->ndim == 2 ? p->rows : p->cols, p->cols}, datas[o]};
         }
     const spk_model_config *c = &m->cfg;
-    char values[8][32];
-    const char *meta[16];
+    char values[9][32];
+    const char *meta[18];
     uint32_t meta_count = 0;
-    const char *keys[8] = {"embed_dim", "hidden_size", "num_heads", "num_layers", "window_size", "num_outputs", "dropout", "step"};
+    const char *keys[9] = {"embed_dim", "hidden_size", "num_heads", "num_layers", "window_size", "num_outputs", "dropout", "step",
+                           "attention"};
     snprintf(values[0], 32, "%d", c->embed_dim), snprintf(values[1], 32, "%d", c->hidden_size);
     snprintf(values[2], 32, "%d", c->num_heads), snprintf(values[3], 32, "%d", c->num_layers);
     snprintf(values[4], 32, "%d", c->window_size), snprintf(values[5], 32, "%d", c->num_outputs);
     snprintf(values[6], 32, "%.9g", (double)c->dropout), snprintf(values[7], 32, "%.0f", step);
-    for (uint32_t i = 0; i < 8; i++) {
-        if ((i == 5 && c->num_outputs <= 0) || (i == 7 && step < 0)) continue;
+    snprintf(values[8], 32, "%s", spk_normalizer_name(c->attention));
+    for (uint32_t i = 0; i < 9; i++) {
+        if ((i == 5 && c->num_outputs <= 0) || (i == 7 && step < 0) || (i == 8 && c->attention == SPK_NORMALIZER_SOFTPICK))
+            continue;
         meta[2 * meta_count] = keys[i], meta[2 * meta_count + 1] = values[i], meta_count++;
     }
     char error[SPK__ERROR_LEN];

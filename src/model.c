@@ -279,8 +279,8 @@ static spk_status spk__record_norm(spk_context *ctx, const spk_tensor *x, const 
     return spk__record_layer_norm(ctx, NULL, x, n->gamma, n->beta, &desc, y);
 }
 
-/* Causal softpick attention of every head, reading q, k and v from their columns of `qkv`;
- * training keeps r = 1 + sum |s| per head and query in `r`. */
+/* Causal attention of every head with the model's normalizer, reading q, k and v from their
+ * columns of `qkv`; training keeps each head's and query's row statistic in `r`. */
 static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk_tensor *qkv, uint32_t batch,
                                  uint32_t seq, const spk_tensor *r, spk_tensor *out) {
     uint32_t h = (uint32_t)m->cfg.hidden_size;
@@ -294,6 +294,7 @@ static spk_status spk__attention(spk_context *ctx, const spk_model *m, const spk
         .heads = (uint32_t)m->cfg.num_heads,
         .head_dim = h / (uint32_t)m->cfg.num_heads,
         .causal = true,
+        .norm = m->cfg.attention,
     };
     if (r) args.r = (spk__buffer_ref){r->ref.buffer, r->ref.offset, (VkDeviceSize)batch * seq * (uint32_t)m->cfg.num_heads * sizeof(float)};
     spk__buffer_ref unused = {0};

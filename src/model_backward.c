@@ -234,7 +234,7 @@ static spk_status spk__attention_backward(spk_context *ctx, const spk_model *m, 
         .dv = {dqkv->ref, 3 * h, 2 * h, NULL, SPK_DTYPE_F32},
         .r = v->r.ref,
         .d = {d_scratch->ref.buffer, d_scratch->ref.offset, v->r.ref.size},
-        .batch = batch, .seq = seq, .heads = heads, .head_dim = h / heads, .causal = true,
+        .batch = batch, .seq = seq, .heads = heads, .head_dim = h / heads, .causal = true, .norm = m->cfg.attention,
     };
     return spk__record_attention_backward(ctx, &args, NULL);
 }

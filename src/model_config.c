@@ -1,10 +1,11 @@
-/* The model's configuration: defaults, validation, and reading it from a weights file. Pure C
- * with no device, so the safetensors fuzzer runs it too. */
+/* The model's configuration: defaults, validation, the attention normalizers' names, and reading
+ * it from a weights file. Pure C with no device, so the safetensors fuzzer runs it too. */
 #include "model.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "attention_plan.h"
 #include "safetensors.h"
@@ -19,6 +20,18 @@ spk_model_config spk_model_config_default(int embed_dim) {
         .window_size = 60,
         .output_mode = SPK_OUTPUT_LAST,
     };
+}
+
+static const char *const spk__normalizer_names[] = {"softpick", "rectified-softpick", "softmax"};
+
+const char *spk_normalizer_name(spk_normalizer normalizer) {
+    return (unsigned)normalizer < 3 ? spk__normalizer_names[normalizer] : NULL;
+}
+
+spk_status spk_normalizer_parse(const char *name, spk_normalizer *out) {
+    for (int i = 0; i < 3 && name; i++)
+        if (!strcmp(name, spk__normalizer_names[i])) return *out = (spk_normalizer)i, SPK_OK;
+    return SPK_ERROR_INVALID_ARGUMENT;
 }
 
 int spk_model_output_size(const spk_model_config *config) {
@@ -37,6 +50,8 @@ spk_status spk_model_config_check(const spk_model_config *c, char *error, size_t
     else if (c->window_size <= 0) why = "window_size must be > 0";
     else if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) why = "dropout must be in [0, 1)";
     else if ((unsigned)c->output_mode > SPK_OUTPUT_MEAN) why = "unknown output mode";
+    else if (!spk_normalizer_name(c->attention))
+        why = "unknown attention normalizer (softpick, rectified-softpick or softmax)";
     else if (!spk_dtype_size(c->weights_dtype)) why = "unknown weights_dtype";
     else if (c->activation_dtype != SPK_DTYPE_F32 && c->activation_dtype != SPK_DTYPE_F16)
         why = "activation_dtype must be f32 or f16";
@@ -91,6 +106,10 @@ spk_status spk__model_config_from_safetensors(const spk__safetensors *st, spk_mo
     if (s == SPK_OK) s = spk__metadata_int(st, "num_layers", &c->num_layers, error, error_size);
     if (s == SPK_OK) s = spk__metadata_int(st, "window_size", &c->window_size, error, error_size);
     if (s == SPK_OK) s = spk__metadata_int(st, "num_outputs", &c->num_outputs, error, error_size);
+    const char *attention = spk__safetensors_metadata(st, "attention");
+    if (s == SPK_OK && attention && spk_normalizer_parse(attention, &c->attention) != SPK_OK)
+        s = spk__error_message(error, error_size, SPK_ERROR_FORMAT,
+                               "metadata attention = '%.32s' is not softpick, rectified-softpick or softmax", attention);
     const char *dropout = spk__safetensors_metadata(st, "dropout");
     if (s == SPK_OK && dropout) {
         char *end;

@@ -279,6 +279,7 @@ spk_status spk_model_create_from_safetensors(spk_context *ctx, const char *path,
         if (overrides->num_outputs) c.num_outputs = overrides->num_outputs;
         if (overrides->weights_dtype) c.weights_dtype = overrides->weights_dtype;
         if (overrides->activation_dtype) c.activation_dtype = overrides->activation_dtype;
+        if (overrides->attention) c.attention = overrides->attention;
         c.output_mode = overrides->output_mode;
     }
     spk_model *m = NULL;

@@ -236,10 +236,11 @@ void spk__st_attention_backward(spk__selftest *st) {
                 spk_attention_grads g = {t[6], t[7], tdv};
                 spk__attention_tuning tuning;
                 spk__attention_backward_tuning(ctx, kernel == 0, kernel == 2, &tuning);
+                spk_attention_desc desc = {.num_heads = (int)heads, .causal = causal};
                 if (tdv &&
                     spk__st_ran(st, spk_softpick_attention_train(ctx, t[0], t[1], t[2], (int)heads, causal, t[4], t[5]), text) &&
-                    spk__st_ran(st, spk__attention_backward_tuned(ctx, &tuning, t[0], t[1], t[2], t[4], t[5], t[3],
-                                                                  (int)heads, causal, &g), text) &&
+                    spk__st_ran(st, spk__attention_backward_tuned(ctx, &tuning, &desc, t[0], t[1], t[2], t[4], t[5], t[3],
+                                                                  &g), text) &&
                     spk__st_get(st, t[6], got, text) && spk__st_get(st, t[7], got + count, text) &&
                     spk__st_get(st, tdv, got + 2 * count, text)) {
                     if (!spk__ref_attention_backward(in, in + count, in + 2 * count, in + 3 * count, batch, seq, heads, dim,

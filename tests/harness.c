@@ -125,6 +125,21 @@ static void split(int ndim, const int64_t *shape, int axis, int64_t *outer, int6
     *len = shape[a];
 }
 
+void ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y) {
+    double m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < n; j++) m = fmax(m, s[j]);
+    if (norm == SPK_NORMALIZER_SOFTPICK) {
+        for (int64_t j = 0; j < n; j++) sum += fabs(s[j]);
+        for (int64_t j = 0; j < n; j++) y[j] = s[j] / (1.0 + sum);
+    } else if (norm == SPK_NORMALIZER_SOFTMAX) {
+        for (int64_t j = 0; j < n; j++) sum += exp(s[j] - m);
+        for (int64_t j = 0; j < n; j++) y[j] = exp(s[j] - m) / sum;
+    } else {
+        for (int64_t j = 0; j < n; j++) sum += fabs(exp(s[j] - m) - exp(-m));
+        for (int64_t j = 0; j < n; j++) y[j] = m <= 0 ? 0.0 : fmax(exp(s[j] - m) - exp(-m), 0.0) / (sum + 1e-6);
+    }
+}
+
 void ref_softpick(const float *x, double *y, int ndim, const int64_t *shape, int axis) {
     int64_t outer, len, inner;
     split(ndim, shape, axis, &outer, &len, &inner);

@@ -48,6 +48,10 @@ void test_round_to(spk_dtype dtype, float *data, int64_t n);
 /* max |got - want| / max |want| over n values (NaN in got gives NaN, failing any bound). */
 double test_rel_error(const float *got, const double *want, int64_t n);
 
+/* float64 weights y[j] of one row of n live scores under an attention normalizer, by its
+ * definition (m the largest score; rectified softpick with m <= 0 has no positive term, every
+ * weight 0, where the direct form would need e^-m past double's range). */
+void ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y);
 /* float64 softpick along `axis` of a row-major tensor. */
 void ref_softpick(const float *x, double *y, int ndim, const int64_t *shape, int axis);
 /* Max over rows (along `axis`) of max|y - ref| / max(max|ref|, 1e-30). NaN when y has a NaN where

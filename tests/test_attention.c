@@ -424,10 +424,11 @@ static void check_backward(spk_context *ctx, int kernel, int64_t batch, int64_t 
     spk__attention_tuning tuning;
     spk__attention_backward_tuning(ctx, false, kernel >= 2, &tuning);
     if (kernel == 3) tuning.workgroup = 4; /* the exchange in groups of 4 (see below) */
+    spk_attention_desc desc = {.num_heads = heads, .causal = causal};
     for (int run = 0; run < 2; run++) {
         spk_status st = kernel == 0 ? spk_softpick_attention_backward(ctx, a.tq, a.tk, a.tv, a.tout, tr, tg, heads, causal, &grads)
-                                    : spk__attention_backward_tuned(ctx, &tuning, a.tq, a.tk, a.tv, a.tout, tr,
-                                                                    tg, heads, causal, &grads);
+                                    : spk__attention_backward_tuned(ctx, &tuning, &desc, a.tq, a.tk, a.tv, a.tout, tr,
+                                                                    tg, &grads);
         if (st != SPK_OK) fail_msg("attention backward: %s", spk_context_last_error(ctx));
         float *dst = run ? again : got;
         for (int i = 0; i < 3; i++) assert_int_equal(spk_tensor_download(*outs[i], dst + i * n, n), SPK_OK);

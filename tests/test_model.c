@@ -18,6 +18,7 @@
 typedef struct ref_model {
     spk__safetensors st;
     int embed, hidden, heads, layers;
+    spk_normalizer norm;
 } ref_model;
 
 /* The dtype the reference rounds the dense kernels to (16-bit weights: the values as stored). */
@@ -73,7 +74,7 @@ static void ref_forward(const ref_model *r, const float *input, int64_t batch, i
     double *x = malloc((size_t)(rows * h) * sizeof *x), *a = malloc((size_t)(rows * h) * sizeof *a);
     double *q = malloc((size_t)(rows * h) * sizeof *q), *k = malloc((size_t)(rows * h) * sizeof *k);
     double *v = malloc((size_t)(rows * h) * sizeof *v), *o = malloc((size_t)(rows * h) * sizeof *o);
-    double *f = malloc((size_t)(rows * 4 * h) * sizeof *f), *s = malloc((size_t)seq * sizeof *s);
+    double *f = malloc((size_t)(rows * 4 * h) * sizeof *f), *s = malloc((size_t)seq * 2 * sizeof *s), *w = s + seq;
     double *in = malloc((size_t)(rows * e) * sizeof *in);
     assert_true(x && a && q && k && v && o && f && s && in);
     for (int64_t i = 0; i < rows * e; i++) in[i] = input[i];
@@ -90,17 +91,16 @@ static void ref_forward(const ref_model *r, const float *input, int64_t batch, i
             for (int head = 0; head < r->heads; head++)
                 for (int64_t i = 0; i < seq; i++) {
                     const double *qi = q + (b * seq + i) * h + head * hd;
-                    double den = 1.0;
-                    for (int64_t j = 0; j < seq; j++) {
+                    for (int64_t j = 0; j <= i; j++) { /* causal: the keys up to i */
                         const double *kj = k + (b * seq + j) * h + head * hd;
                         double dot = 0;
                         for (int d = 0; d < hd; d++) dot += qi[d] * kj[d];
-                        s[j] = j > i ? 0.0 : dot / sqrt((double)hd); /* causal: future scores are zero */
-                        den += fabs(s[j]);
+                        s[j] = dot / sqrt((double)hd);
                     }
+                    ref_normalize(r->norm, s, i + 1, w);
                     for (int d = 0; d < hd; d++) {
                         double acc = 0;
-                        for (int64_t j = 0; j < seq; j++) acc += s[j] / den * v[(b * seq + j) * h + head * hd + d];
+                        for (int64_t j = 0; j <= i; j++) acc += w[j] * v[(b * seq + j) * h + head * hd + d];
                         o[(b * seq + i) * h + head * hd + d] = acc;
                     }
                 }
@@ -134,6 +134,9 @@ static void ref_load(const char *dir, ref_model *r) {
     r->hidden = atoi(spk__safetensors_metadata(&r->st, "hidden_size"));
     r->heads = atoi(spk__safetensors_metadata(&r->st, "num_heads"));
     r->layers = atoi(spk__safetensors_metadata(&r->st, "num_layers"));
+    const char *norm = spk__safetensors_metadata(&r->st, "attention");
+    r->norm = SPK_NORMALIZER_SOFTPICK;
+    if (norm) assert_int_equal(spk_normalizer_parse(norm, &r->norm), SPK_OK);
 }
 
 /* max |y - ref| / max |ref| */
@@ -174,8 +177,12 @@ static float *forward(spk_model *m, const float *x, int64_t batch, int64_t seq) 
 static void golden(void **state) {
     (void)state;
     spk_context *ctx = test_shared_context();
-    const char *dirs[] = {E20, E48};
-    for (int i = 0; i < 2; i++) {
+    /* The seed's softpick, and the other normalizers (-large-scores: scores near 190 in size,
+     * where only a shifted exponential stays finite). */
+    const char *dirs[] = {E20, E48, "golden/model-e20-h32-n4-l2-rectified/", "golden/model-e48-h48-n3-l3-softmax/",
+                          "golden/model-e24-h32-n2-l2-rectified-large-scores/",
+                          "golden/model-e24-h32-n2-l2-softmax-large-scores/"};
+    for (int i = 0; i < 6; i++) {
         char path[256], error[256];
         spk_array x, expected;
         snprintf(path, sizeof path, "%sinput.npy", dirs[i]);
@@ -672,7 +679,7 @@ static void half_files(void **state) {
     test_fill_random(x, 9 * 20, 4);
     ref_model r;
     assert_int_equal(spk__safetensors_read(path, &r.st, (char[256]){0}, 256), SPK_OK);
-    r.embed = 20, r.hidden = 32, r.heads = 4, r.layers = 2;
+    r.embed = 20, r.hidden = 32, r.heads = 4, r.layers = 2, r.norm = SPK_NORMALIZER_SOFTPICK;
     double ref[32];
     ref_forward(&r, x, 1, 9, SPK_OUTPUT_LAST, ref);
     for (int dt = SPK_DTYPE_F32; dt <= SPK_DTYPE_BF16; dt++) {

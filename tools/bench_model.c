@@ -70,7 +70,7 @@ int bench_attention(spk_context *ctx, int repeats) {
             uint32_t h = (uint32_t)hidden;
             attention_run r = {{{q->ref, h, 0, q->views, SPK_DTYPE_F32}, {k->ref, h, 0, k->views, SPK_DTYPE_F32},
                                 {v->ref, h, 0, v->views, SPK_DTYPE_F32}, {o->ref, h, 0, NULL, SPK_DTYPE_F32}, (uint32_t)batch, (uint32_t)seq, (uint32_t)heads,
-                                (uint32_t)(hidden / heads), true, {0}},
+                                (uint32_t)(hidden / heads), true, {0}, SPK_NORMALIZER_SOFTPICK},
                                scores};
             recorded_run f = {ctx, record_fused, &r}, u = {ctx, record_unfused, &r};
             uint64_t fused = median_ns(run_recorded, &f, repeats), unfused = median_ns(run_recorded, &u, repeats);

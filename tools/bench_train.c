@@ -119,7 +119,7 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
             .r = t[8]->ref, .d = d->ref, .batch = (uint32_t)batch, .seq = (uint32_t)seq, .heads = (uint32_t)heads,
             .head_dim = (uint32_t)hd, .causal = true};
         r.forward = (spk__attention_args){r.args.q, r.args.k, r.args.v, r.args.o, (uint32_t)batch, (uint32_t)seq,
-                                          (uint32_t)heads, (uint32_t)hd, true, t[8]->ref};
+                                          (uint32_t)heads, (uint32_t)hd, true, t[8]->ref, SPK_NORMALIZER_SOFTPICK};
         r.q = hm[0], r.k = hm[1], r.v = hm[2], r.dout = hm[3], r.dq = hm[4], r.dk = hm[5], r.dv = hm[6];
         r.s = sq[0], r.p = sq[1], r.dp = sq[2], r.ds = sq[3];
         /* Each path's forward once: the fused one keeps o and r, the unfused one s and p. */

@@ -389,34 +389,76 @@ SPK_API spk_status spk_gelu(spk_context *ctx, const spk_tensor *x, spk_tensor *y
  * distribution and density). dx may be dy (in place). */
 SPK_API spk_status spk_gelu_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, spk_tensor *dx);
 
-/* Multi-head softpick attention, fused in one kernel: q, k, v and out are [batch, seq, hidden],
- * hidden = num_heads * head_dim (head h is columns h*head_dim .. (h+1)*head_dim-1), head_dim at
- * most 256. Per head, s = q k^T / sqrt(head_dim); with `causal`, scores of later keys are zero
- * (not -inf: softpick's zeros add nothing to the |s| sum); w = softpick(s) over keys; out = w v.
- * The [seq, seq] scores are never stored: memory is O(seq * hidden). out must not overlap q, k
- * or v. q, k and v may be F16 (all three alike), and so may out. */
+/* How attention normalizes a query's row of scores s_j over the keys it may see (masked keys
+ * take no part, not even in the maximum), m = max_j s_j:
+ * - SPK_NORMALIZER_SOFTPICK (default): the seed's s_j / (1 + sum_j |s_j|) (SPEC.md section 1);
+ * - SPK_NORMALIZER_RECTIFIED_SOFTPICK: the published softpick (Zuhri et al. 2025), in its
+ *   numerically safe form with its epsilon: ReLU(e^(s_j - m) - e^-m) / (sum_j |e^(s_j - m) - e^-m|
+ *   + 1e-6), correct for scores of either sign and any size (computed with max(m, 0) in place of
+ *   m, which gives the same result and never overflows);
+ * - SPK_NORMALIZER_SOFTMAX: e^(s_j - m) / sum_j e^(s_j - m).
+ * The exponential forms run flash style with a running maximum (FlashAttention-2). */
+typedef enum spk_normalizer {
+    SPK_NORMALIZER_SOFTPICK = 0,
+    SPK_NORMALIZER_RECTIFIED_SOFTPICK,
+    SPK_NORMALIZER_SOFTMAX,
+} spk_normalizer;
+
+/* "softpick", "rectified-softpick", "softmax" (NULL for a value outside the enum). */
+SPK_API const char *spk_normalizer_name(spk_normalizer normalizer);
+/* The normalizer of that name; SPK_ERROR_INVALID_ARGUMENT for any other name. */
+SPK_API spk_status spk_normalizer_parse(const char *name, spk_normalizer *out);
+
+/* Attention's options: heads (required), the causal mask, the normalizer (0: softpick). */
+typedef struct spk_attention_desc {
+    int num_heads;
+    bool causal;
+    spk_normalizer normalizer;
+} spk_attention_desc;
+
+/* Multi-head attention, fused in one kernel: q, k, v and out are [batch, seq, hidden], hidden =
+ * num_heads * head_dim (head h is columns h*head_dim .. (h+1)*head_dim-1), head_dim at most 256.
+ * Per head, s = q k^T / sqrt(head_dim); with `causal`, later keys take no part; w = the
+ * normalizer of s over keys; out = w v. The [seq, seq] scores are never stored: memory is
+ * O(seq * hidden). out must not overlap q, k or v. q, k and v may be F16 (all three alike), and
+ * so may out. */
+SPK_API spk_status spk_attention(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q,
+                                 const spk_tensor *k, const spk_tensor *v, spk_tensor *out);
+/* As spk_attention, and also keeps what the backward needs: r [batch, num_heads, seq], each
+ * head's and query's row statistic (softpick: r_i = 1 + sum_j |s_ij|; the exponential forms: the
+ * log of the normalizing sum), written by the same fused kernel. */
+SPK_API spk_status spk_attention_train(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q,
+                                       const spk_tensor *k, const spk_tensor *v, spk_tensor *out, spk_tensor *r);
+
+/* spk_attention and spk_attention_train with the softpick normalizer (the seed's API). */
 SPK_API spk_status spk_softpick_attention(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
                                           const spk_tensor *v, int num_heads, bool causal,
                                           spk_tensor *out);
 
-/* As spk_softpick_attention, and also keeps what the backward needs: r [batch, num_heads, seq],
- * r_i = 1 + sum_j |s_ij| for each head and query, written by the same fused kernel. */
 SPK_API spk_status spk_softpick_attention_train(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
                                                 const spk_tensor *v, int num_heads, bool causal, spk_tensor *out,
                                                 spk_tensor *r);
 
-/* Gradients spk_softpick_attention_backward writes, each [batch, seq, hidden] (all required). */
+/* Gradients spk_attention_backward writes, each [batch, seq, hidden] (all required). */
 typedef struct spk_attention_grads {
     spk_tensor *dq, *dk, *dv;
 } spk_attention_grads;
 
-/* The backward of softpick attention, flash style: from the forward's q, k, v, its output `out`
- * and r (spk_softpick_attention_train) and the output's gradient dout, with
- *     D_i = dO_i . O_i,  dS_ij = mask_ij (dO_i . v_j - sgn(s_ij) D_i) / r_i,
- *     dQ = dS K / sqrt(d),  dK = dS^T Q / sqrt(d),  dV = P^T dO,  P_ij = mask_ij s_ij / r_i,
+/* The backward of attention, flash style: from the forward's q, k, v, its output `out` and r
+ * (spk_attention_train with the same desc) and the output's gradient dout, with
+ *     D_i = dO_i . O_i,  dS_ij = mask_ij dscore_ij,  dQ = dS K / sqrt(d),  dK = dS^T Q / sqrt(d),
+ *     dV = P^T dO,
+ * P the forward's weights, recomputed from r; softpick: dscore_ij = (dO_i . v_j - sgn(s_ij) D_i)
+ * / r_i; softmax: P_ij (dO_i . v_j - D_i); rectified softpick: e^(s_ij - lse_i) (1[s_ij > 0]
+ * dO_i . v_j - sgn(s_ij) D_i), holding the maximum constant as the paper's kernel does,
  * scores recomputed per block (never a [seq, seq] tensor), in two passes (dQ, then dK and dV)
  * that each write only their own rows: the same inputs give the same bits on every run. Needs
  * O(batch * heads * seq) scratch for D. The gradients must not overlap the inputs or each other. */
+SPK_API spk_status spk_attention_backward(spk_context *ctx, const spk_attention_desc *desc, const spk_tensor *q,
+                                          const spk_tensor *k, const spk_tensor *v, const spk_tensor *out,
+                                          const spk_tensor *r, const spk_tensor *dout,
+                                          const spk_attention_grads *grads);
+/* spk_attention_backward with the softpick normalizer. */
 SPK_API spk_status spk_softpick_attention_backward(spk_context *ctx, const spk_tensor *q, const spk_tensor *k,
                                                    const spk_tensor *v, const spk_tensor *out, const spk_tensor *r,
                                                    const spk_tensor *dout, int num_heads, bool causal,
@@ -470,6 +512,9 @@ typedef struct spk_model_config {
      * float32. Needs storageBuffer16BitAccess (SPK_ERROR_UNSUPPORTED naming it otherwise).
      * Inference only, as weights_dtype. */
     spk_dtype activation_dtype;
+    /* default SPK_NORMALIZER_SOFTPICK: how attention normalizes its scores (spk_normalizer); the
+     * weights file's metadata key "attention" ("softpick", "rectified-softpick", "softmax") */
+    spk_normalizer attention;
 } spk_model_config;
 
 /* The defaults above for this embed_dim. */
@@ -792,6 +837,9 @@ SPK_API spk_status spk_record_layer_norm(spk_context *ctx, VkCommandBuffer cmd, 
                                          const spk_layer_norm_desc *desc, spk_tensor *y);
 SPK_API spk_status spk_record_matmul(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *a, const spk_tensor *b,
                                      const spk_matmul_desc *desc, spk_tensor *c);
+SPK_API spk_status spk_record_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_attention_desc *desc,
+                                        const spk_tensor *q, const spk_tensor *k, const spk_tensor *v,
+                                        spk_tensor *out);
 SPK_API spk_status spk_record_softpick_attention(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *q,
                                                  const spk_tensor *k, const spk_tensor *v, int num_heads,
                                                  bool causal, spk_tensor *out);

@@ -98,6 +98,23 @@ static void read_stdout(char *text, size_t size) {
     text[n] = '\0';
 }
 
+/* max |y - expected| / max |expected| between two NPY files of one shape. */
+static double npy_rel_error(const char *path, const char *expected_path) {
+    spk_array y, expected;
+    assert_int_equal(spk_npy_read(path, &y, NULL, 0), SPK_OK);
+    assert_int_equal(spk_npy_read(expected_path, &expected, NULL, 0), SPK_OK);
+    assert_int_equal(y.ndim, expected.ndim);
+    assert_memory_equal(y.shape, expected.shape, (size_t)y.ndim * sizeof *y.shape);
+    double max_err = 0, max_ref = 0;
+    for (int64_t j = 0; j < y.count; j++) {
+        double err = fabs((double)y.data[j] - expected.data[j]);
+        if (!(err <= max_err)) max_err = err;
+        if (fabs(expected.data[j]) > max_ref) max_ref = fabs(expected.data[j]);
+    }
+    spk_array_free(&y), spk_array_free(&expected);
+    return max_err / max_ref;
+}
+
 static void test_run_and_demo(void **state) {
     (void)state;
     if (!have_device()) skip();
@@ -123,20 +140,29 @@ static void test_run_and_demo(void **state) {
         int lines;
         assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
         assert_int_equal(lines, 0);
-        spk_array y, expected;
-        assert_int_equal(spk_npy_read(out, &y, NULL, 0), SPK_OK);
-        assert_int_equal(spk_npy_read(expected_path, &expected, NULL, 0), SPK_OK);
-        assert_int_equal(y.ndim, 2);
-        assert_memory_equal(y.shape, expected.shape, 2 * sizeof *y.shape);
-        double max_err = 0, max_ref = 0;
-        for (int64_t j = 0; j < y.count; j++) {
-            double err = fabs((double)y.data[j] - expected.data[j]);
-            if (!(err <= max_err)) max_err = err;
-            if (fabs(expected.data[j]) > max_ref) max_ref = fabs(expected.data[j]);
+        double err = npy_rel_error(out, expected_path);
+        print_message("%s %s weights: error %.2e against the golden output\n", cases[i], dtypes[d], err);
+        if (!(err <= bounds[d])) fail_msg("%s %s: error %.3g", cases[i], dtypes[d], err);
+    }
+    /* The normalizer from the file's metadata (softmax, scores near 190); --attention: an unknown
+     * one, and softpick over the file's softmax (the zero of the overrides), each one clear line. */
+    const char *normalized = "golden/model-e24-h32-n2-l2-softmax-large-scores/";
+    const char *bad_attention[2][2] = {{"soft", "rectified-softpick"}, {"softpick", "says attention softmax"}};
+    char nw[512], ni[512], ne[512];
+    snprintf(nw, sizeof nw, "%s/%sweights.safetensors", SOFTPICK_TEST_DATA, normalized);
+    snprintf(ni, sizeof ni, "%s/%sinput.npy", SOFTPICK_TEST_DATA, normalized);
+    snprintf(ne, sizeof ne, "%s/%sexpected.npy", SOFTPICK_TEST_DATA, normalized);
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "run --weights %s --input %s --output %s%s%s", nw, ni, out,
+                 i ? " --attention " : "", i ? bad_attention[i - 1][0] : "");
+        int lines, rc = run_cli(args, &lines, line, sizeof line);
+        if (i == 0) {
+            assert_int_equal(rc, 0);
+            double err = npy_rel_error(out, ne);
+            if (!(err <= 1e-3)) fail_msg("%s: error %.3g", normalized, err);
+        } else if (rc == 0 || lines != 1 || !strstr(line, bad_attention[i - 1][1])) {
+            fail_msg("'%s': exit %d, %d lines, first '%s'", args, rc, lines, line);
         }
-        print_message("%s %s weights: error %.2e against the golden output\n", cases[i], dtypes[d], max_err / max_ref);
-        if (!(max_err / max_ref <= bounds[d])) fail_msg("%s %s: error %.3g", cases[i], dtypes[d], max_err / max_ref);
-        spk_array_free(&y), spk_array_free(&expected);
     }
     /* --output-mode all gives [batch, seq, hidden]; a bad override is one clear line */
     snprintf(args, sizeof args, "run --weights %s --input %s --output %s --output-mode all", weights, input, out);

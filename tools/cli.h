@@ -28,6 +28,11 @@ spk_context *cli_context(const cli_args *args, const char *pipeline_cache);
 bool cli_parse_mode(const char *text, spk_output_mode *mode);
 /* Parses --weights-dtype's f32, f16 or bf16 and --activation-dtype's f32 or f16 (NULL: f32) into
  * a configuration; prints the error on failure. */
+/* --attention softpick|rectified-softpick|softmax (NULL: leaves *out). A model loaded with it
+ * takes it over its file's key, except softpick, the zero of the overrides: cli_check_attention
+ * refuses a --attention the loaded model does not have, with one line. */
+bool cli_parse_attention(const char *text, spk_normalizer *out);
+bool cli_check_attention(const char *text, const spk_model *model);
 bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_config *config);
 /* Sets the model sizes given as --heads, --layers, --hidden, --embed, --window (NULL: left as they
  * are), each in 1 .. 2^20; prints the error on failure. */

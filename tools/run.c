@@ -16,6 +16,20 @@ bool cli_parse_mode(const char *text, spk_output_mode *mode) {
     return false;
 }
 
+bool cli_parse_attention(const char *text, spk_normalizer *out) {
+    if (!text || spk_normalizer_parse(text, out) == SPK_OK) return true;
+    cli_fail("--attention must be softpick, rectified-softpick or softmax, got '%s'", text);
+    return false;
+}
+
+bool cli_check_attention(const char *text, const spk_model *model) {
+    spk_normalizer have = spk_model_get_config(model)->attention;
+    if (!text || strcmp(text, spk_normalizer_name(have)) == 0) return true;
+    cli_fail("--attention %s: the weights file's metadata says attention %s, and softpick cannot override it", text,
+             spk_normalizer_name(have));
+    return false;
+}
+
 bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_config *config) {
     config->weights_dtype = config->activation_dtype = SPK_DTYPE_F32;
     if (weights && spk_dtype_from_name(weights, &config->weights_dtype) != SPK_OK) {
@@ -52,21 +66,23 @@ static const char *mode_name(spk_output_mode mode) {
 int cli_run(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *output = NULL, *mode_text = "last";
     const char *heads = NULL, *layers = NULL, *hidden = NULL, *embed = NULL, *window = NULL, *dtype = NULL;
-    const char *act_dtype = NULL;
+    const char *act_dtype = NULL, *attention = NULL;
     cli_option options[] = {{"weights", &weights},         {"input", &input},   {"output", &output},
                             {"output-mode", &mode_text},   {"heads", &heads},   {"layers", &layers},
                             {"hidden", &hidden},           {"embed", &embed},   {"window", &window},
-                            {"weights-dtype", &dtype},     {"activation-dtype", &act_dtype}};
+                            {"weights-dtype", &dtype},     {"activation-dtype", &act_dtype},
+                            {"attention", &attention}};
     cli_args args;
     if (!cli_parse(argc, argv, options, (int)(sizeof options / sizeof *options), &args)) return 1;
     if (!weights || !input || !output || args.positional_count)
         return cli_fail("usage: softpick run --weights W.safetensors --input X.npy --output Y.npy "
                         "[--output-mode last|all|mean] [--weights-dtype f32|f16|bf16] [--activation-dtype f32|f16] "
-                        "[--heads N] [--layers N] [--hidden N]");
+                        "[--heads N] [--layers N] [--hidden N] [--attention softpick|rectified-softpick|softmax]");
     spk_model_config overrides = {0};
     if (!cli_parse_mode(mode_text, &overrides.output_mode)) return 1;
     if (!cli_parse_dtypes(dtype, act_dtype, &overrides)) return 1;
     if (!cli_parse_sizes(heads, layers, hidden, embed, window, &overrides)) return 1;
+    if (!cli_parse_attention(attention, &overrides.attention)) return 1;
 
     char error[256];
     spk_array x;
@@ -88,7 +104,9 @@ int cli_run(int argc, char **argv) {
     int ndim = 0, rc = 0;
     int64_t shape[3];
     spk_status s = spk_model_create_from_safetensors(ctx, weights, &overrides, &model);
-    if (s == SPK_OK && x.shape[2] != spk_model_get_config(model)->embed_dim) {
+    if (s == SPK_OK && !cli_check_attention(attention, model)) {
+        rc = 1;
+    } else if (s == SPK_OK && x.shape[2] != spk_model_get_config(model)->embed_dim) {
         rc = cli_fail("%s: the input's last dimension is %lld, the model's embed_dim is %d", input,
                       (long long)x.shape[2], spk_model_get_config(model)->embed_dim);
     } else if (s == SPK_OK) {
@@ -113,16 +131,17 @@ static int compare_double(const void *a, const void *b) {
 
 int cli_demo(int argc, char **argv) {
     cli_args args;
-    const char *dtype = NULL, *act_dtype = NULL;
-    cli_option options[] = {{"weights-dtype", &dtype}, {"activation-dtype", &act_dtype}};
-    if (!cli_parse(argc, argv, options, 2, &args)) return 1;
+    const char *dtype = NULL, *act_dtype = NULL, *attention = NULL;
+    cli_option options[] = {{"weights-dtype", &dtype}, {"activation-dtype", &act_dtype}, {"attention", &attention}};
+    if (!cli_parse(argc, argv, options, 3, &args)) return 1;
     if (args.positional_count == 1 && strcmp(args.positional[0], "train") == 0) {
-        if (dtype || act_dtype) return cli_fail("demo train trains in float32 (no --weights-dtype, --activation-dtype)");
+        if (dtype || act_dtype || attention)
+            return cli_fail("demo train takes no --weights-dtype, --activation-dtype or --attention");
         return cli_demo_train(&args);
     }
     if (args.positional_count) return cli_fail("demo takes no arguments but 'train'");
     spk_model_config cfg = spk_model_config_default(256);
-    if (!cli_parse_dtypes(dtype, act_dtype, &cfg)) return 1;
+    if (!cli_parse_dtypes(dtype, act_dtype, &cfg) || !cli_parse_attention(attention, &cfg.attention)) return 1;
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
     spk_device_info info;
@@ -160,9 +179,9 @@ int cli_demo(int argc, char **argv) {
         qsort(gpu, RUNS, sizeof *gpu, compare_double);
         printf("device:  %s (%s)\n", info.name, spk_device_type_string(info.type));
         printf("model:   embed_dim %d, hidden_size %d, num_heads %d, num_layers %d, window_size %d, dropout %.2g "
-               "(not applied at inference), output %s\n",
+               "(not applied at inference), output %s, attention %s\n",
                cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size, cfg.dropout,
-               mode_name(cfg.output_mode));
+               mode_name(cfg.output_mode), spk_normalizer_name(cfg.attention));
         spk_model_memory_info mem;
         spk_model_memory(model, &mem);
         printf("weights: glorot-uniform, seed %lld, dense kernels stored as %s; input: [%lld, %lld, %d] uniform in "

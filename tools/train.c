@@ -64,16 +64,19 @@ static bool read_data(const char *input, const char *target, spk_loss_kind loss,
 
 int cli_grad(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *target = NULL, *loss_text = NULL, *mode_text = "last", *output = NULL;
-    cli_option options[] = {{"weights", &weights}, {"input", &input}, {"target", &target},
-                            {"loss", &loss_text}, {"output-mode", &mode_text}, {"output", &output}};
+    const char *attention = NULL;
+    cli_option options[] = {{"weights", &weights}, {"input", &input},   {"target", &target},      {"loss", &loss_text},
+                            {"output-mode", &mode_text}, {"output", &output}, {"attention", &attention}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 6, &args)) return 1;
+    if (!cli_parse(argc, argv, options, 7, &args)) return 1;
     if (!weights || !input || !target || !loss_text || !output || args.positional_count)
         return cli_fail("usage: softpick grad --weights W.safetensors --input X.npy --target T.npy "
-                        "--loss mse|cross-entropy [--output-mode last|all|mean] --output G.safetensors");
+                        "--loss mse|cross-entropy [--output-mode last|all|mean] [--attention A] --output G.safetensors");
     spk_model_config over = {0};
     spk_loss_kind loss;
-    if (!cli_parse_mode(mode_text, &over.output_mode) || !parse_loss(loss_text, &loss)) return 1;
+    if (!cli_parse_mode(mode_text, &over.output_mode) || !parse_loss(loss_text, &loss) ||
+        !cli_parse_attention(attention, &over.attention))
+        return 1;
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
     spk_model *model = NULL;
@@ -82,6 +85,8 @@ int cli_grad(int argc, char **argv) {
     float value = 0;
     if (spk_model_create_from_safetensors(ctx, weights, &over, &model) != SPK_OK)
         rc = cli_fail("%s", spk_context_last_error(ctx));
+    else if (!cli_check_attention(attention, model))
+        rc = 1;
     else if (!read_data(input, target, loss, model, &x, &t))
         rc = 1;
     else if (spk_model_grad(model, x.data, x.shape[0], x.shape[1], loss, t.data, &value) != SPK_OK ||
@@ -127,7 +132,7 @@ int cli_train(int argc, char **argv) {
     const char *window = NULL, *outputs = NULL, *input = NULL, *target = NULL, *loss_text = NULL, *output = NULL;
     const char *steps_text = "100", *batch_text = NULL, *lr = NULL, *optimizer = "adamw", *wd = NULL, *beta1 = NULL;
     const char *beta2 = NULL, *eps = NULL, *clip = "0", *dropout = NULL, *seed_text = "0", *mode_text = "last";
-    const char *state_path = NULL, *resume = NULL, *log_every_text = "10";
+    const char *state_path = NULL, *resume = NULL, *log_every_text = "10", *attention = NULL;
     bool shuffle = false;
     /* --shuffle is the one flag without a value. */
     char *rest[64];
@@ -143,7 +148,7 @@ int cli_train(int argc, char **argv) {
         {"steps", &steps_text}, {"batch-size", &batch_text}, {"lr", &lr},          {"optimizer", &optimizer},
         {"weight-decay", &wd}, {"beta1", &beta1},         {"beta2", &beta2},       {"eps", &eps},
         {"clip-norm", &clip},  {"dropout", &dropout},     {"seed", &seed_text},    {"output-mode", &mode_text},
-        {"state", &state_path}, {"resume", &resume},      {"log-every", &log_every_text},
+        {"state", &state_path}, {"resume", &resume},      {"log-every", &log_every_text}, {"attention", &attention},
     };
     cli_args args;
     if (!cli_parse(rest_count, rest, options, (int)(sizeof options / sizeof *options), &args)) return 1;
@@ -153,11 +158,14 @@ int cli_train(int argc, char **argv) {
                         "--layers N --window N]) [--outputs N] --input X.npy --target T.npy --loss mse|cross-entropy "
                         "--output W2.safetensors [--steps N] [--batch-size B] [--lr F] [--optimizer adamw|sgd] "
                         "[--weight-decay F] [--beta1 F] [--beta2 F] [--eps F] [--clip-norm F] [--dropout F] [--seed S] "
-                        "[--shuffle] [--output-mode M] [--state S.safetensors] [--resume S.safetensors] [--log-every K]");
+                        "[--shuffle] [--output-mode M] [--state S.safetensors] [--resume S.safetensors] [--log-every K] "
+                        "[--attention softpick|rectified-softpick|softmax]");
     spk_model_config cfg = {0};
     spk_loss_kind loss;
     long v, steps, log_every, seed;
-    if (!cli_parse_mode(mode_text, &cfg.output_mode) || !parse_loss(loss_text, &loss)) return 1;
+    if (!cli_parse_mode(mode_text, &cfg.output_mode) || !parse_loss(loss_text, &loss) ||
+        !cli_parse_attention(attention, &cfg.attention))
+        return 1;
     if (!cli_int(steps_text, 0, 1L << 30, "--steps", &steps) || !cli_int(log_every_text, 1, 1L << 30, "--log-every", &log_every) ||
         !cli_int(seed_text, 0, 1L << 62, "--seed", &seed))
         return 1;
@@ -196,12 +204,18 @@ int cli_train(int argc, char **argv) {
         if (cfg.window_size) c.window_size = cfg.window_size;
         c.num_outputs = cfg.num_outputs;
         c.output_mode = cfg.output_mode;
+        c.attention = cfg.attention;
         if (!cli_int(init_seed, 0, 1L << 62, "--init-seed", &v)) {
             spk_context_destroy(ctx);
             return 1;
         }
         s = spk_model_create(ctx, &c, &model);
         if (s == SPK_OK) s = spk_model_init_random(model, (uint64_t)v);
+    }
+    if (s == SPK_OK && weights && !cli_check_attention(attention, model)) {
+        spk_model_destroy(model);
+        spk_context_destroy(ctx);
+        return 1;
     }
     if (s == SPK_OK)
         s = spk_model_set_dropout(model, dropout_rate >= 0 ? dropout_rate : spk_model_get_config(model)->dropout, (uint64_t)seed);

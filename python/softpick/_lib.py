@@ -54,6 +54,7 @@ handle = ctypes.c_void_p
 LOG_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
 OUTPUT_MODES = {"last": 0, "all": 1, "mean": 2}
+ATTENTIONS = {"softpick": 0, "rectified-softpick": 1, "softmax": 2}
 LOSSES = {"mse": 0, "cross-entropy": 1}
 OPTIMIZERS = {"adamw": 0, "sgd": 1}
 
@@ -85,7 +86,7 @@ class ModelConfig(ctypes.Structure):
     _fields_ = [("embed_dim", ctypes.c_int), ("hidden_size", ctypes.c_int), ("num_heads", ctypes.c_int),
                 ("num_layers", ctypes.c_int), ("dropout", ctypes.c_float), ("window_size", ctypes.c_int),
                 ("output_mode", ctypes.c_int), ("num_outputs", ctypes.c_int), ("weights_dtype", ctypes.c_int),
-                ("activation_dtype", ctypes.c_int)]
+                ("activation_dtype", ctypes.c_int), ("attention", ctypes.c_int)]
 
 
 class ModelMemory(ctypes.Structure):

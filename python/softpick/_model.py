@@ -12,7 +12,7 @@ from ._lib import lib
 
 
 def _config(embed_dim=None, hidden_size=None, num_heads=None, num_layers=None, window_size=None, dropout=None,
-            output_mode=None, num_outputs=None, weights_dtype=None, activation_dtype=None, base=None):
+            output_mode=None, num_outputs=None, weights_dtype=None, activation_dtype=None, attention=None, base=None):
     """A ModelConfig: `base` (or zeros: the library's 'keep the file's' for overrides) with the
     given fields set, names checked here."""
     c = base if base is not None else _lib.ModelConfig()
@@ -26,7 +26,8 @@ def _config(embed_dim=None, hidden_size=None, num_heads=None, num_layers=None, w
         c.dropout = float(dropout)
     for name, value, table in (("output_mode", output_mode, _lib.OUTPUT_MODES),
                                ("weights_dtype", weights_dtype, _lib.DTYPES),
-                               ("activation_dtype", activation_dtype, _lib.DTYPES)):
+                               ("activation_dtype", activation_dtype, _lib.DTYPES),
+                               ("attention", attention, _lib.ATTENTIONS)):
         if value is not None:
             if value not in table:
                 raise ValueError("%s must be one of %s, got %r" % (name, ", ".join(table), value))
@@ -38,19 +39,21 @@ class Model:
     """The softpick transformer (SPEC.md section 2) on a context's device.
 
     Model(ctx, embed_dim, hidden_size=256, num_heads=4, num_layers=6, window_size=60, dropout=0.1,
-    output_mode="last", num_outputs=0, weights_dtype="f32", activation_dtype="f32", seed=0) makes one
+    output_mode="last", num_outputs=0, weights_dtype="f32", activation_dtype="f32", seed=0,
+    attention="softpick") makes one
     with Glorot-uniform weights from `seed`; Model.from_safetensors(ctx, path, **overrides) loads a
     weights file. model(x) runs it on x [batch, seq_len, embed_dim] (or [seq_len, embed_dim]).
     """
 
     def __init__(self, ctx, embed_dim, hidden_size=256, num_heads=4, num_layers=6, window_size=60, dropout=0.1,
-                 output_mode="last", num_outputs=0, weights_dtype="f32", activation_dtype="f32", seed=0):
+                 output_mode="last", num_outputs=0, weights_dtype="f32", activation_dtype="f32", seed=0,
+                 attention="softpick"):
         if not isinstance(ctx, Context):
             raise TypeError("the first argument must be a softpick.Context")
         if not isinstance(embed_dim, (int, np.integer)):
             raise TypeError("embed_dim must be an integer")
         c = _config(embed_dim, hidden_size, num_heads, num_layers, window_size, dropout, output_mode, num_outputs,
-                    weights_dtype, activation_dtype, base=lib.spk_model_config_default(int(embed_dim)))
+                    weights_dtype, activation_dtype, attention, base=lib.spk_model_config_default(int(embed_dim)))
         self._open(ctx, lambda out: lib.spk_model_create(ctx._live(), ctypes.byref(c), out), "creating a model")
         self._ctx._check(lib.spk_model_init_random(self._handle, int(seed) & (2**64 - 1)), "initializing the model")
 
@@ -61,7 +64,7 @@ class Model:
         if not isinstance(ctx, Context):
             raise TypeError("the first argument must be a softpick.Context")
         unknown = set(overrides) - {"embed_dim", "hidden_size", "num_heads", "num_layers", "window_size", "dropout",
-                                    "output_mode", "num_outputs", "weights_dtype", "activation_dtype"}
+                                    "output_mode", "num_outputs", "weights_dtype", "activation_dtype", "attention"}
         if unknown:
             raise TypeError("unknown configuration %s" % ", ".join(sorted(unknown)))
         c = _config(**overrides)
@@ -109,7 +112,8 @@ class Model:
         return {"embed_dim": c.embed_dim, "hidden_size": c.hidden_size, "num_heads": c.num_heads,
                 "num_layers": c.num_layers, "window_size": c.window_size, "dropout": round(c.dropout, 6),
                 "output_mode": modes[c.output_mode], "num_outputs": c.num_outputs,
-                "weights_dtype": dtypes[c.weights_dtype], "activation_dtype": dtypes[c.activation_dtype]}
+                "weights_dtype": dtypes[c.weights_dtype], "activation_dtype": dtypes[c.activation_dtype],
+                "attention": {v: k for k, v in _lib.ATTENTIONS.items()}[c.attention]}
 
     @property
     def output_mode(self):

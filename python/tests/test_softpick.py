@@ -156,6 +156,22 @@ def test_golden_model(ctx, case):
     model.close(), half.close()
 
 
+@pytest.mark.parametrize("case,attention", [("model-e20-h32-n4-l2-rectified", "rectified-softpick"),
+                                            ("model-e24-h32-n2-l2-softmax-large-scores", "softmax")])
+def test_golden_normalizers(ctx, case, attention):
+    d = os.path.join(GOLDEN, case)
+    model = softpick.Model.from_safetensors(ctx, os.path.join(d, "weights.safetensors"))
+    assert model.config["attention"] == attention  # from the file's metadata
+    x, want = np.load(os.path.join(d, "input.npy")), np.load(os.path.join(d, "expected.npy"))
+    assert rel_error(model(x), want) <= 1e-3
+    model.close()
+    m = softpick.Model(ctx, 8, hidden_size=8, num_heads=2, num_layers=1, window_size=4, attention=attention)
+    assert m.config["attention"] == attention
+    m.close()
+    with pytest.raises(ValueError, match="attention"):
+        softpick.Model(ctx, 8, hidden_size=8, num_heads=2, num_layers=1, attention="rectified")
+
+
 def test_model_save_and_reload(ctx, tmp_path):
     m = softpick.Model(ctx, 12, hidden_size=16, num_heads=2, num_layers=1, window_size=5, num_outputs=3, seed=7)
     x = np.random.default_rng(6).standard_normal((2, 5, 12))

@@ -17,7 +17,10 @@
 //   rectified: e^(s_j - lse) (1[s_j > 0] dP_j - sgn(s_j) D)
 //   softmax:   e^(s_j - lse) (dP_j - D)
 // (the rectified form holds the maximum constant, as the paper's kernel does: the 1e-6 makes the
-// exact derivative differ by a relative 1e-6 / sum at most).
+// exact derivative differ by a relative 1e-6 / sum at most). Where one key holds nearly all of a
+// row's weight, dP_j - D cancels (as in FlashAttention's D = rowsum(dO * O)): the scores' gradient
+// then carries an absolute error of about the float32 rounding of D, which for rectified softpick's
+// single-key rows (gradient about 1e-6 dP) is a large share of it.
 layout(constant_id = NORM_ID) const uint NORM = 0;
 
 const float NORM_EPS = 1e-6;
@@ -28,13 +31,22 @@ const float NORM_M0 = NORM == 1 ? 0.0 : -3.0e38;
 // the rows op skips it).
 float norm_masked() { return NORM == 0 ? 0.0 : uintBitsToFloat(0xff800000u); }
 
+// Rectified softpick's term e^(s - m) - e^-m, with em = e^-m. Near s = 0 the difference cancels
+// (at s = 1e-5 float32 keeps 2 digits of it): there it is e^-m (e^s - 1), e^s - 1 from its series
+// s (1 + s/2 (1 + s/3 (...))) to s^9 (relative error below 1e-8 for |s| < 1/2).
+float norm_rect(float s, float m, float em) {
+    if (abs(s) >= 0.5) return exp(s - m) - em;
+    float r = 1.0;
+    [[unroll]] for (int k = 9; k >= 2; k--) r = fma(s / float(k), r, 1.0);
+    return em * (s * r);
+}
+
 // A live key's weight (x) and its part of the normalizing sum (y) at running maximum m, with
 // em = e^-m (rectified softpick only).
 vec2 norm_term(float s, float m, float em) {
     if (NORM == 0) return vec2(s, abs(s));
-    float e = exp(s - m);
-    if (NORM == 2) return vec2(e, e);
-    float u = e - em;
+    if (NORM == 2) return vec2(exp(s - m));
+    float u = norm_rect(s, m, em);
     return vec2(max(u, 0.0), abs(u));
 }
 
@@ -51,8 +63,7 @@ vec2 norm_row(float stat) {
 // A live key's weight, recomputed from its score and the row's norm_row.
 float norm_weight(float s, vec2 row) {
     if (NORM == 0) return s * row.x;
-    float e = exp(s - row.x);
-    return NORM == 2 ? e : max(e - row.y, 0.0);
+    return NORM == 2 ? exp(s - row.x) : max(norm_rect(s, row.x, row.y), 0.0);
 }
 // A live key's score gradient from dP = dO . v and D = dO . O.
 float norm_dscore(float s, float dp, float dd, vec2 row) {

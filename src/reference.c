@@ -77,38 +77,79 @@ void spk__ref_layer_norm(const float *x, const float *gamma, const float *beta, 
     spk__ref_norm64(y, gamma, beta, rows, n, epsilon, y);
 }
 
-/* Attention on doubles: rows of `stride` with the heads from column `off` of each. */
-static void spk__ref_attention64(const double *q, const double *k, const double *v, int64_t stride, int64_t batch,
-                                 int64_t seq, int64_t heads, int64_t hd, bool causal, double *out, int64_t out_stride) {
+double spk__ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y) {
+    double m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < n; j++) m = fmax(m, s[j]);
+    if (norm == SPK_NORMALIZER_SOFTPICK) {
+        for (int64_t j = 0; j < n; j++) sum += fabs(s[j]);
+        for (int64_t j = 0; j < n; j++) y[j] = s[j] / (1.0 + sum);
+        return 1.0 + sum;
+    }
+    /* Rectified softpick at M = max(m, 0): the same weights (no term is positive when m <= 0),
+     * and e^-M stays finite. */
+    double big = norm == SPK_NORMALIZER_SOFTMAX ? m : fmax(m, 0.0), em = exp(-big);
+    /* e^(s - M) - e^-M as e^-M expm1(s) near s = 0, where the difference cancels */
+#define SPK__TERM(x) (norm == SPK_NORMALIZER_SOFTMAX ? exp((x) - big) : fabs(x) < 0.5 ? em * expm1(x) : exp((x) - big) - em)
+    for (int64_t j = 0; j < n; j++) sum += fabs(SPK__TERM(s[j]));
+    if (norm == SPK_NORMALIZER_RECTIFIED_SOFTPICK) sum += 1e-6;
+    for (int64_t j = 0; j < n; j++) y[j] = fmax(SPK__TERM(s[j]), 0.0) / sum;
+#undef SPK__TERM
+    return big + log(sum);
+}
+
+void spk__ref_dscores(spk_normalizer norm, const double *s, const double *y, const double *dy, int64_t n,
+                      double stat, double *ds) {
+    double dd = 0;
+    for (int64_t j = 0; j < n; j++) dd += y[j] * dy[j];
+    for (int64_t j = 0; j < n; j++) {
+        double sg = s[j] > 0 ? 1.0 : s[j] < 0 ? -1.0 : 0.0;
+        if (norm == SPK_NORMALIZER_SOFTPICK) ds[j] = (dy[j] - sg * dd) / stat;
+        else if (norm == SPK_NORMALIZER_SOFTMAX) ds[j] = y[j] * (dy[j] - dd);
+        else ds[j] = exp(s[j] - stat) * ((s[j] > 0 ? dy[j] : 0.0) - sg * dd);
+    }
+}
+
+/* Attention on doubles: rows of `stride` with the heads from column `off` of each; each row's
+ * statistic into `stat` ([batch, heads, seq]) when not NULL. false when out of host memory. */
+static bool spk__ref_attention64(const double *q, const double *k, const double *v, int64_t stride, int64_t batch,
+                                 int64_t seq, int64_t heads, int64_t hd, bool causal, spk_normalizer norm, double *out,
+                                 int64_t out_stride, double *stat) {
+    double *s = spk__malloc((size_t)(2 * seq) * sizeof *s), *y = s + seq;
+    if (!s) return false;
     for (int64_t b = 0; b < batch; b++)
         for (int64_t h = 0; h < heads; h++)
             for (int64_t i = 0; i < seq; i++) {
                 const double *qi = q + (b * seq + i) * stride + h * hd;
-                double den = 1.0, *o = out + (b * seq + i) * out_stride + h * hd;
-                for (int64_t d = 0; d < hd; d++) o[d] = 0;
-                for (int64_t j = 0; j < seq && (!causal || j <= i); j++) {
+                double *o = out + (b * seq + i) * out_stride + h * hd;
+                int64_t n = causal ? i + 1 : seq;
+                for (int64_t j = 0; j < n; j++) {
                     const double *kj = k + (b * seq + j) * stride + h * hd;
-                    double s = 0;
-                    for (int64_t d = 0; d < hd; d++) s += qi[d] * kj[d];
-                    s /= sqrt((double)hd);
-                    den += fabs(s);
-                    const double *vj = v + (b * seq + j) * stride + h * hd;
-                    for (int64_t d = 0; d < hd; d++) o[d] += s * vj[d];
+                    double dot = 0;
+                    for (int64_t d = 0; d < hd; d++) dot += qi[d] * kj[d];
+                    s[j] = dot / sqrt((double)hd);
                 }
-                for (int64_t d = 0; d < hd; d++) o[d] /= den;
+                double st = spk__ref_normalize(norm, s, n, y);
+                if (stat) stat[(b * heads + h) * seq + i] = st;
+                for (int64_t d = 0; d < hd; d++) o[d] = 0;
+                for (int64_t j = 0; j < n; j++) {
+                    const double *vj = v + (b * seq + j) * stride + h * hd;
+                    for (int64_t d = 0; d < hd; d++) o[d] += y[j] * vj[d];
+                }
             }
+    free(s);
+    return true;
 }
 
 bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
-                        int64_t head_dim, bool causal, double *out) {
+                        int64_t head_dim, bool causal, spk_normalizer norm, double *out, double *stat) {
     int64_t n = batch * seq * heads * head_dim;
     double *q64 = spk__malloc((size_t)(3 * n) * sizeof *q64);
     if (!q64) return false;
     for (int64_t i = 0; i < n; i++) q64[i] = q[i], q64[n + i] = k[i], q64[2 * n + i] = v[i];
-    spk__ref_attention64(q64, q64 + n, q64 + 2 * n, heads * head_dim, batch, seq, heads, head_dim, causal, out,
-                         heads * head_dim);
+    bool ok = spk__ref_attention64(q64, q64 + n, q64 + 2 * n, heads * head_dim, batch, seq, heads, head_dim, causal,
+                                   norm, out, heads * head_dim, stat);
     free(q64);
-    return true;
+    return ok;
 }
 
 /* y = act(x W + b), x [rows, in] in doubles. */
@@ -161,7 +202,9 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
             const spk__ref_layer *L = &m->layers[l];
             spk__ref_norm64(x, L->attn_gamma, L->attn_beta, rows, h, 1e-5, a);
             spk__ref_dense(a, L->qkv_kernel, L->qkv_bias, rows, h, 3 * h, false, qkv);
-            spk__ref_attention64(qkv, qkv + h, qkv + 2 * h, 3 * h, batch, seq, m->cfg.num_heads, hd, true, a, h);
+            ok = spk__ref_attention64(qkv, qkv + h, qkv + 2 * h, 3 * h, batch, seq, m->cfg.num_heads, hd, true,
+                                      m->cfg.attention, a, h, NULL);
+            if (!ok) break;
             /* x += dropout(dense(o, out)); x += dropout(dense(gelu(dense(norm(x), up)), down)) */
             spk__ref_dense(a, L->out_kernel, L->out_bias, rows, h, h, false, qkv);
             spk__ref_add_dropped(m, 2 * (uint32_t)l, qkv, rows * h, x);
@@ -170,6 +213,8 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
             spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, qkv);
             spk__ref_add_dropped(m, 2 * (uint32_t)l + 1, qkv, rows * h, x);
         }
+    }
+    if (ok) {
         spk__ref_norm64(x, m->final_gamma, m->final_beta, rows, h, 1e-5, a);
         /* The output positions (pooled into x), then the head if there is one. */
         double *pooled = m->head_kernel ? x : out;
@@ -252,42 +297,34 @@ void spk__ref_layer_norm_backward(const float *x, const float *gamma, const floa
 }
 
 bool spk__ref_attention_backward(const float *q, const float *k, const float *v, const float *dout, int64_t batch,
-                                 int64_t seq, int64_t heads, int64_t hd, bool causal, double *dq, double *dk, double *dv) {
+                                 int64_t seq, int64_t heads, int64_t hd, bool causal, spk_normalizer norm, double *dq,
+                                 double *dk, double *dv) {
     int64_t hidden = heads * hd, n = batch * seq * hidden;
-    double *s = spk__malloc((size_t)(seq * seq + seq + hd) * sizeof *s);
+    double *s = spk__malloc((size_t)(4 * seq) * sizeof *s);
     if (!s) return false;
-    double *r = s + seq * seq, *o = r + seq, scale = 1 / sqrt((double)hd);
+    double *y = s + seq, *dy = y + seq, *ds = dy + seq, scale = 1 / sqrt((double)hd);
     for (int64_t i = 0; i < n; i++) dq[i] = dk[i] = dv[i] = 0;
     for (int64_t bt = 0; bt < batch; bt++)
         for (int64_t h = 0; h < heads; h++) {
             const int64_t c = bt * seq * hidden + h * hd;
             for (int64_t i = 0; i < seq; i++) {
-                r[i] = 1;
-                for (int64_t j = 0; j < seq; j++) {
-                    double dot = 0;
-                    for (int64_t d = 0; d < hd; d++) dot += (double)q[c + i * hidden + d] * k[c + j * hidden + d];
-                    s[i * seq + j] = causal && j > i ? 0 : dot * scale;
-                    r[i] += fabs(s[i * seq + j]);
-                }
-            }
-            for (int64_t i = 0; i < seq; i++) {
-                double di = 0;
-                for (int64_t d = 0; d < hd; d++) {
-                    o[d] = 0;
-                    for (int64_t j = 0; j < seq; j++) o[d] += s[i * seq + j] / r[i] * v[c + j * hidden + d];
-                    di += (double)dout[c + i * hidden + d] * o[d];
-                }
-                for (int64_t j = 0; j < seq; j++) {
-                    if (causal && j > i) continue;
-                    double sij = s[i * seq + j], dp = 0;
-                    for (int64_t d = 0; d < hd; d++) dp += (double)dout[c + i * hidden + d] * v[c + j * hidden + d];
-                    double ds = (dp - (sij > 0 ? di : sij < 0 ? -di : 0)) / r[i];
+                int64_t live = causal ? i + 1 : seq;
+                for (int64_t j = 0; j < live; j++) {
+                    double dot = 0, dp = 0;
                     for (int64_t d = 0; d < hd; d++) {
-                        dq[c + i * hidden + d] += ds * k[c + j * hidden + d] * scale;
-                        dk[c + j * hidden + d] += ds * q[c + i * hidden + d] * scale;
-                        dv[c + j * hidden + d] += sij / r[i] * dout[c + i * hidden + d];
+                        dot += (double)q[c + i * hidden + d] * k[c + j * hidden + d];
+                        dp += (double)dout[c + i * hidden + d] * v[c + j * hidden + d];
                     }
+                    s[j] = dot * scale, dy[j] = dp;
                 }
+                double stat = spk__ref_normalize(norm, s, live, y);
+                spk__ref_dscores(norm, s, y, dy, live, stat, ds);
+                for (int64_t j = 0; j < live; j++)
+                    for (int64_t d = 0; d < hd; d++) {
+                        dq[c + i * hidden + d] += ds[j] * k[c + j * hidden + d] * scale;
+                        dk[c + j * hidden + d] += ds[j] * q[c + i * hidden + d] * scale;
+                        dv[c + j * hidden + d] += y[j] * dout[c + i * hidden + d];
+                    }
             }
         }
     free(s);

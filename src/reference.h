@@ -23,10 +23,18 @@ double spk__ref_gelu(double x);
 double spk__ref_gelu_grad(double x);
 /* n values uniform in [-scale, scale) from a splitmix64 stream (the same seed, the same values). */
 void spk__ref_random(uint64_t *seed, float *x, int64_t n, float scale);
-/* Multi-head softpick attention, q, k, v [batch, seq, heads * head_dim]; false when out of host
- * memory. */
+/* The weights y of one row of n live scores under `norm`; returns the row statistic the fused
+ * forward keeps (shaders/normalizer.glsl): r = 1 + sum |s| for softpick, else M + log(sum), M the
+ * largest score (for rectified softpick at least 0). */
+double spk__ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y);
+/* The row's score gradient from dy (dL/dy), its weights y and statistic, the maximum held
+ * constant (as the kernels; rectified softpick's 1e-6 aside, the exact derivative). */
+void spk__ref_dscores(spk_normalizer norm, const double *s, const double *y, const double *dy, int64_t n,
+                      double stat, double *ds);
+/* Multi-head attention, q, k, v [batch, seq, heads * head_dim], and each row's statistic into
+ * `stat` ([batch, heads, seq]) when not NULL; false when out of host memory. */
 bool spk__ref_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t seq, int64_t heads,
-                        int64_t head_dim, bool causal, double *out);
+                        int64_t head_dim, bool causal, spk_normalizer norm, double *out, double *stat);
 
 /* The backward passes (SPEC.md section 6): softpick along the middle axis; the matmul's dA, dB
  * (summed over the batch when B is shared) and dbias from dC (no epilogue); layer norm's dx,
@@ -37,7 +45,8 @@ void spk__ref_matmul_grads(const float *a, const float *b, const float *dc, int6
 void spk__ref_layer_norm_backward(const float *x, const float *gamma, const float *dy, int64_t rows, int64_t n,
                                   double epsilon, double *dx, double *dgamma, double *dbeta);
 bool spk__ref_attention_backward(const float *q, const float *k, const float *v, const float *dout, int64_t batch,
-                                 int64_t seq, int64_t heads, int64_t hd, bool causal, double *dq, double *dk, double *dv);
+                                 int64_t seq, int64_t heads, int64_t hd, bool causal, spk_normalizer norm, double *dq,
+                                 double *dk, double *dv);
 
 /* The model's parameters as the device holds them (q, k and v kernels packed side by side). */
 typedef struct spk__ref_layer {

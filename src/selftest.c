@@ -464,8 +464,8 @@ void spk__st_attention_kernel(const spk_context *ctx, int kernel, uint32_t dim, 
 const char *const spk__st_attention_kernel_names[3] = {"shared-memory tiles", "subgroup shuffles, storage-buffer reads",
                                                        "subgroup shuffles, texel reads"};
 
-void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t seq, int64_t heads, int64_t dim,
-                            bool causal) {
+void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, spk_normalizer norm, int64_t seq,
+                            int64_t heads, int64_t dim, bool causal) {
     spk_context *ctx = st->ctx;
     int64_t batch = 2, hidden = heads * dim, count = batch * seq * hidden, shape[3] = {batch, seq, hidden};
     spk__attention_tuning t, chosen;
@@ -492,11 +492,11 @@ void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t
             .q = {tq->ref, h, 0, t.texel ? tq->views : NULL, ad}, .k = {tk->ref, h, 0, t.texel ? tk->views : NULL, ad},
             .v = {tv->ref, h, 0, t.texel ? tv->views : NULL, ad}, .out = {to->ref, h, 0, NULL, ad},
             .batch = (uint32_t)batch, .seq = (uint32_t)seq, .heads = (uint32_t)heads, .head_dim = (uint32_t)dim,
-            .causal = causal};
+            .causal = causal, .norm = norm};
         spk__st_attention_run run = {&t, &args};
         if (spk__st_ran(st, spk__run_sync(ctx, spk__st_record_attention, &run), text) &&
             spk__st_ran(st, spk_tensor_download(to, y, count), text)) {
-            if (spk__ref_attention(q, q + count, q + 2 * count, batch, seq, heads, dim, causal, ref))
+            if (spk__ref_attention(q, q + count, q + 2 * count, batch, seq, heads, dim, causal, args.norm, ref, NULL))
                 spk__st_compare(st, y, ref, count, text);
             else
                 spk__st_ran(st, SPK_ERROR_OUT_OF_HOST_MEMORY, text);
@@ -510,16 +510,22 @@ void spk__st_attention(spk__selftest *st) {
     if (!spk__st_wanted(st, "attention")) return;
     spk_context *ctx = st->ctx;
     static const int64_t cases[][3] = {{1, 1, 1}, {7, 3, 33}, {33, 4, 16}, {257, 2, 64}, {9, 1, 128}};
-    for (int kernel = 0; kernel < 3 && st->fatal == SPK_OK; kernel++) {
-        spk__st_begin(st, "attention", 1e-5, "%s", spk__st_attention_kernel_names[kernel]);
-        const char *why = NULL;
-        if (kernel > 0 && !spk__attention_shuffle_supported(ctx)) why = "device has no subgroup shuffles of one fixed size";
-        if (kernel == 2 && !ctx->caps.texel_buffers) why = "device has no float uniform texel buffers";
-        for (size_t c = 0; !why && c < SPK__ARRAY_LEN(cases) && st->fatal == SPK_OK; c++)
-            for (int causal = 1; causal >= 0 && st->fatal == SPK_OK; causal--)
-                spk__st_attention_case(st, kernel, SPK_DTYPE_F32, cases[c][0], cases[c][1], cases[c][2], causal);
-        spk__st_end(st, why);
-    }
+    /* Each kernel with the seed's softpick on every case, then with the exponential normalizers
+     * on three (each normalizer a pipeline of its own). */
+    for (int norm = 0; norm < 3 && st->fatal == SPK_OK; norm++)
+        for (int kernel = 0; kernel < 3 && st->fatal == SPK_OK; kernel++) {
+            if (norm) spk__st_begin(st, "attention", 1e-5, "%s, %s", spk_normalizer_name((spk_normalizer)norm),
+                                    spk__st_attention_kernel_names[kernel]);
+            else spk__st_begin(st, "attention", 1e-5, "%s", spk__st_attention_kernel_names[kernel]);
+            const char *why = NULL;
+            if (kernel > 0 && !spk__attention_shuffle_supported(ctx)) why = "device has no subgroup shuffles of one fixed size";
+            if (kernel == 2 && !ctx->caps.texel_buffers) why = "device has no float uniform texel buffers";
+            for (size_t c = norm ? 1 : 0; !why && c < (norm ? 4 : SPK__ARRAY_LEN(cases)) && st->fatal == SPK_OK; c++)
+                for (int causal = 1; causal >= 0 && st->fatal == SPK_OK; causal--)
+                    spk__st_attention_case(st, kernel, SPK_DTYPE_F32, (spk_normalizer)norm, cases[c][0], cases[c][1],
+                                           cases[c][2], causal);
+            spk__st_end(st, why);
+        }
 }
 
 /* ---- the model ---------------------------------------------------------------------------- */

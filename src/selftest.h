@@ -72,8 +72,8 @@ void spk__st_matmul_case(spk__selftest *st, const spk__matmul_tuning *t, spk_dty
 struct spk__layer_norm_tuning;
 void spk__st_layer_norm_case(spk__selftest *st, const struct spk__layer_norm_tuning *t, spk_dtype ad, int64_t rows,
                              int64_t n, float mean);
-void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, int64_t seq, int64_t heads, int64_t dim,
-                            bool causal);
+void spk__st_attention_case(spk__selftest *st, int kernel, spk_dtype ad, spk_normalizer norm, int64_t seq,
+                            int64_t heads, int64_t dim, bool causal);
 extern const char *const spk__st_attention_kernel_names[3];
 /* The parts, in the order of their lines: each makes whole lines and may run on a context of its
  * own, beside the others (selftest_run.c). selftest.c: the forward kernels and the model; */

@@ -204,15 +204,21 @@ void spk__st_attention_backward(spk__selftest *st) {
     static const char *names[] = {"subgroup shuffles, texel reads", "subgroup shuffles, storage-buffer reads",
                                   "exchange through shared memory"};
     bool cpu = ctx->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-    for (int kernel = 0; kernel < 3 && st->fatal == SPK_OK; kernel++) {
-        spk__st_begin(st, "attention", 2e-5, "backward (dQ pass, dK/dV pass), %s", names[kernel]);
+    for (int nk = 0; nk < 9 && st->fatal == SPK_OK; nk++) {
+        int kernel = nk % 3;
+        spk_normalizer norm = (spk_normalizer)(nk / 3);
+        if (norm) spk__st_begin(st, "attention", 2e-5, "backward, %s, %s", spk_normalizer_name(norm), names[kernel]);
+        else spk__st_begin(st, "attention", 2e-5, "backward (dQ pass, dK/dV pass), %s", names[kernel]);
         bool shuffles = spk__attention_shuffle_supported(ctx);
         st->r.used = kernel == 2 ? !shuffles : shuffles && (kernel == 0) == (cpu && ctx->caps.texel_buffers);
         const char *why = NULL;
         if (kernel < 2 && !shuffles) why = "device has no subgroup shuffles of one fixed size";
         if (kernel == 0 && !ctx->caps.texel_buffers) why = "device has no float uniform texel buffers";
-        size_t case_count = st->r.used ? SPK__ARRAY_LEN(cases) : 1;
-        for (size_t c = 0; !why && c < case_count && st->fatal == SPK_OK; c++)
+        /* The exponential forms skip the sequence of one (case 1): rectified softpick's dq and dk there
+         * are e (1 - y) dP, 1 - y about 1e-6, the float32 rounding of D's cancellation in size
+         * (shaders/normalizer.glsl). */
+        size_t case_count = !st->r.used ? 1 : norm ? 3 : SPK__ARRAY_LEN(cases);
+        for (size_t c = 0; !why && c < case_count && st->fatal == SPK_OK; c += norm && c == 0 ? 2 : 1)
             for (int causal = 1; causal >= 0 && st->fatal == SPK_OK; causal--) {
                 int64_t seq = cases[c][0], heads = cases[c][1], dim = cases[c][2], batch = 2;
                 int64_t hidden = heads * dim, count = batch * seq * hidden, shape[3] = {batch, seq, hidden};
@@ -236,15 +242,15 @@ void spk__st_attention_backward(spk__selftest *st) {
                 spk_attention_grads g = {t[6], t[7], tdv};
                 spk__attention_tuning tuning;
                 spk__attention_backward_tuning(ctx, kernel == 0, kernel == 2, &tuning);
-                spk_attention_desc desc = {.num_heads = (int)heads, .causal = causal};
+                spk_attention_desc desc = {.num_heads = (int)heads, .causal = causal, .normalizer = norm};
                 if (tdv &&
-                    spk__st_ran(st, spk_softpick_attention_train(ctx, t[0], t[1], t[2], (int)heads, causal, t[4], t[5]), text) &&
+                    spk__st_ran(st, spk_attention_train(ctx, &desc, t[0], t[1], t[2], t[4], t[5]), text) &&
                     spk__st_ran(st, spk__attention_backward_tuned(ctx, &tuning, &desc, t[0], t[1], t[2], t[4], t[5], t[3],
                                                                   &g), text) &&
                     spk__st_get(st, t[6], got, text) && spk__st_get(st, t[7], got + count, text) &&
                     spk__st_get(st, tdv, got + 2 * count, text)) {
                     if (!spk__ref_attention_backward(in, in + count, in + 2 * count, in + 3 * count, batch, seq, heads, dim,
-                                                     causal, ref, ref + count, ref + 2 * count)) {
+                                                     causal, norm, ref, ref + count, ref + 2 * count)) {
                         st->fatal = SPK_ERROR_OUT_OF_HOST_MEMORY;
                         spk__st_fail(st, "out of host memory");
                     } else {

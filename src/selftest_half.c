@@ -122,7 +122,8 @@ void spk__st_attention_half(spk__selftest *st) {
         if (!why && kernel > 0 && !spk__attention_shuffle_supported(ctx))
             why = "device has no subgroup shuffles of one fixed size";
         for (size_t c = 0; !why && c < SPK__ARRAY_LEN(cases) && st->fatal == SPK_OK; c++)
-            spk__st_attention_case(st, kernel, SPK_DTYPE_F16, cases[c][0], cases[c][1], cases[c][2], true);
+            spk__st_attention_case(st, kernel, SPK_DTYPE_F16, SPK_NORMALIZER_SOFTPICK, cases[c][0], cases[c][1],
+                                   cases[c][2], true);
         spk__st_end(st, why);
     }
 }

@@ -272,10 +272,14 @@ static int spk__tune_attention_describe(const uint32_t p[SPK__TUNE_PARAMS], char
     return snprintf(out, size, "tiles, %u invocations, %u queries x %u keys", p[1], p[2], p[3]);
 }
 
+/* The normalizer of an attention problem (spk__attention_problem's bits 6-7). */
+static spk_normalizer spk__tune_normalizer(const spk__tune_problem *p) { return (spk_normalizer)(p->variant >> 6 & 3); }
+
 static int spk__tune_attention_describe_problem(const spk__tune_problem *p, char *out, size_t size) {
-    return snprintf(out, size, "batch %llu x seq %llu x %llu heads x %llu%s%s", (unsigned long long)p->size[0],
+    return snprintf(out, size, "batch %llu x seq %llu x %llu heads x %llu%s%s, %s", (unsigned long long)p->size[0],
                     (unsigned long long)p->size[1], (unsigned long long)p->size[2], (unsigned long long)p->size[3],
-                    p->variant & 1 ? ", causal" : "", p->variant & 2 ? ", keeps r" : "");
+                    p->variant & 1 ? ", causal" : "", p->variant & 2 ? ", keeps r" : "",
+                    spk_normalizer_name(spk__tune_normalizer(p)));
 }
 
 bool spk__tune_attention_tunable(const spk__tune_problem *p) { return spk__tune_f32(p, 0x3cu); }
@@ -285,6 +289,7 @@ bool spk__tune_attention_tunable(const spk__tune_problem *p) { return spk__tune_
 static spk_status spk__tune_attention_open(spk__tune_case *c, uint64_t *seed) {
     const spk__tune_problem *p = &c->problem;
     bool backward = p->family == SPK__TUNE_ATTENTION_BACKWARD, causal = p->variant & 1;
+    spk_attention_desc desc = {.num_heads = (int)p->size[2], .causal = causal, .normalizer = spk__tune_normalizer(p)};
     int64_t batch = (int64_t)p->size[0], seq = (int64_t)p->size[1], heads = (int64_t)p->size[2], d = (int64_t)p->size[3];
     int64_t shape[3] = {batch, seq, heads * d}, r_shape[3] = {batch, heads, seq};
     spk_status s = SPK_OK;
@@ -298,27 +303,16 @@ static spk_status spk__tune_attention_open(spk__tune_case *c, uint64_t *seed) {
         c->in[5] = spk__tune_tensor(c, 3, r_shape, seed, 0.0f, NULL, &s);
         c->in[6] = spk__tune_tensor(c, 3, r_shape, seed, 0.0f, NULL, &s); /* D */
         if (s == SPK_OK)
-            s = spk_softpick_attention_train(c->ctx, c->in[0], c->in[1], c->in[2], (int)heads, causal, c->in[4], c->in[5]);
+            s = spk_attention_train(c->ctx, &desc, c->in[0], c->in[1], c->in[2], c->in[4], c->in[5]);
         double *dq = spk__tune_output(c, 3, shape, &s), *dk = spk__tune_output(c, 3, shape, &s);
         double *dv = spk__tune_output(c, 3, shape, &s);
-        if (s == SPK_OK && !spk__ref_attention_backward(q, k, v, dout, batch, seq, heads, d, causal, dq, dk, dv))
+        if (s == SPK_OK && !spk__ref_attention_backward(q, k, v, dout, batch, seq, heads, d, causal, desc.normalizer, dq, dk, dv))
             s = spk__fail(c->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     } else {
         double *ref = spk__tune_output(c, 3, shape, &s), *r = p->variant & 2 ? spk__tune_output(c, 3, r_shape, &s) : NULL;
-        if (s == SPK_OK && !spk__ref_attention(q, k, v, batch, seq, heads, d, causal, ref))
+        /* The output, and each row's statistic where the forward keeps it (training). */
+        if (s == SPK_OK && !spk__ref_attention(q, k, v, batch, seq, heads, d, causal, desc.normalizer, ref, r))
             s = spk__fail(c->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        for (int64_t b = 0; s == SPK_OK && r && b < batch; b++) /* r_i = 1 + sum_j |s_ij| */
-            for (int64_t h = 0; h < heads; h++)
-                for (int64_t i = 0; i < seq; i++) {
-                    double sum = 1.0;
-                    for (int64_t j = 0; j < (causal ? i + 1 : seq); j++) {
-                        double dot = 0.0;
-                        for (int64_t e = 0; e < d; e++)
-                            dot += (double)q[(b * seq + i) * heads * d + h * d + e] * k[(b * seq + j) * heads * d + h * d + e];
-                        sum += fabs(dot / sqrt((double)d));
-                    }
-                    r[(b * heads + h) * seq + i] = sum;
-                }
     }
     if (s == SPK_OK) s = spk__tune_room(c);
     free(q), free(k), free(v), free(dout);
@@ -345,14 +339,14 @@ static spk_status spk__tune_attention_record(spk_context *ctx, const void *arg) 
             .o = spk__tune_operand(c->in[4], h), .dout = spk__tune_operand(c->in[3], h),
             .dq = spk__tune_operand(c->out[0], h), .dk = spk__tune_operand(c->out[1], h), .dv = spk__tune_operand(c->out[2], h),
             .r = c->in[5]->ref, .d = c->in[6]->ref, .batch = batch, .seq = seq, .heads = heads, .head_dim = d,
-            .causal = causal,
+            .causal = causal, .norm = spk__tune_normalizer(p),
         };
         return spk__record_attention_backward(ctx, &a, &t);
     }
     spk__attention_args a = {
         .q = spk__tune_operand(c->in[0], h), .k = spk__tune_operand(c->in[1], h), .v = spk__tune_operand(c->in[2], h),
         .out = spk__tune_operand(c->out[0], h), .batch = batch, .seq = seq, .heads = heads, .head_dim = d,
-        .causal = causal,
+        .causal = causal, .norm = spk__tune_normalizer(p),
     };
     a.out.views = NULL;
     if (c->out[1]) a.r = c->out[1]->ref;

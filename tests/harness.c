@@ -125,6 +125,8 @@ static void split(int ndim, const int64_t *shape, int axis, int64_t *outer, int6
     *len = shape[a];
 }
 
+double ref_rect_term(double s, double m) { return fabs(s) < 0.5 ? exp(-m) * expm1(s) : exp(s - m) - exp(-m); }
+
 void ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y) {
     double m = -INFINITY, sum = 0;
     for (int64_t j = 0; j < n; j++) m = fmax(m, s[j]);
@@ -135,8 +137,8 @@ void ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y) {
         for (int64_t j = 0; j < n; j++) sum += exp(s[j] - m);
         for (int64_t j = 0; j < n; j++) y[j] = exp(s[j] - m) / sum;
     } else {
-        for (int64_t j = 0; j < n; j++) sum += fabs(exp(s[j] - m) - exp(-m));
-        for (int64_t j = 0; j < n; j++) y[j] = m <= 0 ? 0.0 : fmax(exp(s[j] - m) - exp(-m), 0.0) / (sum + 1e-6);
+        for (int64_t j = 0; j < n; j++) sum += fabs(ref_rect_term(s[j], m));
+        for (int64_t j = 0; j < n; j++) y[j] = m <= 0 ? 0.0 : fmax(ref_rect_term(s[j], m), 0.0) / (sum + 1e-6);
     }
 }
 

@@ -52,6 +52,8 @@ double test_rel_error(const float *got, const double *want, int64_t n);
  * definition (m the largest score; rectified softpick with m <= 0 has no positive term, every
  * weight 0, where the direct form would need e^-m past double's range). */
 void ref_normalize(spk_normalizer norm, const double *s, int64_t n, double *y);
+/* Rectified softpick's e^(s - m) - e^-m, as e^-m expm1(s) near s = 0 (where the difference cancels). */
+double ref_rect_term(double s, double m);
 /* float64 softpick along `axis` of a row-major tensor. */
 void ref_softpick(const float *x, double *y, int ndim, const int64_t *shape, int axis);
 /* Max over rows (along `axis`) of max|y - ref| / max(max|ref|, 1e-30). NaN when y has a NaN where

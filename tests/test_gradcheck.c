@@ -1,8 +1,9 @@
-/* Gradient checks of the whole model: in every output mode, with and without an output head,
- * with mse, cross-entropy and a loss of the caller's own (spk_model_forward_train and
- * spk_model_backward, on host arrays and on device tensors), the device's dL/dparameter against central finite differences of a
- * float64 evaluation of the same model (src/reference.c's forward, the head, the loss), on
- * sampled elements of every parameter tensor; and two backward runs give the same bits. */
+/* Gradient checks of the whole model: with each attention normalizer, in every output mode, with
+ * and without an output head, with mse, cross-entropy and a loss of the caller's own
+ * (spk_model_forward_train and spk_model_backward, on host arrays and on device tensors), the
+ * device's dL/dparameter against central finite differences of a float64 evaluation of the same
+ * model (src/reference.c's forward, the head, the loss), on sampled elements of every parameter
+ * tensor; and two backward runs give the same bits. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,11 +73,11 @@ static double ref_loss(const spk__ref_model *r, const float *x, spk_loss_kind lo
 
 /* One configuration: the device's gradients against finite differences, per tensor (max abs error
  * over the sampled elements / max abs gradient of the tensor) within 1e-4. */
-static void check(spk_output_mode mode, int outputs, spk_loss_kind loss, float dropout) {
+static void check_norm(spk_output_mode mode, int outputs, spk_loss_kind loss, float dropout, spk_normalizer norm) {
     spk_context *ctx = test_shared_context();
     spk_model_config c = spk_model_config_default(6);
     c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.window_size = SEQ, c.output_mode = mode;
-    c.num_outputs = outputs, c.dropout = 0.0f;
+    c.num_outputs = outputs, c.dropout = 0.0f, c.attention = norm;
     spk_model *m = NULL;
     assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
     /* With dropout: the training step's forward, loss and backward without its optimizer, so the
@@ -152,9 +153,9 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss, float d
         worst = fmax(worst, rel);
         free(g);
     }
-    printf("mode %s, %s, %s, dropout %g: loss %.7g (float64 %.7g), %u tensors, worst relative error %.2g against "
+    printf("%s, mode %s, %s, %s, dropout %g: loss %.7g (float64 %.7g), %u tensors, worst relative error %.2g against "
            "finite differences\n",
-           mode == SPK_OUTPUT_LAST ? "last" : mode == SPK_OUTPUT_ALL ? "all" : "mean",
+           spk_normalizer_name(norm), mode == SPK_OUTPUT_LAST ? "last" : mode == SPK_OUTPUT_ALL ? "all" : "mean",
            outputs ? "a 3-class head" : "no head",
            loss == LINEAR ? "a loss of its own (forward_train, backward)" : loss == SPK_LOSS_MSE ? "mse" : "cross-entropy",
            (double)dropout, got_loss, want_loss,
@@ -194,6 +195,10 @@ static void check(spk_output_mode mode, int outputs, spk_loss_kind loss, float d
     test_assert_no_validation();
 }
 
+static void check(spk_output_mode mode, int outputs, spk_loss_kind loss, float dropout) {
+    check_norm(mode, outputs, loss, dropout, SPK_NORMALIZER_SOFTPICK);
+}
+
 static void last_no_head(void **state) { (void)state, check(SPK_OUTPUT_LAST, 0, SPK_LOSS_MSE, 0); }
 static void all_no_head(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE, 0); }
 static void mean_no_head(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0, SPK_LOSS_MSE, 0); }
@@ -209,6 +214,16 @@ static void own_loss_mean(void **state) { (void)state, check(SPK_OUTPUT_MEAN, 0,
  * norm backward that makes the gradient). */
 static void last_head_dropout(void **state) { (void)state, check(SPK_OUTPUT_LAST, 3, SPK_LOSS_CROSS_ENTROPY, 0.5f); }
 static void all_dropout(void **state) { (void)state, check(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE, 0.5f); }
+/* The other attention normalizers through the whole model. */
+static void last_head_rectified(void **state) {
+    (void)state, check_norm(SPK_OUTPUT_LAST, 3, SPK_LOSS_CROSS_ENTROPY, 0, SPK_NORMALIZER_RECTIFIED_SOFTPICK);
+}
+static void all_softmax_dropout(void **state) {
+    (void)state, check_norm(SPK_OUTPUT_ALL, 0, SPK_LOSS_MSE, 0.5f, SPK_NORMALIZER_SOFTMAX);
+}
+static void mean_rectified_own_loss(void **state) {
+    (void)state, check_norm(SPK_OUTPUT_MEAN, 0, LINEAR, 0, SPK_NORMALIZER_RECTIFIED_SOFTPICK);
+}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -216,6 +231,7 @@ int main(void) {
         cmocka_unit_test(last_head),    cmocka_unit_test(all_head),    cmocka_unit_test(mean_head),
         cmocka_unit_test(mean_head_mse),  cmocka_unit_test(own_loss_last_head), cmocka_unit_test(own_loss_all),
         cmocka_unit_test(own_loss_mean), cmocka_unit_test(last_head_dropout), cmocka_unit_test(all_dropout),
+        cmocka_unit_test(last_head_rectified), cmocka_unit_test(all_softmax_dropout), cmocka_unit_test(mean_rectified_own_loss),
     };
     return cmocka_run_group_tests(tests, NULL, test_teardown_shared_context);
 }

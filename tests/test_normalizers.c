@@ -18,7 +18,7 @@ static void ref_dscores(spk_normalizer norm, const double *s, const double *y, c
     for (int64_t j = 0; j < n; j++) {
         double sg = s[j] > 0 ? 1.0 : s[j] < 0 ? -1.0 : 0.0;
         if (norm == SPK_NORMALIZER_SOFTPICK) sum += fabs(s[j]);
-        if (norm == SPK_NORMALIZER_RECTIFIED_SOFTPICK) sum += fabs(exp(s[j] - m) - exp(-m));
+        if (norm == SPK_NORMALIZER_RECTIFIED_SOFTPICK) sum += fabs(ref_rect_term(s[j], m));
         ds[j] = norm == SPK_NORMALIZER_SOFTMAX ? y[j] * (dy[j] - dd) : sg; /* the others finish below */
     }
     for (int64_t j = 0; j < n && norm != SPK_NORMALIZER_SOFTMAX; j++) {
@@ -198,6 +198,9 @@ static void backward_every_kernel(void **state) {
         int64_t seq, heads, hd;
         bool causal;
     } shapes[] = {{17, 2, 16, true}, {61, 3, 8, false}, {130, 1, 64, true}};
+    /* (Not a sequence of one: there rectified softpick's dq and dk are e (1 - y) dP with 1 - y
+     * about 1e-6, left after D = dO . O cancels dP, a float32 rounding of D in size: see
+     * shaders/normalizer.glsl.) */
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
         for (int big = 0; big < 2; big++)
             for (int nf = 0; nf < 2; nf++) {

@@ -141,7 +141,7 @@ static void references(void **state) {
 
     /* One head of size 1, two positions, causal: s_00 = 2, s_10 = 1, s_11 = 2. */
     const float q[2] = {1, 1}, k[2] = {2, 1}, v[2] = {3, 5};
-    assert_true(spk__ref_attention(q, k, v, 1, 2, 1, 1, true, y));
+    assert_true(spk__ref_attention(q, k, v, 1, 2, 1, 1, true, SPK_NORMALIZER_SOFTPICK, y, NULL));
     assert_true(fabs(y[0] - 2 * 3 / 3.0) < 1e-15);
     assert_true(fabs(y[1] - (2 * 3 + 1 * 5) / 4.0) < 1e-15);
 }

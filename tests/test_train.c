@@ -145,12 +145,12 @@ static void golden_mse_all(void **state) {
 }
 
 /* 3 steps, a checkpoint (weights and optimizer state) and 2 resumed steps in a new model give
- * the bits of 5 steps; the saved gradients read back as the model's. */
-static void resume_and_checkpoints(void **state) {
-    (void)state;
+ * the bits of 5 steps, with each attention normalizer (the checkpoint's metadata carries it); the
+ * saved gradients read back as the model's. */
+static void check_resume(spk_normalizer norm) {
     spk_context *ctx = test_shared_context();
     spk_model_config c = spk_model_config_default(6);
-    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.num_outputs = 3, c.window_size = 5;
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.num_outputs = 3, c.window_size = 5, c.attention = norm;
     spk_model *a = NULL, *b = NULL;
     assert_int_equal(spk_model_create(ctx, &c, &a), SPK_OK);
     assert_int_equal(spk_model_init_random(a, 11), SPK_OK);
@@ -174,6 +174,7 @@ static void resume_and_checkpoints(void **state) {
     ctx->force_staging = true;
     assert_int_equal(spk_model_create_from_safetensors(ctx, weights, NULL, &b), SPK_OK);
     assert_int_equal(spk_model_get_config(b)->num_outputs, 3);
+    assert_int_equal(spk_model_get_config(b)->attention, norm);
     assert_int_equal(spk_model_load_state(b, opt_state), SPK_OK);
     for (int i = 0; i < 2; i++)
         assert_int_equal(spk_model_train_step(b, x, 4, 5, SPK_LOSS_CROSS_ENTROPY, t, &opt, &loss_b[i]), SPK_OK);
@@ -201,6 +202,11 @@ static void resume_and_checkpoints(void **state) {
     assert_non_null(strstr(spk_context_last_error(ctx), "step"));
     spk_model_destroy(a), spk_model_destroy(b);
     test_assert_no_validation();
+}
+
+static void resume_and_checkpoints(void **state) {
+    (void)state;
+    for (int norm = 0; norm < 3; norm++) check_resume((spk_normalizer)norm);
 }
 
 typedef struct dropout_run {

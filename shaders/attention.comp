@@ -9,7 +9,8 @@
 // wholly after the last query of the block are skipped. The [seq, seq] scores never reach memory.
 //
 // MODE 1 and 2 are the unfused reference the benchmark compares against: 1 writes the scores
-// (future ones as zeros) to S for a separate softpick pass, 2 computes W V reading W from S.
+// (future ones as the normalizer's masked value: 0 for softpick, -inf for the exponential forms)
+// to S for a separate normalizing pass, 2 computes W V reading W from S.
 //
 // Tensors are rows of `stride` floats; head h of a row is D floats from column `off + h * D`, so
 // q, k and v may be separate [batch, seq, hidden] tensors or column ranges of one fused tensor.

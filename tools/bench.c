@@ -472,14 +472,14 @@ static int bench_layer_norm(spk_context *ctx, int repeats, spk_dtype act) {
 
 int cli_bench(int argc, char **argv) {
     const char *repeats_text = "15", *elements_text = "16777216", *variants_text = "0", *shape = NULL;
-    const char *forwards_text = "10000", *dtype_text = NULL, *act_text = NULL, *tuned_text = "0";
+    const char *forwards_text = "10000", *dtype_text = NULL, *act_text = NULL, *tuned_text = "0", *attention = NULL;
     cli_option options[] = {{"repeats", &repeats_text},   {"elements", &elements_text}, {"variants", &variants_text},
                             {"shape", &shape},            {"forwards", &forwards_text}, {"weights-dtype", &dtype_text},
-                            {"activation-dtype", &act_text}, {"tuned", &tuned_text}};
+                            {"activation-dtype", &act_text}, {"tuned", &tuned_text},    {"attention", &attention}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 8, &args)) return 1;
-    spk_model_config dtypes;
-    if (!cli_parse_dtypes(dtype_text, act_text, &dtypes)) return 1;
+    if (!cli_parse(argc, argv, options, 9, &args)) return 1;
+    spk_model_config dtypes = {0};
+    if (!cli_parse_dtypes(dtype_text, act_text, &dtypes) || !cli_parse_attention(attention, &dtypes.attention)) return 1;
     const char *what = args.positional_count ? args.positional[0] : "softpick";
     if (args.positional_count > 1 ||
         (strcmp(what, "softpick") != 0 && strcmp(what, "matmul") != 0 && strcmp(what, "layernorm") != 0 &&
@@ -506,7 +506,8 @@ int cli_bench(int argc, char **argv) {
     if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, dtypes.weights_dtype);
     else if (strcmp(what, "layernorm") == 0) rc = bench_layer_norm(ctx, (int)repeats, dtypes.activation_dtype);
     else if (strcmp(what, "attention") == 0) rc = bench_attention(ctx, (int)repeats);
-    else if (strcmp(what, "model") == 0) rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype, tuned != 0);
+    else if (strcmp(what, "model") == 0)
+        rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype, tuned != 0, dtypes.attention);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
     else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats, tuned != 0);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0, dtypes.activation_dtype);

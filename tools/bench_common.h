@@ -30,7 +30,8 @@ int measure_ceilings(spk_context *ctx, int repeats, ceilings *c);
 int bench_attention(spk_context *ctx, int repeats);
 /* The model at batches 1 and 32 in float32 and, unless both are f32, with these storage types. */
 /* With `tuned`, the float32 rows again on the context's tuned choices (the rules' rows hide them). */
-int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype, bool tuned);
+int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype, bool tuned,
+                spk_normalizer attention);
 int bench_soak(spk_context *ctx, long forwards);
 /* With `tuned`, the step again on the context's tuned choices (the table hides them). */
 int bench_train(spk_context *ctx, int repeats, bool tuned);

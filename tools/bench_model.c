@@ -42,10 +42,11 @@ int bench_attention(spk_context *ctx, int repeats) {
     const int64_t hidden = 256, heads = 4;
     static const int64_t cases[][2] = {{32, 60}, {1, 512}, {1, 2048}}; /* batch, seq */
     printf("causal softpick attention, %lld heads of %lld (hidden %lld); GFLOP/s count the causal half "
-           "(4 * head_dim per query-key pair and head)\n",
+           "(4 * head_dim per query-key pair and head); then the fused kernel with rectified softpick and softmax "
+           "(ms, x softpick's)\n",
            (long long)heads, (long long)(hidden / heads), (long long)hidden);
-    printf("%-7s %-5s %11s %11s %9s %13s %9s\n", "batch", "seq", "fused ms", "unfused ms", "speedup", "fused GFLOP/s",
-           "x FMA");
+    printf("%-7s %-5s %11s %11s %9s %13s %9s %16s %16s\n", "batch", "seq", "fused ms", "unfused ms", "speedup",
+           "fused GFLOP/s", "x FMA", "rectified", "softmax");
     int rc = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases && rc == 0; i++) {
         int64_t batch = cases[i][0], seq = cases[i][1];
@@ -74,11 +75,19 @@ int bench_attention(spk_context *ctx, int repeats) {
                                scores};
             recorded_run f = {ctx, record_fused, &r}, u = {ctx, record_unfused, &r};
             uint64_t fused = median_ns(run_recorded, &f, repeats), unfused = median_ns(run_recorded, &u, repeats);
+            uint64_t other[2]; /* the fused kernel with rectified softpick and softmax */
+            for (int n = 0; n < 2; n++) {
+                r.args.norm = (spk_normalizer)(n + 1);
+                other[n] = median_ns(run_recorded, &f, repeats);
+            }
+            r.args.norm = SPK_NORMALIZER_SOFTPICK;
             double flops = 4.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;
             double gflops = fused ? flops / (double)fused : 0;
-            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx\n", (long long)batch, (long long)seq,
-                   fused / 1e6, unfused / 1e6, fused ? (double)unfused / (double)fused : 0, gflops,
-                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0);
+            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx %9.3f %5.2fx %9.3f %5.2fx\n", (long long)batch,
+                   (long long)seq, fused / 1e6, unfused / 1e6, fused ? (double)unfused / (double)fused : 0, gflops,
+                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, other[0] / 1e6,
+                   fused ? (double)other[0] / (double)fused : 0, other[1] / 1e6, fused ? (double)other[1] / (double)fused : 0);
+            if (!other[0] || !other[1]) fused = 0;
             if (!fused || !unfused) rc = cli_fail("attention run failed: %s", spk_context_last_error(ctx));
         }
         free(host);
@@ -171,12 +180,14 @@ static spk_status time_forwards(spk_model *m, const float *x, int64_t batch, int
  * split by kernel from a twin that times every dispatch (the timestamps themselves cost about
  * 50 us per dispatch on lavapipe, so that run is slower and its kernel times include them). */
 static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, double dispatch_ns, spk_dtype dtype,
-                             spk_dtype act_dtype, bool tuned, double f32_latency[2]) {
+                             spk_dtype act_dtype, bool tuned, spk_normalizer norm, double f32_latency[2]) {
     spk_model_config cfg = spk_model_config_default(256);
     cfg.weights_dtype = dtype;
     cfg.activation_dtype = act_dtype;
-    char label[24];
-    snprintf(label, sizeof label, "%s/%s%s", spk_dtype_name(dtype), spk_dtype_name(act_dtype), tuned ? " tuned" : "");
+    cfg.attention = norm;
+    char label[40];
+    snprintf(label, sizeof label, "%s/%s%s%s%s", spk_dtype_name(dtype), spk_dtype_name(act_dtype), tuned ? " tuned" : "",
+             norm ? " " : "", norm ? spk_normalizer_name(norm) : "");
     /* The rules' row records its models with the context's tuned choices hidden. */
     uint32_t tuned_count = ctx->tuned_count;
     if (!tuned) ctx->tuned_count = 0;
@@ -207,7 +218,7 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, d
         } else {
             double lat = plain.latency, g = plain.gpu, k = prof.kernels;
             double gflops = g > 0 ? model_flops(&cfg, batch, seq) / g : 0;
-            if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32 && !tuned) f32_latency[i] = lat;
+            if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32 && !tuned && !norm) f32_latency[i] = lat;
             printf("%-15s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
                    (long long)batch, lat / 1e6, g / 1e6, k / 1e6, (double)batch * 1e9 / lat, gflops,
                    c->fma_gflops > 0 ? gflops / c->fma_gflops : 0,
@@ -234,7 +245,8 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, d
     return rc;
 }
 
-int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype, bool tuned) {
+int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtype activation_dtype, bool tuned,
+                spk_normalizer attention) {
     ceilings c;
     if (measure_ceilings(ctx, repeats, &c)) return 1;
     spk_model_config cfg = spk_model_config_default(256);
@@ -249,15 +261,17 @@ int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtyp
     printf("%-15s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
            "seq/s", "GFLOP/s GPU", "x FMA", "outside kernels", "x f32");
     double f32_latency[2] = {0, 0};
-    int rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, false, f32_latency);
+    int rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, false, 0, f32_latency);
+    if (rc == 0 && attention) /* another normalizer beside the seed's, in the same run */
+        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, false, attention, f32_latency);
     if (rc == 0 && tuned) { /* the tuning file's choices beside the rules, in the same run */
         uint32_t entries;
         const char *path = spk_context_tuning_path(ctx, &entries);
         printf("          tuned: %u choices from %s\n", entries, path[0] ? path : "(no tuning file)");
-        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, true, f32_latency);
+        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, true, 0, f32_latency);
     }
     if (rc == 0 && (weights_dtype != SPK_DTYPE_F32 || activation_dtype != SPK_DTYPE_F32))
-        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, weights_dtype, activation_dtype, tuned, f32_latency);
+        rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, weights_dtype, activation_dtype, tuned, 0, f32_latency);
     printf("(model FLOPs per forward: %.3f GFLOP at batch 1, %.3f at batch 32)\n", model_flops(&cfg, 1, cfg.window_size) / 1e9,
            model_flops(&cfg, 32, cfg.window_size) / 1e9);
     return rc;

@@ -88,8 +88,8 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
            "recomputed) against unfused (dP = dO V^T, softpick backward, three matmuls through [seq, seq] tensors); "
            "GFLOP/s count 8 * head_dim per causal query-key pair and head\n",
            (long long)heads, (long long)hd);
-    printf("%-7s %-5s %11s %11s %9s %13s %9s %14s\n", "batch", "seq", "fused ms", "unfused ms", "speedup",
-           "fused GFLOP/s", "x FMA", "unfused MiB");
+    printf("%-7s %-5s %11s %11s %9s %13s %9s %14s %16s %16s\n", "batch", "seq", "fused ms", "unfused ms", "speedup",
+           "fused GFLOP/s", "x FMA", "unfused MiB", "rectified", "softmax");
     int rc = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases && rc == 0; i++) {
         int64_t batch = cases[i][0], seq = cases[i][1], bh = batch * heads;
@@ -128,14 +128,21 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
         recorded_run f = {ctx, record_fused_backward, &r}, u = {ctx, record_unfused_backward, &r};
         uint64_t fused = s == SPK_OK && host ? median_ns(run_recorded, &f, repeats) : 0;
         uint64_t unfused = fused ? median_ns(run_recorded, &u, repeats) : 0;
-        if (!fused || !unfused) {
+        uint64_t other[2] = {0, 0}; /* the fused backward with rectified softpick and softmax */
+        for (int nf = 0; nf < 2 && unfused; nf++) {
+            r.forward.norm = r.args.norm = (spk_normalizer)(nf + 1);
+            if (spk__run_sync(ctx, record_fused_forward, &r) == SPK_OK) other[nf] = median_ns(run_recorded, &f, repeats);
+        }
+        r.forward.norm = r.args.norm = SPK_NORMALIZER_SOFTPICK;
+        if (!fused || !unfused || !other[0] || !other[1]) {
             rc = cli_fail("attention backward run failed: %s", spk_context_last_error(ctx));
         } else {
             double flops = 8.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;
             double gflops = flops / (double)fused;
-            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx %14.1f\n", (long long)batch, (long long)seq,
-                   fused / 1e6, unfused / 1e6, (double)unfused / (double)fused, gflops,
-                   c->fma_gflops > 0 ? gflops / c->fma_gflops : 0, 4.0 * (double)(bh * seq * seq) * 4 / (1 << 20));
+            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx %14.1f %9.3f %5.2fx %9.3f %5.2fx\n", (long long)batch,
+                   (long long)seq, fused / 1e6, unfused / 1e6, (double)unfused / (double)fused, gflops,
+                   c->fma_gflops > 0 ? gflops / c->fma_gflops : 0, 4.0 * (double)(bh * seq * seq) * 4 / (1 << 20),
+                   other[0] / 1e6, (double)other[0] / (double)fused, other[1] / 1e6, (double)other[1] / (double)fused);
         }
         free(host);
         for (int j = 0; j < 9; j++) spk_tensor_destroy(t[j]);

@@ -219,7 +219,7 @@ static int bench_model_dtype(spk_context *ctx, int repeats, const ceilings *c, d
             double lat = plain.latency, g = plain.gpu, k = prof.kernels;
             double gflops = g > 0 ? model_flops(&cfg, batch, seq) / g : 0;
             if (dtype == SPK_DTYPE_F32 && act_dtype == SPK_DTYPE_F32 && !tuned && !norm) f32_latency[i] = lat;
-            printf("%-15s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
+            printf("%-26s %-6lld %12.2f %9.2f %11.2f %10.1f %12.2f %8.2fx %14.1f%% %8.2fx\n", label,
                    (long long)batch, lat / 1e6, g / 1e6, k / 1e6, (double)batch * 1e9 / lat, gflops,
                    c->fma_gflops > 0 ? gflops / c->fma_gflops : 0,
                    prof.latency > 0 ? 100.0 * (1.0 - k / prof.latency) : 0, lat > 0 ? f32_latency[i] / lat : 0);
@@ -258,7 +258,7 @@ int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtyp
            "kernels = sum of per-dispatch timestamps, in a twin model that records them (outside kernels: its "
            "share of that twin's latency); types = storage of the dense kernels / of the activations (tuned: on the tuning file's choices; x f32: speedup over the rules' f32 row)\n",
            cfg.embed_dim, cfg.hidden_size, cfg.num_heads, cfg.num_layers, cfg.window_size);
-    printf("%-15s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
+    printf("%-26s %-6s %12s %9s %11s %10s %12s %9s %15s %9s\n", "types", "batch", "latency ms", "GPU ms", "kernels ms",
            "seq/s", "GFLOP/s GPU", "x FMA", "outside kernels", "x f32");
     double f32_latency[2] = {0, 0};
     int rc = bench_model_dtype(ctx, repeats, &c, dispatch_ns, SPK_DTYPE_F32, SPK_DTYPE_F32, false, 0, f32_latency);

@@ -190,6 +190,39 @@ static void wrong_candidate_never_wins(void **state) {
     test_assert_no_validation();
 }
 
+/* Attention's candidates with the exponential normalizers: each checked against the float64
+ * reference of its own normalizer (and the row statistics the training forward keeps), none
+ * excluded. */
+typedef struct attention_seen {
+    int results, tried, excluded;
+    char why[256];
+} attention_seen;
+
+static void note_attention(const spk_tune_result *r, void *user) {
+    attention_seen *s = user;
+    if (strncmp(r->family, "attention", 9) != 0) return;
+    s->results++, s->tried += (int)r->tried, s->excluded += (int)r->excluded;
+    if (r->excluded) snprintf(s->why, sizeof s->why, "%s", r->excluded_why);
+}
+
+static void attention_normalizers_tune(void **state) {
+    (void)state;
+    for (int norm = SPK_NORMALIZER_RECTIFIED_SOFTPICK; norm <= SPK_NORMALIZER_SOFTMAX; norm++) {
+        spk_context *ctx = context_on("");
+        attention_seen s = {0};
+        spk_tune_desc d = small_model();
+        d.config.attention = (spk_normalizer)norm;
+        d.on_result = note_attention, d.user_data = &s, d.budget_seconds = 3;
+        spk_tune_report report;
+        if (spk_tune(ctx, &d, &report) != SPK_OK) fail_msg("tune: %s", spk_context_last_error(ctx));
+        if (s.excluded) fail_msg("%s: %d attention candidates excluded: %s", spk_normalizer_name((spk_normalizer)norm),
+                                 s.excluded, s.why);
+        assert_true(s.results >= 2 && s.tried > s.results); /* forward and backward, more than the rules */
+        spk_context_destroy(ctx);
+    }
+    test_assert_no_validation();
+}
+
 /* softpick and its backward along the keys and the queries of [batch, heads, seq, seq] scores:
  * the four results appended to out. */
 static void softpick_outputs(spk_context *ctx, const spk_tune_desc *d, int64_t batch, float *out) {
@@ -359,6 +392,7 @@ int main(void) {
         cmocka_unit_test(tuned_results_equal_the_rules),
         cmocka_unit_test(choices_the_model_does_not_confirm_are_dropped),
         cmocka_unit_test(tune_bad_arguments),
+        cmocka_unit_test(attention_normalizers_tune),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

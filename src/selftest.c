@@ -181,6 +181,39 @@ void spk__st_softpick_case(spk__selftest *st, const spk__softpick_tuning *t, spk
     spk__st_free(&b);
 }
 
+/* spk_normalize along the middle axis of [outer, n, inner] against float64 per row or column,
+ * every 10th element masked (-inf). */
+static void spk__st_normalize_case(spk__selftest *st, spk_normalizer norm, int64_t outer, int64_t n, int64_t inner) {
+    int64_t shape[3] = {outer, n, inner}, count = outer * n * inner;
+    char text[48];
+    snprintf(text, sizeof text, "[%lld,%lld,%lld]", (long long)outer, (long long)n, (long long)inner);
+    spk__st_buffers b = {0};
+    float *x = spk__st_alloc(st, &b, count, sizeof *x), *y = spk__st_alloc(st, &b, count, sizeof *y);
+    double *ref = spk__st_alloc(st, &b, count, sizeof *ref), *row = spk__st_alloc(st, &b, 2 * n, sizeof *row);
+    spk_tensor *tx = NULL, *ty = NULL;
+    if (row) {
+        spk__st_random(st, x, count, 4.0f);
+        for (int64_t i = 0; i < count; i++)
+            if (i / inner % n % 10 == 9) x[i] = -INFINITY;
+        tx = spk__st_tensor(st, 3, shape, x);
+        ty = tx ? spk__st_tensor(st, 3, shape, NULL) : NULL;
+    }
+    if (ty && spk__st_ran(st, spk_normalize(st->ctx, tx, 1, norm, ty), text) &&
+        spk__st_ran(st, spk_tensor_download(ty, y, count), text)) {
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t k = 0; k < inner; k++) {
+                int64_t live = 0;
+                for (int64_t j = 0; j < n; j++)
+                    if (j % 10 != 9) row[live++] = x[(o * n + j) * inner + k];
+                spk__ref_normalize(norm, row, live, row + n);
+                for (int64_t j = 0, l = 0; j < n; j++) ref[(o * n + j) * inner + k] = j % 10 == 9 ? 0.0 : row[n + l++];
+            }
+        spk__st_compare(st, y, ref, count, text);
+    }
+    spk_tensor_destroy(tx), spk_tensor_destroy(ty);
+    spk__st_free(&b);
+}
+
 /* Whether two plans (each under its reduction) run the same kernel the same way. */
 static bool spk__st_softpick_same(const spk__softpick_plan_t *a, const spk__softpick_tuning *ta,
                                   const spk__softpick_plan_t *b, const spk__softpick_tuning *tb) {
@@ -266,6 +299,16 @@ void spk__st_softpick(spk__selftest *st) {
             if (!no_texel) spk__st_softpick_variant(st, &t, ctx->reduction, true);
             spk__st_end(st, no_texel);
         }
+    }
+    /* The other normalizers through this device's kernels, rows and columns (long ones split),
+     * a tenth of the elements masked with -inf. */
+    static const int64_t shapes[][3] = {{3, 1, 1}, {3, 257, 1}, {1, 40000, 1}, {2, 33, 2}, {2, 4097, 8}};
+    for (int norm = 1; norm < 3 && st->fatal == SPK_OK; norm++) {
+        spk__st_begin(st, "softpick", 1e-5, "%s, rows and columns", spk_normalizer_name((spk_normalizer)norm));
+        st->r.used = true;
+        for (size_t c = 0; c < SPK__ARRAY_LEN(shapes) && st->fatal == SPK_OK; c++)
+            spk__st_normalize_case(st, (spk_normalizer)norm, shapes[c][0], shapes[c][1], shapes[c][2]);
+        spk__st_end(st, NULL);
     }
 }
 

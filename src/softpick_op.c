@@ -1,4 +1,6 @@
-/* The softpick op: y = x / (1 + sum |x|) along one axis.
+/* The softpick op: y = x / (1 + sum |x|) along one axis, and the other normalizers
+ * (shaders/normalizer.glsl: rectified softpick, softmax) through the same kernels, after a pass
+ * that finds each row's or column's maximum.
  *
  * The tensor is viewed as [outer, n, inner] around the axis. A contiguous axis (inner == 1) is a
  * set of rows, reduced by groups of invocations with a tree (softpick_rows.comp); a strided axis
@@ -147,9 +149,10 @@ static const spk__shader *const spk__softpick_shaders[3][2][2][2] = {
 };
 
 /* The forward (dy NULL: y = softpick(x)) or the backward (y = dx from x and dy): the same plan,
- * passes and reductions, the backward with two sums (|x| and dy x) where the forward has one. */
+ * passes and reductions, the backward with two sums (|x| and dy x) where the forward has one;
+ * the exponential normalizers with a maxima pass first. */
 static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
-                                            const spk_tensor *dy, int axis, spk_tensor *y) {
+                                            const spk_tensor *dy, int axis, spk_normalizer norm, spk_tensor *y) {
     int a = axis < 0 ? axis + x->ndim : axis;
     uint64_t outer = 1, n = (uint64_t)x->shape[a], inner = 1;
     for (int i = 0; i < a; i++) outer *= (uint64_t)x->shape[i];
@@ -169,7 +172,10 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
     spk__softpick_plan(ctx, tuning, outer, n, inner,
                        x->ref.offset % 16 == 0 && y->ref.offset % 16 == 0 && (!dy || dy->ref.offset % 16 == 0), &plan);
 
-    VkDeviceSize partial_bytes = plan.partials ? plan.partials * sizeof(float) * (backward ? 2 : 1) : 16;
+    /* Scratch: the partial sums, then (exponential normalizers) each row's or column's maximum. */
+    uint64_t partial_floats = plan.partials * (backward ? 2 : 1);
+    uint64_t max_floats = norm ? (plan.strided ? outer * plan.columns * plan.vec : outer) : 0;
+    VkDeviceSize partial_bytes = partial_floats + max_floats ? (partial_floats + max_floats) * sizeof(float) : 16;
     /* Synchronous runs share the context's scratch; a recording in an application's command
      * buffer gets its own, kept with the output tensor, because it may be replayed later. */
     spk__allocation *scratch = &ctx->scratch;
@@ -195,13 +201,17 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
     /* Passes: mode 0 alone (fused) or, with segments, 1 (partial sums) then 2 (scale). Rows use
      * mode 3 for fused with the loads kept in registers; columns add their partials per column
      * in mode 3 between 1 and 2, so the scaling pass reads one total instead of all partials. */
-    uint32_t modes[3] = {plan.cache ? 3 : 0}, mode_count = 1;
+    uint32_t modes[4] = {plan.cache ? 3 : 0}, mode_count = 1;
     if (plan.segments > 1 && !plan.strided) {
         modes[0] = 1, modes[1] = 2, mode_count = 2;
     } else if (plan.segments > 1) {
         modes[0] = 1, modes[1] = 3, modes[2] = 2, mode_count = 3;
     }
-    uint32_t push[7] = {0}, spec[7], spec_count, mode_index, flags = 0;
+    if (norm) { /* mode 4 first: the maxima */
+        memmove(modes + 1, modes, mode_count * sizeof *modes);
+        modes[0] = 4, mode_count++;
+    }
+    uint32_t push[8] = {0}, spec[8], spec_count, mode_index, flags = 0;
     bool vec4 = plan.vec == 4, texel = tuning->texel && x->views[vec4] && (!dy || dy->views[vec4]);
     /* F16 x or y (forward only): the variants with 16-bit storage (shaders/softpick_io.glsl). */
     bool s16 = x->dtype != SPK_DTYPE_F32 || y->dtype != SPK_DTYPE_F32;
@@ -211,13 +221,14 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
         push[1] = (uint32_t)outer;
         push[2] = plan.segments;
         push[3] = plan.seg_len;
+        push[4] = (uint32_t)partial_floats; /* the maxima, in floats */
         spec[0] = plan.workgroup;
         spec[1] = plan.group;
         spec[2] = plan.use_subgroup;
         mode_index = 3;
         spec[4] = plan.cache ? plan.cache : 1;
-        spec[5] = x->dtype, spec[6] = y->dtype;
-        spec_count = 7;
+        spec[5] = x->dtype, spec[6] = y->dtype, spec[7] = norm;
+        spec_count = 8;
         if (plan.use_subgroup) flags |= SPK__PIPELINE_FULL_SUBGROUPS;
     } else {
         push[0] = (uint32_t)outer;
@@ -227,11 +238,12 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
         push[4] = plan.seg_len;
         push[5] = tuning->interleave_columns ? 1 : plan.seg_len;
         push[6] = tuning->interleave_columns ? plan.segments : 1;
+        push[7] = (uint32_t)(partial_floats / plan.vec); /* the maxima, in loads */
         spec[0] = plan.workgroup;
         mode_index = 1;
         spec[2] = plan.fold;
-        spec[3] = x->dtype, spec[4] = y->dtype;
-        spec_count = 5;
+        spec[3] = x->dtype, spec[4] = y->dtype, spec[5] = norm;
+        spec_count = 6;
     }
 
     spk__buffer_ref partials = {scratch->block->buffer, scratch->offset, partial_bytes};
@@ -250,7 +262,7 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
         spec[mode_index] = modes[m];
         status = spk__pipeline_get(ctx, shader, spec, spec_count, flags, &d.pipeline);
         /* The partials binding is declared writable in every mode, so it is tracked as written. */
-        d.written_mask = modes[m] == 1 || (plan.strided && modes[m] == 3) ? partial_bit : partial_bit | y_bit;
+        d.written_mask = modes[m] == 1 || modes[m] == 4 || (plan.strided && modes[m] == 3) ? partial_bit : partial_bit | y_bit;
         const uint32_t *g = plan.strided && modes[m] == 3 ? column_groups : groups;
         memcpy(d.groups, g, sizeof d.groups);
         if (status == SPK_OK) status = spk__dispatch(ctx, &d);
@@ -258,24 +270,37 @@ static spk_status spk__record_softpick_pass(spk_context *ctx, const spk__softpic
     return status;
 }
 
+spk_status spk__record_normalize(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                                 spk_normalizer norm, spk_tensor *y) {
+    return spk__record_softpick_pass(ctx, tuning, x, NULL, axis, norm, y);
+}
+
 spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
                                 spk_tensor *y) {
-    return spk__record_softpick_pass(ctx, tuning, x, NULL, axis, y);
+    return spk__record_softpick_pass(ctx, tuning, x, NULL, axis, SPK_NORMALIZER_SOFTPICK, y);
 }
 
 spk_status spk__record_softpick_backward(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
                                          const spk_tensor *dy, int axis, spk_tensor *dx) {
-    return spk__record_softpick_pass(ctx, tuning, x, dy, axis, dx);
+    return spk__record_softpick_pass(ctx, tuning, x, dy, axis, SPK_NORMALIZER_SOFTPICK, dx);
 }
 
 spk_status spk_softpick(spk_context *ctx, const spk_tensor *x, int axis, spk_tensor *y) {
-    return spk__softpick_tuned(ctx, NULL, x, axis, y);
+    return spk__normalize_tuned(ctx, NULL, x, axis, SPK_NORMALIZER_SOFTPICK, y);
+}
+
+spk_status spk_normalize(spk_context *ctx, const spk_tensor *x, int axis, spk_normalizer normalizer, spk_tensor *y) {
+    return spk__normalize_tuned(ctx, NULL, x, axis, normalizer, y);
 }
 
 /* Checks softpick's operands; *empty when there is nothing to do. */
-static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int axis, const spk_tensor *y, bool *empty) {
+static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int axis, spk_normalizer norm,
+                                      const spk_tensor *y, bool *empty) {
     *empty = true;
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
+    if (!spk_normalizer_name(norm))
+        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT,
+                         "unknown normalizer %d (softpick, rectified-softpick or softmax)", (int)norm);
     spk_status status = spk__check_activation(ctx, x, "softpick", "softpick input");
     if (status == SPK_OK) status = spk__check_activation(ctx, y, "softpick", "softpick output");
     if (status != SPK_OK) return status;
@@ -290,34 +315,44 @@ static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int
     return SPK_OK;
 }
 
-spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
-                               spk_tensor *y) {
+spk_status spk__normalize_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                                spk_normalizer norm, spk_tensor *y) {
     bool empty;
-    spk_status status = spk__softpick_check(ctx, x, axis, y, &empty);
+    spk_status status = spk__softpick_check(ctx, x, axis, norm, y, &empty);
     if (status != SPK_OK || empty) return status;
     pthread_mutex_lock(&ctx->lock);
     status = spk__begin(ctx);
-    if (status == SPK_OK) status = spk__record_softpick(ctx, tuning, x, axis, y);
+    if (status == SPK_OK) status = spk__record_normalize(ctx, tuning, x, axis, norm, y);
     if (status == SPK_OK) status = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
     return status;
 }
 
-spk_status spk_record_softpick(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis, spk_tensor *y) {
+spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                               spk_tensor *y) {
+    return spk__normalize_tuned(ctx, tuning, x, axis, SPK_NORMALIZER_SOFTPICK, y);
+}
+
+spk_status spk_record_normalize(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis,
+                                spk_normalizer normalizer, spk_tensor *y) {
     bool empty;
-    spk_status status = spk__softpick_check(ctx, x, axis, y, &empty);
+    spk_status status = spk__softpick_check(ctx, x, axis, normalizer, y, &empty);
     if (status != SPK_OK || empty) return status;
     status = spk__record_app_begin(ctx, cmd);
     if (status != SPK_OK) return status;
-    status = spk__record_softpick(ctx, NULL, x, axis, y);
+    status = spk__record_normalize(ctx, NULL, x, axis, normalizer, y);
     spk__record_app_end(ctx);
     return status;
 }
 
-spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
-                                        const spk_tensor *dy, int axis, spk_tensor *dx) {
+spk_status spk_record_softpick(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis, spk_tensor *y) {
+    return spk_record_normalize(ctx, cmd, x, axis, SPK_NORMALIZER_SOFTPICK, y);
+}
+
+spk_status spk__normalize_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                         const spk_tensor *dy, int axis, spk_normalizer norm, spk_tensor *dx) {
     bool empty;
-    spk_status status = spk__softpick_check(ctx, x, axis, dx, &empty);
+    spk_status status = spk__softpick_check(ctx, x, axis, norm, dx, &empty);
     if (status == SPK_OK) status = spk__check_tensor(ctx, dy, "softpick output gradient");
     if (status == SPK_OK) status = spk__check_shape(ctx, dy, x->ndim, x->shape, "softpick output gradient");
     /* dx is written after each row's sums are complete only within one pass; a split row's last
@@ -327,13 +362,23 @@ spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tu
     if (status != SPK_OK || empty) return status;
     pthread_mutex_lock(&ctx->lock);
     status = spk__begin(ctx);
-    if (status == SPK_OK) status = spk__record_softpick_pass(ctx, tuning, x, dy, axis, dx);
+    if (status == SPK_OK) status = spk__record_softpick_pass(ctx, tuning, x, dy, axis, norm, dx);
     if (status == SPK_OK) status = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
     return status;
 }
 
+spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                        const spk_tensor *dy, int axis, spk_tensor *dx) {
+    return spk__normalize_backward_tuned(ctx, tuning, x, dy, axis, SPK_NORMALIZER_SOFTPICK, dx);
+}
+
 spk_status spk_softpick_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, int axis,
                                  spk_tensor *dx) {
     return spk__softpick_backward_tuned(ctx, NULL, x, dy, axis, dx);
+}
+
+spk_status spk_normalize_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, int axis,
+                                  spk_normalizer normalizer, spk_tensor *dx) {
+    return spk__normalize_backward_tuned(ctx, NULL, x, dy, axis, normalizer, dx);
 }

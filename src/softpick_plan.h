@@ -54,6 +54,14 @@ spk_status spk__softpick_tuned(spk_context *ctx, const spk__softpick_tuning *tun
 /* spk_softpick_backward with a given tuning (NULL: the defaults). */
 spk_status spk__softpick_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
                                         const spk_tensor *dy, int axis, spk_tensor *dx);
+/* spk_normalize and spk_normalize_backward with a given tuning (NULL: the defaults). */
+spk_status spk__normalize_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                                spk_normalizer norm, spk_tensor *y);
+spk_status spk__normalize_backward_tuned(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x,
+                                         const spk_tensor *dy, int axis, spk_normalizer norm, spk_tensor *dx);
+/* Records the op with a normalizer (the unfused attention path's); `tuning` NULL: the defaults. */
+spk_status spk__record_normalize(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
+                                 spk_normalizer norm, spk_tensor *y);
 /* Records softpick into the context's current recording; `tuning` NULL means the defaults. */
 spk_status spk__record_softpick(spk_context *ctx, const spk__softpick_tuning *tuning, const spk_tensor *x, int axis,
                                 spk_tensor *y);

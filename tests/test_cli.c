@@ -82,7 +82,25 @@ static void test_softpick_command(void **state) {
         assert_true(ref_row_error(y.data, ref, 3, shape, axis) <= 1e-5);
         spk_array_free(&y);
     }
+    /* --kind softmax along the middle axis, against float64 per column; an unknown kind is one line. */
     int lines;
+    snprintf(args, sizeof args, "softpick --axis 1 --kind softmax %s %s", in, out);
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    spk_array y;
+    assert_int_equal(spk_npy_read(out, &y, NULL, 0), SPK_OK);
+    double col[40], w[40], worst = 0;
+    for (int o = 0; o < 3; o++)
+        for (int k = 0; k < 7; k++) {
+            for (int j = 0; j < 40; j++) col[j] = x[(o * 40 + j) * 7 + k];
+            ref_normalize(SPK_NORMALIZER_SOFTMAX, col, 40, w);
+            for (int j = 0; j < 40; j++) worst = fmax(worst, fabs(w[j] - y.data[(o * 40 + j) * 7 + k]) / w[j]);
+        }
+    spk_array_free(&y);
+    if (!(worst <= 1e-5)) fail_msg("softpick --kind softmax: relative error %.3g", worst);
+    snprintf(args, sizeof args, "softpick --kind soft %s %s", in, out);
+    assert_int_not_equal(run_cli(args, &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 1);
+    assert_non_null(strstr(line, "rectified-softpick"));
     assert_int_equal(run_cli("devices", &lines, line, sizeof line), 0);
 }
 

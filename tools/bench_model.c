@@ -25,13 +25,13 @@ static spk_status record_fused(spk_context *ctx, const void *arg) {
     return spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_FUSED, none);
 }
 
-/* The unfused reference: scores stored ([batch, heads, seq, seq], future ones zero), softpick
- * over each row, then the product with v. */
+/* The unfused reference: scores stored ([batch, heads, seq, seq], future ones zero or, for the
+ * exponential normalizers, -inf), the normalizer over each row, then the product with v. */
 static spk_status record_unfused(spk_context *ctx, const void *arg) {
     const attention_run *r = arg;
     spk__buffer_ref s = spk__tensor_ref(r->scores);
     spk_status status = spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_SCORES, s);
-    if (status == SPK_OK) status = spk__record_softpick(ctx, NULL, r->scores, -1, r->scores);
+    if (status == SPK_OK) status = spk__record_normalize(ctx, NULL, r->scores, -1, r->args.norm, r->scores);
     if (status == SPK_OK) status = spk__record_attention(ctx, NULL, &r->args, SPK__ATTENTION_PRODUCT, s);
     return status;
 }
@@ -42,10 +42,10 @@ int bench_attention(spk_context *ctx, int repeats) {
     const int64_t hidden = 256, heads = 4;
     static const int64_t cases[][2] = {{32, 60}, {1, 512}, {1, 2048}}; /* batch, seq */
     printf("causal softpick attention, %lld heads of %lld (hidden %lld); GFLOP/s count the causal half "
-           "(4 * head_dim per query-key pair and head); then the fused kernel with rectified softpick and softmax "
-           "(ms, x softpick's)\n",
+           "(4 * head_dim per query-key pair and head); then rectified softpick and softmax: fused ms (x softpick's "
+           "fused), unfused ms\n",
            (long long)heads, (long long)(hidden / heads), (long long)hidden);
-    printf("%-7s %-5s %11s %11s %9s %13s %9s %16s %16s\n", "batch", "seq", "fused ms", "unfused ms", "speedup",
+    printf("%-7s %-5s %11s %11s %9s %13s %9s %26s %26s\n", "batch", "seq", "fused ms", "unfused ms", "speedup",
            "fused GFLOP/s", "x FMA", "rectified", "softmax");
     int rc = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases && rc == 0; i++) {
@@ -75,19 +75,24 @@ int bench_attention(spk_context *ctx, int repeats) {
                                scores};
             recorded_run f = {ctx, record_fused, &r}, u = {ctx, record_unfused, &r};
             uint64_t fused = median_ns(run_recorded, &f, repeats), unfused = median_ns(run_recorded, &u, repeats);
-            uint64_t other[2]; /* the fused kernel with rectified softpick and softmax */
+            uint64_t other[2], other_unfused[2]; /* rectified softpick and softmax */
             for (int n = 0; n < 2; n++) {
                 r.args.norm = (spk_normalizer)(n + 1);
                 other[n] = median_ns(run_recorded, &f, repeats);
+                other_unfused[n] = median_ns(run_recorded, &u, repeats);
             }
             r.args.norm = SPK_NORMALIZER_SOFTPICK;
             double flops = 4.0 * (double)hidden * (double)batch * (double)seq * (double)(seq + 1) / 2.0;
             double gflops = fused ? flops / (double)fused : 0;
-            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx %9.3f %5.2fx %9.3f %5.2fx\n", (long long)batch,
-                   (long long)seq, fused / 1e6, unfused / 1e6, fused ? (double)unfused / (double)fused : 0, gflops,
-                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0, other[0] / 1e6,
-                   fused ? (double)other[0] / (double)fused : 0, other[1] / 1e6, fused ? (double)other[1] / (double)fused : 0);
-            if (!other[0] || !other[1]) fused = 0;
+            printf("%-7lld %-5lld %11.3f %11.3f %8.2fx %13.2f %8.2fx", (long long)batch, (long long)seq, fused / 1e6,
+                   unfused / 1e6, fused ? (double)unfused / (double)fused : 0, gflops,
+                   c.fma_gflops > 0 ? gflops / c.fma_gflops : 0);
+            for (int n = 0; n < 2; n++) {
+                printf(" %9.3f %5.2fx %9.3f", other[n] / 1e6, fused ? (double)other[n] / (double)fused : 0,
+                       other_unfused[n] / 1e6);
+                if (!other[n] || !other_unfused[n]) fused = 0;
+            }
+            printf("\n");
             if (!fused || !unfused) rc = cli_fail("attention run failed: %s", spk_context_last_error(ctx));
         }
         free(host);

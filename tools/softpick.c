@@ -11,6 +11,7 @@ static const char usage[] =
     "commands:\n"
     "  devices                              list Vulkan devices\n"
     "  softpick [--axis N] IN.npy OUT.npy   y = x / (1 + sum |x|) along an axis (default -1)\n"
+    "      [--kind softpick|rectified-softpick|softmax]  or another normalizer (-inf: masked)\n"
     "  run --weights W.safetensors --input X.npy --output Y.npy [--output-mode last|all|mean]\n"
     "      [--heads N] [--layers N] [--hidden N] [--embed N] [--window N]\n"
     "      [--weights-dtype f32|f16|bf16] [--activation-dtype f32|f16]\n"
@@ -86,13 +87,17 @@ static int cmd_devices(int argc, char **argv) {
 }
 
 static int cmd_softpick(int argc, char **argv) {
-    const char *axis_text = "-1";
-    cli_option options[] = {{"axis", &axis_text}};
+    const char *axis_text = "-1", *kind = NULL;
+    cli_option options[] = {{"axis", &axis_text}, {"kind", &kind}};
     cli_args args;
-    if (!cli_parse(argc, argv, options, 1, &args)) return 1;
-    if (args.positional_count != 2) return cli_fail("usage: softpick softpick [--axis N] IN.npy OUT.npy");
+    if (!cli_parse(argc, argv, options, 2, &args)) return 1;
+    if (args.positional_count != 2)
+        return cli_fail("usage: softpick softpick [--axis N] [--kind softpick|rectified-softpick|softmax] IN.npy OUT.npy");
     long axis;
+    spk_normalizer norm = SPK_NORMALIZER_SOFTPICK;
     if (!cli_int(axis_text, -SPK_MAX_RANK, SPK_MAX_RANK - 1, "--axis", &axis)) return 1;
+    if (kind && spk_normalizer_parse(kind, &norm) != SPK_OK)
+        return cli_fail("--kind must be softpick, rectified-softpick or softmax, got '%s'", kind);
 
     char error[256];
     spk_array in;
@@ -111,7 +116,7 @@ static int cmd_softpick(int argc, char **argv) {
     spk_tensor *x = NULL;
     spk_status status = spk_tensor_create(ctx, in.ndim, in.shape, &x);
     if (status == SPK_OK) status = spk_tensor_upload(x, in.data, in.count);
-    if (status == SPK_OK) status = spk_softpick(ctx, x, (int)axis, x);
+    if (status == SPK_OK) status = spk_normalize(ctx, x, (int)axis, norm, x);
     if (status == SPK_OK) status = spk_tensor_download(x, in.data, in.count);
     int rc = 0;
     if (status != SPK_OK) rc = cli_fail("%s", spk_context_last_error(ctx));

@@ -409,6 +409,16 @@ SPK_API const char *spk_normalizer_name(spk_normalizer normalizer);
 /* The normalizer of that name; SPK_ERROR_INVALID_ARGUMENT for any other name. */
 SPK_API spk_status spk_normalizer_parse(const char *name, spk_normalizer *out);
 
+/* spk_softpick and spk_softpick_backward with any normalizer: along `axis`, with m the largest
+ * element, rectified softpick ReLU(e^(x-m) - e^-m) / (sum |e^(x-m) - e^-m| + 1e-6) or softmax
+ * e^(x-m) / sum e^(x-m); -inf elements are masked (weight 0, no part of any sum, as the paper's
+ * reference does). A pass finds each row's (or column's) maximum first. The backward holds m
+ * constant (exact for softmax). Shapes, dtypes and rules as spk_softpick's. */
+SPK_API spk_status spk_normalize(spk_context *ctx, const spk_tensor *x, int axis, spk_normalizer normalizer,
+                                 spk_tensor *y);
+SPK_API spk_status spk_normalize_backward(spk_context *ctx, const spk_tensor *x, const spk_tensor *dy, int axis,
+                                          spk_normalizer normalizer, spk_tensor *dx);
+
 /* Attention's options: heads (required), the causal mask, the normalizer (0: softpick). */
 typedef struct spk_attention_desc {
     int num_heads;
@@ -832,6 +842,8 @@ SPK_API spk_status spk_tensor_wrap_buffer(spk_context *ctx, VkBuffer buffer, VkD
 /* The ops, recorded into the caller's command buffer (in the recording state) instead of run. */
 SPK_API spk_status spk_record_softpick(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis,
                                        spk_tensor *y);
+SPK_API spk_status spk_record_normalize(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x, int axis,
+                                        spk_normalizer normalizer, spk_tensor *y);
 SPK_API spk_status spk_record_layer_norm(spk_context *ctx, VkCommandBuffer cmd, const spk_tensor *x,
                                          const spk_tensor *gamma, const spk_tensor *beta,
                                          const spk_layer_norm_desc *desc, spk_tensor *y);

@@ -152,12 +152,15 @@ class Context:
             if not device:
                 out.close()
 
-    def softpick(self, x, axis=-1):
-        """softpick(x)_i = x_i / (1 + sum_j |x_j|) along `axis` (negative counts from the end)."""
+    def softpick(self, x, axis=-1, kind="softpick"):
+        """softpick(x)_i = x_i / (1 + sum_j |x_j|) along `axis` (negative counts from the end), or with
+        kind "rectified-softpick" or "softmax" that normalizer (-inf elements masked)."""
         shape = _shape_of(x)
         if not isinstance(axis, (int, np.integer)):
             raise TypeError("axis must be an integer")
-        return self._run([x], ["softpick x"], shape, lambda xh, yh: lib.spk_softpick(self._live(), xh, int(axis), yh))
+        norm = _normalizer(kind, "kind")
+        return self._run([x], ["softpick x"], shape,
+                         lambda xh, yh: lib.spk_normalize(self._live(), xh, int(axis), norm, yh))
 
     def matmul(self, a, b, bias=None, gelu=False, residual=None):
         """C = gelu?(A B + bias) + residual: A [..., M, K], B [K, N] (or with A's batches), bias [N],
@@ -185,13 +188,21 @@ class Context:
 
         return self._run([x, gamma, beta], ["layer norm x", "layer norm gamma", "layer norm beta"], _shape_of(x), call)
 
-    def attention(self, q, k, v, num_heads, causal=True):
-        """Multi-head softpick attention: q, k, v [batch, seq, hidden], hidden = num_heads * head_dim."""
+    def attention(self, q, k, v, num_heads, causal=True, attention="softpick"):
+        """Multi-head attention: q, k, v [batch, seq, hidden], hidden = num_heads * head_dim, normalized
+        by `attention` ("softpick", "rectified-softpick" or "softmax")."""
         if not isinstance(num_heads, (int, np.integer)):
             raise TypeError("num_heads must be an integer")
+        desc = _lib.AttentionDesc(num_heads=int(num_heads), causal=bool(causal),
+                                  normalizer=_normalizer(attention, "attention"))
         return self._run([q, k, v], ["attention q", "attention k", "attention v"], _shape_of(q),
-                         lambda qh, kh, vh, oh: lib.spk_softpick_attention(self._live(), qh, kh, vh, int(num_heads),
-                                                                           bool(causal), oh))
+                         lambda qh, kh, vh, oh: lib.spk_attention(self._live(), ctypes.byref(desc), qh, kh, vh, oh))
+
+
+def _normalizer(name, what):
+    if name not in _lib.ATTENTIONS:
+        raise ValueError("%s must be one of %s, got %r" % (what, ", ".join(_lib.ATTENTIONS), name))
+    return _lib.ATTENTIONS[name]
 
 
 def _shape_of(x):

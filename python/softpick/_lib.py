@@ -82,6 +82,10 @@ class LayerNormDesc(ctypes.Structure):
     _fields_ = [("epsilon", ctypes.c_float), ("stats", handle)]
 
 
+class AttentionDesc(ctypes.Structure):
+    _fields_ = [("num_heads", ctypes.c_int), ("causal", ctypes.c_bool), ("normalizer", ctypes.c_int)]
+
+
 class ModelConfig(ctypes.Structure):
     _fields_ = [("embed_dim", ctypes.c_int), ("hidden_size", ctypes.c_int), ("num_heads", ctypes.c_int),
                 ("num_layers", ctypes.c_int), ("dropout", ctypes.c_float), ("window_size", ctypes.c_int),
@@ -114,9 +118,11 @@ _PROTOTYPES = {
     "spk_tensor_upload": (c_status, [handle, _f32p, ctypes.c_int64]),
     "spk_tensor_download": (c_status, [handle, _f32p, ctypes.c_int64]),
     "spk_softpick": (c_status, [handle, handle, ctypes.c_int, handle]),
+    "spk_normalize": (c_status, [handle, handle, ctypes.c_int, ctypes.c_int, handle]),
     "spk_matmul": (c_status, [handle, handle, handle, ctypes.POINTER(MatmulDesc), handle]),
     "spk_layer_norm": (c_status, [handle, handle, handle, handle, ctypes.POINTER(LayerNormDesc), handle]),
     "spk_softpick_attention": (c_status, [handle, handle, handle, handle, ctypes.c_int, ctypes.c_bool, handle]),
+    "spk_attention": (c_status, [handle, ctypes.POINTER(AttentionDesc), handle, handle, handle, handle]),
     "spk_model_config_default": (ModelConfig, [ctypes.c_int]),
     "spk_model_create": (c_status, [handle, ctypes.POINTER(ModelConfig), ctypes.POINTER(handle)]),
     "spk_model_create_from_safetensors": (c_status, [handle, ctypes.c_char_p, ctypes.POINTER(ModelConfig),

@@ -79,6 +79,42 @@ def test_softpick_every_axis(ctx):
             assert rel_error(y, ref_softpick(x, axis)) <= 1e-5
 
 
+def ref_normalize(x, axis, kind):
+    """float64 rectified softpick or softmax along `axis` (-inf masked)."""
+    x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    m = x.max(axis=-1, keepdims=True)
+    if kind == "softmax":
+        e = np.exp(x - m)
+        y = e / e.sum(axis=-1, keepdims=True)
+    else:
+        u = np.where(np.isfinite(x), np.exp(-m) * np.expm1(x), 0.0)
+        y = np.where(m > 0, np.maximum(u, 0) / (np.abs(u).sum(axis=-1, keepdims=True) + 1e-6), 0.0)
+    return np.moveaxis(y, -1, axis)
+
+
+def test_normalizers(ctx):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 40, 7)) * 3).astype(np.float32)
+    x[:, 5, :] = -np.inf
+    for kind in ("rectified-softpick", "softmax"):
+        for axis in (1, 2):
+            y = ctx.softpick(x[:, :, :] if axis == 1 else x[:, :6, :].transpose(0, 2, 1).copy(), axis=axis, kind=kind)
+            xa = x if axis == 1 else x[:, :6, :].transpose(0, 2, 1)
+            assert rel_error(y, ref_normalize(xa, axis, kind)) <= 1e-5
+    with pytest.raises(ValueError, match="kind"):
+        ctx.softpick(x, kind="rectified")
+    q, k, v = (rng.standard_normal((2, 9, 8)).astype(np.float32) for _ in range(3))
+    for kind in ("rectified-softpick", "softmax"):
+        want = np.zeros((2, 9, 8))
+        for b in range(2):
+            for h in range(2):
+                sl = slice(4 * h, 4 * h + 4)
+                s = q[b, :, sl].astype(np.float64) @ k[b, :, sl].T / 2.0
+                s[np.triu_indices(9, 1)] = -np.inf
+                want[b, :, sl] = ref_normalize(s, -1, kind) @ v[b, :, sl]
+        assert rel_error(ctx.attention(q, k, v, 2, attention=kind), want) <= 1e-5
+
+
 def test_matmul_epilogues_and_batches(ctx):
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((2, 7, 33)), rng.standard_normal((33, 65))

@@ -220,6 +220,30 @@ static spk_status step_backward_ops(spk_context *ctx, void *data) {
     return s;
 }
 
+/* The other normalizers: the op along rows and columns and its backward (a maxima pass first),
+ * and attention's forward (keeping the row statistics) and backward with rectified softpick. */
+static spk_status step_normalizers(spk_context *ctx, void *data) {
+    op_data *d = data;
+    int64_t shape[2] = {4, 60}, qkv[3] = {1, 4, 60}, rs[3] = {1, 2, 4};
+    spk_tensor *dx = NULL, *q = NULL, *o = NULL, *r = NULL, *g[3] = {NULL, NULL, NULL};
+    spk_status s = spk_tensor_create(ctx, 2, shape, &dx);
+    if (s == SPK_OK) s = spk_normalize(ctx, d->x, -1, SPK_NORMALIZER_SOFTMAX, d->y);
+    if (s == SPK_OK) s = spk_normalize(ctx, d->x, 0, SPK_NORMALIZER_RECTIFIED_SOFTPICK, d->y);
+    if (s == SPK_OK) s = spk_normalize_backward(ctx, d->x, d->y, -1, SPK_NORMALIZER_SOFTMAX, dx);
+    spk_attention_desc desc = {.num_heads = 2, .causal = true, .normalizer = SPK_NORMALIZER_RECTIFIED_SOFTPICK};
+    if (s == SPK_OK) s = spk_tensor_create(ctx, 3, qkv, &q);
+    if (s == SPK_OK) s = spk_tensor_create(ctx, 3, qkv, &o);
+    if (s == SPK_OK) s = spk_tensor_create(ctx, 3, rs, &r);
+    for (int i = 0; i < 3 && s == SPK_OK; i++) s = spk_tensor_create(ctx, 3, qkv, &g[i]);
+    if (s == SPK_OK) s = spk_tensor_upload(q, d->host, 4 * 60);
+    if (s == SPK_OK) s = spk_attention_train(ctx, &desc, q, q, q, o, r);
+    spk_attention_grads grads = {g[0], g[1], g[2]};
+    if (s == SPK_OK) s = spk_attention_backward(ctx, &desc, q, q, q, o, r, q, &grads);
+    spk_tensor_destroy(dx), spk_tensor_destroy(q), spk_tensor_destroy(o), spk_tensor_destroy(r);
+    for (int i = 0; i < 3; i++) spk_tensor_destroy(g[i]);
+    return s;
+}
+
 /* Tuning a small model: each problem's rule measured (the budget allows no more), the file written. */
 static spk_status step_tune(spk_context *ctx, void *data) {
     (void)data;
@@ -265,6 +289,8 @@ static const scenario g_scenarios[] = {
     {"self-test on a further context", prepare_nothing, step_selftest_contexts, cleanup_tensors, 0},
     {"self-test (training)", prepare_nothing, step_selftest_train, cleanup_tensors, 1},
     {"matmul and softpick backward", prepare_tensors, step_backward_ops, cleanup_tensors, 1},
+    {"rectified softpick and softmax: the op and attention, forward and backward", prepare_tensors, step_normalizers,
+     cleanup_tensors, 1},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 1},
     {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 1},
     {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 1},

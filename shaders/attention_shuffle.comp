@@ -11,8 +11,8 @@
 // 2 D per SG keys, for 2 SG D FMAs per lane. The exponential normalizers rescale the D
 // accumulators once per SG keys where the running maximum grows.
 //
-// MODE 1 and 2: the unfused reference, as in attention.comp (1 writes the scores to S, 2 reads
-// the softpick'ed scores from S for the product).
+// MODE 1 and 2: the unfused reference, as in attention.comp (1 writes the scores to S, future
+// ones as the normalizer's masked value, 2 reads the normalized scores from S for the product).
 //
 // TEXEL 1 reads q, k and v as uniform texel buffers (see matmul_shuffle.comp: on lavapipe a
 // texel fetch is a vectorized gather); VEC 4 fetches 4 dimensions at once (head_dim, strides and

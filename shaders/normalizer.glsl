@@ -33,11 +33,19 @@ float norm_masked() { return NORM == 0 ? 0.0 : uintBitsToFloat(0xff800000u); }
 
 // Rectified softpick's term e^(s - m) - e^-m, with em = e^-m. Near s = 0 the difference cancels
 // (at s = 1e-5 float32 keeps 2 digits of it): there it is e^-m (e^s - 1), e^s - 1 from its series
-// s (1 + s/2 (1 + s/3 (...))) to s^9 (relative error below 1e-8 for |s| < 1/2).
+// s (1 + s/2 (1 + s/3 (...))) to s^9 (relative error below 1e-8 for |s| < 1/2). Written out, not
+// as a loop: with the loop, lavapipe at subgroups of 4 cut the op's backward over rows of 15000
+// elements short (most likely its loop limiter, 65535 trips, counting the inner loop's).
 float norm_rect(float s, float m, float em) {
     if (abs(s) >= 0.5) return exp(s - m) - em;
-    float r = 1.0;
-    [[unroll]] for (int k = 9; k >= 2; k--) r = fma(s / float(k), r, 1.0);
+    float r = fma(s, 1.0 / 9.0, 1.0);
+    r = fma(s * (1.0 / 8.0), r, 1.0);
+    r = fma(s * (1.0 / 7.0), r, 1.0);
+    r = fma(s * (1.0 / 6.0), r, 1.0);
+    r = fma(s * (1.0 / 5.0), r, 1.0);
+    r = fma(s * (1.0 / 4.0), r, 1.0);
+    r = fma(s * (1.0 / 3.0), r, 1.0);
+    r = fma(s * 0.5, r, 1.0);
     return em * (s * r);
 }
 

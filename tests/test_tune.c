@@ -212,7 +212,7 @@ static void attention_normalizers_tune(void **state) {
         attention_seen s = {0};
         spk_tune_desc d = small_model();
         d.config.attention = (spk_normalizer)norm;
-        d.on_result = note_attention, d.user_data = &s, d.budget_seconds = 3;
+        d.on_result = note_attention, d.user_data = &s;
         spk_tune_report report;
         if (spk_tune(ctx, &d, &report) != SPK_OK) fail_msg("tune: %s", spk_context_last_error(ctx));
         if (s.excluded) fail_msg("%s: %d attention candidates excluded: %s", spk_normalizer_name((spk_normalizer)norm),

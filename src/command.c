@@ -120,8 +120,7 @@ static VkAccessFlags spk__write_access(VkPipelineStageFlags stage) {
 }
 
 /* Emits one barrier covering every tracked access when any of `refs` conflicts with them. */
-static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n,
-                                VkPipelineStageFlags stage) {
+static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n) {
     spk__recording *rec = ctx->rec;
     bool conflict = false;
     for (uint32_t i = 0; i < n && !conflict; i++) {
@@ -134,8 +133,9 @@ static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, c
     }
     if (!conflict) return;
     /* Read-after-write, write-after-read or write-after-write on overlapping bytes: order all
-     * earlier work before this command and make its writes visible. Everything tracked so far is
-     * covered, so the tracker starts over. */
+     * earlier work before this command and make its writes visible, to compute and transfer work
+     * alike whichever this command is (a buffer a dispatch reads may be copied next). Everything
+     * tracked so far is covered, so the tracker starts over. */
     VkPipelineStageFlags src_stage = 0;
     VkAccessFlags src_access = 0;
     for (uint32_t j = 0; j < rec->access_count; j++) {
@@ -143,22 +143,21 @@ static void spk__barrier_before(spk_context *ctx, const spk__buffer_ref *refs, c
         src_stage |= a->stage;
         if (a->write) src_access |= spk__write_access(a->stage);
     }
-    VkAccessFlags dst_access = stage == VK_PIPELINE_STAGE_TRANSFER_BIT
-                                   ? VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT
-                                   : VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
     VkMemoryBarrier barrier = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
         .srcAccessMask = src_access,
-        .dstAccessMask = dst_access,
+        .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |
+                         VK_ACCESS_SHADER_WRITE_BIT,
     };
-    ctx->vk.vkCmdPipelineBarrier(rec->cmd, src_stage, stage, 0, 1, &barrier, 0, NULL, 0, NULL);
+    ctx->vk.vkCmdPipelineBarrier(rec->cmd, src_stage, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                 0, 1, &barrier, 0, NULL, 0, NULL);
     rec->access_count = 0;
 }
 
 static spk_status spk__track(spk_context *ctx, const spk__buffer_ref *refs, const bool *writes, uint32_t n,
                              VkPipelineStageFlags stage) {
     spk__recording *rec = ctx->rec;
-    spk__barrier_before(ctx, refs, writes, n, stage);
+    spk__barrier_before(ctx, refs, writes, n);
     if (!spk__grow((void **)&rec->accesses, &rec->access_capacity, rec->access_count + n, sizeof *rec->accesses))
         return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t i = 0; i < n; i++)

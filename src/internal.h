@@ -317,7 +317,7 @@ extern const spk__shader spk__shader_softpick_rows_f1, spk__shader_softpick_rows
     spk__shader_softpick_cols_backward_f1, spk__shader_softpick_cols_backward_f4, spk__shader_softpick_rows_backward_texel_f1,
     spk__shader_softpick_rows_backward_texel_f4, spk__shader_softpick_cols_backward_texel_f1,
     spk__shader_softpick_cols_backward_texel_f4, spk__shader_copy_f4, spk__shader_copy_texel_f4, spk__shader_fma_peak,
-    spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_optimizer, spk__shader_optimizer_texel, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_s16, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_s16,
+    spk__shader_unary, spk__shader_unary_texel, spk__shader_loss, spk__shader_analyze, spk__shader_analyze_s16, spk__shader_optimizer, spk__shader_optimizer_texel, spk__shader_dropout, spk__shader_dropout_texel, spk__shader_column_sums, spk__shader_column_sums_texel, spk__shader_matmul, spk__shader_matmul_s16, spk__shader_matmul_shuffle, spk__shader_matmul_shuffle_s16,
     spk__shader_matmul_shuffle_texel, spk__shader_matmul_shuffle_texel_s16, spk__shader_matmul_shuffle_texel_bf16,
     spk__shader_matmul_shuffle_texel_bf16_s16, spk__shader_layer_norm_f1,
     spk__shader_layer_norm_f4, spk__shader_layer_norm_texel_f1, spk__shader_layer_norm_texel_f4, spk__shader_layer_norm_s16_f1,

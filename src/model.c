@@ -412,9 +412,9 @@ void spk__layer_views(const spk__layer_acts *k, int64_t batch, int64_t seq, int6
 /* Records the model on input [batch, seq, embed] into output (the output mode's shape). Inference
  * (keep NULL) uses the model's activation buffers, which must hold batch * seq rows, and
  * overwrites them layer after layer; training keeps every layer's activations in `keep` for the
- * backward (model_backward.c). */
+ * backward (model_backward.c). A probe records its own work after each layer (analyze.c). */
 spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq,
-                                    spk_tensor *output, const spk__acts *keep) {
+                                    spk_tensor *output, const spk__acts *keep, const spk__model_probe *probe) {
     spk_context *ctx = m->ctx;
     const spk_model_config *c = &m->cfg;
     int64_t h = c->hidden_size;
@@ -461,6 +461,7 @@ spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batc
         if (s == SPK_OK && pre) s = spk__record_matmul_gelu_keep_grad(ctx, a2, b->up.kernel, b->up.bias, pre, ff);
         else if (s == SPK_OK) s = spk__record_dense(ctx, a2, &b->up, SPK_ACTIVATION_GELU, NULL, ff);
         if (s == SPK_OK) s = spk__record_block_out(m, keep, ff, &b->down, xm, 2 * (uint32_t)l + 1, rows_h, xn);
+        if (s == SPK_OK && probe) s = probe->layer(m, probe->user, l, q, xn);
         x_in = xn;
     }
     if (s != SPK_OK) return s;
@@ -519,7 +520,7 @@ static spk_status spk__model_recording_for(spk_model *m, int64_t batch, int64_t 
             spk__buffer_ref staged = {m->staging.block->buffer, m->staging.offset, in_bytes};
             s = spk__copy(ctx, staged, input.ref);
         }
-        if (s == SPK_OK) s = spk__model_record(m, &input, batch, seq, &output, NULL);
+        if (s == SPK_OK) s = spk__model_record(m, &input, batch, seq, &output, NULL, NULL);
         if (s == SPK_OK && m->staging.block) {
             spk__buffer_ref staged = {m->staging.block->buffer, m->staging.offset + in_bytes, out_bytes};
             s = spk__copy(ctx, output.ref, staged);
@@ -598,7 +599,7 @@ spk_status spk_model_forward_tensors(spk_model *m, const spk_tensor *input, spk_
     spk_context *ctx = m->ctx;
     pthread_mutex_lock(&ctx->lock);
     s = spk__begin(ctx);
-    if (s == SPK_OK) s = spk__model_record(m, input, input->shape[0], input->shape[1], output, NULL);
+    if (s == SPK_OK) s = spk__model_record(m, input, input->shape[0], input->shape[1], output, NULL, NULL);
     if (s == SPK_OK) s = spk__submit_and_wait(ctx);
     pthread_mutex_unlock(&ctx->lock);
     return s;
@@ -608,7 +609,7 @@ spk_status spk_model_record_forward(spk_model *m, VkCommandBuffer cmd, const spk
     spk_status s = spk__forward_tensors_prepare(m, input, output);
     if (s == SPK_OK) s = spk__record_app_begin(m->ctx, cmd);
     if (s != SPK_OK) return s;
-    s = spk__model_record(m, input, input->shape[0], input->shape[1], output, NULL);
+    s = spk__model_record(m, input, input->shape[0], input->shape[1], output, NULL, NULL);
     spk__record_app_end(m->ctx);
     return s;
 }

@@ -208,9 +208,15 @@ struct spk__safetensors;
 /* Loads weights `w` (the model's, or moments of its layout) from the tensors named prefix + the
  * parameter names (prefix NULL: exactly the parameters, nothing else); checks everything first. */
 spk_status spk__load_params(spk_model *m, spk__weights *w, const struct spk__safetensors *st, const char *prefix);
-/* Records the forward (model.c); `keep` NULL for inference, else the training activations. */
+/* Work recorded after each layer of a forward, reading the layer's qkv and output x (analyze.c). */
+typedef struct spk__model_probe {
+    spk_status (*layer)(spk_model *m, void *user, int layer, const spk_tensor *qkv, const spk_tensor *x);
+    void *user;
+} spk__model_probe;
+/* Records the forward (model.c); `keep` NULL for inference, else the training activations;
+ * `probe` NULL, or work after each layer. */
 spk_status spk__model_record(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq, spk_tensor *output,
-                             const spk__acts *keep);
+                             const spk__acts *keep, const spk__model_probe *probe);
 /* Checks a forward's sizes; fills the mean-mode weights for a shape; sizes the activations. */
 spk_status spk__check_forward_size(spk_model *m, int64_t batch, int64_t seq);
 spk_status spk__mean_weights(spk_model *m, int64_t batch, int64_t seq);

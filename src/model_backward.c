@@ -418,7 +418,7 @@ static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key)
         s = spk__copy(ctx, (spk__buffer_ref){t->staging.block->buffer, t->staging.offset, tgt.ref.size}, tgt.ref);
     bool whole = key->has_opt && key->upto == SPK__PHASE_STEP;
     if (s == SPK_OK && whole) s = spk__record_zero_grad(m);
-    if (s == SPK_OK) s = spk__model_record(m, &in, key->batch, key->seq, &out, &t->acts);
+    if (s == SPK_OK) s = spk__model_record(m, &in, key->batch, key->seq, &out, &t->acts, NULL);
     if (s == SPK_OK && key->upto >= SPK__PHASE_LOSS)
         s = spk__record_loss(ctx, 0, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
     if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy);
@@ -499,7 +499,7 @@ typedef struct spk__own_pass {
 static spk_status spk__record_own_forward(spk_context *ctx, const void *arg) {
     (void)ctx;
     const spk__own_pass *p = arg;
-    return spk__model_record(p->m, p->in, p->in->shape[0], p->in->shape[1], p->out, &p->m->train->acts);
+    return spk__model_record(p->m, p->in, p->in->shape[0], p->in->shape[1], p->out, &p->m->train->acts, NULL);
 }
 
 static spk_status spk__record_own_backward(spk_context *ctx, const void *arg) {

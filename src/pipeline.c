@@ -43,6 +43,8 @@ SPK__SHADER(fma_peak, 2);
 SPK__SHADER(unary, 3);
 SPK__SHADER_WITH(unary_texel, 3, 2);
 SPK__SHADER(loss, 5);
+SPK__SHADER(analyze, 2);
+SPK__SHADER(analyze_s16, 2);
 SPK__SHADER(optimizer, 6);
 SPK__SHADER_WITH(optimizer_texel, 8, 4);
 SPK__SHADER(dropout, 4);

@@ -206,12 +206,13 @@ bool spk__ref_model_forward(const spk__ref_model *m, const float *input, int64_t
                                       m->cfg.attention, a, h, NULL);
             if (!ok) break;
             /* x += dropout(dense(o, out)); x += dropout(dense(gelu(dense(norm(x), up)), down)) */
-            spk__ref_dense(a, L->out_kernel, L->out_bias, rows, h, h, false, qkv);
-            spk__ref_add_dropped(m, 2 * (uint32_t)l, qkv, rows * h, x);
+            spk__ref_dense(a, L->out_kernel, L->out_bias, rows, h, h, false, f);
+            spk__ref_add_dropped(m, 2 * (uint32_t)l, f, rows * h, x);
             spk__ref_norm64(x, L->ffn_gamma, L->ffn_beta, rows, h, 1e-5, a);
             spk__ref_dense(a, L->up_kernel, L->up_bias, rows, h, 4 * h, true, f);
-            spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, qkv);
-            spk__ref_add_dropped(m, 2 * (uint32_t)l + 1, qkv, rows * h, x);
+            spk__ref_dense(f, L->down_kernel, L->down_bias, rows, 4 * h, h, false, a);
+            spk__ref_add_dropped(m, 2 * (uint32_t)l + 1, a, rows * h, x);
+            if (m->probe) m->probe(m->probe_user, l, qkv, x);
         }
     }
     if (ok) {

@@ -64,6 +64,9 @@ typedef struct spk__ref_model {
     float dropout;
     uint64_t seed;
     uint32_t step;
+    /* NULL, or called after each layer with its qkv [rows, 3 hidden] and output x [rows, hidden]. */
+    void (*probe)(void *user, int layer, const double *qkv, const double *x);
+    void *probe_user;
 } spk__ref_model;
 /* The forward of SPEC.md section 2 on x [batch, seq, embed_dim]; `out` receives
  * spk_model_output_shape's elements. false when out of host memory. */

@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "model.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -229,4 +230,41 @@ const char *test_data_path(const char *relative) {
 __attribute__((constructor)) static void test_filter_from_env(void) {
     const char *filter = getenv("SOFTPICK_TEST_FILTER");
     if (filter && *filter) cmocka_set_test_filter(filter);
+}
+
+void test_params_download(const spk_model *m, test_host_params *p) {
+    p->count = spk__weights_list(&m->w, m->cfg.num_layers, p->tensors);
+    for (uint32_t i = 0; i < p->count; i++) {
+        p->values[i] = test_alloc_floats(p->tensors[i]->count);
+        assert_int_equal(spk_tensor_download(p->tensors[i], p->values[i], p->tensors[i]->count), SPK_OK);
+    }
+}
+
+void test_params_free(test_host_params *p) {
+    for (uint32_t i = 0; i < p->count; i++) free(p->values[i]);
+    p->count = 0;
+}
+
+static const float *host_of(const test_host_params *p, const spk_tensor *t) {
+    for (uint32_t i = 0; i < p->count; i++)
+        if (p->tensors[i] == t) return p->values[i];
+    return NULL;
+}
+
+spk__ref_model test_ref_model(const spk_model *m, const test_host_params *p, spk__ref_layer *layers) {
+    const spk__weights *w = &m->w;
+    spk__ref_model r = {.cfg = m->cfg, .layers = layers};
+    r.in_kernel = host_of(p, w->input_projection.kernel), r.in_bias = host_of(p, w->input_projection.bias);
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const spk__layer *L = &w->layers[l];
+        layers[l] = (spk__ref_layer){
+            host_of(p, L->attn_norm.gamma), host_of(p, L->attn_norm.beta), host_of(p, L->qkv.kernel),
+            host_of(p, L->qkv.bias),        host_of(p, L->out.kernel),      host_of(p, L->out.bias),
+            host_of(p, L->ffn_norm.gamma),  host_of(p, L->ffn_norm.beta),   host_of(p, L->up.kernel),
+            host_of(p, L->up.bias),         host_of(p, L->down.kernel),     host_of(p, L->down.bias),
+        };
+    }
+    r.final_gamma = host_of(p, w->final_norm.gamma), r.final_beta = host_of(p, w->final_norm.beta);
+    r.head_kernel = host_of(p, w->head.kernel), r.head_bias = host_of(p, w->head.bias);
+    return r;
 }

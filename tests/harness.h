@@ -11,6 +11,7 @@
 // clang-format on
 
 #include "softpick/softpick.h"
+#include "reference.h"
 
 /* Messages the library logged through the test's callback, by kind. */
 typedef struct test_log {
@@ -78,5 +79,17 @@ unsigned char *test_safetensors_bytes(const test_st_entry *entries, int count, c
 const char *test_write_file(const char *name, const void *bytes, size_t size);
 /* The path of a file in tests/data. */
 const char *test_data_path(const char *relative);
+
+/* A model's parameters on the host, one array per tensor of spk__weights_list's order (freed by
+ * test_params_free), and the float64 reference model over them (src/reference.c). */
+#define TEST_MAX_TENSORS 64
+typedef struct test_host_params {
+    spk_tensor *tensors[TEST_MAX_TENSORS];
+    float *values[TEST_MAX_TENSORS];
+    uint32_t count;
+} test_host_params;
+void test_params_download(const spk_model *m, test_host_params *p);
+void test_params_free(test_host_params *p);
+spk__ref_model test_ref_model(const spk_model *m, const test_host_params *p, spk__ref_layer *layers);
 
 #endif

@@ -228,6 +228,49 @@ static void test_run_and_demo(void **state) {
 
 /* softpick selftest: the table and a verdict, exit 0; --only narrows it; nothing matching is an
  * error. */
+/* softpick analyze: one line per layer and head and per layer, rectified softpick's exact zeros
+ * (about half of its causal weights in the golden model), and one clear line for each error. */
+static void test_analyze_command(void **state) {
+    (void)state;
+    if (!have_device()) skip();
+    const char *dir = "golden/model-e20-h32-n4-l2-rectified/";
+    char weights[512], input[512], args[2048], line[512], out_path[256];
+    snprintf(weights, sizeof weights, "%s/%sweights.safetensors", SOFTPICK_TEST_DATA, dir);
+    snprintf(input, sizeof input, "%s/%sinput.npy", SOFTPICK_TEST_DATA, dir);
+    snprintf(args, sizeof args, "analyze --weights %s --input %s", weights, input);
+    int lines;
+    assert_int_equal(run_cli(args, &lines, line, sizeof line), 0);
+    assert_int_equal(lines, 0);
+    snprintf(out_path, sizeof out_path, "%s/stdout.txt", g_dir);
+    FILE *f = fopen(out_path, "r");
+    assert_non_null(f);
+    int head_rows = 0, layer_rows = 0, l, h;
+    double sink, sparsity, row_sum, first, kurtosis, max_abs;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%d %d %lf %lf %lf %lf", &l, &h, &sink, &sparsity, &row_sum, &first) == 6) {
+            head_rows++;
+            if (!(sparsity > 0.3 && sparsity < 0.7 && row_sum > 0.5 && row_sum <= 1.0)) fail_msg("head line '%s'", line);
+        } else if (sscanf(line, "%d %lf %lf", &l, &kurtosis, &max_abs) == 3) {
+            layer_rows++;
+            if (!(kurtosis >= 1.0 && max_abs > 0)) fail_msg("layer line '%s'", line);
+        }
+    }
+    fclose(f);
+    assert_int_equal(head_rows, 2 * 4);
+    assert_int_equal(layer_rows, 2);
+    const char *bad[][2] = {
+        {"analyze --weights %s", "usage"},
+        {"analyze --weights %s --input %s --attention soft", "rectified-softpick"},
+        {"analyze --weights %s --input %s --attention softpick", "says attention rectified-softpick"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(args, sizeof args, bad[i][0], weights, input);
+        int rc = run_cli(args, &lines, line, sizeof line);
+        if (rc == 0 || lines != 1 || !strstr(line, bad[i][1]))
+            fail_msg("'%s': exit %d, %d lines, first '%s'", args, rc, lines, line);
+    }
+}
+
 static void test_selftest_command(void **state) {
     (void)state;
     if (!have_device()) skip();
@@ -449,6 +492,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softpick_command),
         cmocka_unit_test(test_run_and_demo),
+        cmocka_unit_test(test_analyze_command),
         cmocka_unit_test(test_selftest_command),
         cmocka_unit_test(test_tune_command),
         cmocka_unit_test(test_errors_print_one_line),

@@ -129,6 +129,16 @@ static spk_status step_forward(spk_context *ctx, void *data) {
     return spk_model_forward(d->model, x, 2, 9, y);
 }
 
+static spk_status step_analyze(spk_context *ctx, void *data) {
+    (void)ctx;
+    op_data *d = data;
+    float x[2 * 9 * 20];
+    spk_head_analysis heads[2 * 4];
+    spk_layer_analysis layers[2];
+    test_fill_random(x, 2 * 9 * 20, 8);
+    return spk_model_analyze(d->model, x, 2, 9, heads, layers);
+}
+
 /* The self-test's erf line: its tensors, uploads, dispatch and reference under injection (on the
  * caller's context alone, so that the walk is the same every run). */
 static spk_status step_selftest(spk_context *ctx, void *data) {
@@ -284,6 +294,7 @@ static const scenario g_scenarios[] = {
     {"model creation from safetensors", prepare_nothing, step_model_create, cleanup_tensors, 0},
     {"safetensors load", prepare_model, step_load, cleanup_tensors, 0},
     {"forward pass", prepare_model, step_forward, cleanup_tensors, 0},
+    {"the paper's measurements (spk_model_analyze)", prepare_model, step_analyze, cleanup_tensors, 0},
     {"model with f16 weights and activations: creation and forward", prepare_nothing, step_half_model, cleanup_tensors, 0},
     {"self-test (erf)", prepare_nothing, step_selftest, cleanup_tensors, 0},
     {"self-test on a further context", prepare_nothing, step_selftest_contexts, cleanup_tensors, 0},

@@ -13,42 +13,10 @@
 #include "model.h"
 #include "reference.h"
 
-enum { BATCH = 2, SEQ = 5, MAX_TENSORS = 64 };
+enum { BATCH = 2, SEQ = 5 };
 /* A loss of the caller's own, through spk_model_forward_train and spk_model_backward:
  * L = sum_i v_i y_i, v in the target array (so dL/dy = v). */
 #define LINEAR ((spk_loss_kind)100)
-
-/* The model's parameters on the host, one array per tensor of spk__weights_list's order. */
-typedef struct host_params {
-    spk_tensor *tensors[MAX_TENSORS];
-    float *values[MAX_TENSORS];
-    uint32_t count;
-} host_params;
-
-static const float *host_of(const host_params *p, const spk_tensor *t) {
-    for (uint32_t i = 0; i < p->count; i++)
-        if (p->tensors[i] == t) return p->values[i];
-    return NULL;
-}
-
-/* The float64 reference over the host copies of the model's parameters. */
-static spk__ref_model ref_model(const spk_model *m, const host_params *p, spk__ref_layer *layers) {
-    const spk__weights *w = &m->w;
-    spk__ref_model r = {.cfg = m->cfg, .layers = layers};
-    r.in_kernel = host_of(p, w->input_projection.kernel), r.in_bias = host_of(p, w->input_projection.bias);
-    for (int l = 0; l < m->cfg.num_layers; l++) {
-        const spk__layer *L = &w->layers[l];
-        layers[l] = (spk__ref_layer){
-            host_of(p, L->attn_norm.gamma), host_of(p, L->attn_norm.beta), host_of(p, L->qkv.kernel),
-            host_of(p, L->qkv.bias),        host_of(p, L->out.kernel),      host_of(p, L->out.bias),
-            host_of(p, L->ffn_norm.gamma),  host_of(p, L->ffn_norm.beta),   host_of(p, L->up.kernel),
-            host_of(p, L->up.bias),         host_of(p, L->down.kernel),     host_of(p, L->down.bias),
-        };
-    }
-    r.final_gamma = host_of(p, w->final_norm.gamma), r.final_beta = host_of(p, w->final_norm.beta);
-    r.head_kernel = host_of(p, w->head.kernel), r.head_bias = host_of(p, w->head.bias);
-    return r;
-}
 
 /* L of SPEC.md section 6 in float64: mse over every element, or the mean cross-entropy per row. */
 static double ref_loss(const spk__ref_model *r, const float *x, spk_loss_kind loss, const float *target,
@@ -86,12 +54,11 @@ static void check_norm(spk_output_mode mode, int outputs, spk_loss_kind loss, fl
     spk_optimizer_desc sgd = spk_optimizer_defaults(SPK_OPTIMIZER_SGD);
     if (dropout > 0) assert_int_equal(spk_model_set_dropout(m, dropout, seed), SPK_OK);
     assert_int_equal(spk_model_init_random(m, 21 + (uint64_t)mode), SPK_OK);
-    host_params p = {.count = spk__weights_list(&m->w, c.num_layers, p.tensors)};
+    test_host_params p;
+    test_params_download(m, &p);
     /* Biases and norm offsets away from their zero initialisation, so their gradients matter. */
     for (uint32_t i = 0; i < p.count; i++) {
         int64_t n = p.tensors[i]->count;
-        p.values[i] = test_alloc_floats(n);
-        assert_int_equal(spk_tensor_download(p.tensors[i], p.values[i], n), SPK_OK);
         if (p.tensors[i]->ndim == 1) {
             test_fill_random(p.values[i], n, 100 + i);
             for (int64_t j = 0; j < n; j++) p.values[i][j] = 0.2f * p.values[i][j] + (j % 2 ? 1.0f : 0.0f);
@@ -108,7 +75,7 @@ static void check_norm(spk_output_mode mode, int outputs, spk_loss_kind loss, fl
 
     float got_loss = 0, y[BATCH * SEQ * 8];
     spk__ref_layer layers[2];
-    spk__ref_model r = ref_model(m, &p, layers);
+    spk__ref_model r = test_ref_model(m, &p, layers);
     r.dropout = dropout, r.seed = seed, r.step = 0;
     if (loss == LINEAR) { /* the forward on its own, checked too; then dL/dy = v */
         assert_int_equal(spk_model_backward(m, target), SPK_ERROR_INVALID_ARGUMENT); /* no forward yet */
@@ -126,7 +93,7 @@ static void check_norm(spk_output_mode mode, int outputs, spk_loss_kind loss, fl
     double want_loss = ref_loss(&r, x, loss, target, out_count, classes);
     assert_true(fabs(got_loss - want_loss) <= 1e-5 * fmax(1.0, fabs(want_loss)));
 
-    spk_tensor *grads[MAX_TENSORS];
+    spk_tensor *grads[TEST_MAX_TENSORS];
     assert_int_equal(spk__weights_list(&m->train->grad, c.num_layers, grads), p.count);
     double worst = 0;
     for (uint32_t i = 0; i < p.count; i++) {
@@ -162,7 +129,7 @@ static void check_norm(spk_output_mode mode, int outputs, spk_loss_kind loss, fl
            p.count, worst);
 
     /* Deterministic: zeroed and run again, the same bits in every gradient. */
-    float *first[MAX_TENSORS];
+    float *first[TEST_MAX_TENSORS];
     for (uint32_t i = 0; i < p.count; i++) {
         first[i] = test_alloc_floats(grads[i]->count);
         assert_int_equal(spk_tensor_download(grads[i], first[i], grads[i]->count), SPK_OK);

@@ -45,6 +45,7 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int cli_bench(int argc, char **argv);
 int cli_run(int argc, char **argv);
+int cli_analyze(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_selftest(int argc, char **argv);
 int cli_tune(int argc, char **argv);

@@ -1,4 +1,4 @@
-/* softpick run and softpick demo: the model on files, and on an embedded default. */
+/* softpick run, analyze and demo: the model on files, and on an embedded default. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +63,35 @@ static const char *mode_name(spk_output_mode mode) {
     return mode == SPK_OUTPUT_ALL ? "all" : mode == SPK_OUTPUT_MEAN ? "mean" : "last";
 }
 
+/* The model of a weights file (with the overrides, and --attention checked against it) and an
+ * input of its embed_dim, [batch, seq_len, embed_dim] (a 2-D input is one sequence), on a context
+ * for --device; prints the error and returns false on failure, having freed everything. */
+static bool load_model_input(const cli_args *args, const char *weights, const spk_model_config *overrides,
+                             const char *attention, const char *input, spk_array *x, spk_context **ctx,
+                             spk_model **model) {
+    char error[256];
+    if (spk_npy_read(input, x, error, sizeof error) != SPK_OK) return !cli_fail("%s: %s", input, error);
+    if (x->ndim == 2) { /* one sequence: [seq_len, embed_dim] */
+        x->shape[2] = x->shape[1], x->shape[1] = x->shape[0], x->shape[0] = 1, x->ndim = 3;
+    }
+    bool ok = x->ndim == 3 || cli_fail("%s: the input must be [batch, seq_len, embed_dim]", input);
+    *ctx = ok ? cli_context(args, NULL) : NULL;
+    *model = NULL;
+    ok = ok && *ctx;
+    if (ok && spk_model_create_from_safetensors(*ctx, weights, overrides, model) != SPK_OK)
+        ok = cli_fail("%s", spk_context_last_error(*ctx)) == 0;
+    ok = ok && cli_check_attention(attention, *model);
+    if (ok && x->shape[2] != spk_model_get_config(*model)->embed_dim)
+        ok = cli_fail("%s: the input's last dimension is %lld, the model's embed_dim is %d", input,
+                      (long long)x->shape[2], spk_model_get_config(*model)->embed_dim) == 0;
+    if (!ok) {
+        spk_model_destroy(*model);
+        spk_context_destroy(*ctx);
+        spk_array_free(x);
+    }
+    return ok;
+}
+
 int cli_run(int argc, char **argv) {
     const char *weights = NULL, *input = NULL, *output = NULL, *mode_text = "last";
     const char *heads = NULL, *layers = NULL, *hidden = NULL, *embed = NULL, *window = NULL, *dtype = NULL;
@@ -84,40 +113,68 @@ int cli_run(int argc, char **argv) {
     if (!cli_parse_sizes(heads, layers, hidden, embed, window, &overrides)) return 1;
     if (!cli_parse_attention(attention, &overrides.attention)) return 1;
 
-    char error[256];
     spk_array x;
-    if (spk_npy_read(input, &x, error, sizeof error) != SPK_OK) return cli_fail("%s: %s", input, error);
-    if (x.ndim == 2) { /* one sequence: [seq_len, embed_dim] */
-        x.shape[2] = x.shape[1], x.shape[1] = x.shape[0], x.shape[0] = 1, x.ndim = 3;
-    }
-    if (x.ndim != 3) {
-        spk_array_free(&x);
-        return cli_fail("%s: the input must be [batch, seq_len, embed_dim]", input);
-    }
-    spk_context *ctx = cli_context(&args, NULL);
-    if (!ctx) {
-        spk_array_free(&x);
-        return 1;
-    }
-    spk_model *model = NULL;
+    spk_context *ctx;
+    spk_model *model;
+    if (!load_model_input(&args, weights, &overrides, attention, input, &x, &ctx, &model)) return 1;
+    char error[256];
     float *y = NULL;
     int ndim = 0, rc = 0;
     int64_t shape[3];
-    spk_status s = spk_model_create_from_safetensors(ctx, weights, &overrides, &model);
-    if (s == SPK_OK && !cli_check_attention(attention, model)) {
-        rc = 1;
-    } else if (s == SPK_OK && x.shape[2] != spk_model_get_config(model)->embed_dim) {
-        rc = cli_fail("%s: the input's last dimension is %lld, the model's embed_dim is %d", input,
-                      (long long)x.shape[2], spk_model_get_config(model)->embed_dim);
-    } else if (s == SPK_OK) {
-        int64_t n = spk_model_output_shape(model, x.shape[0], x.shape[1], &ndim, shape);
-        y = n > 0 ? malloc((size_t)n * sizeof *y) : NULL;
-        if (!y) rc = cli_fail("the input is empty or too large");
-        else s = spk_model_forward(model, x.data, x.shape[0], x.shape[1], y);
-    }
-    if (!rc && s != SPK_OK) rc = cli_fail("%s", spk_context_last_error(ctx));
+    int64_t n = spk_model_output_shape(model, x.shape[0], x.shape[1], &ndim, shape);
+    y = n > 0 ? malloc((size_t)n * sizeof *y) : NULL;
+    if (!y) rc = cli_fail("the input is empty or too large");
+    else if (spk_model_forward(model, x.data, x.shape[0], x.shape[1], y) != SPK_OK)
+        rc = cli_fail("%s", spk_context_last_error(ctx));
     if (!rc && spk_npy_write(output, ndim, shape, y, error, sizeof error) != SPK_OK) rc = cli_fail("%s", error);
     free(y);
+    spk_model_destroy(model);
+    spk_context_destroy(ctx);
+    spk_array_free(&x);
+    return rc;
+}
+
+int cli_analyze(int argc, char **argv) {
+    const char *weights = NULL, *input = NULL, *attention = NULL, *act_dtype = NULL;
+    cli_option options[] = {{"weights", &weights}, {"input", &input}, {"attention", &attention},
+                            {"activation-dtype", &act_dtype}};
+    cli_args args;
+    if (!cli_parse(argc, argv, options, 4, &args)) return 1;
+    if (!weights || !input || args.positional_count)
+        return cli_fail("usage: softpick analyze --weights W.safetensors --input X.npy "
+                        "[--attention softpick|rectified-softpick|softmax] [--activation-dtype f32|f16]");
+    spk_model_config overrides = {0};
+    if (!cli_parse_dtypes(NULL, act_dtype, &overrides) || !cli_parse_attention(attention, &overrides.attention))
+        return 1;
+    spk_array x;
+    spk_context *ctx;
+    spk_model *model;
+    if (!load_model_input(&args, weights, &overrides, attention, input, &x, &ctx, &model)) return 1;
+    const spk_model_config *c = spk_model_get_config(model);
+    spk_head_analysis *heads = calloc((size_t)(c->num_layers * c->num_heads), sizeof *heads);
+    spk_layer_analysis *layers = calloc((size_t)c->num_layers, sizeof *layers);
+    int rc = 0;
+    if (!heads || !layers) rc = cli_fail("out of host memory");
+    else if (spk_model_analyze(model, x.data, x.shape[0], x.shape[1], heads, layers) != SPK_OK)
+        rc = cli_fail("%s", spk_context_last_error(ctx));
+    if (!rc) {
+        printf("attention %s, %d layers x %d heads, input [%lld, %lld, %lld]; per head (sink: mean weight on the "
+               "first key > 0.3)\n",
+               spk_normalizer_name(c->attention), c->num_layers, c->num_heads, (long long)x.shape[0],
+               (long long)x.shape[1], (long long)x.shape[2]);
+        printf("%5s  %4s  %9s  %9s  %12s  %12s\n", "layer", "head", "sink rate", "sparsity", "row sum |w|",
+               "first key w");
+        for (int l = 0; l < c->num_layers; l++)
+            for (int h = 0; h < c->num_heads; h++) {
+                const spk_head_analysis *a = &heads[l * c->num_heads + h];
+                printf("%5d  %4d  %9.4f  %9.4f  %12.6f  %12.6f\n", l, h, a->sink_rate, a->sparsity, a->row_abs_sum,
+                       a->first_key_weight);
+            }
+        printf("%5s  %12s  %14s\n", "layer", "kurtosis", "max |hidden|");
+        for (int l = 0; l < c->num_layers; l++) printf("%5d  %12.4f  %14.6g\n", l, layers[l].kurtosis, layers[l].max_abs);
+    }
+    free(heads);
+    free(layers);
     spk_model_destroy(model);
     spk_context_destroy(ctx);
     spk_array_free(&x);

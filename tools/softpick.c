@@ -17,6 +17,9 @@ static const char usage[] =
     "      [--weights-dtype f32|f16|bf16] [--activation-dtype f32|f16]\n"
     "      [--attention softpick|rectified-softpick|softmax] (default: the file's, else softpick)\n"
     "                                       the transformer on [batch, seq_len, embed_dim] input\n"
+    "  analyze --weights W.safetensors --input X.npy [--attention A] [--activation-dtype f32|f16]\n"
+    "                                       the softpick paper's measurements per layer and head: attention\n"
+    "                                       sink rate, sparsity, row sums; the hidden states' kurtosis, max\n"
     "  demo [--weights-dtype D] [--activation-dtype D] [--attention A]\n"
     "                                       the transformer on an embedded default (no files)\n"
     "  demo train                           a student learns a random teacher's classes, on the device\n"
@@ -137,6 +140,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
     if (strcmp(command, "softpick") == 0) return cmd_softpick(argc - 2, argv + 2);
     if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);
+    if (strcmp(command, "analyze") == 0) return cli_analyze(argc - 2, argv + 2);
     if (strcmp(command, "demo") == 0) return cli_demo(argc - 2, argv + 2);
     if (strcmp(command, "selftest") == 0) return cli_selftest(argc - 2, argv + 2);
     if (strcmp(command, "tune") == 0) return cli_tune(argc - 2, argv + 2);

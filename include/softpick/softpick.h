@@ -587,6 +587,24 @@ SPK_API spk_status spk_model_forward(spk_model *model, const float *input, int64
  * spk_model_output_shape's shape. Recorded on every call (the input and output are the caller's). */
 SPK_API spk_status spk_model_forward_tensors(spk_model *model, const spk_tensor *input, spk_tensor *output);
 
+/* The softpick paper's measurements of attention and hidden states (Zuhri et al. 2025,
+ * measure_metrics.py) over one forward, on the device: each attention row is recomputed from the
+ * layer's q and k (no [seq, seq] tensor is held) and reduced to a few numbers per row. */
+typedef struct spk_head_analysis {
+    double sink_rate;        /* share of samples whose mean weight on the first key, over queries, exceeds 0.3 */
+    double sparsity;         /* share of exact zeros among the causal weights (the lower triangle, diagonal included) */
+    double row_abs_sum;      /* mean over queries of sum_j |w_j| */
+    double first_key_weight; /* mean weight on the first key, over samples and queries */
+} spk_head_analysis;
+typedef struct spk_layer_analysis {
+    double kurtosis; /* mu4 / mu2^2 (not excess: 3 for a Gaussian) of the block's output, every value */
+    double max_abs;  /* its largest |value| */
+} spk_layer_analysis;
+/* Runs the model on `input` ([batch, seq_len, embed_dim] floats, as spk_model_forward) and fills
+ * heads[layer * num_heads + head] and layers[layer]. */
+SPK_API spk_status spk_model_analyze(spk_model *model, const float *input, int64_t batch, int64_t seq_len,
+                                     spk_head_analysis *heads, spk_layer_analysis *layers);
+
 /* ---------------------------------------------------------------------------------------------
  * Training (SPEC.md section 6). Each parameter has a gradient of its shape, accumulated over
  * calls until spk_model_zero_grad (as PyTorch's .grad). Training state (gradients, the kept

@@ -97,6 +97,15 @@ class ModelMemory(ctypes.Structure):
     _fields_ = [("weights", ctypes.c_uint64), ("activations", ctypes.c_uint64), ("training", ctypes.c_uint64)]
 
 
+class HeadAnalysis(ctypes.Structure):
+    _fields_ = [("sink_rate", ctypes.c_double), ("sparsity", ctypes.c_double), ("row_abs_sum", ctypes.c_double),
+                ("first_key_weight", ctypes.c_double)]
+
+
+class LayerAnalysis(ctypes.Structure):
+    _fields_ = [("kurtosis", ctypes.c_double), ("max_abs", ctypes.c_double)]
+
+
 class OptimizerDesc(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int), ("lr", ctypes.c_float), ("beta1", ctypes.c_float), ("beta2", ctypes.c_float),
                 ("eps", ctypes.c_float), ("weight_decay", ctypes.c_float), ("clip_norm", ctypes.c_float)]
@@ -134,6 +143,8 @@ _PROTOTYPES = {
     "spk_model_output_shape": (ctypes.c_int64, [handle, ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ctypes.c_int),
                                                 _i64p]),
     "spk_model_forward": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, _f32p]),
+    "spk_model_analyze": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(HeadAnalysis),
+                                     ctypes.POINTER(LayerAnalysis)]),
     "spk_model_memory": (c_status, [handle, ctypes.POINTER(ModelMemory)]),
     "spk_model_save_safetensors": (c_status, [handle, ctypes.c_char_p]),
     "spk_model_save_state": (c_status, [handle, ctypes.c_char_p]),

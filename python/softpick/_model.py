@@ -197,6 +197,27 @@ class Model:
                          "forward")
         return out
 
+    def analyze(self, x):
+        """The softpick paper's measurements (Zuhri et al. 2025) of the forward on x, computed on the
+        device: a dict of numpy arrays, per layer and head ([num_layers, num_heads]): "sink_rate" (the
+        share of samples whose mean weight on the first key, over queries, exceeds 0.3), "sparsity"
+        (the share of exact zeros among the causal weights), "row_abs_sum" (the mean over queries of
+        sum |w|), "first_key_weight"; per layer ([num_layers]): "kurtosis" (mu4 / mu2^2 of the
+        block's output, not excess) and "max_abs" (its largest |value|)."""
+        a = self._input(x)
+        c = lib.spk_model_get_config(self._live()).contents
+        layers, heads = c.num_layers, c.num_heads
+        head_out = (_lib.HeadAnalysis * (layers * heads))()
+        layer_out = (_lib.LayerAnalysis * layers)()
+        self._ctx._check(lib.spk_model_analyze(self._live(), _lib.floats(a), a.shape[0], a.shape[1], head_out,
+                                               layer_out), "analyze")
+        result = {}
+        for name, _ in _lib.HeadAnalysis._fields_:
+            result[name] = np.array([getattr(h, name) for h in head_out]).reshape(layers, heads)
+        for name, _ in _lib.LayerAnalysis._fields_:
+            result[name] = np.array([getattr(l, name) for l in layer_out])
+        return result
+
     def _targets(self, target, loss, rows_shape):
         if loss not in _lib.LOSSES:
             raise ValueError("loss must be mse or cross-entropy, got %r" % (loss,))

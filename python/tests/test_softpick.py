@@ -208,6 +208,67 @@ def test_golden_normalizers(ctx, case, attention):
         softpick.Model(ctx, 8, hidden_size=8, num_heads=2, num_layers=1, attention="rectified")
 
 
+def ref_layer_norm(x, gamma, beta):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * gamma + beta
+
+
+def ref_analyze(w, x, heads, attention):
+    """The paper's measurements in float64 from a numpy forward over the file's weights."""
+    dense = lambda a, n: a @ w[n + ".kernel"].astype(np.float64) + w[n + ".bias"]
+    x = np.asarray(x, np.float64)
+    if "input_projection.kernel" in w:
+        x = dense(x, "input_projection")
+    batch, seq, hidden = x.shape
+    hd, out, l = hidden // heads, {k: [] for k in ("sink_rate", "sparsity", "row_abs_sum", "kurtosis", "max_abs")}, 1
+    while "softpick_block_%d_attn_norm.gamma" % l in w:
+        p = "softpick_block_%d_" % l
+        a = ref_layer_norm(x, w[p + "attn_norm.gamma"], w[p + "attn_norm.beta"])
+        q, k, v = (dense(a, p + "attn_%s_proj" % n).reshape(batch, seq, heads, hd).transpose(0, 2, 1, 3) for n in "qkv")
+        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
+        future = np.triu(np.ones((seq, seq), bool), 1)
+        if attention == "softpick":
+            s[..., future] = 0
+            p_ = s / (1 + np.abs(s).sum(-1, keepdims=True))
+        else:
+            s[..., future] = -np.inf
+            p_ = ref_normalize(s, -1, attention)
+        live = ~future
+        out["sink_rate"].append((p_[..., 0].mean(-1) > 0.3).mean(0))
+        out["sparsity"].append(((p_ == 0) & live).sum((0, 2, 3)) / (batch * live.sum()))
+        out["row_abs_sum"].append(np.abs(p_).sum(-1).mean((0, 2)))
+        o = (p_ @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
+        x = x + dense(o, p + "attn_out_proj")
+        f = ref_gelu(dense(ref_layer_norm(x, w[p + "ffn_norm.gamma"], w[p + "ffn_norm.beta"]), p + "ffn_up"))
+        x = x + dense(f, p + "ffn_down")
+        c = x - x.mean()
+        out["kurtosis"].append((c ** 4).mean() / (c ** 2).mean() ** 2)
+        out["max_abs"].append(np.abs(x).max())
+        l += 1
+    return {k: np.array(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("case,attention", [("model-e20-h32-n4-l2", "softpick"),
+                                            ("model-e20-h32-n4-l2-rectified", "rectified-softpick"),
+                                            ("model-e48-h48-n3-l3-softmax", "softmax")])
+def test_analyze(ctx, case, attention):
+    d = os.path.join(GOLDEN, case)
+    model = softpick.Model.from_safetensors(ctx, os.path.join(d, "weights.safetensors"))
+    x = np.load(os.path.join(d, "input.npy"))
+    got, want = model.analyze(x), ref_analyze(read_safetensors(os.path.join(d, "weights.safetensors")), x,
+                                              model.config["num_heads"], attention)
+    layers, heads = model.config["num_layers"], model.config["num_heads"]
+    assert got["sink_rate"].shape == (layers, heads) and got["kurtosis"].shape == (layers,)
+    np.testing.assert_array_equal(got["sink_rate"], want["sink_rate"])
+    np.testing.assert_allclose(got["sparsity"], want["sparsity"], atol=1.0 / (x.shape[0] * x.shape[1] ** 2))
+    for name in ("row_abs_sum", "kurtosis", "max_abs"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4)
+    assert (got["sparsity"] > 0.3).all() if attention == "rectified-softpick" else (got["sparsity"] == 0).all()
+    with pytest.raises(ValueError, match="input"):
+        model.analyze(x[..., :3])
+    model.close()
+
+
 def test_model_save_and_reload(ctx, tmp_path):
     m = softpick.Model(ctx, 12, hidden_size=16, num_heads=2, num_layers=1, window_size=5, num_outputs=3, seed=7)
     x = np.random.default_rng(6).standard_normal((2, 5, 12))

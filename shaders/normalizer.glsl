@@ -84,19 +84,17 @@ float norm_dscore(float s, float dp, float dd, vec2 row) {
 // ---- the standalone op (softpick_rows.comp, softpick_cols.comp) ---------------------------------
 // Along an axis, with the axis's maximum m known first (a pass of its own): -inf elements are
 // masked (no weight, no part of any sum; the unfused attention path writes them for future keys).
-// op_max turns the axis's largest element into the M the terms use; op_mass is an element's part
-// of the sum S, op_weight its unnormalized weight (y = op_weight / norm_total(S)); op_dx is the
-// backward from dy, S and T = sum dy op_weight (the maximum held constant).
+// op_max turns the axis's largest element into the M the terms use; op_term is an element's
+// (unnormalized weight, part of the sum S) at M with em = e^-M: norm_term, -inf elements masked
+// (y = weight / norm_total(S)); op_dx is the backward from dy, S and T = sum dy weight (the
+// maximum held constant).
 float op_max(float m) { return NORM == 1 ? max(m, 0.0) : m; }
-float op_mass(float x, float m) {
-    if (NORM == 0) return abs(x);
-    if (NORM == 2) return exp(x - m);
-    return isinf(x) && x < 0.0 ? 0.0 : abs(norm_rect(x, m, exp(-m)));
+vec2 op_term(float x, float m) {
+    if (NORM != 0 && isinf(x) && x < 0.0) return vec2(0.0);
+    return norm_term(x, m, NORM == 1 ? exp(-m) : 0.0);
 }
-float op_weight(float x, float m) {
-    if (NORM == 0) return x;
-    return NORM == 2 ? exp(x - m) : max(norm_rect(x, m, exp(-m)), 0.0);
-}
+float op_mass(float x, float m) { return op_term(x, m).y; }
+float op_weight(float x, float m) { return op_term(x, m).x; }
 float op_dx(float x, float dy, float s, float t, float m) {
     float z = norm_total(s);
     if (NORM == 0) return (dy - sign(x) * (t / z)) / z;

@@ -279,11 +279,8 @@ static spk_status spk__attention_check(spk_context *ctx, const spk_attention_des
     *args = (spk__attention_args){0};
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
     if (!desc) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "attention: desc is NULL");
-    if (!spk_normalizer_name(desc->normalizer))
-        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT,
-                         "unknown attention normalizer %d (softpick, rectified-softpick or softmax)",
-                         (int)desc->normalizer);
-    spk_status status = spk__check_activation(ctx, q, "attention", "attention q");
+    spk_status status = spk__check_normalizer(ctx, desc->normalizer);
+    if (status == SPK_OK) status = spk__check_activation(ctx, q, "attention", "attention q");
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, k, "attention k (q's dtype)", SPK__DTYPE_BIT(q->dtype));
     if (status == SPK_OK) status = spk__check_tensor_dtypes(ctx, v, "attention v (q's dtype)", SPK__DTYPE_BIT(q->dtype));
     if (status == SPK_OK) status = spk__check_activation(ctx, out, "attention", "attention output");

@@ -278,6 +278,10 @@ uint64_t spk__fnv1a_more(uint64_t h, const unsigned char *p, size_t n);
 unsigned char *spk__read_file(const char *path, size_t *size);
 /* The smallest power of two >= v (v <= 2^31). */
 uint32_t spk__pow2_at_least(uint64_t v);
+/* The normalizers' names, for messages; SPK_OK for a known normalizer, else
+ * SPK_ERROR_INVALID_ARGUMENT naming the accepted ones (model_config.c). */
+#define SPK__NORMALIZERS "softpick, rectified-softpick or softmax"
+spk_status spk__check_normalizer(spk_context *ctx, spk_normalizer normalizer);
 static inline bool spk__is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 /* ---- memory.c --------------------------------------------------------------------------- */

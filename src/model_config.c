@@ -28,6 +28,11 @@ const char *spk_normalizer_name(spk_normalizer normalizer) {
     return (unsigned)normalizer < 3 ? spk__normalizer_names[normalizer] : NULL;
 }
 
+spk_status spk__check_normalizer(spk_context *ctx, spk_normalizer normalizer) {
+    if (spk_normalizer_name(normalizer)) return SPK_OK;
+    return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "unknown normalizer %d (" SPK__NORMALIZERS ")", (int)normalizer);
+}
+
 spk_status spk_normalizer_parse(const char *name, spk_normalizer *out) {
     for (int i = 0; i < 3 && name; i++)
         if (!strcmp(name, spk__normalizer_names[i])) return *out = (spk_normalizer)i, SPK_OK;
@@ -51,7 +56,7 @@ spk_status spk_model_config_check(const spk_model_config *c, char *error, size_t
     else if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) why = "dropout must be in [0, 1)";
     else if ((unsigned)c->output_mode > SPK_OUTPUT_MEAN) why = "unknown output mode";
     else if (!spk_normalizer_name(c->attention))
-        why = "unknown attention normalizer (softpick, rectified-softpick or softmax)";
+        why = "unknown attention normalizer (" SPK__NORMALIZERS ")";
     else if (!spk_dtype_size(c->weights_dtype)) why = "unknown weights_dtype";
     else if (c->activation_dtype != SPK_DTYPE_F32 && c->activation_dtype != SPK_DTYPE_F16)
         why = "activation_dtype must be f32 or f16";

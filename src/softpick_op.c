@@ -298,10 +298,8 @@ static spk_status spk__softpick_check(spk_context *ctx, const spk_tensor *x, int
                                       const spk_tensor *y, bool *empty) {
     *empty = true;
     if (!ctx) return SPK_ERROR_INVALID_ARGUMENT;
-    if (!spk_normalizer_name(norm))
-        return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT,
-                         "unknown normalizer %d (softpick, rectified-softpick or softmax)", (int)norm);
-    spk_status status = spk__check_activation(ctx, x, "softpick", "softpick input");
+    spk_status status = spk__check_normalizer(ctx, norm);
+    if (status == SPK_OK) status = spk__check_activation(ctx, x, "softpick", "softpick input");
     if (status == SPK_OK) status = spk__check_activation(ctx, y, "softpick", "softpick output");
     if (status != SPK_OK) return status;
     if (axis < -x->ndim || axis >= x->ndim)

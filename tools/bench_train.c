@@ -155,16 +155,38 @@ static int bench_attention_backward(spk_context *ctx, int repeats, const ceiling
 
 /* ---- the training step ------------------------------------------------------------------- */
 
-/* The whole step again on a model recorded with the context's tuned choices. */
-static int bench_train_tuned(spk_context *ctx, int repeats, const spk_model_config *cfg, train_run r, double rules_ns) {
-    uint32_t entries;
-    const char *path = spk_context_tuning_path(ctx, &entries);
+/* The whole step of a fresh model of `cfg` (dropout 0.1, seed 1), as `r` runs it: the median GPU
+ * ns, 0 on failure. */
+static uint64_t bench_step(spk_context *ctx, int repeats, const spk_model_config *cfg, train_run r) {
     spk_status s = spk_model_create(ctx, cfg, &r.m);
     if (s == SPK_OK) s = spk_model_init_random(r.m, 1);
     if (s == SPK_OK) s = spk_model_set_dropout(r.m, 0.1f, 1);
     r.upto = SPK__PHASE_STEP, r.inference = false;
-    uint64_t tuned = s == SPK_OK ? median_ns(run_phase, &r, repeats) : 0;
+    uint64_t ns = s == SPK_OK ? median_ns(run_phase, &r, repeats) : 0;
     spk_model_destroy(r.m);
+    return ns;
+}
+
+/* The whole step with the other normalizers, beside softpick's. */
+static int bench_train_normalizers(spk_context *ctx, int repeats, const spk_model_config *cfg, train_run r,
+                                   double softpick_ns) {
+    for (int n = SPK_NORMALIZER_RECTIFIED_SOFTPICK; n <= SPK_NORMALIZER_SOFTMAX; n++) {
+        spk_model_config c = *cfg;
+        c.attention = (spk_normalizer)n;
+        uint64_t ns = bench_step(ctx, repeats, &c, r);
+        if (!ns) return cli_fail("bench train (%s) failed: %s", spk_normalizer_name(c.attention), spk_context_last_error(ctx));
+        char label[64];
+        snprintf(label, sizeof label, "step, %s", spk_normalizer_name(c.attention));
+        printf("%-30s %10.2f  %.2fx softpick's step\n", label, (double)ns / 1e6, (double)ns / softpick_ns);
+    }
+    return 0;
+}
+
+/* The whole step again on a model recorded with the context's tuned choices. */
+static int bench_train_tuned(spk_context *ctx, int repeats, const spk_model_config *cfg, train_run r, double rules_ns) {
+    uint32_t entries;
+    const char *path = spk_context_tuning_path(ctx, &entries);
+    uint64_t tuned = bench_step(ctx, repeats, cfg, r);
     if (!tuned) return cli_fail("bench train (tuned) failed: %s", spk_context_last_error(ctx));
     printf("%-30s %10.2f  %.2fx the rules' step (%u choices from %s)\n", "step, tuned", (double)tuned / 1e6,
            rules_ns / (double)tuned, entries, path[0] ? path : "no tuning file");
@@ -229,6 +251,7 @@ int bench_train(spk_context *ctx, int repeats, bool tuned) {
            (double)batch * 1e9 / step, step_gflops, f / 1e9, c.fma_gflops > 0 ? step_gflops / c.fma_gflops : 0,
            (double)med[4] / 1e6, fwd_gflops, c.fma_gflops > 0 ? fwd_gflops / c.fma_gflops : 0,
            step_gflops / fwd_gflops);
+    int rc = bench_train_normalizers(ctx, repeats, &cfg, r, step);
     /* Kernel time by shader over one profiled step. */
     enum { MAX = 2048, SHADERS = 24 };
     uint64_t *times = calloc(MAX, sizeof *times);
@@ -256,7 +279,7 @@ int bench_train(spk_context *ctx, int repeats, bool tuned) {
            "kept activations for %lld positions)\n",
            (double)allocated / (1 << 20), (double)used / (1 << 20), (long long)(batch * seq));
     spk_model_destroy(m);
-    int rc = bench_attention_backward(ctx, repeats, &c);
+    if (rc == 0) rc = bench_attention_backward(ctx, repeats, &c);
     ctx->tuned_count = tuned_count;
     if (rc == 0 && tuned) rc = bench_train_tuned(ctx, repeats, &cfg, r, step);
     free(x), free(t), free(y);

@@ -162,6 +162,16 @@ class Context:
         return self._run([x], ["softpick x"], shape,
                          lambda xh, yh: lib.spk_normalize(self._live(), xh, int(axis), norm, yh))
 
+    def softpick_backward(self, x, dy, axis=-1, kind="softpick"):
+        """dL/dx of softpick (or `kind`) along `axis` at x, from the upstream gradient dy = dL/dy (for
+        the exponential forms the row's maximum held constant, as the attention backward does)."""
+        shape = _shape_of(x)
+        if not isinstance(axis, (int, np.integer)):
+            raise TypeError("axis must be an integer")
+        norm = _normalizer(kind, "kind")
+        return self._run([x, dy], ["softpick x", "softpick dy"], shape,
+                         lambda xh, dyh, dxh: lib.spk_normalize_backward(self._live(), xh, dyh, int(axis), norm, dxh))
+
     def matmul(self, a, b, bias=None, gelu=False, residual=None):
         """C = gelu?(A B + bias) + residual: A [..., M, K], B [K, N] (or with A's batches), bias [N],
         residual C's shape. Products and sums in float32."""

@@ -128,6 +128,7 @@ _PROTOTYPES = {
     "spk_tensor_download": (c_status, [handle, _f32p, ctypes.c_int64]),
     "spk_softpick": (c_status, [handle, handle, ctypes.c_int, handle]),
     "spk_normalize": (c_status, [handle, handle, ctypes.c_int, ctypes.c_int, handle]),
+    "spk_normalize_backward": (c_status, [handle, handle, handle, ctypes.c_int, ctypes.c_int, handle]),
     "spk_matmul": (c_status, [handle, handle, handle, ctypes.POINTER(MatmulDesc), handle]),
     "spk_layer_norm": (c_status, [handle, handle, handle, handle, ctypes.POINTER(LayerNormDesc), handle]),
     "spk_softpick_attention": (c_status, [handle, handle, handle, handle, ctypes.c_int, ctypes.c_bool, handle]),

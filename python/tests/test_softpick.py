@@ -115,6 +115,26 @@ def test_normalizers(ctx):
         assert rel_error(ctx.attention(q, k, v, 2, attention=kind), want) <= 1e-5
 
 
+def test_normalizer_backward(ctx):
+    """dL/dx against central differences of the float64 forward (L = sum dy * y)."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((4, 9)) * 2).astype(np.float64)
+    dy = rng.standard_normal((4, 9))
+    forward = {"softpick": lambda a: ref_softpick(a, -1)}
+    for kind in ("softpick", "rectified-softpick", "softmax"):
+        f = forward.get(kind, lambda a, kind=kind: ref_normalize(a, -1, kind))
+        got = ctx.softpick_backward(x.astype(np.float32), dy.astype(np.float32), axis=-1, kind=kind)
+        want = np.zeros_like(x)
+        for i in np.ndindex(x.shape):
+            up, down = x.copy(), x.copy()
+            up[i] += 1e-6
+            down[i] -= 1e-6
+            want[i] = ((f(up) - f(down)) * dy).sum() / 2e-6
+        assert rel_error(got, want) <= 1e-4, kind
+    with pytest.raises(ValueError, match="kind"):
+        ctx.softpick_backward(x, dy, kind="relu")
+
+
 def test_matmul_epilogues_and_batches(ctx):
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((2, 7, 33)), rng.standard_normal((33, 65))

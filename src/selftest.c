@@ -554,7 +554,8 @@ void spk__st_attention(spk__selftest *st) {
     spk_context *ctx = st->ctx;
     static const int64_t cases[][3] = {{1, 1, 1}, {7, 3, 33}, {33, 4, 16}, {257, 2, 64}, {9, 1, 128}};
     /* Each kernel with the seed's softpick on every case, then with the exponential normalizers
-     * on three (each normalizer a pipeline of its own). */
+     * on two, and on the head size 64 case with one of them per kernel (each normalizer and head
+     * size a pipeline of its own: seconds of LLVM on CPU drivers at 64). */
     for (int norm = 0; norm < 3 && st->fatal == SPK_OK; norm++)
         for (int kernel = 0; kernel < 3 && st->fatal == SPK_OK; kernel++) {
             if (norm) spk__st_begin(st, "attention", 1e-5, "%s, %s", spk_normalizer_name((spk_normalizer)norm),
@@ -564,7 +565,7 @@ void spk__st_attention(spk__selftest *st) {
             if (kernel > 0 && !spk__attention_shuffle_supported(ctx)) why = "device has no subgroup shuffles of one fixed size";
             if (kernel == 2 && !ctx->caps.texel_buffers) why = "device has no float uniform texel buffers";
             for (size_t c = norm ? 1 : 0; !why && c < (norm ? 4 : SPK__ARRAY_LEN(cases)) && st->fatal == SPK_OK; c++)
-                for (int causal = 1; causal >= 0 && st->fatal == SPK_OK; causal--)
+                for (int causal = 1; causal >= 0 && st->fatal == SPK_OK && !(c == 3 && norm && (norm + kernel) % 2 == 0); causal--)
                     spk__st_attention_case(st, kernel, SPK_DTYPE_F32, (spk_normalizer)norm, cases[c][0], cases[c][1],
                                            cases[c][2], causal);
             spk__st_end(st, why);

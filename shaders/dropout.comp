@@ -29,7 +29,8 @@ layout(set = 0, binding = 3) readonly buffer Step { float step_state[]; }; // [0
 
 layout(push_constant) uniform Push {
     uint n, seed_lo, seed_hi, site, threshold;
-    float scale; // 1 / (1 - rate)
+    float scale;  // 1 / (1 - rate)
+    uint offset;  // element i's index in the mask: offset + i (a process's rows of a global batch)
 } pc;
 
 #include "dropout.glsl"
@@ -43,7 +44,7 @@ void main() {
     if (i0 >= pc.n) return;
     uint h = dropout_base(pc.seed_lo, pc.seed_hi, step_state[0], pc.site);
     uvec4 at = min(i0 + uvec4(0, 1, 2, 3), uvec4(pc.n - 1)); // past n: never stored
-    vec4 kept = dropout_apply(h, pc.threshold, pc.scale, i0, vec4(LOAD(y, at.x), LOAD(y, at.y), LOAD(y, at.z), LOAD(y, at.w)));
+    vec4 kept = dropout_apply(h, pc.threshold, pc.scale, pc.offset + i0, vec4(LOAD(y, at.x), LOAD(y, at.y), LOAD(y, at.z), LOAD(y, at.w)));
     if (MODE == 0) kept += vec4(LOAD(residual, at.x), LOAD(residual, at.y), LOAD(residual, at.z), LOAD(residual, at.w));
     if ((pc.n & 3u) == 0) {
         o4[i0 / 4] = kept;

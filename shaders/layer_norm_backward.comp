@@ -54,6 +54,7 @@ layout(push_constant) uniform Push {
     uint drop; // 1: also store the masked dx (below: the mask's parameters, as dropout.comp's)
     uint seed_lo, seed_hi, site, threshold;
     float scale;
+    uint offset;
 } pc;
 
 #include "dropout.glsl"
@@ -86,6 +87,6 @@ void main() {
         T d = st.y * (gv - mean_g - xhat * mean_gx);
         if (pc.accumulate != 0) d += dx[base + i];
         dx[base + i] = d;
-        if (pc.drop != 0) masked[base + i] = dropout_apply(mask, pc.threshold, pc.scale, (base + i) * VEC, d);
+        if (pc.drop != 0) masked[base + i] = dropout_apply(mask, pc.threshold, pc.scale, pc.offset + (base + i) * VEC, d);
     }
 }

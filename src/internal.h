@@ -99,6 +99,7 @@ typedef struct spk__buffer_ref {
 typedef struct spk__dropout_push {
     uint32_t seed_lo, seed_hi, site, threshold;
     float scale;
+    uint32_t offset; /* the first element's index in the mask */
 } spk__dropout_push;
 typedef struct spk__dropout_mask {
     spk__buffer_ref step;
@@ -231,6 +232,7 @@ struct spk_tensor {
     spk__allocation alloc; /* empty for a wrapped application buffer */
     spk__buffer_ref ref;   /* the tensor's bytes: buffer, offset, size */
     bool wrapped;
+    bool slice;            /* alloc is a part of another tensor's, freed with that one */
     /* Uniform texel views over the tensor's bytes, one element and four elements per texel
      * (R32_SFLOAT and R32G32B32A32_SFLOAT; F16: R16_SFLOAT and R16G16B16A16_SFLOAT, which read
      * as floats in the same shaders; BF16: R16_UINT and R16G16B16A16_UINT), for kernels with
@@ -242,6 +244,10 @@ struct spk_tensor {
     spk__allocation *scratch;
     uint32_t scratch_count, scratch_capacity;
 };
+
+/* A float32 tensor over `whole`'s bytes from `offset` (a multiple of the storage and texel
+ * offset alignments), with views of its own; destroyed before `whole`. */
+spk_status spk__tensor_slice(spk_tensor *whole, VkDeviceSize offset, int ndim, const int64_t *shape, spk_tensor **out);
 
 /* ---- status.c --------------------------------------------------------------------------- */
 

@@ -9,14 +9,14 @@ bool spk__loss_workgroup_ok(const spk_context *ctx, uint32_t workgroup) {
 
 spk_status spk__record_loss(spk_context *ctx, uint32_t workgroup, spk_loss_kind kind, const spk_tensor *y,
                             const spk_tensor *target, spk__buffer_ref row_loss, const spk_tensor *loss,
-                            const spk_tensor *dy) {
+                            const spk_tensor *dy, uint64_t mean_over) {
     uint64_t n = (uint64_t)y->shape[y->ndim - 1], rows = n ? (uint64_t)y->count / n : 0;
     if (!workgroup) { /* an invocation per row, 64 per workgroup unless tuned */
         spk__tune_problem problem = {SPK__TUNE_LOSS, kind, {rows, n}};
         uint32_t params[SPK__TUNE_PARAMS];
         workgroup = spk__tuned(ctx, &problem, params) && spk__loss_workgroup_ok(ctx, params[0]) ? params[0] : 64;
     }
-    uint64_t count = kind == SPK_LOSS_MSE ? rows * n : rows;
+    uint64_t count = mean_over ? mean_over : kind == SPK_LOSS_MSE ? rows * n : rows;
     uint32_t push_rows[4] = {(uint32_t)rows, (uint32_t)n, 0, dy != NULL};
     float scale = count ? (float)(1.0 / (double)count) : 0.0f;
     memcpy(&push_rows[2], &scale, sizeof scale);
@@ -61,7 +61,7 @@ typedef struct spk__loss_args {
 
 static spk_status spk__loss_dispatch(spk_context *ctx, const void *arg) {
     const spk__loss_args *a = arg;
-    return spk__record_loss(ctx, 0, a->kind, a->y, a->target, a->row_loss, a->loss, a->dy);
+    return spk__record_loss(ctx, 0, a->kind, a->y, a->target, a->row_loss, a->loss, a->dy, 0);
 }
 
 spk_status spk_loss(spk_context *ctx, spk_loss_kind kind, const spk_tensor *y, const spk_tensor *target, spk_tensor *loss,

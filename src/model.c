@@ -31,10 +31,37 @@ static spk_status spk__act2(spk_model *m, int64_t rows, int64_t cols, spk_tensor
     return spk_tensor_create_typed(m->ctx, m->cfg.activation_dtype, 2, shape, out);
 }
 
-static spk_status spk__dense_create(spk_context *ctx, int64_t in, int64_t out, spk_dtype dtype, spk__dense_params *d) {
+/* Where a set of weights' tensors come from: allocations of their own, or slices of one tensor
+ * `whole` (the gradients: one buffer that one reduction covers), carved from its end down so that
+ * the buffer holds them in the order the backward finishes them (the last layers first). A pass
+ * with `measure` set only adds up the bytes `whole` needs. */
+typedef struct spk__maker {
+    spk_context *ctx;
+    spk_dtype kernel_dtype;
+    spk_tensor *whole;
+    VkDeviceSize end;
+    bool measure;
+} spk__maker;
+
+static spk_status spk__make(spk__maker *mk, spk_dtype dtype, int ndim, const int64_t *shape, spk_tensor **out) {
+    if (!mk->whole && !mk->measure) return spk_tensor_create_typed(mk->ctx, dtype, ndim, shape, out);
+    const VkPhysicalDeviceLimits *l = &mk->ctx->caps.props.limits;
+    VkDeviceSize align = l->minStorageBufferOffsetAlignment > l->minTexelBufferOffsetAlignment
+                             ? l->minStorageBufferOffsetAlignment : l->minTexelBufferOffsetAlignment;
+    if (align < 16) align = 16;
+    int64_t count = 1;
+    for (int i = 0; i < ndim; i++) count *= shape[i];
+    VkDeviceSize bytes = ((VkDeviceSize)count * sizeof(float) + align - 1) / align * align;
+    *out = NULL;
+    if (mk->measure) return mk->end += bytes, SPK_OK;
+    mk->end -= bytes;
+    return spk__tensor_slice(mk->whole, mk->end, ndim, shape, out);
+}
+
+static spk_status spk__dense_create(spk__maker *mk, int64_t in, int64_t out, spk__dense_params *d) {
     int64_t shape[2] = {in, out};
-    spk_status s = spk_tensor_create_typed(ctx, dtype, 2, shape, &d->kernel);
-    if (s == SPK_OK) s = spk__tensor1(ctx, out, &d->bias);
+    spk_status s = spk__make(mk, mk->kernel_dtype, 2, shape, &d->kernel);
+    if (s == SPK_OK) s = spk__make(mk, SPK_DTYPE_F32, 1, &out, &d->bias);
     return s;
 }
 
@@ -43,9 +70,9 @@ static void spk__dense_destroy(spk__dense_params *d) {
     spk_tensor_destroy(d->bias);
 }
 
-static spk_status spk__norm_create(spk_context *ctx, int64_t n, spk__norm_params *norm) {
-    spk_status s = spk__tensor1(ctx, n, &norm->gamma);
-    if (s == SPK_OK) s = spk__tensor1(ctx, n, &norm->beta);
+static spk_status spk__norm_create(spk__maker *mk, int64_t n, spk__norm_params *norm) {
+    spk_status s = spk__make(mk, SPK_DTYPE_F32, 1, &n, &norm->gamma);
+    if (s == SPK_OK) s = spk__make(mk, SPK_DTYPE_F32, 1, &n, &norm->beta);
     return s;
 }
 
@@ -109,25 +136,42 @@ spk_status spk__activations_create(spk_model *m, int64_t rows) {
     return s;
 }
 
-spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk_dtype kd, spk__weights *w) {
+static spk_status spk__weights_make(spk__maker *mk, const spk_model_config *c, spk__weights *w) {
     *w = (spk__weights){0};
     w->layers = spk__calloc((size_t)c->num_layers, sizeof *w->layers);
-    if (!w->layers) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (!w->layers) return spk__fail(mk->ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     int64_t h = c->hidden_size;
     spk_status s = SPK_OK;
-    if (c->embed_dim != c->hidden_size) s = spk__dense_create(ctx, c->embed_dim, h, kd, &w->input_projection);
+    if (c->embed_dim != c->hidden_size) s = spk__dense_create(mk, c->embed_dim, h, &w->input_projection);
     for (int l = 0; l < c->num_layers && s == SPK_OK; l++) {
         spk__layer *b = &w->layers[l];
-        s = spk__norm_create(ctx, h, &b->attn_norm);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, 3 * h, kd, &b->qkv);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, h, kd, &b->out);
-        if (s == SPK_OK) s = spk__norm_create(ctx, h, &b->ffn_norm);
-        if (s == SPK_OK) s = spk__dense_create(ctx, h, 4 * h, kd, &b->up);
-        if (s == SPK_OK) s = spk__dense_create(ctx, 4 * h, h, kd, &b->down);
+        s = spk__norm_create(mk, h, &b->attn_norm);
+        if (s == SPK_OK) s = spk__dense_create(mk, h, 3 * h, &b->qkv);
+        if (s == SPK_OK) s = spk__dense_create(mk, h, h, &b->out);
+        if (s == SPK_OK) s = spk__norm_create(mk, h, &b->ffn_norm);
+        if (s == SPK_OK) s = spk__dense_create(mk, h, 4 * h, &b->up);
+        if (s == SPK_OK) s = spk__dense_create(mk, 4 * h, h, &b->down);
     }
-    if (s == SPK_OK) s = spk__norm_create(ctx, h, &w->final_norm);
-    if (s == SPK_OK && c->num_outputs > 0) s = spk__dense_create(ctx, h, c->num_outputs, kd, &w->head);
-    if (s != SPK_OK) spk__weights_destroy(w, c->num_layers);
+    if (s == SPK_OK) s = spk__norm_create(mk, h, &w->final_norm);
+    if (s == SPK_OK && c->num_outputs > 0) s = spk__dense_create(mk, h, c->num_outputs, &w->head);
+    if (s != SPK_OK || mk->measure) spk__weights_destroy(w, c->num_layers);
+    return s;
+}
+
+spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk_dtype kd, spk__weights *w) {
+    spk__maker mk = {ctx, kd, NULL, 0, false};
+    return spk__weights_make(&mk, c, w);
+}
+
+spk_status spk__weights_create_flat(spk_context *ctx, const spk_model_config *c, spk__weights *w, spk_tensor **whole) {
+    spk__maker mk = {ctx, SPK_DTYPE_F32, NULL, 0, true};
+    spk_status s = spk__weights_make(&mk, c, w);
+    int64_t count = (int64_t)(mk.end / sizeof(float));
+    if (s == SPK_OK) s = spk_tensor_create(ctx, 1, &count, whole);
+    if (s != SPK_OK) return s;
+    mk.whole = *whole, mk.measure = false;
+    s = spk__weights_make(&mk, c, w);
+    if (s != SPK_OK) spk_tensor_destroy(*whole), *whole = NULL;
     return s;
 }
 
@@ -361,7 +405,7 @@ spk__dropout_mask spk__dropout_mask_of(const spk__acts *k, uint32_t site) {
     double threshold = (double)k->dropout * 4294967296.0;
     return (spk__dropout_mask){k->step, {(uint32_t)k->seed, (uint32_t)(k->seed >> 32), site,
                                          threshold >= 4294967295.0 ? UINT32_MAX : (uint32_t)threshold,
-                                         (float)(1.0 / (1.0 - k->dropout))}};
+                                         (float)(1.0 / (1.0 - k->dropout)), k->drop_offset}};
 }
 
 spk_status spk__record_dropout(spk_context *ctx, const spk__acts *k, uint32_t site, bool backward,

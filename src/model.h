@@ -46,6 +46,9 @@ typedef struct spk__weights {
 /* Makes (uninitialized) or frees a set of weights of this configuration, the dense kernels
  * stored as `kernel_dtype` (gradients and moments: always float32). */
 spk_status spk__weights_create(spk_context *ctx, const spk_model_config *c, spk_dtype kernel_dtype, spk__weights *w);
+/* The same as float32 slices of one tensor `whole` (made here), in the backward's order: the
+ * gradients, which one reduction covers. */
+spk_status spk__weights_create_flat(spk_context *ctx, const spk_model_config *c, spk__weights *w, spk_tensor **whole);
 void spk__weights_destroy(spk__weights *w, int num_layers);
 /* The weights' tensors in one fixed order (input projection, layers, final norm, head), NULL
  * ones skipped; `out` holds at least spk__weights_count. Returns how many. */
@@ -81,6 +84,7 @@ typedef struct spk__acts {
     float dropout;
     uint64_t seed;
     spk__buffer_ref step;
+    uint32_t drop_offset; /* the masks' index of this forward's first element (data-parallel: its rows' place) */
 } spk__acts;
 
 /* The dropout mask of (seed, step, site) for this forward (rate > 0). */
@@ -118,11 +122,13 @@ typedef struct spk__step_key {
     spk_optimizer_desc opt;
     float dropout;
     uint64_t seed;
+    int64_t global_batch, first_sample; /* data-parallel (0: alone) */
 } spk__step_key;
 
 /* The training state of a model, made on first use (inference never pays for it). */
 typedef struct spk__train {
-    spk__weights grad;   /* dL/dparameter, accumulated until spk_model_zero_grad */
+    spk__weights grad;   /* dL/dparameter, accumulated until spk_model_zero_grad: slices of grad_all */
+    spk_tensor *grad_all; /* every gradient, in the backward's order, zero between them */
     spk__acts acts;      /* what the forward kept, for acts.rows positions */
     /* The backward's own buffers for acts.rows positions. */
     spk_tensor *dx;      /* [rows, hidden]: dL/dx of the residual stream, walking back */
@@ -148,6 +154,11 @@ typedef struct spk__train {
     spk__recording step;
     spk__step_key step_key;
     bool step_valid;
+    /* Data-parallel: the step stops after the backward (its gradients and loss copied out where
+     * not host-visible), the caller's reduction runs, then `step_tail` (the copy back, the
+     * optimizer). */
+    spk__recording step_tail;
+    spk__allocation grad_staging;
     spk__allocation staging; /* targets then the loss, where tensors are not host-visible */
     /* The last spk_model_forward_train, which spk_model_backward goes back through (any other
      * forward or training call of the model in between clears `fwd_valid`). */
@@ -230,6 +241,7 @@ struct spk_model {
     spk__weights w;
     struct spk__train *train; /* gradients, moments, kept activations: made on first training use */
     uint64_t dropout_seed;    /* spk_model_set_dropout */
+    spk_data_parallel dp;     /* spk_model_set_data_parallel (global_batch 0: alone) */
 
     /* Activations for `rows` positions (batch * seq_len), grown on demand. */
     int64_t rows;

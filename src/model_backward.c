@@ -55,13 +55,13 @@ static void spk__acts_destroy(spk_model *m) {
 
 uint64_t spk__train_bytes(spk_model *m) {
     spk_tensor **slots[512], *weights[512];
-    uint64_t bytes = m->train->loss ? m->train->loss->ref.size : 0;
+    uint64_t bytes = (m->train->loss ? m->train->loss->ref.size : 0) + (m->train->grad_all ? m->train->grad_all->ref.size : 0);
     uint32_t n = spk__acts_slots(m, slots);
     for (uint32_t i = 0; i < n; i++)
         if (*slots[i]) bytes += (*slots[i])->ref.size;
-    const spk__weights *sets[3] = {&m->train->grad, m->train->has_moments ? &m->train->moment1 : NULL,
+    const spk__weights *sets[2] = {m->train->has_moments ? &m->train->moment1 : NULL,
                                    m->train->has_moments ? &m->train->moment2 : NULL};
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < 2; s++) {
         n = sets[s] ? spk__weights_list(sets[s], m->cfg.num_layers, weights) : 0;
         for (uint32_t i = 0; i < n; i++) bytes += weights[i]->ref.size;
     }
@@ -127,27 +127,20 @@ void spk__train_destroy(spk_model *m) {
     if (!t) return;
     spk__acts_destroy(m);
     spk__optimizer_destroy(m);
-    if (t->step.cmd) {
-        pthread_mutex_lock(&m->ctx->lock);
-        spk__recording_destroy(m->ctx, &t->step);
-        pthread_mutex_unlock(&m->ctx->lock);
-    }
+    pthread_mutex_lock(&m->ctx->lock);
+    if (t->step.cmd) spk__recording_destroy(m->ctx, &t->step);
+    if (t->step_tail.cmd) spk__recording_destroy(m->ctx, &t->step_tail);
+    if (t->grad_staging.block) spk__free(m->ctx, &t->grad_staging);
+    pthread_mutex_unlock(&m->ctx->lock);
     spk__weights_destroy(&t->grad, m->cfg.num_layers);
+    spk_tensor_destroy(t->grad_all);
     spk_tensor_destroy(t->loss);
     free(t);
     m->train = NULL;
 }
 
 /* Records zeros into every gradient. */
-static spk_status spk__record_zero_grad(spk_model *m) {
-    spk_tensor *tensors[512];
-    if (spk__weights_count(m->cfg.num_layers) > SPK__ARRAY_LEN(tensors))
-        return spk__fail(m->ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");
-    uint32_t n = spk__weights_list(&m->train->grad, m->cfg.num_layers, tensors);
-    spk_status s = SPK_OK;
-    for (uint32_t i = 0; i < n && s == SPK_OK; i++) s = spk__fill_zero(m->ctx, tensors[i]->ref);
-    return s;
-}
+static spk_status spk__record_zero_grad(spk_model *m) { return spk__fill_zero(m->ctx, m->train->grad_all->ref); }
 
 /* The training state, made (with zeroed gradients) on first use, and activations for `rows`. */
 static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
@@ -162,7 +155,7 @@ static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
             return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");
         m->train = spk__calloc(1, sizeof *m->train);
         if (!m->train) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        s = spk__weights_create(ctx, &m->cfg, SPK_DTYPE_F32, &m->train->grad);
+        s = spk__weights_create_flat(ctx, &m->cfg, &m->train->grad, &m->train->grad_all);
         int64_t one = 1;
         if (s == SPK_OK) s = spk_tensor_create(ctx, 1, &one, &m->train->loss);
         if (s == SPK_OK) {
@@ -382,7 +375,7 @@ static bool spk__step_key_equal(const spk__step_key *a, const spk__step_key *b) 
                                     p->clip_norm == q->clip_norm);
     return a->batch == b->batch && a->seq == b->seq && a->mode == b->mode && a->loss == b->loss && a->upto == b->upto &&
            a->has_opt == b->has_opt && a->profile == b->profile && same_opt && a->dropout == b->dropout &&
-           a->seed == b->seed;
+           a->seed == b->seed && a->global_batch == b->global_batch && a->first_sample == b->first_sample;
 }
 
 /* Where the host writes a tensor's data for a step: its staging copy, or the tensor itself. */
@@ -403,14 +396,18 @@ static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key)
     int t_ndim = key->loss == SPK_LOSS_MSE ? out_ndim : out_ndim - 1;
     spk_tensor in = spk__view(m->input, 3, in_shape), out = spk__view(m->output, out_ndim, out_shape);
     spk_tensor dy = spk__view(t->dy, out_ndim, out_shape), tgt = spk__view(t->target, t_ndim, out_shape);
-    /* Dropout in training steps only (spk_model_grad evaluates without it). */
+    /* Dropout in training steps only (spk_model_grad evaluates without it); data-parallel, the
+     * masks of this process's rows of the global batch. */
     t->acts.dropout = key->dropout;
     t->acts.seed = key->seed;
     t->acts.step = key->has_opt ? t->opt_state->ref : (spk__buffer_ref){0};
+    t->acts.drop_offset = (uint32_t)(key->first_sample * key->seq * m->cfg.hidden_size);
     t->step_valid = false;
+    bool split = key->global_batch > 0 && key->upto >= SPK__PHASE_BACKWARD;
     spk_status s = SPK_OK;
     if (t->step.cmd && t->step_key.profile != key->profile) spk__recording_destroy(ctx, &t->step);
     if (!t->step.cmd) s = spk__recording_init(ctx, &t->step, key->profile ? SPK__MODEL_PROFILE_DISPATCHES : 0);
+    if (s == SPK_OK && split && !t->step_tail.cmd) s = spk__recording_init(ctx, &t->step_tail, 0);
     if (s == SPK_OK) s = spk__recording_begin(ctx, &t->step, true);
     if (s == SPK_OK && m->staging.block)
         s = spk__copy(ctx, (spk__buffer_ref){m->staging.block->buffer, m->staging.offset, in.ref.size}, in.ref);
@@ -419,17 +416,60 @@ static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key)
     bool whole = key->has_opt && key->upto == SPK__PHASE_STEP;
     if (s == SPK_OK && whole) s = spk__record_zero_grad(m);
     if (s == SPK_OK) s = spk__model_record(m, &in, key->batch, key->seq, &out, &t->acts, NULL);
+    /* Data-parallel, the loss is the global batch's mean: every process divides by its count. */
+    uint64_t mean_over = (uint64_t)key->global_batch * (uint64_t)(m->cfg.output_mode == SPK_OUTPUT_ALL ? key->seq : 1) *
+                         (uint64_t)(key->loss == SPK_LOSS_MSE ? spk_model_output_size(&m->cfg) : 1);
     if (s == SPK_OK && key->upto >= SPK__PHASE_LOSS)
-        s = spk__record_loss(ctx, 0, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy);
+        s = spk__record_loss(ctx, 0, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy, mean_over);
     if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy);
-    if (s == SPK_OK && whole) s = spk__record_optimizer_step(m, &key->opt);
     if (s == SPK_OK && t->staging.block) {
         VkDeviceSize at = (VkDeviceSize)t->acts.rows * (VkDeviceSize)spk_model_output_size(&m->cfg) * sizeof(float);
         s = spk__copy(ctx, t->loss->ref, (spk__buffer_ref){t->staging.block->buffer, t->staging.offset + at, sizeof(float)});
     }
-    if (s == SPK_OK) s = spk__recording_end(ctx, &t->step);
+    /* Data-parallel: the gradients out to the host here, the reduction between, back in the tail. */
+    spk__buffer_ref staged = {t->grad_staging.block ? t->grad_staging.block->buffer : VK_NULL_HANDLE,
+                              t->grad_staging.offset, t->grad_all->ref.size};
+    if (s == SPK_OK && split && staged.buffer) s = spk__copy(ctx, t->grad_all->ref, staged);
+    if (s == SPK_OK && split) s = spk__recording_end(ctx, &t->step);
+    if (s == SPK_OK && split) s = spk__recording_begin(ctx, &t->step_tail, true);
+    if (s == SPK_OK && split && staged.buffer) s = spk__copy(ctx, staged, t->grad_all->ref);
+    if (s == SPK_OK && whole) s = spk__record_optimizer_step(m, &key->opt);
+    if (s == SPK_OK) s = spk__recording_end(ctx, split ? &t->step_tail : &t->step);
     ctx->rec = &ctx->own;
     if (s == SPK_OK) t->step_key = *key, t->step_valid = true;
+    return s;
+}
+
+/* Data-parallel: the caller's reduction of the step's gradients and loss, between its two
+ * submits. */
+static spk_status spk__reduce_step(spk_model *m, float *loss) {
+    spk__train *t = m->train;
+    const spk_data_parallel *dp = &m->dp;
+    const spk__allocation *host = t->grad_staging.block ? &t->grad_staging : &t->grad_all->alloc;
+    float *grads = (float *)((unsigned char *)host->block->mapped + host->offset);
+    spk_status s = dp->reduce(dp->user, grads, (size_t)t->grad_all->count);
+    if (s == SPK_OK) s = dp->reduce(dp->user, loss, 1);
+    if (s == SPK_OK && dp->wait) s = dp->wait(dp->user);
+    return s == SPK_OK ? s : spk__fail(m->ctx, s, "data-parallel: the reduction failed (%s)", spk_status_string(s));
+}
+
+spk_status spk_model_set_data_parallel(spk_model *m, const spk_data_parallel *dp) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_data_parallel none = {0};
+    if (!dp) dp = &none;
+    if (dp->global_batch < 0 || dp->first_sample < 0 || (dp->global_batch && dp->first_sample >= dp->global_batch))
+        return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "data-parallel: first sample %lld outside a global batch of %lld",
+                         (long long)dp->first_sample, (long long)dp->global_batch);
+    if (dp->global_batch && !dp->reduce)
+        return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "data-parallel: the reduce callback is NULL");
+    spk_status s = dp->global_batch ? spk__train_prepare(m, 1) : SPK_OK;
+    if (s == SPK_OK && dp->global_batch && (!m->train->grad_all->alloc.block->mapped || m->ctx->force_staging) &&
+        !m->train->grad_staging.block) {
+        pthread_mutex_lock(&m->ctx->lock);
+        s = spk__allocate(m->ctx, SPK__MEMORY_STAGING, m->train->grad_all->ref.size, &m->train->grad_staging);
+        pthread_mutex_unlock(&m->ctx->lock);
+    }
+    if (s == SPK_OK) m->dp = *dp;
     return s;
 }
 
@@ -455,9 +495,13 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
     if (s == SPK_OK) s = spk__mean_weights(m, batch, seq_len);
     if (s != SPK_OK) return s;
     spk__train *t = m->train;
+    const spk_data_parallel *dp = &m->dp;
+    if (dp->global_batch && dp->first_sample + batch > dp->global_batch)
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "data-parallel: samples %lld to %lld are past the global batch of %lld",
+                         (long long)dp->first_sample, (long long)(dp->first_sample + batch - 1), (long long)dp->global_batch);
     spk__step_key key = {.batch = batch, .seq = seq_len, .mode = m->cfg.output_mode, .loss = loss, .upto = upto,
                          .has_opt = opt != NULL, .profile = m->profile, .dropout = opt ? m->cfg.dropout : 0.0f,
-                         .seed = m->dropout_seed};
+                         .seed = m->dropout_seed, .global_batch = dp->global_batch, .first_sample = dp->first_sample};
     if (opt) key.opt = *opt;
     size_t in_bytes = (size_t)(rows * m->cfg.embed_dim) * sizeof(float);
     size_t target_bytes = (size_t)(loss == SPK_LOSS_MSE ? out_count : out_rows) * sizeof(float);
@@ -469,7 +513,15 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
         memcpy(spk__host_side(&t->staging, 0, t->target), target, target_bytes);
         s = spk__recording_submit(ctx, &t->step);
     }
-    if (s == SPK_OK && loss_out) memcpy(loss_out, spk__host_side(&t->staging, loss_at, t->loss), sizeof(float));
+    float value = 0.0f;
+    if (s == SPK_OK) memcpy(&value, spk__host_side(&t->staging, loss_at, t->loss), sizeof(float));
+    if (s == SPK_OK && dp->global_batch && upto >= SPK__PHASE_BACKWARD) {
+        pthread_mutex_unlock(&ctx->lock);
+        s = spk__reduce_step(m, &value);
+        pthread_mutex_lock(&ctx->lock);
+        if (s == SPK_OK) s = spk__recording_submit(ctx, &t->step_tail);
+    }
+    if (s == SPK_OK && loss_out) *loss_out = value;
     pthread_mutex_unlock(&ctx->lock);
     if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) t->steps++;
     return s;

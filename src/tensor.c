@@ -125,6 +125,29 @@ spk_status spk_tensor_create_typed(spk_context *ctx, spk_dtype dtype, int ndim, 
     return SPK_OK;
 }
 
+spk_status spk__tensor_slice(spk_tensor *whole, VkDeviceSize offset, int ndim, const int64_t *shape, spk_tensor **out) {
+    spk_context *ctx = whole->ctx;
+    uint64_t count;
+    spk_status status = spk__shape_count(ctx, SPK_DTYPE_F32, ndim, shape, &count);
+    if (status != SPK_OK) return status;
+    VkDeviceSize bytes = count * sizeof(float);
+    if (offset > whole->ref.size || bytes > whole->ref.size - offset)
+        return spk__fail(ctx, SPK_ERROR_SHAPE, "a slice past its tensor's end");
+    spk_tensor *t = spk__calloc(1, sizeof *t);
+    if (!t) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    *t = (spk_tensor){.ctx = ctx, .ndim = ndim, .count = (int64_t)count, .dtype = SPK_DTYPE_F32, .slice = true};
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->alloc = (spk__allocation){whole->alloc.block, whole->alloc.offset + offset, bytes};
+    t->ref = (spk__buffer_ref){whole->ref.buffer, whole->ref.offset + offset, bytes};
+    status = spk__create_views(ctx, t);
+    if (status != SPK_OK) {
+        spk_tensor_destroy(t);
+        return status;
+    }
+    *out = t;
+    return SPK_OK;
+}
+
 spk_status spk_tensor_create(spk_context *ctx, int ndim, const int64_t *shape, spk_tensor **out) {
     return spk_tensor_create_typed(ctx, SPK_DTYPE_F32, ndim, shape, out);
 }
@@ -137,7 +160,7 @@ void spk_tensor_destroy(spk_tensor *t) {
     spk__forget_range(ctx, t->ref);
     for (int i = 0; i < 2; i++)
         if (t->views[i]) ctx->vk.vkDestroyBufferView(ctx->device, t->views[i], NULL);
-    spk__free(ctx, &t->alloc);
+    if (!t->slice) spk__free(ctx, &t->alloc);
     for (uint32_t i = 0; i < t->scratch_count; i++) spk__free(ctx, &t->scratch[i]);
     pthread_mutex_unlock(&ctx->lock);
     free(t->scratch);

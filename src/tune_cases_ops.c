@@ -442,7 +442,7 @@ static spk_status spk__tune_loss_record(spk_context *ctx, const void *arg) {
     if (c->sabotage) return spk__tune_sabotaged(ctx, c);
     if (!spk__loss_workgroup_ok(ctx, c->params[0])) return SPK_ERROR_UNSUPPORTED;
     return spk__record_loss(ctx, c->params[0], (spk_loss_kind)c->problem.variant, c->in[0], c->in[1], c->in[2]->ref,
-                            c->out[0], c->out[1]);
+                            c->out[0], c->out[1], 0);
 }
 
 const spk__tune_family_ops spk__tune_loss_family = {

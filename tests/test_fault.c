@@ -202,6 +202,19 @@ static void prepare_small_model_staged(spk_context *ctx, void **out) {
     prepare_small_model(ctx, out);
 }
 
+/* Data-parallel on one rank (its reduction leaves the sums as they are), through staging. */
+static spk_status reduce_alone(void *user, float *data, size_t count) {
+    (void)user, (void)data, (void)count;
+    return SPK_OK;
+}
+
+static spk_status step_data_parallel(spk_context *ctx, void *data) {
+    op_data *d = data;
+    spk_data_parallel dp = {2, 0, reduce_alone, NULL, NULL};
+    spk_status s = spk_model_set_data_parallel(d->model, &dp);
+    return s == SPK_OK ? step_train(ctx, data) : s;
+}
+
 /* Checkpoints written and the optimizer state read back. */
 static void prepare_trained_model(spk_context *ctx, void **out) {
     prepare_small_model(ctx, out);
@@ -304,6 +317,8 @@ static const scenario g_scenarios[] = {
      cleanup_tensors, 1},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 1},
     {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 1},
+    {"data-parallel training step through staging buffers", prepare_small_model_staged, step_data_parallel,
+     cleanup_tensors, 1},
     {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 1},
     {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 1},
     {"optimizer state saved and loaded", prepare_trained_model, step_checkpoint, cleanup_tensors, 1},

@@ -694,6 +694,31 @@ SPK_API spk_status spk_model_parameter_info(const spk_model *model, int index, c
                                             int64_t shape[2]);
 
 /* ---------------------------------------------------------------------------------------------
+ * Data-parallel training, past one device. Each process (an MPI rank, one per device) trains the
+ * same model on its share of every step's global batch, and the library calls the caller's
+ * reduction between the backward and the optimizer: it links no communication library. With the
+ * gradients and the loss summed over the processes before the optimizer (whose clipping sees the
+ * sum), every process applies the same update and keeps the same weights, bit for bit. The loss is
+ * the global batch's mean (each process scales its rows by 1 / the global count), and dropout masks
+ * are the ones a single process would draw for the same rows.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct spk_data_parallel {
+    int64_t global_batch; /* samples in each step's global batch; 0: this process alone (the default) */
+    int64_t first_sample; /* this process's first sample in it: its share is the step's `batch` samples from here */
+    /* Sums `count` floats at `data` (host memory) over every process, in place: an all-reduce.
+     * Called in each training step (and spk_model_grad) after the backward, for the gradients,
+     * in the order the backward finishes them, then for the step's loss (1 float). It may start
+     * the reduction and return (MPI_Iallreduce), leaving `wait` to finish them all. Called without
+     * the context's lock; it must not use this model. spk_model_grad reduces the whole
+     * accumulated gradient: zero it before each call. */
+    spk_status (*reduce)(void *user, float *data, size_t count);
+    spk_status (*wait)(void *user); /* NULL, or finishes every reduction `reduce` started */
+    void *user;
+} spk_data_parallel;
+/* Sets (or with NULL clears) data-parallel training for this model's later steps. */
+SPK_API spk_status spk_model_set_data_parallel(spk_model *model, const spk_data_parallel *dp);
+
+/* ---------------------------------------------------------------------------------------------
  * Self-test: every kernel this device can run, in the variant the library chooses here and in
  * every alternative, on small and awkward shapes, against float64 references computed on the host
  * in the same process (outputs are poisoned with NaN first, so an unwritten element fails). Run it

@@ -4,7 +4,8 @@
 # compare: also Fashion-MNIST and matplotlib, for examples/python/compare_normalizers.py)
 set -eu
 packages="cmake make gcc libc6-dev pkg-config glslang-tools libvulkan-dev libvulkan-volk-dev
-libcmocka-dev mesa-vulkan-drivers vulkan-validationlayers python3 python3-numpy python3-pytest"
+libcmocka-dev mesa-vulkan-drivers vulkan-validationlayers python3 python3-numpy python3-pytest openmpi-bin
+libopenmpi-dev python3-mpi4py"
 [ "${1:-}" = fuzz ] && packages="$packages clang libclang-rt-14-dev"
 [ "${1:-}" = compare ] && packages="$packages dataset-fashion-mnist python3-matplotlib"
 missing=""

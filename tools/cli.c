@@ -18,7 +18,9 @@ double cli_now_ms(void) {
 int cli_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("softpick: ", stderr);
+    const cli_dist *d = cli_dist_get();
+    if (d->size > 1) fprintf(stderr, "softpick (rank %d of %d): ", d->rank, d->size);
+    else fputs("softpick: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -81,6 +83,16 @@ static void cli_log(spk_log_level level, const char *message, void *user) {
 
 spk_context *cli_context(const cli_args *args, const char *pipeline_cache) {
     spk_context_desc desc = {.device = args->device, .pipeline_cache_path = pipeline_cache, .log = cli_log};
+    /* Under mpirun each rank takes the device of its place on the machine (--device or
+     * SOFTPICK_DEVICE still choose). */
+    char index[16];
+    uint32_t count = 0;
+    const cli_dist *d = cli_dist_get();
+    if (!desc.device && !getenv("SOFTPICK_DEVICE") && d->size > 1 && spk_list_devices(NULL, 0, &count) == SPK_OK &&
+        count > 0) {
+        snprintf(index, sizeof index, "%u", (unsigned)d->local_rank % count);
+        desc.device = index;
+    }
     spk_context *ctx = NULL;
     /* The library reports creation errors through the log callback (there is no context yet). */
     spk_context_create(&desc, &ctx);

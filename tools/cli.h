@@ -43,6 +43,30 @@ double cli_now_ms(void);
 /* Prints "softpick: <message>" to stderr; returns 1 (the exit status for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ---- dist.c: the processes of a run (MPI ranks under mpirun when built with MPI) ---- */
+typedef struct cli_dist {
+    int rank, size, local_rank; /* local_rank: among the ranks on this machine (its device) */
+} cli_dist;
+/* Starts MPI when the process runs under mpirun with more than one rank; prints the error and
+ * returns false when that is asked of a build without MPI. */
+bool cli_dist_init(int *argc, char ***argv);
+/* Ends MPI with the exit status: a failure every rank agreed on (cli_dist_all, cli_dist_differs)
+ * ends normally, any other ends the whole job. */
+void cli_dist_finish(int rc);
+const cli_dist *cli_dist_get(void);
+/* Ends every rank of the job (mpirun's behaviour for a rank that dies); returns when alone. */
+void cli_dist_abort(int rc);
+/* The all-reduce of spk_data_parallel: sums `count` floats over the ranks, in place. */
+spk_status cli_dist_reduce(void *user, float *data, size_t count);
+/* Whether `ok` holds on every rank (each rank learns the same answer). */
+bool cli_dist_all(bool ok);
+/* FNV-1a over bytes, continuing from h (0: start); the first of `digests` that differs between
+ * ranks (-1: none), the same answer on every rank. */
+uint64_t cli_dist_digest(uint64_t h, const void *bytes, size_t n);
+int cli_dist_differs(const uint64_t *digests, int count);
+/* Rank 0 receives every rank's `count` floats in rank order into `all` (alone: a copy). */
+void cli_dist_gather(const float *mine, int64_t count, float *all);
+
 int cli_bench(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_analyze(int argc, char **argv);

@@ -122,11 +122,18 @@ int cli_run(int argc, char **argv) {
     int ndim = 0, rc = 0;
     int64_t shape[3];
     int64_t n = spk_model_output_shape(model, x.shape[0], x.shape[1], &ndim, shape);
+    /* Under mpirun each rank runs its rows of the batch and rank 0 writes them all. */
+    const cli_dist *d = cli_dist_get();
+    int64_t mine = d->rank * x.shape[0] / d->size, share = (d->rank + 1) * x.shape[0] / d->size - mine;
+    int64_t per = n > 0 ? n / x.shape[0] : 0, per_in = x.shape[1] * x.shape[2];
     y = n > 0 ? malloc((size_t)n * sizeof *y) : NULL;
     if (!y) rc = cli_fail("the input is empty or too large");
-    else if (spk_model_forward(model, x.data, x.shape[0], x.shape[1], y) != SPK_OK)
+    else if (share && spk_model_forward(model, x.data + mine * per_in, share, x.shape[1], y + mine * per) != SPK_OK)
         rc = cli_fail("%s", spk_context_last_error(ctx));
-    if (!rc && spk_npy_write(output, ndim, shape, y, error, sizeof error) != SPK_OK) rc = cli_fail("%s", error);
+    if (!cli_dist_all(!rc)) rc = 1;
+    if (!rc) cli_dist_gather(y + mine * per, share * per, y);
+    if (!rc && d->rank == 0 && spk_npy_write(output, ndim, shape, y, error, sizeof error) != SPK_OK)
+        rc = cli_fail("%s", error);
     free(y);
     spk_model_destroy(model);
     spk_context_destroy(ctx);

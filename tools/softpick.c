@@ -131,12 +131,15 @@ static int cmd_softpick(int argc, char **argv) {
     return rc;
 }
 
-int main(int argc, char **argv) {
+static int dispatch(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
     }
     const char *command = argv[1];
+    /* Under mpirun: training and batch inference split across the ranks; nothing else does. */
+    if (cli_dist_get()->size > 1 && strcmp(command, "train") != 0 && strcmp(command, "run") != 0)
+        return cli_dist_get()->rank == 0 ? cli_fail("%s runs as one process; under mpirun only train and run do", command) : 1;
     if (strcmp(command, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
     if (strcmp(command, "softpick") == 0) return cmd_softpick(argc - 2, argv + 2);
     if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);
@@ -149,4 +152,11 @@ int main(int argc, char **argv) {
     if (strcmp(command, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     cli_fail("unknown command '%s' (try softpick --help)", command);
     return 1;
+}
+
+int main(int argc, char **argv) {
+    if (!cli_dist_init(&argc, &argv)) return 1;
+    int rc = dispatch(argc, argv);
+    cli_dist_finish(rc);
+    return rc;
 }

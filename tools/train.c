@@ -127,12 +127,32 @@ static void batch_indices(int64_t step, int64_t batch, int64_t n, bool shuffle, 
     }
 }
 
+/* A digest of every parameter's bits (0 when one cannot be read). */
+static uint64_t weights_digest(spk_model *model) {
+    uint64_t h = 0;
+    for (int i = 0; i < spk_model_parameter_count(model); i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        spk_model_parameter_info(model, i, name, sizeof name, &ndim, shape);
+        int64_t n = ndim == 2 ? shape[0] * shape[1] : shape[0];
+        float *w = malloc((size_t)n * sizeof *w);
+        if (!w || spk_model_get_parameter(model, name, w, n) != SPK_OK) {
+            free(w);
+            return 0;
+        }
+        h = cli_dist_digest(h, w, (size_t)n * sizeof *w);
+        free(w);
+    }
+    return h;
+}
+
 int cli_train(int argc, char **argv) {
     const char *weights = NULL, *init_seed = NULL, *embed = NULL, *hidden = NULL, *heads = NULL, *layers = NULL;
     const char *window = NULL, *outputs = NULL, *input = NULL, *target = NULL, *loss_text = NULL, *output = NULL;
     const char *steps_text = "100", *batch_text = NULL, *lr = NULL, *optimizer = "adamw", *wd = NULL, *beta1 = NULL;
     const char *beta2 = NULL, *eps = NULL, *clip = "0", *dropout = NULL, *seed_text = "0", *mode_text = "last";
-    const char *state_path = NULL, *resume = NULL, *log_every_text = "10", *attention = NULL;
+    const char *state_path = NULL, *resume = NULL, *log_every_text = "10", *attention = NULL, *every_text = NULL;
     bool shuffle = false;
     /* --shuffle is the one flag without a value. */
     char *rest[64];
@@ -149,6 +169,7 @@ int cli_train(int argc, char **argv) {
         {"weight-decay", &wd}, {"beta1", &beta1},         {"beta2", &beta2},       {"eps", &eps},
         {"clip-norm", &clip},  {"dropout", &dropout},     {"seed", &seed_text},    {"output-mode", &mode_text},
         {"state", &state_path}, {"resume", &resume},      {"log-every", &log_every_text}, {"attention", &attention},
+        {"checkpoint-every", &every_text},
     };
     cli_args args;
     if (!cli_parse(rest_count, rest, options, (int)(sizeof options / sizeof *options), &args)) return 1;
@@ -159,16 +180,18 @@ int cli_train(int argc, char **argv) {
                         "--output W2.safetensors [--steps N] [--batch-size B] [--lr F] [--optimizer adamw|sgd] "
                         "[--weight-decay F] [--beta1 F] [--beta2 F] [--eps F] [--clip-norm F] [--dropout F] [--seed S] "
                         "[--shuffle] [--output-mode M] [--state S.safetensors] [--resume S.safetensors] [--log-every K] "
-                        "[--attention softpick|rectified-softpick|softmax]");
+                        "[--checkpoint-every K] [--attention softpick|rectified-softpick|softmax]");
     spk_model_config cfg = {0};
     spk_loss_kind loss;
-    long v, steps, log_every, seed;
+    long v, steps, log_every, seed, every = 0;
     if (!cli_parse_mode(mode_text, &cfg.output_mode) || !parse_loss(loss_text, &loss) ||
         !cli_parse_attention(attention, &cfg.attention))
         return 1;
     if (!cli_int(steps_text, 0, 1L << 30, "--steps", &steps) || !cli_int(log_every_text, 1, 1L << 30, "--log-every", &log_every) ||
-        !cli_int(seed_text, 0, 1L << 62, "--seed", &seed))
+        !cli_int(seed_text, 0, 1L << 62, "--seed", &seed) ||
+        (every_text && !cli_int(every_text, 1, 1L << 30, "--checkpoint-every", &every)))
         return 1;
+    if (every && !state_path) return cli_fail("--checkpoint-every needs --state (a checkpoint is the weights and the optimizer state)");
     const char *size_texts[] = {embed, hidden, heads, layers, window, outputs};
     int *size_fields[] = {&cfg.embed_dim, &cfg.hidden_size, &cfg.num_heads, &cfg.num_layers, &cfg.window_size, &cfg.num_outputs};
     const char *size_names[] = {"--embed", "--hidden", "--heads", "--layers", "--window", "--outputs"};
@@ -229,32 +252,61 @@ int cli_train(int argc, char **argv) {
     if (!rc && batch > n) rc = cli_fail("--batch-size %ld is larger than the data (%lld samples)", batch, (long long)n);
     int64_t first = 0;
     if (!rc && spk_model_get_step(model, &first) != SPK_OK) rc = cli_fail("%s", spk_context_last_error(ctx));
-    float *bx = rc ? NULL : malloc((size_t)(batch * per_in) * sizeof *bx);
-    float *bt = rc ? NULL : malloc((size_t)(batch * per_t) * sizeof *bt);
+    /* Under mpirun: each rank takes its rows of every step's global batch, the ranks agree on
+     * everything first, and rank 0 alone prints and writes. */
+    const cli_dist *d = cli_dist_get();
+    if (!rc && batch < d->size) rc = cli_fail("--batch-size %ld is smaller than the %d ranks", batch, d->size);
+    int64_t mine = d->rank * (int64_t)batch / d->size, share = (d->rank + 1) * (int64_t)batch / d->size - mine;
+    spk_data_parallel dp = {batch, mine, cli_dist_reduce, NULL, NULL};
+    if (!rc && d->size > 1 && spk_model_set_data_parallel(model, &dp) != SPK_OK)
+        rc = cli_fail("%s", spk_context_last_error(ctx));
+    if (!cli_dist_all(!rc)) {
+        rc = 1;
+    } else if (d->size > 1) {
+        const char *what[] = {"the arguments", "the model", "the data", "the starting step"};
+        uint64_t digests[4] = {0, 0, 0, 0};
+        for (int i = 0; i < argc; i++) digests[0] = cli_dist_digest(digests[0], argv[i], strlen(argv[i]) + 1);
+        digests[1] = cli_dist_digest(0, spk_model_get_config(model), sizeof(spk_model_config));
+        digests[2] = cli_dist_digest(cli_dist_digest(0, x.shape, sizeof x.shape), x.data, (size_t)x.count * sizeof *x.data);
+        digests[2] = cli_dist_digest(cli_dist_digest(digests[2], t.shape, sizeof t.shape), t.data, (size_t)t.count * sizeof *t.data);
+        digests[3] = cli_dist_digest(0, &first, sizeof first);
+        int differs = cli_dist_differs(digests, 4);
+        if (differs >= 0) rc = d->rank == 0 ? cli_fail("the ranks disagree on %s", what[differs]) : 1;
+    }
+    float *bx = rc ? NULL : malloc((size_t)(share * per_in) * sizeof *bx);
+    float *bt = rc ? NULL : malloc((size_t)(share * per_t) * sizeof *bt);
     int64_t *perm = rc ? NULL : malloc((size_t)n * sizeof *perm), *idx = rc ? NULL : malloc((size_t)batch * sizeof *idx);
-    if (!rc && (!bx || !bt || !perm || !idx)) rc = cli_fail("out of host memory");
-    bool tty = isatty(fileno(stdout));
+    if (!rc && (!bx || !bt || !perm || !idx)) rc = cli_fail("out of host memory"), cli_dist_abort(1);
+    bool tty = isatty(fileno(stdout)) && d->rank == 0;
     int64_t perm_epoch = -1;
     double t_log = cli_now_ms();
     float value = NAN; /* the last loss read */
     for (long i = 0; i < steps && !rc; i++) {
         int64_t step = first + i;
         batch_indices(step, batch, n, shuffle, (uint64_t)seed, perm, &perm_epoch, idx);
-        for (long j = 0; j < batch; j++) {
-            memcpy(bx + j * per_in, x.data + idx[j] * per_in, (size_t)per_in * sizeof *bx);
-            memcpy(bt + j * per_t, t.data + idx[j] * per_t, (size_t)per_t * sizeof *bt);
+        for (int64_t j = 0; j < share; j++) {
+            memcpy(bx + j * per_in, x.data + idx[mine + j] * per_in, (size_t)per_in * sizeof *bx);
+            memcpy(bt + j * per_t, t.data + idx[mine + j] * per_t, (size_t)per_t * sizeof *bt);
         }
-        /* The loss is read back only on the steps that print it. */
-        bool log = (i + 1) % log_every == 0 || i + 1 == steps;
-        if (spk_model_train_step(model, bx, batch, seq, loss, bt, &opt, log ? &value : NULL) != SPK_OK) {
+        /* The loss is read back only on the steps that print it (every step's, under mpirun: the
+         * reduction has it anyway). */
+        bool log = ((i + 1) % log_every == 0 || i + 1 == steps) && d->rank == 0;
+        if (spk_model_train_step(model, bx, share, seq, loss, bt, &opt, log ? &value : NULL) != SPK_OK) {
             rc = cli_fail("step %lld: %s", (long long)step, spk_context_last_error(ctx));
+            cli_dist_abort(rc);
+            break;
+        }
+        if (every && (i + 1) % every == 0 && i + 1 < steps && d->rank == 0 &&
+            (spk_model_save_safetensors(model, output) != SPK_OK || spk_model_save_state(model, state_path) != SPK_OK)) {
+            rc = cli_fail("checkpoint at step %lld: %s", (long long)step + 1, spk_context_last_error(ctx));
+            cli_dist_abort(rc);
             break;
         }
         if (log) {
             double now = cli_now_ms(), per_step = (now - t_log) / (double)((i % log_every) + 1);
             t_log = now;
             if (tty) printf("\r\033[K");
-            printf("step %lld  loss %.6g  %.1f ms/step  %.1f sequences/s\n", (long long)step + 1, value, per_step,
+            printf("step %lld  loss %.9g  %.1f ms/step  %.1f sequences/s\n", (long long)step + 1, value, per_step,
                    (double)batch * 1e3 / per_step);
         }
         if (tty) { /* a live progress bar, redrawn in place */
@@ -265,8 +317,13 @@ int cli_train(int argc, char **argv) {
         }
     }
     if (tty && steps) printf("\r\033[K");
-    if (!rc && spk_model_save_safetensors(model, output) != SPK_OK) rc = cli_fail("%s", spk_context_last_error(ctx));
-    if (!rc && state_path && spk_model_save_state(model, state_path) != SPK_OK)
+    /* Every rank applied the same update to the same weights: checked, bit for bit. */
+    uint64_t digest = !rc && d->size > 1 ? weights_digest(model) : 0;
+    if (!rc && d->size > 1 && cli_dist_differs(&digest, 1) >= 0)
+        rc = d->rank == 0 ? cli_fail("the ranks' weights differ after training (a bug: please report it)") : 1;
+    if (!rc && d->rank == 0 && spk_model_save_safetensors(model, output) != SPK_OK)
+        rc = cli_fail("%s", spk_context_last_error(ctx));
+    if (!rc && d->rank == 0 && state_path && spk_model_save_state(model, state_path) != SPK_OK)
         rc = cli_fail("%s", spk_context_last_error(ctx));
     free(bx), free(bt), free(perm), free(idx);
     spk_array_free(&x), spk_array_free(&t);

@@ -3,7 +3,8 @@
  * clipping, dropout and shuffling, the losses within 1e-6 relative and the weights within 1e-5 (the tool
  * itself checks at the end that every rank holds the same bits); a run resumed across rank
  * counts; ranks that disagree refused without a hang; batch inference on 2 ranks byte for byte
- * one process's. Lavapipe with one thread per rank. */
+ * one process's; Python's Model.fit over mpi4py against the tool. Lavapipe with one thread per
+ * rank. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <math.h>
 #include <stdarg.h>
@@ -201,12 +202,25 @@ static void run_on_two_ranks(void **state) {
     assert_int_equal(sh("cmp %s/y1.npy %s/y2.npy", g_dir, g_dir), 0);
 }
 
+/* examples/python/train_mpi.py (Model.fit with an mpi4py communicator) on 2 ranks: the CLI's run. */
+static void python_fit_equals_the_cli(void **state) {
+    (void)state;
+    assert_int_equal(sh(MPIRUN "-np 2 -x SOFTPICK_LIBRARY=%s -x PYTHONPATH=%s $([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3) %s --input %s/x.npy "
+                        "--target %s/t.npy --hidden 8 --heads 2 --layers 2 --outputs 3 --init-seed 5 --batch-size 7 "
+                        "--steps 10 --lr 0.001 --clip-norm 0.5 --dropout 0.2 --seed 3 --shuffle "
+                        "--output %s/python.safetensors >%s/python.log 2>&1",
+                        SOFTPICK_LIBRARY_FILE, SOFTPICK_PYTHON_DIR, SOFTPICK_TRAIN_MPI, g_dir, g_dir, g_dir, g_dir),
+                     0);
+    check_same("two", "python", STEPS);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ranks_against_one),
         cmocka_unit_test(resume_across_rank_counts),
         cmocka_unit_test(disagreeing_ranks_refused),
         cmocka_unit_test(run_on_two_ranks),
+        cmocka_unit_test(python_fit_equals_the_cli),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     test_teardown_shared_context(NULL);

@@ -70,7 +70,7 @@ spk_status cli_dist_reduce(void *user, float *data, size_t count) {
     for (size_t done = 0; g_dist.size > 1 && done < count;) { /* counts are ints */
         int n = count - done > (size_t)1 << 30 ? 1 << 30 : (int)(count - done);
         if (MPI_Allreduce(MPI_IN_PLACE, data + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return SPK_ERROR_DEVICE_LOST;
+            return SPK_ERROR_IO; /* the communication failed */
         done += (size_t)n;
     }
 #else

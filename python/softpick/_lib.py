@@ -106,6 +106,15 @@ class LayerAnalysis(ctypes.Structure):
     _fields_ = [("kurtosis", ctypes.c_double), ("max_abs", ctypes.c_double)]
 
 
+REDUCE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t)
+WAIT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class DataParallel(ctypes.Structure):
+    _fields_ = [("global_batch", ctypes.c_int64), ("first_sample", ctypes.c_int64), ("reduce", REDUCE_FN),
+                ("wait", WAIT_FN), ("user", ctypes.c_void_p)]
+
+
 class OptimizerDesc(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int), ("lr", ctypes.c_float), ("beta1", ctypes.c_float), ("beta2", ctypes.c_float),
                 ("eps", ctypes.c_float), ("weight_decay", ctypes.c_float), ("clip_norm", ctypes.c_float)]
@@ -146,6 +155,7 @@ _PROTOTYPES = {
     "spk_model_forward": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, _f32p]),
     "spk_model_analyze": (c_status, [handle, _f32p, ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(HeadAnalysis),
                                      ctypes.POINTER(LayerAnalysis)]),
+    "spk_model_set_data_parallel": (c_status, [handle, ctypes.POINTER(DataParallel)]),
     "spk_model_memory": (c_status, [handle, ctypes.POINTER(ModelMemory)]),
     "spk_model_save_safetensors": (c_status, [handle, ctypes.c_char_p]),
     "spk_model_save_state": (c_status, [handle, ctypes.c_char_p]),

@@ -247,13 +247,17 @@ class Model:
 
     def fit(self, x, target, steps=100, batch_size=None, lr=1e-3, loss="mse", optimizer="adamw", weight_decay=None,
             beta1=0.9, beta2=0.999, eps=1e-8, clip_norm=0.0, dropout=None, seed=0, shuffle=False, resume=None,
-            state=None, progress=None):
+            state=None, progress=None, comm=None):
         """Trains on the device as `softpick train` does (SPEC.md section 6): step i takes samples
         (i * B + j) mod n (with shuffle, each epoch's seeded permutation), one recorded command
         buffer per step. resume: an optimizer state file to start from (its step count continues
         the batch order); state: where to write the optimizer state at the end. Returns the list of
         per-step losses (before each update). progress: a bar on stderr (default: when stderr is a
-        terminal)."""
+        terminal). comm: an mpi4py communicator for data-parallel training (run under mpirun, every
+        rank with the same arguments and data): each rank trains on its rows of every step's global
+        batch of batch_size samples and the gradients and loss are summed over the ranks before the
+        optimizer, so every rank keeps the same weights (as `softpick train` under mpirun); only
+        rank 0 shows progress and writes `state`."""
         a = self._input(x)
         n = a.shape[0]
         batch = n if batch_size is None else int(batch_size)
@@ -275,25 +279,52 @@ class Model:
         first = ctypes.c_int64(0)
         self._ctx._check(lib.spk_model_get_step(h, ctypes.byref(first)), "the step count")
         show = sys.stderr.isatty() if progress is None else bool(progress)
+        rank, ranks = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+        if batch < ranks:
+            raise ValueError("batch_size %d is smaller than the %d ranks" % (batch, ranks))
+        mine, end = rank * batch // ranks, (rank + 1) * batch // ranks
+        show = show and rank == 0
+        keep = self._data_parallel(comm, batch, mine) if comm is not None else None
         losses, order, start = [], _BatchOrder(n, shuffle, int(seed)), time.time()
         value = ctypes.c_float()
-        for step in range(int(steps)):
-            idx = order.indices(first.value + step, batch)
-            xb, tb = np.ascontiguousarray(a[idx]), np.ascontiguousarray(t[idx])
-            self._ctx._check(lib.spk_model_train_step(h, _lib.floats(xb), batch, a.shape[1], _lib.LOSSES[loss],
-                                                      _lib.floats(tb), ctypes.byref(opt), ctypes.byref(value)),
-                             "training step %d" % step)
-            losses.append(float(value.value))
-            if show:
-                done = (step + 1) / int(steps)
-                sys.stderr.write("\r[%-30s] %d/%d  loss %.5f  %.1f s" % ("#" * int(30 * done), step + 1, int(steps),
-                                                                      losses[-1], time.time() - start))
-                sys.stderr.flush()
+        try:
+            for step in range(int(steps)):
+                idx = order.indices(first.value + step, batch)[mine:end]
+                xb, tb = np.ascontiguousarray(a[idx]), np.ascontiguousarray(t[idx])
+                self._ctx._check(lib.spk_model_train_step(h, _lib.floats(xb), len(idx), a.shape[1], _lib.LOSSES[loss],
+                                                          _lib.floats(tb), ctypes.byref(opt), ctypes.byref(value)),
+                                 "training step %d" % step)
+                losses.append(float(value.value))
+                if show:
+                    done = (step + 1) / int(steps)
+                    sys.stderr.write("\r[%-30s] %d/%d  loss %.5f  %.1f s" % ("#" * int(30 * done), step + 1,
+                                                                          int(steps), losses[-1], time.time() - start))
+                    sys.stderr.flush()
+        finally:
+            if keep is not None:
+                self._ctx._check(lib.spk_model_set_data_parallel(h, None), "data-parallel")
         if show and steps:
             sys.stderr.write("\n")
-        if state is not None:
+        if state is not None and rank == 0:
             self.save_state(state)
         return losses
+
+    def _data_parallel(self, comm, batch, first):
+        """Sets the model's data-parallel reduction to an MPI all-reduce over comm; returns what
+        must stay alive while it is set."""
+        from mpi4py import MPI
+
+        def reduce(user, data, count):
+            try:
+                comm.Allreduce(MPI.IN_PLACE, [np.ctypeslib.as_array(data, shape=(count,)), MPI.FLOAT], op=MPI.SUM)
+                return 0
+            except Exception:  # noqa: BLE001 - any failure ends the step with the library's I/O error
+                return -10
+
+        fn = _lib.REDUCE_FN(reduce)
+        dp = _lib.DataParallel(batch, first, fn, _lib.WAIT_FN(), None)
+        self._ctx._check(lib.spk_model_set_data_parallel(self._live(), ctypes.byref(dp)), "data-parallel")
+        return fn, dp
 
 
 class _BatchOrder:

@@ -499,8 +499,10 @@ int cli_bench(int argc, char **argv) {
     if (!ctx) return 1;
     spk_device_info info;
     spk_context_device_info(ctx, &info);
-    printf("device: %s (%s, %s), subgroup %u, median of %ld runs after 3 warm-up runs, GPU timestamps\n\n", info.name,
-           spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats);
+    if (cli_dist_get()->rank == 0)
+        printf("device: %s (%s, %s), subgroup %u, median of %ld runs after 3 warm-up runs, %s\n\n", info.name,
+               spk_device_type_string(info.type), info.driver, info.subgroup_size, repeats,
+               cli_dist_get()->size > 1 ? "on each of the ranks" : "GPU timestamps");
     int rc = 0;
     if (spk_context_last_gpu_time_ns(ctx) == 0 && !info.name[0]) rc = cli_fail("no device");
     if (strcmp(what, "matmul") == 0) rc = bench_matmul(ctx, (int)repeats, variants != 0, shape, dtypes.weights_dtype);
@@ -509,6 +511,7 @@ int cli_bench(int argc, char **argv) {
     else if (strcmp(what, "model") == 0)
         rc = bench_model(ctx, (int)repeats, dtypes.weights_dtype, dtypes.activation_dtype, tuned != 0, dtypes.attention);
     else if (strcmp(what, "soak") == 0) rc = bench_soak(ctx, forwards);
+    else if (strcmp(what, "train") == 0 && cli_dist_get()->size > 1) rc = bench_train_dist(ctx, (int)repeats);
     else if (strcmp(what, "train") == 0) rc = bench_train(ctx, (int)repeats, tuned != 0);
     else rc = bench_softpick(ctx, (int)repeats, elements, variants != 0, dtypes.activation_dtype);
     spk_context_destroy(ctx);

@@ -35,5 +35,7 @@ int bench_model(spk_context *ctx, int repeats, spk_dtype weights_dtype, spk_dtyp
 int bench_soak(spk_context *ctx, long forwards);
 /* With `tuned`, the step again on the context's tuned choices (the table hides them). */
 int bench_train(spk_context *ctx, int repeats, bool tuned);
+/* bench train under mpirun: data-parallel over the ranks beside one rank alone (bench_dist.c). */
+int bench_train_dist(spk_context *ctx, int repeats);
 
 #endif

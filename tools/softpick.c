@@ -138,8 +138,10 @@ static int dispatch(int argc, char **argv) {
     }
     const char *command = argv[1];
     /* Under mpirun: training and batch inference split across the ranks; nothing else does. */
-    if (cli_dist_get()->size > 1 && strcmp(command, "train") != 0 && strcmp(command, "run") != 0)
-        return cli_dist_get()->rank == 0 ? cli_fail("%s runs as one process; under mpirun only train and run do", command) : 1;
+    bool spread = strcmp(command, "train") == 0 || strcmp(command, "run") == 0 ||
+                  (strcmp(command, "bench") == 0 && argc > 2 && strcmp(argv[2], "train") == 0);
+    if (cli_dist_get()->size > 1 && !spread)
+        return cli_dist_get()->rank == 0 ? cli_fail("%s runs as one process; under mpirun only train, run and bench train do", command) : 1;
     if (strcmp(command, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
     if (strcmp(command, "softpick") == 0) return cmd_softpick(argc - 2, argv + 2);
     if (strcmp(command, "run") == 0) return cli_run(argc - 2, argv + 2);

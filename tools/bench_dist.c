@@ -1,0 +1,121 @@
+/* softpick bench train under mpirun: the default model's training step data-parallel over the
+ * ranks (the global batch of 32 split by rows, the gradients all-reduced over MPI between the
+ * backward and the optimizer) beside one rank alone on the whole batch in the same run, with the
+ * time the reduction takes; then, on paper, what N GPUs would do from the measured step and the
+ * gradient bytes. Wall time: a data-parallel step is two submits with the host's reduction
+ * between them, which GPU timestamps would not see. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench_common.h"
+#include "cli.h"
+
+typedef struct reduce_clock {
+    double ms; /* time spent in the reduction since last read */
+} reduce_clock;
+
+static spk_status timed_reduce(void *user, float *data, size_t count) {
+    reduce_clock *c = user;
+    double t0 = cli_now_ms();
+    spk_status s = cli_dist_reduce(NULL, data, count);
+    c->ms += cli_now_ms() - t0;
+    return s;
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Medians over `repeats` steps (after 3 warm-up steps) of the step's wall time and of the time in
+ * the reduction; false on failure. */
+static bool time_steps(spk_model *m, const float *x, const float *t, int64_t rows, int64_t seq, int repeats,
+                       reduce_clock *clock, double *step_ms, double *reduce_ms) {
+    spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
+    double *steps = calloc((size_t)repeats, sizeof *steps), *reduces = calloc((size_t)repeats, sizeof *reduces);
+    bool ok = steps && reduces;
+    for (int i = -3; i < repeats && ok; i++) {
+        clock->ms = 0;
+        double t0 = cli_now_ms();
+        ok = spk_model_train_step(m, x, rows, seq, SPK_LOSS_CROSS_ENTROPY, t, &opt, NULL) == SPK_OK;
+        if (i >= 0) steps[i] = cli_now_ms() - t0, reduces[i] = clock->ms;
+    }
+    if (ok) {
+        qsort(steps, (size_t)repeats, sizeof *steps, by_value);
+        qsort(reduces, (size_t)repeats, sizeof *reduces, by_value);
+        *step_ms = steps[repeats / 2], *reduce_ms = reduces[repeats / 2];
+    }
+    free(steps), free(reduces);
+    return ok;
+}
+
+int bench_train_dist(spk_context *ctx, int repeats) {
+    const cli_dist *d = cli_dist_get();
+    spk_model_config cfg = spk_model_config_default(256);
+    cfg.num_outputs = 4;
+    const int64_t batch = 32, seq = cfg.window_size;
+    int64_t first = d->rank * batch / d->size, share = (d->rank + 1) * batch / d->size - first;
+    spk_model *alone = NULL, *m = NULL;
+    float *x = malloc((size_t)(batch * seq * cfg.embed_dim) * sizeof *x), *t = malloc((size_t)batch * sizeof *t);
+    spk_status s = x && t ? SPK_OK : SPK_ERROR_OUT_OF_HOST_MEMORY;
+    if (s == SPK_OK) {
+        fill_random(x, batch * seq * cfg.embed_dim);
+        for (int64_t i = 0; i < batch; i++) t[i] = (float)(i % 4);
+    }
+    reduce_clock clock = {0};
+    double alone_ms = 0, alone_reduce = 0, step_ms = 0, reduce_ms = 0;
+    /* One rank alone on the whole batch first, the others waiting (it has the machine). */
+    if (s == SPK_OK && d->rank == 0) {
+        s = spk_model_create(ctx, &cfg, &alone);
+        if (s == SPK_OK) s = spk_model_init_random(alone, 1);
+        if (s == SPK_OK && !time_steps(alone, x, t, batch, seq, repeats, &clock, &alone_ms, &alone_reduce))
+            s = SPK_ERROR_DEVICE_LOST;
+        spk_model_destroy(alone);
+    }
+    int64_t params = 0;
+    spk_data_parallel dp = {batch, first, timed_reduce, NULL, &clock};
+    if (cli_dist_all(s == SPK_OK)) {
+        s = spk_model_create(ctx, &cfg, &m);
+        if (s == SPK_OK) s = spk_model_init_random(m, 1);
+        if (s == SPK_OK) s = spk_model_set_data_parallel(m, &dp);
+        for (int i = 0; s == SPK_OK && i < spk_model_parameter_count(m); i++) {
+            char name[128];
+            int ndim;
+            int64_t shape[2];
+            spk_model_parameter_info(m, i, name, sizeof name, &ndim, shape);
+            params += ndim == 2 ? shape[0] * shape[1] : shape[0];
+        }
+        if (s == SPK_OK && !time_steps(m, x + first * seq * cfg.embed_dim, t + first, share, seq, repeats, &clock,
+                                       &step_ms, &reduce_ms))
+            s = SPK_ERROR_DEVICE_LOST;
+    }
+    int rc = s == SPK_OK ? 0 : cli_fail("bench train: %s", spk_context_last_error(ctx));
+    if (!cli_dist_all(rc == 0)) rc = 1;
+    if (rc == 0 && d->rank == 0) {
+        double bytes = (double)(params + 1) * sizeof(float), moved = 2.0 * (d->size - 1) / d->size * bytes;
+        printf("train, data-parallel: the default model (embed 256, hidden 256, 4 heads, 6 layers, seq 60, a 4-class "
+               "head), global batch %lld, AdamW; wall time per step, median of %d after 3 warm-up steps\n",
+               (long long)batch, repeats);
+        printf("%-34s %10s %14s %10s\n", "run", "step ms", "reduction ms", "seq/s");
+        printf("%-34s %10.2f %14s %10.1f\n", "1 rank, batch 32", alone_ms, "-", (double)batch * 1e3 / alone_ms);
+        char label[64];
+        snprintf(label, sizeof label, "%d ranks, %lld-%lld rows each", d->size, (long long)(batch / d->size),
+                 (long long)((batch + d->size - 1) / d->size));
+        printf("%-34s %10.2f %14.2f %10.1f\n", label, step_ms, reduce_ms, (double)batch * 1e3 / step_ms);
+        printf("gradients all-reduced per step: %.2f MiB (%lld parameters and the loss); each rank sends and receives "
+               "2 (N-1)/N of them in a ring: %.2f MiB, %.2f GB/s in the measured reduction; the reduction starts after "
+               "the whole backward: it hides none of it\n",
+               bytes / (1 << 20), (long long)params, moved / (1 << 20), reduce_ms > 0 ? moved / reduce_ms / 1e6 : 0.0);
+        printf("on paper, N GPUs each computing 1/N of this step (%.2f ms here) and a ring all-reduce of %.2f MiB "
+               "without overlap:\n", alone_ms, bytes / (1 << 20));
+        printf("%4s %16s %22s %22s\n", "N", "compute ms", "at 25 GB/s: ms, x1", "at 10 Gbit/s: ms, x1");
+        for (int n = 2; n <= 8; n *= 2) {
+            double compute = alone_ms / n, ring = 2.0 * (n - 1) / n * bytes;
+            double fast = compute + ring / 25e9 * 1e3, slow = compute + ring / 1.25e9 * 1e3;
+            printf("%4d %16.2f %14.2f %6.2fx %14.2f %6.2fx\n", n, compute, fast, alone_ms / fast, slow, alone_ms / slow);
+        }
+    }
+    spk_model_destroy(m);
+    free(x), free(t);
+    return rc;
+}

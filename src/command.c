@@ -421,7 +421,7 @@ static uint64_t spk__timestamp_ns(const spk_context *ctx, uint64_t from, uint64_
     return (uint64_t)((double)((to - from) & mask) * ctx->caps.timestamp_period);
 }
 
-spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
+spk_status spk__recording_submit_async(spk_context *ctx, spk__recording *rec, VkFence fence) {
     if (!ctx->queue)
         return spk__fail(ctx, SPK_ERROR_UNSUPPORTED,
                          "this context was created without a queue: record with spk_record_* and submit yourself");
@@ -432,11 +432,14 @@ spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
         .commandBufferCount = 1,
         .pCommandBuffers = &rec->cmd,
     };
-    VkResult r = SPK__VK(VK_ERROR_OUT_OF_DEVICE_MEMORY, ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence));
-    if (r != VK_SUCCESS) return spk__fail_vk(ctx, r, "vkQueueSubmit");
+    VkResult r = SPK__VK(VK_ERROR_OUT_OF_DEVICE_MEMORY, ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, fence));
+    return r == VK_SUCCESS ? SPK_OK : spk__fail_vk(ctx, r, "vkQueueSubmit");
+}
+
+spk_status spk__fence_wait(spk_context *ctx, VkFence fence) {
     /* A blocking wait: on CPU drivers the host thread shares the cores with the driver's workers,
      * and a spinning waiter would take their time. */
-    r = SPK__VK(VK_ERROR_DEVICE_LOST, ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX));
+    VkResult r = SPK__VK(VK_ERROR_DEVICE_LOST, ctx->vk.vkWaitForFences(ctx->device, 1, &fence, VK_TRUE, UINT64_MAX));
     if (r != VK_SUCCESS) {
         /* The device is lost (or the wait failed): nothing submitted may still be running when
          * objects are destroyed later, so drain the queue (a lost device answers at once). The
@@ -444,8 +447,28 @@ spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
         ctx->vk.vkQueueWaitIdle(ctx->queue);
         return spk__fail_vk(ctx, r, "vkWaitForFences");
     }
-    VkResult reset = ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
-    if (reset != VK_SUCCESS) return spk__fail_vk(ctx, reset, "vkResetFences");
+    VkResult reset = ctx->vk.vkResetFences(ctx->device, 1, &fence);
+    return reset == VK_SUCCESS ? SPK_OK : spk__fail_vk(ctx, reset, "vkResetFences");
+}
+
+spk_status spk__barrier_all(spk_context *ctx) {
+    VkMemoryBarrier barrier = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |
+                         VK_ACCESS_SHADER_WRITE_BIT,
+    };
+    VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    ctx->vk.vkCmdPipelineBarrier(ctx->rec->cmd, stages, stages, 0, 1, &barrier, 0, NULL, 0, NULL);
+    ctx->rec->access_count = 0;
+    return SPK_OK;
+}
+
+spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec) {
+    spk_status s = spk__recording_submit_async(ctx, rec, ctx->fence);
+    if (s == SPK_OK) s = spk__fence_wait(ctx, ctx->fence);
+    if (s != SPK_OK) return s;
+    VkResult r;
     ctx->last_gpu_time_ns = 0;
     if (rec->timestamps) {
         uint64_t ts[2];

@@ -354,6 +354,13 @@ spk_status spk__recording_end(spk_context *ctx, spk__recording *rec);
 /* Submits an ended recording, waits on the fence (blocking) and reads its timestamps into
  * ctx->last_gpu_time_ns. */
 spk_status spk__recording_submit(spk_context *ctx, spk__recording *rec);
+/* Submits an ended recording with `fence` signalled at its end, without waiting; then waiting
+ * for (and resetting) a fence. */
+spk_status spk__recording_submit_async(spk_context *ctx, spk__recording *rec, VkFence fence);
+spk_status spk__fence_wait(spk_context *ctx, VkFence fence);
+/* Records a barrier ordering all earlier work on the queue (earlier submissions included) before
+ * all later work: the start of a recording submitted after another without a wait. */
+spk_status spk__barrier_all(spk_context *ctx);
 /* Per-dispatch GPU nanoseconds of the last submission of a profiling recording, and each
  * dispatch's shader name if `shaders` is not NULL: fills up to `max` entries and returns how many
  * dispatches were timed. */

@@ -112,6 +112,8 @@ typedef enum spk__train_phase {
     SPK__PHASE_STEP, /* zeroing the gradients, the above, and the optimizer */
 } spk__train_phase;
 
+#define SPK__MAX_BUCKETS 48 /* at most 40 layers train (spk__weights_count within 512), + 2 */
+
 /* What a recorded training step bakes in: replayed only while all of it is the same. */
 typedef struct spk__step_key {
     int64_t batch, seq;
@@ -123,6 +125,7 @@ typedef struct spk__step_key {
     float dropout;
     uint64_t seed;
     int64_t global_batch, first_sample; /* data-parallel (0: alone) */
+    size_t bucket_bytes;
 } spk__step_key;
 
 /* The training state of a model, made on first use (inference never pays for it). */
@@ -154,10 +157,15 @@ typedef struct spk__train {
     spk__recording step;
     spk__step_key step_key;
     bool step_valid;
-    /* Data-parallel: the step stops after the backward (its gradients and loss copied out where
-     * not host-visible), the caller's reduction runs, then `step_tail` (the copy back, the
-     * optimizer). */
-    spk__recording step_tail;
+    /* Data-parallel (data_parallel.c): the step is `step` and the segments, one per bucket of
+     * gradients after the first, each submitted with a fence of its own; the caller's reduction
+     * of a bucket runs once its segment is done (its gradients copied out first where not
+     * host-visible), then `step_tail` (the copy back, the optimizer). */
+    spk__recording segments[SPK__MAX_BUCKETS], step_tail;
+    VkFence fences[SPK__MAX_BUCKETS];
+    uint64_t bucket_end[SPK__MAX_BUCKETS]; /* where each bucket ends in grad_all (floats) */
+    bool cut_after[SPK__MAX_BUCKETS];      /* a bucket ends after layer l's backward */
+    uint32_t buckets, recorded_segments;
     spk__allocation grad_staging;
     spk__allocation staging; /* targets then the loss, where tensors are not host-visible */
     /* The last spk_model_forward_train, which spk_model_backward goes back through (any other
@@ -166,6 +174,8 @@ typedef struct spk__train {
     bool fwd_valid;
 } spk__train;
 
+/* Makes the training state (zeroed gradients) on first use, and activations for `rows`. */
+spk_status spk__train_prepare(spk_model *m, int64_t rows);
 void spk__train_destroy(spk_model *m);
 /* The device bytes of the training state (gradients, moments, kept activations, buffers). */
 uint64_t spk__train_bytes(spk_model *m);
@@ -178,6 +188,15 @@ void spk__train_forget_forward(spk_model *m);
 spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                              const float *target, const spk_optimizer_desc *opt, spk__train_phase upto,
                              float *loss_out);
+/* Data-parallel steps (data_parallel.c): plans the buckets of the step being recorded; the
+ * backward's hook after each layer (user: the model), ending a segment where a bucket ends; the
+ * last segment's end; and a recorded step run: its segments, the caller's reductions (the loss,
+ * read from `loss_host` once the step is done, reduced into *loss), the tail. */
+void spk__dp_plan(spk_model *m);
+spk_status spk__dp_layer_done(void *user, int layer);
+spk_status spk__dp_last_bucket(spk_model *m);
+spk_status spk__dp_run(spk_model *m, const float *loss_host, float *loss);
+void spk__dp_destroy(spk_model *m);
 /* Per-dispatch GPU nanoseconds and shader names of the last profiled training run. */
 uint32_t spk__train_dispatch_times(spk_model *m, uint64_t *ns, const char **shaders, uint32_t max);
 /* Records the optimizer's step over every parameter (optimizer.c); makes its state first. */

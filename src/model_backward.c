@@ -127,11 +127,12 @@ void spk__train_destroy(spk_model *m) {
     if (!t) return;
     spk__acts_destroy(m);
     spk__optimizer_destroy(m);
-    pthread_mutex_lock(&m->ctx->lock);
-    if (t->step.cmd) spk__recording_destroy(m->ctx, &t->step);
-    if (t->step_tail.cmd) spk__recording_destroy(m->ctx, &t->step_tail);
-    if (t->grad_staging.block) spk__free(m->ctx, &t->grad_staging);
-    pthread_mutex_unlock(&m->ctx->lock);
+    spk__dp_destroy(m);
+    if (t->step.cmd) {
+        pthread_mutex_lock(&m->ctx->lock);
+        spk__recording_destroy(m->ctx, &t->step);
+        pthread_mutex_unlock(&m->ctx->lock);
+    }
     spk__weights_destroy(&t->grad, m->cfg.num_layers);
     spk_tensor_destroy(t->grad_all);
     spk_tensor_destroy(t->loss);
@@ -143,7 +144,7 @@ void spk__train_destroy(spk_model *m) {
 static spk_status spk__record_zero_grad(spk_model *m) { return spk__fill_zero(m->ctx, m->train->grad_all->ref); }
 
 /* The training state, made (with zeroed gradients) on first use, and activations for `rows`. */
-static spk_status spk__train_prepare(spk_model *m, int64_t rows) {
+spk_status spk__train_prepare(spk_model *m, int64_t rows) {
     spk_context *ctx = m->ctx;
     spk_status s = SPK_OK;
     if (m->cfg.weights_dtype != SPK_DTYPE_F32 || m->cfg.activation_dtype != SPK_DTYPE_F32)
@@ -235,7 +236,7 @@ static spk_status spk__attention_backward(spk_context *ctx, const spk_model *m, 
 /* Records the backward of the last training forward on input [batch, seq, embed] from dL/dy
  * (the output's shape), accumulating every parameter's gradient: the forward's steps in reverse. */
 static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *input, int64_t batch, int64_t seq,
-                                             const spk_tensor *dy) {
+                                             const spk_tensor *dy, spk_status (*layer_done)(void *, int)) {
     spk_context *ctx = m->ctx;
     const spk_model_config *c = &m->cfg;
     spk__train *t = m->train;
@@ -322,6 +323,7 @@ static spk_status spk__model_record_backward(spk_model *m, const spk_tensor *inp
             s = spk__norm_backward(ctx, x_in, &b->attn_norm, &gb->attn_norm, &v.stats1, &da, true, &dx,
                                    spk__mask(k, 2 * l - 1, &mask), &d_drop);
         masked = masks;
+        if (s == SPK_OK && layer_done) s = layer_done(m, l); /* layer l's gradients are final */
     }
     /* x = dense(input, input_projection) */
     if (s == SPK_OK && m->w.input_projection.kernel)
@@ -375,7 +377,8 @@ static bool spk__step_key_equal(const spk__step_key *a, const spk__step_key *b) 
                                     p->clip_norm == q->clip_norm);
     return a->batch == b->batch && a->seq == b->seq && a->mode == b->mode && a->loss == b->loss && a->upto == b->upto &&
            a->has_opt == b->has_opt && a->profile == b->profile && same_opt && a->dropout == b->dropout &&
-           a->seed == b->seed && a->global_batch == b->global_batch && a->first_sample == b->first_sample;
+           a->seed == b->seed && a->global_batch == b->global_batch && a->first_sample == b->first_sample &&
+           a->bucket_bytes == b->bucket_bytes;
 }
 
 /* Where the host writes a tensor's data for a step: its staging copy, or the tensor itself. */
@@ -421,55 +424,23 @@ static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key)
                          (uint64_t)(key->loss == SPK_LOSS_MSE ? spk_model_output_size(&m->cfg) : 1);
     if (s == SPK_OK && key->upto >= SPK__PHASE_LOSS)
         s = spk__record_loss(ctx, 0, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy, mean_over);
-    if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD) s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy);
+    /* Data-parallel: the step ends in segments, one per bucket of gradients (data_parallel.c). */
+    if (split) spk__dp_plan(m);
+    if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD)
+        s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy, split ? spk__dp_layer_done : NULL);
     if (s == SPK_OK && t->staging.block) {
         VkDeviceSize at = (VkDeviceSize)t->acts.rows * (VkDeviceSize)spk_model_output_size(&m->cfg) * sizeof(float);
         s = spk__copy(ctx, t->loss->ref, (spk__buffer_ref){t->staging.block->buffer, t->staging.offset + at, sizeof(float)});
     }
-    /* Data-parallel: the gradients out to the host here, the reduction between, back in the tail. */
     spk__buffer_ref staged = {t->grad_staging.block ? t->grad_staging.block->buffer : VK_NULL_HANDLE,
                               t->grad_staging.offset, t->grad_all->ref.size};
-    if (s == SPK_OK && split && staged.buffer) s = spk__copy(ctx, t->grad_all->ref, staged);
-    if (s == SPK_OK && split) s = spk__recording_end(ctx, &t->step);
+    if (s == SPK_OK && split) s = spk__dp_last_bucket(m);
     if (s == SPK_OK && split) s = spk__recording_begin(ctx, &t->step_tail, true);
     if (s == SPK_OK && split && staged.buffer) s = spk__copy(ctx, staged, t->grad_all->ref);
     if (s == SPK_OK && whole) s = spk__record_optimizer_step(m, &key->opt);
     if (s == SPK_OK) s = spk__recording_end(ctx, split ? &t->step_tail : &t->step);
     ctx->rec = &ctx->own;
     if (s == SPK_OK) t->step_key = *key, t->step_valid = true;
-    return s;
-}
-
-/* Data-parallel: the caller's reduction of the step's gradients and loss, between its two
- * submits. */
-static spk_status spk__reduce_step(spk_model *m, float *loss) {
-    spk__train *t = m->train;
-    const spk_data_parallel *dp = &m->dp;
-    const spk__allocation *host = t->grad_staging.block ? &t->grad_staging : &t->grad_all->alloc;
-    float *grads = (float *)((unsigned char *)host->block->mapped + host->offset);
-    spk_status s = dp->reduce(dp->user, grads, (size_t)t->grad_all->count);
-    if (s == SPK_OK) s = dp->reduce(dp->user, loss, 1);
-    if (s == SPK_OK && dp->wait) s = dp->wait(dp->user);
-    return s == SPK_OK ? s : spk__fail(m->ctx, s, "data-parallel: the reduction failed (%s)", spk_status_string(s));
-}
-
-spk_status spk_model_set_data_parallel(spk_model *m, const spk_data_parallel *dp) {
-    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
-    spk_data_parallel none = {0};
-    if (!dp) dp = &none;
-    if (dp->global_batch < 0 || dp->first_sample < 0 || (dp->global_batch && dp->first_sample >= dp->global_batch))
-        return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "data-parallel: first sample %lld outside a global batch of %lld",
-                         (long long)dp->first_sample, (long long)dp->global_batch);
-    if (dp->global_batch && !dp->reduce)
-        return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "data-parallel: the reduce callback is NULL");
-    spk_status s = dp->global_batch ? spk__train_prepare(m, 1) : SPK_OK;
-    if (s == SPK_OK && dp->global_batch && (!m->train->grad_all->alloc.block->mapped || m->ctx->force_staging) &&
-        !m->train->grad_staging.block) {
-        pthread_mutex_lock(&m->ctx->lock);
-        s = spk__allocate(m->ctx, SPK__MEMORY_STAGING, m->train->grad_all->ref.size, &m->train->grad_staging);
-        pthread_mutex_unlock(&m->ctx->lock);
-    }
-    if (s == SPK_OK) m->dp = *dp;
     return s;
 }
 
@@ -501,26 +472,23 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
                          (long long)dp->first_sample, (long long)(dp->first_sample + batch - 1), (long long)dp->global_batch);
     spk__step_key key = {.batch = batch, .seq = seq_len, .mode = m->cfg.output_mode, .loss = loss, .upto = upto,
                          .has_opt = opt != NULL, .profile = m->profile, .dropout = opt ? m->cfg.dropout : 0.0f,
-                         .seed = m->dropout_seed, .global_batch = dp->global_batch, .first_sample = dp->first_sample};
+                         .seed = m->dropout_seed, .global_batch = dp->global_batch, .first_sample = dp->first_sample,
+                         .bucket_bytes = dp->bucket_bytes};
     if (opt) key.opt = *opt;
     size_t in_bytes = (size_t)(rows * m->cfg.embed_dim) * sizeof(float);
     size_t target_bytes = (size_t)(loss == SPK_LOSS_MSE ? out_count : out_rows) * sizeof(float);
     VkDeviceSize loss_at = (VkDeviceSize)t->acts.rows * (VkDeviceSize)classes * sizeof(float);
     pthread_mutex_lock(&ctx->lock);
     if (!t->step_valid || !spk__step_key_equal(&t->step_key, &key)) s = spk__record_train_step(m, &key);
+    bool split = dp->global_batch && upto >= SPK__PHASE_BACKWARD;
+    const float *loss_host = (const float *)spk__host_side(&t->staging, loss_at, t->loss);
+    float value = 0.0f;
     if (s == SPK_OK) {
         memcpy(spk__host_side(&m->staging, 0, m->input), input, in_bytes);
         memcpy(spk__host_side(&t->staging, 0, t->target), target, target_bytes);
-        s = spk__recording_submit(ctx, &t->step);
+        s = split ? spk__dp_run(m, loss_host, &value) : spk__recording_submit(ctx, &t->step);
     }
-    float value = 0.0f;
-    if (s == SPK_OK) memcpy(&value, spk__host_side(&t->staging, loss_at, t->loss), sizeof(float));
-    if (s == SPK_OK && dp->global_batch && upto >= SPK__PHASE_BACKWARD) {
-        pthread_mutex_unlock(&ctx->lock);
-        s = spk__reduce_step(m, &value);
-        pthread_mutex_lock(&ctx->lock);
-        if (s == SPK_OK) s = spk__recording_submit(ctx, &t->step_tail);
-    }
+    if (s == SPK_OK && !split) value = *loss_host;
     if (s == SPK_OK && loss_out) *loss_out = value;
     pthread_mutex_unlock(&ctx->lock);
     if (s == SPK_OK && opt && upto == SPK__PHASE_STEP) t->steps++;
@@ -558,7 +526,7 @@ static spk_status spk__record_own_backward(spk_context *ctx, const void *arg) {
     (void)ctx;
     const spk__own_pass *p = arg;
     const spk_tensor *in = &p->m->train->fwd_input;
-    return spk__model_record_backward(p->m, in, in->shape[0], in->shape[1], p->dy);
+    return spk__model_record_backward(p->m, in, in->shape[0], in->shape[1], p->dy, NULL);
 }
 
 /* Records the training forward (dropout off, as spk_model_grad) in one submit and remembers its

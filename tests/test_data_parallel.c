@@ -3,7 +3,8 @@
  * (every rank's buffer summed in rank order, so each gets the same bits). Against one process on
  * the whole batch: the losses within 1e-6 and the weights within 1e-5 after 10 AdamW steps with
  * clipping and dropout, a global batch not divisible by the ranks included; every rank's weights
- * identical bit for bit; spk_model_grad's gradients; the errors. */
+ * identical bit for bit; buckets reduced as the backward finishes them, through staging too;
+ * spk_model_grad's gradients; the errors. */
 #define _POSIX_C_SOURCE 200809L /* pthread_barrier_t */
 #include <math.h>
 #include <pthread.h>
@@ -18,6 +19,8 @@ enum { EMBED = 6, SEQ = 5, OUTPUTS = 3, STEPS = 10, MAX_RANKS = 3, GLOBAL = 7 };
 
 typedef struct world {
     int ranks;
+    size_t bucket_bytes; /* spk_data_parallel's: 0, or buckets reduced as the backward finishes them */
+    int reductions;      /* rank 0's calls of reduce, over the run */
     pthread_barrier_t barrier;
     float *slots[MAX_RANKS];
     size_t count;
@@ -39,6 +42,7 @@ static spk_status reduce(void *user, float *data, size_t count) {
     world *w = r->w;
     w->slots[r->index] = data;
     w->count = count;
+    if (r->index == 0) w->reductions++;
     pthread_barrier_wait(&w->barrier);
     float *sum = malloc(count * sizeof *sum);
     for (size_t i = 0; sum && i < count; i++) {
@@ -96,7 +100,8 @@ static void *run_rank(void *arg) {
     spk_status s = spk_model_create(ctx, &c, &m);
     if (s == SPK_OK) s = spk_model_init_random(m, 9);
     if (s == SPK_OK) s = spk_model_set_dropout(m, c.dropout, 4);
-    spk_data_parallel dp = {GLOBAL, first, reduce, NULL, r};
+    spk_data_parallel dp = {.global_batch = GLOBAL, .first_sample = first, .reduce = reduce, .user = r,
+                            .bucket_bytes = r->w ? r->w->bucket_bytes : 0};
     if (s == SPK_OK && r->w) s = spk_model_set_data_parallel(m, &dp);
     spk_optimizer_desc opt = spk_optimizer_defaults(SPK_OPTIMIZER_ADAMW);
     opt.lr = 1e-2f, opt.clip_norm = 0.5f;
@@ -117,11 +122,11 @@ static void *run_rank(void *arg) {
 }
 
 /* `ranks` threads against one process alone (a rank without a world). */
-static void check_ranks(int ranks, bool grad_only, bool staged) {
+static void check_ranks(int ranks, bool grad_only, bool staged, size_t bucket_bytes) {
     rank alone = {.index = 0, .grad_only = grad_only};
     run_rank(&alone);
     assert_int_equal(alone.status, SPK_OK);
-    world w = {.ranks = ranks};
+    world w = {.ranks = ranks, .bucket_bytes = bucket_bytes};
     pthread_barrier_init(&w.barrier, NULL, (unsigned)ranks);
     rank r[MAX_RANKS];
     pthread_t threads[MAX_RANKS];
@@ -154,8 +159,11 @@ static void check_ranks(int ranks, bool grad_only, bool staged) {
         worst = fmax(worst, fabs(r[0].weights[i] - alone.weights[i]));
         scale = fmax(scale, fabs(alone.weights[i]));
     }
-    printf("%d ranks%s (global batch %d), %s: loss within %.2g relative, %s within %.2g (largest %.3g)\n", ranks,
-           staged ? " through staging" : "", GLOBAL, grad_only ? "spk_model_grad" : "10 AdamW steps, clipping 0.5, dropout 0.2", worst_loss,
+    /* Buckets of one layer at least: the two layers' and the loss's reductions per step. */
+    int calls = grad_only ? 1 : STEPS;
+    assert_int_equal(w.reductions, bucket_bytes ? 3 * calls : 2 * calls);
+    printf("%d ranks%s%s (global batch %d), %s: loss within %.2g relative, %s within %.2g (largest %.3g)\n", ranks,
+           staged ? " through staging" : "", bucket_bytes ? ", a bucket per layer" : "", GLOBAL, grad_only ? "spk_model_grad" : "10 AdamW steps, clipping 0.5, dropout 0.2", worst_loss,
            grad_only ? "gradients" : "weights", worst, scale);
     if (!(worst_loss <= 1e-6)) fail_msg("loss off by %.3g relative", worst_loss);
     if (!(worst <= 1e-5 * fmax(1.0, scale))) fail_msg("off by %.3g", worst);
@@ -166,17 +174,22 @@ static void check_ranks(int ranks, bool grad_only, bool staged) {
 
 static void two_ranks(void **state) {
     (void)state;
-    check_ranks(2, false, false);
+    check_ranks(2, false, false, 0);
 }
 
 static void three_ranks_uneven(void **state) {
     (void)state;
-    check_ranks(3, false, true);
+    check_ranks(3, false, true, 64);
+}
+
+static void two_ranks_buckets(void **state) {
+    (void)state;
+    check_ranks(2, false, false, 64);
 }
 
 static void gradients(void **state) {
     (void)state;
-    check_ranks(3, true, false);
+    check_ranks(3, true, false, 64);
 }
 
 static spk_status never(void *user, float *data, size_t count) {
@@ -192,13 +205,13 @@ static void errors(void **state) {
     spk_model *m = NULL;
     assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
     assert_int_equal(spk_model_init_random(m, 1), SPK_OK);
-    spk_data_parallel bad[] = {{-1, 0, never, NULL, NULL}, {4, 4, never, NULL, NULL}, {4, -1, never, NULL, NULL},
-                               {4, 0, NULL, NULL, NULL}};
+    spk_data_parallel bad[] = {{.global_batch = -1, .reduce = never}, {.global_batch = 4, .first_sample = 4, .reduce = never},
+                               {.global_batch = 4, .first_sample = -1, .reduce = never}, {.global_batch = 4}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(spk_model_set_data_parallel(m, &bad[i]), SPK_ERROR_INVALID_ARGUMENT);
     assert_int_equal(spk_model_set_data_parallel(NULL, NULL), SPK_ERROR_INVALID_ARGUMENT);
     float x[4 * SEQ * EMBED] = {0}, t[4] = {0, 1, 2, 0}, loss = 0;
-    spk_data_parallel dp = {4, 2, never, NULL, NULL};
+    spk_data_parallel dp = {.global_batch = 4, .first_sample = 2, .reduce = never};
     assert_int_equal(spk_model_set_data_parallel(m, &dp), SPK_OK);
     assert_int_equal(spk_model_grad(m, x, 3, SEQ, SPK_LOSS_CROSS_ENTROPY, t, &loss), SPK_ERROR_SHAPE);
     assert_non_null(strstr(spk_context_last_error(ctx), "past the global batch"));
@@ -217,6 +230,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(errors),
         cmocka_unit_test(two_ranks),
+        cmocka_unit_test(two_ranks_buckets),
         cmocka_unit_test(three_ranks_uneven),
         cmocka_unit_test(gradients),
     };

@@ -202,7 +202,18 @@ static void prepare_small_model_staged(spk_context *ctx, void **out) {
     prepare_small_model(ctx, out);
 }
 
-/* Data-parallel on one rank (its reduction leaves the sums as they are), through staging. */
+/* Data-parallel on one rank (its reduction leaves the sums as they are), through staging, a
+ * bucket per layer of a 2-layer model. */
+static void prepare_two_layers_staged(spk_context *ctx, void **out) {
+    ctx->force_staging = true;
+    prepare_nothing(ctx, out);
+    op_data *d = *out;
+    spk_model_config c = spk_model_config_default(8);
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.num_outputs = 3, c.window_size = 4;
+    assert_int_equal(spk_model_create(ctx, &c, &d->model), SPK_OK);
+    assert_int_equal(spk_model_init_random(d->model, 1), SPK_OK);
+}
+
 static spk_status reduce_alone(void *user, float *data, size_t count) {
     (void)user, (void)data, (void)count;
     return SPK_OK;
@@ -210,7 +221,7 @@ static spk_status reduce_alone(void *user, float *data, size_t count) {
 
 static spk_status step_data_parallel(spk_context *ctx, void *data) {
     op_data *d = data;
-    spk_data_parallel dp = {2, 0, reduce_alone, NULL, NULL};
+    spk_data_parallel dp = {.global_batch = 2, .reduce = reduce_alone, .bucket_bytes = 64}; /* a bucket per layer */
     spk_status s = spk_model_set_data_parallel(d->model, &dp);
     return s == SPK_OK ? step_train(ctx, data) : s;
 }
@@ -317,7 +328,7 @@ static const scenario g_scenarios[] = {
      cleanup_tensors, 1},
     {"training step (first: makes gradients, activations, moments)", prepare_small_model, step_train, cleanup_tensors, 1},
     {"training step through staging buffers", prepare_small_model_staged, step_train, cleanup_tensors, 1},
-    {"data-parallel training step through staging buffers", prepare_small_model_staged, step_data_parallel,
+    {"data-parallel training step in buckets, through staging buffers", prepare_two_layers_staged, step_data_parallel,
      cleanup_tensors, 1},
     {"training forward and backward from dL/dy", prepare_small_model, step_own_loss, cleanup_tensors, 1},
     {"training step replayed", prepare_trained_model, step_train, cleanup_tensors, 1},

@@ -73,7 +73,7 @@ int bench_train_dist(spk_context *ctx, int repeats) {
         spk_model_destroy(alone);
     }
     int64_t params = 0;
-    spk_data_parallel dp = {batch, first, timed_reduce, NULL, &clock};
+    spk_data_parallel dp = {.global_batch = batch, .first_sample = first, .reduce = timed_reduce, .user = &clock};
     if (cli_dist_all(s == SPK_OK)) {
         s = spk_model_create(ctx, &cfg, &m);
         if (s == SPK_OK) s = spk_model_init_random(m, 1);

@@ -153,6 +153,7 @@ int cli_train(int argc, char **argv) {
     const char *steps_text = "100", *batch_text = NULL, *lr = NULL, *optimizer = "adamw", *wd = NULL, *beta1 = NULL;
     const char *beta2 = NULL, *eps = NULL, *clip = "0", *dropout = NULL, *seed_text = "0", *mode_text = "last";
     const char *state_path = NULL, *resume = NULL, *log_every_text = "10", *attention = NULL, *every_text = NULL;
+    const char *bucket_text = "0";
     bool shuffle = false;
     /* --shuffle is the one flag without a value. */
     char *rest[64];
@@ -169,7 +170,7 @@ int cli_train(int argc, char **argv) {
         {"weight-decay", &wd}, {"beta1", &beta1},         {"beta2", &beta2},       {"eps", &eps},
         {"clip-norm", &clip},  {"dropout", &dropout},     {"seed", &seed_text},    {"output-mode", &mode_text},
         {"state", &state_path}, {"resume", &resume},      {"log-every", &log_every_text}, {"attention", &attention},
-        {"checkpoint-every", &every_text},
+        {"checkpoint-every", &every_text}, {"bucket-mib", &bucket_text},
     };
     cli_args args;
     if (!cli_parse(rest_count, rest, options, (int)(sizeof options / sizeof *options), &args)) return 1;
@@ -180,7 +181,7 @@ int cli_train(int argc, char **argv) {
                         "--output W2.safetensors [--steps N] [--batch-size B] [--lr F] [--optimizer adamw|sgd] "
                         "[--weight-decay F] [--beta1 F] [--beta2 F] [--eps F] [--clip-norm F] [--dropout F] [--seed S] "
                         "[--shuffle] [--output-mode M] [--state S.safetensors] [--resume S.safetensors] [--log-every K] "
-                        "[--checkpoint-every K] [--attention softpick|rectified-softpick|softmax]");
+                        "[--checkpoint-every K] [--bucket-mib F] [--attention softpick|rectified-softpick|softmax]");
     spk_model_config cfg = {0};
     spk_loss_kind loss;
     long v, steps, log_every, seed, every = 0;
@@ -210,8 +211,9 @@ int cli_train(int argc, char **argv) {
     const char *float_names[] = {"--lr", "--weight-decay", "--beta1", "--beta2", "--eps", "--clip-norm"};
     for (int i = 0; i < 6; i++)
         if (float_texts[i] && !parse_float(float_texts[i], 0.0, float_names[i], float_fields[i])) return 1;
-    float dropout_rate = -1;
+    float dropout_rate = -1, bucket_mib = 0;
     if (dropout && !parse_float(dropout, 0.0, "--dropout", &dropout_rate)) return 1;
+    if (!parse_float(bucket_text, 0.0, "--bucket-mib", &bucket_mib)) return 1;
 
     spk_context *ctx = cli_context(&args, NULL);
     if (!ctx) return 1;
@@ -257,7 +259,8 @@ int cli_train(int argc, char **argv) {
     const cli_dist *d = cli_dist_get();
     if (!rc && batch < d->size) rc = cli_fail("--batch-size %ld is smaller than the %d ranks", batch, d->size);
     int64_t mine = d->rank * (int64_t)batch / d->size, share = (d->rank + 1) * (int64_t)batch / d->size - mine;
-    spk_data_parallel dp = {batch, mine, cli_dist_reduce, NULL, NULL};
+    spk_data_parallel dp = {.global_batch = batch, .first_sample = mine, .reduce = cli_dist_reduce,
+                            .bucket_bytes = (size_t)(bucket_mib * 1048576.0)};
     if (!rc && d->size > 1 && spk_model_set_data_parallel(model, &dp) != SPK_OK)
         rc = cli_fail("%s", spk_context_last_error(ctx));
     if (!cli_dist_all(!rc)) {

@@ -714,6 +714,10 @@ typedef struct spk_data_parallel {
     spk_status (*reduce)(void *user, float *data, size_t count);
     spk_status (*wait)(void *user); /* NULL, or finishes every reduction `reduce` started */
     void *user;
+    /* 0: one reduction of every gradient after the whole backward. Else buckets of whole layers'
+     * gradients of at least this many bytes, each handed to `reduce` as soon as the backward has
+     * finished it, while the device goes on with the earlier layers (PyTorch DDP's buckets). */
+    size_t bucket_bytes;
 } spk_data_parallel;
 /* Sets (or with NULL clears) data-parallel training for this model's later steps. */
 SPK_API spk_status spk_model_set_data_parallel(spk_model *model, const spk_data_parallel *dp);

@@ -112,7 +112,7 @@ WAIT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 class DataParallel(ctypes.Structure):
     _fields_ = [("global_batch", ctypes.c_int64), ("first_sample", ctypes.c_int64), ("reduce", REDUCE_FN),
-                ("wait", WAIT_FN), ("user", ctypes.c_void_p)]
+                ("wait", WAIT_FN), ("user", ctypes.c_void_p), ("bucket_bytes", ctypes.c_size_t)]
 
 
 class OptimizerDesc(ctypes.Structure):

@@ -81,11 +81,15 @@ static bool spk__parse_shape(spk__cursor *c, spk_array *a, const char **why) {
     }
 }
 
-spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *error, size_t error_size) {
-    if (!out) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "output array is NULL");
-    memset(out, 0, sizeof *out);
-    if (!bytes && size) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "data is NULL");
-    const unsigned char *b = bytes;
+/* An NPY header: the array's shape (count elements) and where its data starts. */
+typedef struct spk__npy_header {
+    spk_array shape; /* ndim, shape, count, integer; no data */
+    size_t item, data_start;
+} spk__npy_header;
+
+/* Parses the header at the start of `bytes` (`size` of them: at least the header). */
+static spk_status spk__npy_header_parse(const unsigned char *b, size_t size, spk__npy_header *h, char *error,
+                                        size_t error_size) {
     if (size < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
         return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "not an NPY file (bad magic)");
     unsigned major = b[6];
@@ -162,47 +166,66 @@ spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *e
         a.ndim = 1;
         a.shape[0] = 1;
     }
-    size_t data_start = header_start + header_len;
     uint64_t data_bytes;
     if (spk__mul_overflows(count, item, &data_bytes) || data_bytes > SIZE_MAX)
         return spk__error_message(error, error_size, SPK_ERROR_FORMAT, "NPY data size overflows");
-    if (data_bytes != size - data_start)
-        return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
-                              "NPY data is %zu bytes but the shape needs %llu (truncated or trailing bytes)",
-                              size - data_start, (unsigned long long)data_bytes);
-
     a.count = (int64_t)count;
-    a.data = spk__malloc(count ? count * sizeof(float) : 1);
-    if (!a.data) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    const unsigned char *src = b + data_start;
     a.integer = integer;
-    if (integer) {
+    *h = (spk__npy_header){a, item, header_start + header_len};
+    return SPK_OK;
+}
+
+/* Converts `count` elements at src (the header's type) into floats; on failure says where. */
+static spk_status spk__npy_convert(const spk__npy_header *h, const unsigned char *src, uint64_t count, float *out,
+                                   char *error, size_t error_size) {
+    if (h->shape.integer) {
         /* Class indices: exact in float32 up to 2^24. */
         for (uint64_t i = 0; i < count; i++) {
             int64_t v;
-            if (item == 4) {
+            if (h->item == 4) {
                 int32_t v32;
                 memcpy(&v32, src + 4 * i, 4);
                 v = v32;
             } else {
                 memcpy(&v, src + 8 * i, 8);
             }
-            if (v > (1 << 24) || v < -(1 << 24)) {
-                free(a.data);
+            if (v > (1 << 24) || v < -(1 << 24))
                 return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
                                           "NPY integer %lld at %llu is beyond float32's exact range (2^24)",
                                           (long long)v, (unsigned long long)i);
-            }
-            a.data[i] = (float)v;
+            out[i] = (float)v;
         }
-    } else if (item == 4) {
-        memcpy(a.data, src, count * 4);
+    } else if (h->item == 4) {
+        memcpy(out, src, count * 4);
     } else {
         for (uint64_t i = 0; i < count; i++) {
             double d;
             memcpy(&d, src + 8 * i, 8);
-            a.data[i] = (float)d;
+            out[i] = (float)d;
         }
+    }
+    return SPK_OK;
+}
+
+spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *error, size_t error_size) {
+    if (!out) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "output array is NULL");
+    memset(out, 0, sizeof *out);
+    if (!bytes && size) return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "data is NULL");
+    spk__npy_header h;
+    spk_status s = spk__npy_header_parse(bytes, size, &h, error, error_size);
+    if (s != SPK_OK) return s;
+    uint64_t data_bytes = (uint64_t)h.shape.count * h.item;
+    if (data_bytes != size - h.data_start)
+        return spk__error_message(error, error_size, SPK_ERROR_FORMAT,
+                                  "NPY data is %zu bytes but the shape needs %llu (truncated or trailing bytes)",
+                                  size - h.data_start, (unsigned long long)data_bytes);
+    spk_array a = h.shape;
+    a.data = spk__malloc(a.count ? (size_t)a.count * sizeof(float) : 1);
+    if (!a.data) return spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    s = spk__npy_convert(&h, (const unsigned char *)bytes + h.data_start, (uint64_t)a.count, a.data, error, error_size);
+    if (s != SPK_OK) {
+        free(a.data);
+        return s;
     }
     *out = a;
     return SPK_OK;
@@ -232,6 +255,62 @@ spk_status spk_npy_read(const char *path, spk_array *out, char *error, size_t er
     else status = spk_npy_parse(data, (size_t)n, out, error, error_size);
     free(data);
     return status;
+}
+
+spk_status spk_npy_read_rows(const char *path, const int64_t *rows, int64_t count, spk_array *out, int64_t *file_rows,
+                             char *error, size_t error_size) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!path || !out || count < 0 || (count && !rows))
+        return spk__error_message(error, error_size, SPK_ERROR_INVALID_ARGUMENT, "path, rows or output is NULL");
+    FILE *f = fopen(path, "rb");
+    if (!f) return spk__error_message(error, error_size, SPK_ERROR_IO, "cannot open %s: %s", path, strerror(errno));
+    /* The header: its length from the first 12 bytes, then all of it. */
+    unsigned char lead[12], *head = NULL, *buf = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    size_t got = n >= 0 && fseek(f, 0, SEEK_SET) == 0 ? fread(lead, 1, sizeof lead, f) : 0;
+    spk__npy_header h;
+    spk_status s = got >= 10 ? SPK_OK : spk__error_message(error, error_size, SPK_ERROR_FORMAT, "%s: not an NPY file", path);
+    size_t head_bytes = 0;
+    if (s == SPK_OK) {
+        size_t len = lead[6] == 1 ? ((size_t)lead[8] | (size_t)lead[9] << 8) + 10
+                                  : ((size_t)lead[8] | (size_t)lead[9] << 8 | (size_t)lead[10] << 16 | (size_t)lead[11] << 24) + 12;
+        head_bytes = len < (size_t)n ? len : (size_t)n;
+        head = spk__malloc(head_bytes ? head_bytes : 1);
+        if (!head) s = spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        else if (fseek(f, 0, SEEK_SET) != 0 || fread(head, 1, head_bytes, f) != head_bytes)
+            s = spk__error_message(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
+    }
+    if (s == SPK_OK) s = spk__npy_header_parse(head, head_bytes, &h, error, error_size);
+    int64_t total_rows = s == SPK_OK ? h.shape.shape[0] : 0;
+    uint64_t row_elems = total_rows > 0 ? (uint64_t)h.shape.count / (uint64_t)total_rows : 0, row_bytes = row_elems * h.item;
+    if (s == SPK_OK && (uint64_t)n != h.data_start + (uint64_t)h.shape.count * h.item)
+        s = spk__error_message(error, error_size, SPK_ERROR_FORMAT, "%s: the data is truncated or has trailing bytes", path);
+    for (int64_t i = 0; s == SPK_OK && i < count; i++)
+        if (rows[i] < 0 || rows[i] >= total_rows)
+            s = spk__error_message(error, error_size, SPK_ERROR_SHAPE, "%s: row %lld of %lld", path, (long long)rows[i],
+                                   (long long)total_rows);
+    spk_array a = s == SPK_OK ? h.shape : (spk_array){0};
+    a.shape[0] = count, a.count = count * (int64_t)row_elems;
+    if (s == SPK_OK && count) {
+        a.data = spk__malloc((size_t)a.count * sizeof(float));
+        buf = spk__malloc(row_bytes ? row_bytes : 1);
+        if (!a.data || !buf) s = spk__error_message(error, error_size, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    for (int64_t i = 0; s == SPK_OK && i < count; i++) {
+        if (fseek(f, (long)(h.data_start + (uint64_t)rows[i] * row_bytes), SEEK_SET) != 0 || fread(buf, 1, row_bytes, f) != row_bytes)
+            s = spk__error_message(error, error_size, SPK_ERROR_IO, "cannot read %s", path);
+        else s = spk__npy_convert(&h, buf, row_elems, a.data + i * (int64_t)row_elems, error, error_size);
+    }
+    fclose(f);
+    free(head), free(buf);
+    if (s != SPK_OK) {
+        free(a.data);
+        return s;
+    }
+    if (file_rows) *file_rows = total_rows;
+    *out = a;
+    return SPK_OK;
 }
 
 spk_status spk_npy_write(const char *path, int ndim, const int64_t *shape, const float *data, char *error,

@@ -175,11 +175,65 @@ static void test_write_then_read(void **state) {
     assert_int_equal(spk_npy_write("/nonexistent-dir/x.npy", 1, shapes[1], data, err, sizeof err), SPK_ERROR_IO);
 }
 
+/* spk_npy_read_rows: chosen rows in any order (float64 and int32 files converted as whole reads
+ * convert them), the header alone, rows outside the file, a truncated file. */
+static void test_read_rows(void **state) {
+    (void)state;
+    char path[] = "/tmp/softpick_test_npy_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    double d[4 * 3];
+    for (int i = 0; i < 12; i++) d[i] = 0.5 * i - 2.0;
+    int32_t c[4] = {3, 0, 2, 1};
+    const char *headers[2] = {"{'descr': '<f8', 'fortran_order': False, 'shape': (4, 3), }",
+                              "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }"};
+    const void *datas[2] = {d, c};
+    size_t sizes[2] = {sizeof d, sizeof c};
+    char err[256];
+    for (int k = 0; k < 2; k++) {
+        size_t n = make_npy(g_buf, 1 + k, headers[k], datas[k], sizes[k]);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(g_buf, 1, n, f), n);
+        fclose(f);
+        int64_t rows[3] = {2, 0, 2}, file_rows = 0, per = k ? 1 : 3;
+        spk_array a;
+        assert_int_equal(spk_npy_read_rows(path, rows, 3, &a, &file_rows, err, sizeof err), SPK_OK);
+        assert_int_equal(file_rows, 4);
+        assert_int_equal(a.ndim, k ? 1 : 2);
+        assert_int_equal(a.shape[0], 3);
+        assert_int_equal(a.count, 3 * per);
+        assert_true(a.integer == (k == 1));
+        for (int r = 0; r < 3; r++)
+            for (int j = 0; j < per; j++)
+                assert_true(a.data[r * per + j] == (k ? (float)c[rows[r]] : (float)d[rows[r] * 3 + j]));
+        spk_array_free(&a);
+        assert_int_equal(spk_npy_read_rows(path, NULL, 0, &a, &file_rows, err, sizeof err), SPK_OK);
+        assert_int_equal(a.count, 0);
+        assert_null(a.data);
+        int64_t outside[1] = {4};
+        assert_int_equal(spk_npy_read_rows(path, outside, 1, &a, NULL, err, sizeof err), SPK_ERROR_SHAPE);
+        /* a byte short */
+        f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(g_buf, 1, n - 1, f), n - 1);
+        fclose(f);
+        assert_int_equal(spk_npy_read_rows(path, rows, 1, &a, NULL, err, sizeof err), SPK_ERROR_FORMAT);
+        assert_non_null(strstr(err, "truncated"));
+    }
+    remove(path);
+    spk_array a;
+    assert_int_equal(spk_npy_read_rows(path, NULL, 0, &a, NULL, err, sizeof err), SPK_ERROR_IO);
+    assert_int_equal(spk_npy_read_rows(NULL, NULL, 0, &a, NULL, err, sizeof err), SPK_ERROR_INVALID_ARGUMENT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_float32_and_float64),
         cmocka_unit_test(test_malformed_files),
         cmocka_unit_test(test_write_then_read),
+        cmocka_unit_test(test_read_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

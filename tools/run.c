@@ -65,14 +65,33 @@ static const char *mode_name(spk_output_mode mode) {
 
 /* The model of a weights file (with the overrides, and --attention checked against it) and an
  * input of its embed_dim, [batch, seq_len, embed_dim] (a 2-D input is one sequence), on a context
- * for --device; prints the error and returns false on failure, having freed everything. */
+ * for --device; prints the error and returns false on failure, having freed everything. With
+ * `part` (not NULL), under mpirun, only this rank's share of the samples: part[0] the first,
+ * part[1] the whole batch's count. */
 static bool load_model_input(const cli_args *args, const char *weights, const spk_model_config *overrides,
                              const char *attention, const char *input, spk_array *x, spk_context **ctx,
-                             spk_model **model) {
+                             spk_model **model, int64_t part[2]) {
     char error[256];
-    if (spk_npy_read(input, x, error, sizeof error) != SPK_OK) return !cli_fail("%s: %s", input, error);
+    const cli_dist *d = cli_dist_get();
+    spk_array head = {0};
+    int64_t *rows = NULL;
+    spk_status read = part && d->size > 1 ? spk_npy_read_rows(input, NULL, 0, &head, &part[1], error, sizeof error)
+                                          : spk_npy_read(input, x, error, sizeof error);
+    if (read == SPK_OK && part && d->size > 1 && head.ndim == 3) {
+        int64_t first = d->rank * part[1] / d->size, share = (d->rank + 1) * part[1] / d->size - first;
+        rows = malloc((size_t)(share ? share : 1) * sizeof *rows);
+        for (int64_t i = 0; rows && i < share; i++) rows[i] = first + i;
+        read = rows ? spk_npy_read_rows(input, rows, share, x, NULL, error, sizeof error) : SPK_ERROR_OUT_OF_HOST_MEMORY;
+        part[0] = first;
+        free(rows);
+    } else if (read == SPK_OK && part && d->size > 1) { /* one sequence: the last rank's share */
+        read = spk_npy_read(input, x, error, sizeof error);
+    }
+    if (read != SPK_OK) return !cli_fail("%s: %s", input, read == SPK_ERROR_OUT_OF_HOST_MEMORY ? "out of host memory" : error);
+    if (part && (d->size == 1 || head.ndim != 3)) part[0] = 0, part[1] = x->ndim == 3 ? x->shape[0] : 1;
     if (x->ndim == 2) { /* one sequence: [seq_len, embed_dim] */
         x->shape[2] = x->shape[1], x->shape[1] = x->shape[0], x->shape[0] = 1, x->ndim = 3;
+        if (part && d->size > 1 && d->rank != d->size - 1) x->shape[0] = 0; /* its share is none */
     }
     bool ok = x->ndim == 3 || cli_fail("%s: the input must be [batch, seq_len, embed_dim]", input);
     *ctx = ok ? cli_context(args, NULL) : NULL;
@@ -116,19 +135,19 @@ int cli_run(int argc, char **argv) {
     spk_array x;
     spk_context *ctx;
     spk_model *model;
-    if (!load_model_input(&args, weights, &overrides, attention, input, &x, &ctx, &model)) return 1;
+    /* Under mpirun each rank reads and runs its share of the samples, and rank 0 writes them all. */
+    int64_t part[2];
+    if (!load_model_input(&args, weights, &overrides, attention, input, &x, &ctx, &model, part)) return 1;
     char error[256];
     float *y = NULL;
     int ndim = 0, rc = 0;
-    int64_t shape[3];
-    int64_t n = spk_model_output_shape(model, x.shape[0], x.shape[1], &ndim, shape);
-    /* Under mpirun each rank runs its rows of the batch and rank 0 writes them all. */
     const cli_dist *d = cli_dist_get();
-    int64_t mine = d->rank * x.shape[0] / d->size, share = (d->rank + 1) * x.shape[0] / d->size - mine;
-    int64_t per = n > 0 ? n / x.shape[0] : 0, per_in = x.shape[1] * x.shape[2];
+    int64_t shape[3], mine = part[0], share = x.shape[0];
+    int64_t n = spk_model_output_shape(model, part[1], x.shape[1], &ndim, shape);
+    int64_t per = n > 0 ? n / part[1] : 0;
     y = n > 0 ? malloc((size_t)n * sizeof *y) : NULL;
     if (!y) rc = cli_fail("the input is empty or too large");
-    else if (share && spk_model_forward(model, x.data + mine * per_in, share, x.shape[1], y + mine * per) != SPK_OK)
+    else if (share && spk_model_forward(model, x.data, share, x.shape[1], y + mine * per) != SPK_OK)
         rc = cli_fail("%s", spk_context_last_error(ctx));
     if (!cli_dist_all(!rc)) rc = 1;
     if (!rc) cli_dist_gather(y + mine * per, share * per, y);
@@ -156,7 +175,7 @@ int cli_analyze(int argc, char **argv) {
     spk_array x;
     spk_context *ctx;
     spk_model *model;
-    if (!load_model_input(&args, weights, &overrides, attention, input, &x, &ctx, &model)) return 1;
+    if (!load_model_input(&args, weights, &overrides, attention, input, &x, &ctx, &model, NULL)) return 1;
     const spk_model_config *c = spk_model_get_config(model);
     spk_head_analysis *heads = calloc((size_t)(c->num_layers * c->num_heads), sizeof *heads);
     spk_layer_analysis *layers = calloc((size_t)c->num_layers, sizeof *layers);

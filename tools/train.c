@@ -24,14 +24,21 @@ static bool parse_float(const char *text, double min, const char *what, float *o
     return true;
 }
 
-/* Reads the input ([n, seq, embed], or one [seq, embed] sequence) and the targets, and checks the
- * targets against the model: mse floats of the output's shape, cross-entropy integer class
- * indices of its shape less the last axis. */
-static bool read_data(const char *input, const char *target, spk_loss_kind loss, spk_model *model, spk_array *x,
-                      spk_array *t) {
+/* Reads the input ([n, seq, embed], or one [seq, embed] sequence; `header_only`: its shape alone,
+ * x->data NULL) and the targets, and checks the targets against the model: mse floats of the
+ * output's shape, cross-entropy integer class indices of its shape less the last axis. */
+static bool read_data(const char *input, const char *target, spk_loss_kind loss, spk_model *model, bool header_only,
+                      spk_array *x, spk_array *t) {
     char error[256];
     memset(t, 0, sizeof *t);
-    if (spk_npy_read(input, x, error, sizeof error) != SPK_OK) return cli_fail("%s: %s", input, error), false;
+    int64_t rows = 0;
+    spk_status read = header_only ? spk_npy_read_rows(input, NULL, 0, x, &rows, error, sizeof error)
+                                  : spk_npy_read(input, x, error, sizeof error);
+    if (read != SPK_OK) return cli_fail("%s: %s", input, error), false;
+    if (header_only) { /* the whole array's shape and count, as a full read gives */
+        x->shape[0] = rows, x->count = 1;
+        for (int i = 0; i < x->ndim; i++) x->count *= x->shape[i];
+    }
     if (x->ndim == 2) x->shape[2] = x->shape[1], x->shape[1] = x->shape[0], x->shape[0] = 1, x->ndim = 3;
     const spk_model_config *c = spk_model_get_config(model);
     if (x->ndim != 3 || x->shape[2] != c->embed_dim || x->count == 0)
@@ -87,7 +94,7 @@ int cli_grad(int argc, char **argv) {
         rc = cli_fail("%s", spk_context_last_error(ctx));
     else if (!cli_check_attention(attention, model))
         rc = 1;
-    else if (!read_data(input, target, loss, model, &x, &t))
+    else if (!read_data(input, target, loss, model, false, &x, &t))
         rc = 1;
     else if (spk_model_grad(model, x.data, x.shape[0], x.shape[1], loss, t.data, &value) != SPK_OK ||
              spk_model_save_gradients(model, output) != SPK_OK)
@@ -247,7 +254,9 @@ int cli_train(int argc, char **argv) {
     if (s == SPK_OK && resume) s = spk_model_load_state(model, resume);
     int rc = s == SPK_OK ? 0 : cli_fail("%s", spk_context_last_error(ctx));
     spk_array x = {0}, t = {0};
-    if (!rc && !read_data(input, target, loss, model, &x, &t)) rc = 1;
+    /* Under mpirun each rank reads only its rows of each step's batch from the input file. */
+    const cli_dist *d = cli_dist_get();
+    if (!rc && !read_data(input, target, loss, model, d->size > 1, &x, &t)) rc = 1;
     int64_t n = x.shape[0], seq = x.shape[1], per_in = seq * x.shape[2], per_t = n ? t.count / n : 0;
     long batch = n < 32 ? (long)n : 32;
     if (!rc && batch_text && !cli_int(batch_text, 1, 1L << 30, "--batch-size", &batch)) rc = 1;
@@ -256,7 +265,6 @@ int cli_train(int argc, char **argv) {
     if (!rc && spk_model_get_step(model, &first) != SPK_OK) rc = cli_fail("%s", spk_context_last_error(ctx));
     /* Under mpirun: each rank takes its rows of every step's global batch, the ranks agree on
      * everything first, and rank 0 alone prints and writes. */
-    const cli_dist *d = cli_dist_get();
     if (!rc && batch < d->size) rc = cli_fail("--batch-size %ld is smaller than the %d ranks", batch, d->size);
     int64_t mine = d->rank * (int64_t)batch / d->size, share = (d->rank + 1) * (int64_t)batch / d->size - mine;
     spk_data_parallel dp = {.global_batch = batch, .first_sample = mine, .reduce = cli_dist_reduce,
@@ -270,7 +278,7 @@ int cli_train(int argc, char **argv) {
         uint64_t digests[4] = {0, 0, 0, 0};
         for (int i = 0; i < argc; i++) digests[0] = cli_dist_digest(digests[0], argv[i], strlen(argv[i]) + 1);
         digests[1] = cli_dist_digest(0, spk_model_get_config(model), sizeof(spk_model_config));
-        digests[2] = cli_dist_digest(cli_dist_digest(0, x.shape, sizeof x.shape), x.data, (size_t)x.count * sizeof *x.data);
+        digests[2] = cli_dist_digest(0, x.shape, sizeof x.shape);
         digests[2] = cli_dist_digest(cli_dist_digest(digests[2], t.shape, sizeof t.shape), t.data, (size_t)t.count * sizeof *t.data);
         digests[3] = cli_dist_digest(0, &first, sizeof first);
         int differs = cli_dist_differs(digests, 4);
@@ -287,10 +295,19 @@ int cli_train(int argc, char **argv) {
     for (long i = 0; i < steps && !rc; i++) {
         int64_t step = first + i;
         batch_indices(step, batch, n, shuffle, (uint64_t)seed, perm, &perm_epoch, idx);
+        spk_array rows = {0};
+        char error[256];
+        if (!x.data && spk_npy_read_rows(input, idx + mine, share, &rows, NULL, error, sizeof error) != SPK_OK) {
+            rc = cli_fail("%s: %s", input, error);
+            cli_dist_abort(rc);
+            break;
+        }
         for (int64_t j = 0; j < share; j++) {
-            memcpy(bx + j * per_in, x.data + idx[mine + j] * per_in, (size_t)per_in * sizeof *bx);
+            memcpy(bx + j * per_in, x.data ? x.data + idx[mine + j] * per_in : rows.data + j * per_in,
+                   (size_t)per_in * sizeof *bx);
             memcpy(bt + j * per_t, t.data + idx[mine + j] * per_t, (size_t)per_t * sizeof *bt);
         }
+        spk_array_free(&rows);
         /* The loss is read back only on the steps that print it (every step's, under mpirun: the
          * reduction has it anyway). */
         bool log = ((i + 1) % log_every == 0 || i + 1 == steps) && d->rank == 0;

@@ -925,6 +925,12 @@ typedef struct spk_array {
  * written to it (at most error_size bytes). Never reads past the file's end. Rank 0 files are
  * returned as rank 1 of one element. */
 SPK_API spk_status spk_npy_read(const char *path, spk_array *out, char *error, size_t error_size);
+/* Reads only the given rows (indices along the first axis, any order) of a .npy file: `out` has
+ * the file's shape with `count` rows, and *file_rows (if not NULL) the file's row count (count 0
+ * reads the header alone). The same checks as spk_npy_read, and a row outside the file is
+ * SPK_ERROR_SHAPE. A data-parallel rank reads its share of a batch this way. */
+SPK_API spk_status spk_npy_read_rows(const char *path, const int64_t *rows, int64_t count, spk_array *out,
+                                     int64_t *file_rows, char *error, size_t error_size);
 /* Parses a .npy image already in memory; same contract as spk_npy_read. */
 SPK_API spk_status spk_npy_parse(const void *bytes, size_t size, spk_array *out, char *error,
                                  size_t error_size);

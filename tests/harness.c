@@ -268,3 +268,20 @@ spk__ref_model test_ref_model(const spk_model *m, const test_host_params *p, spk
     r.head_kernel = host_of(p, w->head.kernel), r.head_bias = host_of(p, w->head.bias);
     return r;
 }
+
+int64_t test_model_values(spk_model *m, bool gradients, float *out) {
+    int64_t total = 0;
+    for (int i = 0; i < spk_model_parameter_count(m); i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        if (spk_model_parameter_info(m, i, name, sizeof name, &ndim, shape) != SPK_OK) return -1;
+        int64_t n = ndim == 2 ? shape[0] * shape[1] : shape[0];
+        spk_status s = !out ? SPK_OK
+                       : gradients ? spk_model_get_gradient(m, name, out + total, n)
+                                   : spk_model_get_parameter(m, name, out + total, n);
+        if (s != SPK_OK) return -1;
+        total += n;
+    }
+    return total;
+}

@@ -89,6 +89,10 @@ typedef struct test_host_params {
     uint32_t count;
 } test_host_params;
 void test_params_download(const spk_model *m, test_host_params *p);
+/* Every parameter (or gradient) of a model through the public API, in spk_model_parameter_info's
+ * order, into out (NULL: counted only); returns how many floats, or -1 on failure (no cmocka
+ * assert: usable from any thread). */
+int64_t test_model_values(spk_model *m, bool gradients, float *out);
 void test_params_free(test_host_params *p);
 spk__ref_model test_ref_model(const spk_model *m, const test_host_params *p, spk__ref_layer *layers);
 

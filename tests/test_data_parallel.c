@@ -61,33 +61,6 @@ static void batch_of(int step, float *x, float *t) {
     for (int i = 0; i < GLOBAL; i++) t[i] = (float)((step * 5 + i * 2) % OUTPUTS);
 }
 
-static int64_t params_size(spk_model *m) {
-    int64_t total = 0;
-    for (int i = 0; i < spk_model_parameter_count(m); i++) {
-        char name[96];
-        int ndim;
-        int64_t shape[2];
-        spk_model_parameter_info(m, i, name, sizeof name, &ndim, shape);
-        total += ndim == 2 ? shape[0] * shape[1] : shape[0];
-    }
-    return total;
-}
-
-/* Every parameter (or its gradient) into one array (on the ranks' threads: no cmocka asserts). */
-static spk_status gather(spk_model *m, bool gradients, float *out) {
-    spk_status s = SPK_OK;
-    for (int i = 0; i < spk_model_parameter_count(m) && s == SPK_OK; i++) {
-        char name[96];
-        int ndim;
-        int64_t shape[2];
-        spk_model_parameter_info(m, i, name, sizeof name, &ndim, shape);
-        int64_t n = ndim == 2 ? shape[0] * shape[1] : shape[0];
-        s = gradients ? spk_model_get_gradient(m, name, out, n) : spk_model_get_parameter(m, name, out, n);
-        out += n;
-    }
-    return s;
-}
-
 static void *run_rank(void *arg) {
     rank *r = arg;
     int ranks = r->w ? r->w->ranks : 1;
@@ -112,8 +85,8 @@ static void *run_rank(void *arg) {
         s = r->grad_only ? spk_model_grad(m, xs, batch, SEQ, SPK_LOSS_CROSS_ENTROPY, ts, &r->losses[step])
                          : spk_model_train_step(m, xs, batch, SEQ, SPK_LOSS_CROSS_ENTROPY, ts, &opt, &r->losses[step]);
     }
-    if (s == SPK_OK) r->weights = malloc((size_t)params_size(m) * sizeof *r->weights);
-    if (s == SPK_OK) s = r->weights ? gather(m, r->grad_only, r->weights) : SPK_ERROR_OUT_OF_HOST_MEMORY;
+    if (s == SPK_OK) r->weights = malloc((size_t)test_model_values(m, false, NULL) * sizeof *r->weights);
+    if (s == SPK_OK && (!r->weights || test_model_values(m, r->grad_only, r->weights) < 0)) s = SPK_ERROR_OUT_OF_HOST_MEMORY;
     if (s != SPK_OK) fprintf(stderr, "rank %d: %s\n", r->index, spk_context_last_error(ctx));
     r->status = s;
     spk_model_destroy(m);
@@ -143,7 +116,7 @@ static void check_ranks(int ranks, bool grad_only, bool staged, size_t bucket_by
         c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.num_outputs = OUTPUTS;
         spk_model *m = NULL;
         assert_int_equal(spk_model_create(ctx, &c, &m), SPK_OK);
-        n = params_size(m);
+        n = test_model_values(m, false, NULL);
         spk_model_destroy(m);
     }
     double worst_loss = 0, worst = 0, scale = 0;

@@ -165,16 +165,18 @@ static spk_status step_selftest_contexts(spk_context *ctx, void *data) {
     return spk_selftest(ctx, &desc, &report);
 }
 
-/* A one-layer model with a head: its first training step makes the gradients, the kept
- * activations and the optimizer's moments, records forward, loss, backward and update. */
-static void prepare_small_model(spk_context *ctx, void **out) {
+/* A small model with a head: its first training step makes the gradients, the kept activations
+ * and the optimizer's moments, records forward, loss, backward and update. */
+static void prepare_layers(spk_context *ctx, void **out, int layers) {
     prepare_nothing(ctx, out);
     op_data *d = *out;
     spk_model_config c = spk_model_config_default(8);
-    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 1, c.num_outputs = 3, c.window_size = 4;
+    c.hidden_size = 8, c.num_heads = 2, c.num_layers = layers, c.num_outputs = 3, c.window_size = 4;
     assert_int_equal(spk_model_create(ctx, &c, &d->model), SPK_OK);
     assert_int_equal(spk_model_init_random(d->model, 1), SPK_OK);
 }
+
+static void prepare_small_model(spk_context *ctx, void **out) { prepare_layers(ctx, out, 1); }
 
 static spk_status step_train(spk_context *ctx, void *data) {
     (void)ctx;
@@ -206,12 +208,7 @@ static void prepare_small_model_staged(spk_context *ctx, void **out) {
  * bucket per layer of a 2-layer model. */
 static void prepare_two_layers_staged(spk_context *ctx, void **out) {
     ctx->force_staging = true;
-    prepare_nothing(ctx, out);
-    op_data *d = *out;
-    spk_model_config c = spk_model_config_default(8);
-    c.hidden_size = 8, c.num_heads = 2, c.num_layers = 2, c.num_outputs = 3, c.window_size = 4;
-    assert_int_equal(spk_model_create(ctx, &c, &d->model), SPK_OK);
-    assert_int_equal(spk_model_init_random(d->model, 1), SPK_OK);
+    prepare_layers(ctx, out, 2);
 }
 
 static spk_status reduce_alone(void *user, float *data, size_t count) {

@@ -81,13 +81,9 @@ int bench_train_dist(spk_context *ctx, int repeats) {
         s = spk_model_create(ctx, &cfg, &m);
         if (s == SPK_OK) s = spk_model_init_random(m, 1);
         if (s == SPK_OK) s = spk_model_set_data_parallel(m, &dp);
-        for (int i = 0; s == SPK_OK && i < spk_model_parameter_count(m); i++) {
-            char name[128];
-            int ndim;
-            int64_t shape[2];
-            spk_model_parameter_info(m, i, name, sizeof name, &ndim, shape);
-            params += ndim == 2 ? shape[0] * shape[1] : shape[0];
-        }
+        spk_model_memory_info mem;
+        if (s == SPK_OK) s = spk_model_memory(m, &mem);
+        params = s == SPK_OK ? (int64_t)(mem.weights / sizeof(float)) : 0;
         const float *mx = x + first * seq * cfg.embed_dim, *mt = t + first;
         if (s == SPK_OK && !time_steps(m, mx, mt, share, seq, repeats, &clock, &step_ms, &reduce_ms))
             s = SPK_ERROR_DEVICE_LOST;

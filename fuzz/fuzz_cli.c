@@ -14,6 +14,12 @@ spk_status spk_context_create(const spk_context_desc *desc, spk_context **out) {
     return SPK_ERROR_NO_DEVICE;
 }
 
+spk_status spk_list_devices(spk_device_info *infos, uint32_t capacity, uint32_t *count) {
+    (void)infos, (void)capacity;
+    *count = 0;
+    return SPK_ERROR_NO_DEVICE;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char buffer[4096];
     if (size >= sizeof buffer) return 0;

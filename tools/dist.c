@@ -1,9 +1,11 @@
 /* The processes of one run of the tool: MPI ranks when it is built with MPI (SOFTPICK_MPI) and
  * started by mpirun, one per device; otherwise one process. The library knows nothing of MPI: it
  * calls cli_dist_reduce between a training step's backward and its optimizer. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -23,6 +25,17 @@ static int launcher_size(void) {
     }
     return 1;
 }
+
+#ifdef SOFTPICK_MPI
+/* Waits for a request without spinning (MPI's blocking calls poll a core): a rank waiting for
+ * another leaves the cores to it, which matters where the device is the CPU. */
+static bool quiet_wait(MPI_Request *request, long nanoseconds) {
+    int done = 0;
+    while (MPI_Test(request, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done)
+        nanosleep(&(struct timespec){0, nanoseconds}, NULL);
+    return done;
+}
+#endif
 
 bool cli_dist_init(int *argc, char ***argv) {
     int size = launcher_size();
@@ -69,7 +82,9 @@ spk_status cli_dist_reduce(void *user, float *data, size_t count) {
 #ifdef SOFTPICK_MPI
     for (size_t done = 0; g_dist.size > 1 && done < count;) { /* counts are ints */
         int n = count - done > (size_t)1 << 30 ? 1 << 30 : (int)(count - done);
-        if (MPI_Allreduce(MPI_IN_PLACE, data + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+        MPI_Request request;
+        if (MPI_Iallreduce(MPI_IN_PLACE, data + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &request) != MPI_SUCCESS ||
+            !quiet_wait(&request, 100000))
             return SPK_ERROR_IO; /* the communication failed */
         done += (size_t)n;
     }
@@ -82,7 +97,11 @@ spk_status cli_dist_reduce(void *user, float *data, size_t count) {
 bool cli_dist_all(bool ok) {
 #ifdef SOFTPICK_MPI
     int mine = ok, all = ok;
-    if (g_dist.size > 1) MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+    if (g_dist.size > 1) {
+        MPI_Request request;
+        MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD, &request);
+        quiet_wait(&request, 1000000);
+    }
     g_agreed_failure = !all;
     return all;
 #else

@@ -14,6 +14,11 @@ spk_status spk_context_create(const spk_context_desc *desc, spk_context **out) {
     return SPK_ERROR_NO_DEVICE;
 }
 
+const spk_model_config *spk_model_get_config(const spk_model *model) {
+    (void)model;
+    return NULL;
+}
+
 spk_status spk_list_devices(spk_device_info *infos, uint32_t capacity, uint32_t *count) {
     (void)infos, (void)capacity;
     *count = 0;

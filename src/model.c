@@ -1,7 +1,8 @@
 /* The softpick transformer of SPEC.md section 2. spk__model_record reads like the spec's
  * pseudocode; the rest is creation and the cache of recorded forwards that spk_model_forward
  * replays. The configuration is model_config.c, the parameters' names, random init and loading
- * model_params.c. */
+ * model_params.c. The model knows nothing of training: training (model_backward.c) depends on
+ * it, and reaches back only through the hooks it sets in spk_model.training. */
 #include "model.h"
 #include "fault.h"
 
@@ -95,7 +96,7 @@ static void spk__recordings_clear(spk_model *m) {
 
 static void spk__activations_destroy(spk_model *m) {
     spk__recordings_clear(m);
-    spk__train_forget(m);
+    if (m->training) m->training->forget(m, false);
     spk_tensor *const all[] = {m->input, m->x, m->normed, m->qkv, m->attended, m->ffn, m->last, m->output, m->mean_weights};
     for (size_t i = 0; i < SPK__ARRAY_LEN(all); i++) spk_tensor_destroy(all[i]);
     m->input = m->x = m->normed = m->qkv = m->attended = m->ffn = m->last = m->output = m->mean_weights = NULL;
@@ -242,7 +243,7 @@ spk_status spk_model_create(spk_context *ctx, const spk_model_config *config, sp
 
 void spk_model_destroy(spk_model *m) {
     if (!m) return;
-    spk__train_destroy(m);
+    if (m->training) m->training->destroy(m);
     spk__activations_destroy(m);
     spk__weights_destroy(&m->w, m->cfg.num_layers);
     free(m);
@@ -267,7 +268,7 @@ spk_status spk_model_memory(const spk_model *m, spk_model_memory_info *out) {
         out->weights = spk__tensor_bytes(list, spk__weights_list(&m->w, layers, list));
     spk_tensor *const acts[] = {m->input, m->x, m->normed, m->qkv, m->attended, m->ffn, m->last, m->output, m->mean_weights};
     out->activations = spk__tensor_bytes(acts, SPK__ARRAY_LEN(acts));
-    if (m->train) out->training = spk__train_bytes((spk_model *)(uintptr_t)m);
+    if (m->training) out->training = m->training->bytes(m);
     return SPK_OK;
 }
 
@@ -582,7 +583,7 @@ static spk_status spk__model_recording_for(spk_model *m, int64_t batch, int64_t 
 
 spk_status spk_model_forward(spk_model *m, const float *input, int64_t batch, int64_t seq_len, float *output) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
-    spk__train_forget_forward(m);
+    if (m->training) m->training->forget(m, true);
     spk_context *ctx = m->ctx;
     if (!input || !output) return spk__fail(ctx, SPK_ERROR_INVALID_ARGUMENT, "forward: input or output is NULL");
     spk_status s = spk__check_forward_size(m, batch, seq_len);
@@ -617,7 +618,7 @@ spk_status spk_model_forward(spk_model *m, const float *input, int64_t batch, in
 
 spk_status spk__forward_tensors_prepare(spk_model *m, const spk_tensor *input, spk_tensor *output) {
     if (!m) return SPK_ERROR_INVALID_ARGUMENT;
-    spk__train_forget_forward(m);
+    if (m->training) m->training->forget(m, true);
     spk_context *ctx = m->ctx;
     spk_status s = spk__check_tensor(ctx, input, "model input");
     if (s == SPK_OK) s = spk__check_tensor(ctx, output, "model output");

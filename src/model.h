@@ -176,9 +176,6 @@ typedef struct spk__train {
 
 /* Makes the training state (zeroed gradients) on first use, and activations for `rows`. */
 spk_status spk__train_prepare(spk_model *m, int64_t rows);
-void spk__train_destroy(spk_model *m);
-/* The device bytes of the training state (gradients, moments, kept activations, buffers). */
-uint64_t spk__train_bytes(spk_model *m);
 /* Forgets the recorded training step (its buffers or state are about to change). */
 void spk__train_forget(spk_model *m);
 /* Forgets the last training forward (another forward is about to use the model's buffers). */
@@ -254,11 +251,22 @@ spk_status spk__activations_create(spk_model *m, int64_t rows);
 /* Checks a forward on device tensors and prepares the model's buffers for it. */
 spk_status spk__forward_tensors_prepare(spk_model *m, const spk_tensor *input, spk_tensor *output);
 
+/* What the model calls of its training state without knowing it (model_backward.c sets it when it
+ * makes the state): training depends on the model, never the other way. */
+typedef struct spk__model_training {
+    void (*destroy)(spk_model *m);
+    uint64_t (*bytes)(const spk_model *m);
+    /* Forgets the recorded training step (`forward_only` false: the model's buffers are about to
+     * change), or only the last training forward (another forward is about to use the buffers). */
+    void (*forget)(spk_model *m, bool forward_only);
+} spk__model_training;
+
 struct spk_model {
     spk_context *ctx;
     spk_model_config cfg;
     spk__weights w;
     struct spk__train *train; /* gradients, moments, kept activations: made on first training use */
+    const spk__model_training *training; /* NULL until then */
     uint64_t dropout_seed;    /* spk_model_set_dropout */
     spk_data_parallel dp;     /* spk_model_set_data_parallel (global_batch 0: alone) */
 

@@ -21,7 +21,7 @@ static spk_status spk__t2(spk_context *ctx, int64_t rows, int64_t cols, spk_tens
 
 /* Where every tensor of the kept activations and the backward's buffers lives (11 per layer and
  * 16 more: at most 456 for the 40 layers a model may train); returns how many. */
-static uint32_t spk__acts_slots(spk_model *m, spk_tensor **slots[512]) {
+static uint32_t spk__acts_slots(const spk_model *m, spk_tensor **slots[512]) {
     spk__train *t = m->train;
     spk__acts *a = &t->acts;
     uint32_t n = 0;
@@ -53,7 +53,7 @@ static void spk__acts_destroy(spk_model *m) {
     }
 }
 
-uint64_t spk__train_bytes(spk_model *m) {
+static uint64_t spk__train_bytes(const spk_model *m) {
     spk_tensor **slots[512], *weights[512];
     uint64_t bytes = (m->train->loss ? m->train->loss->ref.size : 0) + (m->train->grad_all ? m->train->grad_all->ref.size : 0);
     uint32_t n = spk__acts_slots(m, slots);
@@ -122,7 +122,7 @@ static spk_status spk__acts_create(spk_model *m, int64_t rows) {
     return s;
 }
 
-void spk__train_destroy(spk_model *m) {
+static void spk__train_destroy(spk_model *m) {
     spk__train *t = m->train;
     if (!t) return;
     spk__acts_destroy(m);
@@ -138,7 +138,16 @@ void spk__train_destroy(spk_model *m) {
     spk_tensor_destroy(t->loss);
     free(t);
     m->train = NULL;
+    m->training = NULL;
 }
+
+static void spk__train_forget_either(spk_model *m, bool forward_only) {
+    if (forward_only) spk__train_forget_forward(m);
+    else spk__train_forget(m);
+}
+
+/* The model's calls into its training state (spk__model_training). */
+static const spk__model_training spk__training_hooks = {spk__train_destroy, spk__train_bytes, spk__train_forget_either};
 
 /* Records zeros into every gradient. */
 static spk_status spk__record_zero_grad(spk_model *m) { return spk__fill_zero(m->ctx, m->train->grad_all->ref); }
@@ -156,6 +165,7 @@ spk_status spk__train_prepare(spk_model *m, int64_t rows) {
             return spk__fail(ctx, SPK_ERROR_TOO_LARGE, "too many layers to train (at most 40)");
         m->train = spk__calloc(1, sizeof *m->train);
         if (!m->train) return spk__fail(ctx, SPK_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        m->training = &spk__training_hooks;
         s = spk__weights_create_flat(ctx, &m->cfg, &m->train->grad, &m->train->grad_all);
         int64_t one = 1;
         if (s == SPK_OK) s = spk_tensor_create(ctx, 1, &one, &m->train->loss);

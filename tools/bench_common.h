@@ -1,8 +1,10 @@
-/* Pieces shared by the benchmark's tables (tools/bench.c, tools/bench_model.c). */
+/* Pieces shared by the benchmark's tables (bench_common.c), which bench.c, bench_model.c,
+ * bench_train.c and bench_dist.c include; none of them calls back into another. */
 #ifndef SOFTPICK_BENCH_COMMON_H
 #define SOFTPICK_BENCH_COMMON_H
 
 #include "softpick/softpick.h"
+#include "bench.h"
 
 /* One timed run: GPU nanoseconds in *ns. */
 typedef spk_status (*bench_fn)(void *arg, uint64_t *ns);
@@ -19,6 +21,17 @@ uint64_t median_ns(bench_fn fn, void *arg, int repeats);
 double gbps(uint64_t bytes, uint64_t ns);
 /* Deterministic floats in [-1, 1). */
 void fill_random(float *data, int64_t n);
+
+/* The copy ceilings over copy->src (best of their runs and variants, in ns): the copy shader,
+ * the same reading a texel view (0 where src has none), vkCmdCopyBuffer; the best variants
+ * described in `best`. */
+typedef struct copy_run {
+    spk_context *ctx;
+    spk_tensor *src, *dst;
+    spk__copy_variant variant;
+} copy_run;
+void time_copies(copy_run *copy, int repeats, uint64_t *shader_ns, uint64_t *texel_ns, uint64_t *buffer_ns,
+                 char best[2][64]);
 
 /* The ceilings every table prints: copy bandwidths (GB/s, read + written) and the FMA peak. */
 typedef struct ceilings {

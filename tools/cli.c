@@ -1,4 +1,5 @@
-/* Argument parsing, context creation and the clock for the softpick tool. */
+/* Argument parsing (the options every command shares: modes, dtypes, sizes, normalizers),
+ * context creation and the clock for the softpick tool. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "cli.h"
 
@@ -97,4 +98,58 @@ spk_context *cli_context(const cli_args *args, const char *pipeline_cache) {
     /* The library reports creation errors through the log callback (there is no context yet). */
     spk_context_create(&desc, &ctx);
     return ctx;
+}
+
+bool cli_parse_mode(const char *text, spk_output_mode *mode) {
+    static const char *const names[] = {"last", "all", "mean"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(text, names[i]) == 0) {
+            *mode = (spk_output_mode)i;
+            return true;
+        }
+    cli_fail("--output-mode must be last, all or mean, got '%s'", text);
+    return false;
+}
+
+bool cli_parse_attention(const char *text, spk_normalizer *out) {
+    if (!text || spk_normalizer_parse(text, out) == SPK_OK) return true;
+    cli_fail("--attention must be softpick, rectified-softpick or softmax, got '%s'", text);
+    return false;
+}
+
+bool cli_check_attention(const char *text, const spk_model *model) {
+    spk_normalizer have = spk_model_get_config(model)->attention;
+    if (!text || strcmp(text, spk_normalizer_name(have)) == 0) return true;
+    cli_fail("--attention %s: the weights file's metadata says attention %s, and softpick cannot override it", text,
+             spk_normalizer_name(have));
+    return false;
+}
+
+bool cli_parse_dtypes(const char *weights, const char *activations, spk_model_config *config) {
+    config->weights_dtype = config->activation_dtype = SPK_DTYPE_F32;
+    if (weights && spk_dtype_from_name(weights, &config->weights_dtype) != SPK_OK) {
+        cli_fail("--weights-dtype must be f32, f16 or bf16, got '%s'", weights);
+        return false;
+    }
+    if (activations && (spk_dtype_from_name(activations, &config->activation_dtype) != SPK_OK ||
+                        config->activation_dtype == SPK_DTYPE_BF16)) {
+        cli_fail("--activation-dtype must be f32 or f16, got '%s'", activations);
+        return false;
+    }
+    return true;
+}
+
+bool cli_parse_sizes(const char *heads, const char *layers, const char *hidden, const char *embed, const char *window,
+                     spk_model_config *config) {
+    const char *texts[] = {heads, layers, hidden, embed, window};
+    int *fields[] = {&config->num_heads, &config->num_layers, &config->hidden_size, &config->embed_dim,
+                     &config->window_size};
+    const char *names[] = {"--heads", "--layers", "--hidden", "--embed", "--window"};
+    long v;
+    for (int i = 0; i < 5; i++) {
+        if (!texts[i]) continue;
+        if (!cli_int(texts[i], 1, 1 << 20, names[i], &v)) return false;
+        *fields[i] = (int)v;
+    }
+    return true;
 }

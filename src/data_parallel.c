@@ -17,16 +17,8 @@ spk_status spk_model_set_data_parallel(spk_model *m, const spk_data_parallel *dp
                          (long long)dp->first_sample, (long long)dp->global_batch);
     if (dp->global_batch && !dp->reduce)
         return spk__fail(m->ctx, SPK_ERROR_INVALID_ARGUMENT, "data-parallel: the reduce callback is NULL");
-    spk_status s = dp->global_batch ? spk__train_prepare(m, 1) : SPK_OK;
-    spk__train *t = m->train;
-    if (s == SPK_OK && dp->global_batch && (!t->grad_all->alloc.block->mapped || m->ctx->force_staging) &&
-        !t->grad_staging.block) {
-        pthread_mutex_lock(&m->ctx->lock);
-        s = spk__allocate(m->ctx, SPK__MEMORY_STAGING, t->grad_all->ref.size, &t->grad_staging);
-        pthread_mutex_unlock(&m->ctx->lock);
-    }
-    if (s == SPK_OK) m->dp = *dp;
-    return s;
+    m->dp = *dp; /* the next step records for it: its key holds the settings */
+    return SPK_OK;
 }
 
 void spk__dp_destroy(spk_model *m) {
@@ -54,8 +46,12 @@ static void spk__grad_range(const spk__train *t, spk_tensor *const *tensors, uin
     }
 }
 
-void spk__dp_plan(spk_model *m) {
+spk_status spk__dp_plan(spk_model *m) {
     spk__train *t = m->train;
+    /* Where the gradients are not host-visible, the buckets go through a staging copy. */
+    spk_status s = SPK_OK;
+    if ((!t->grad_all->alloc.block->mapped || m->ctx->force_staging) && !t->grad_staging.block)
+        s = spk__allocate(m->ctx, SPK__MEMORY_STAGING, t->grad_all->ref.size, &t->grad_staging);
     int layers = m->cfg.num_layers;
     uint64_t cap = m->dp.bucket_bytes / sizeof(float), begin = 0, total = (uint64_t)t->grad_all->count;
     t->buckets = 0, t->recorded_segments = 0;
@@ -71,6 +67,7 @@ void spk__dp_plan(spk_model *m) {
         if (t->cut_after[l]) t->bucket_end[t->buckets++] = hi, begin = hi;
     }
     t->bucket_end[t->buckets++] = total;
+    return s;
 }
 
 /* Copies bucket b to the staging buffer where the gradients are not host-visible. */

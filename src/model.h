@@ -185,11 +185,12 @@ void spk__train_forget_forward(spk_model *m);
 spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                              const float *target, const spk_optimizer_desc *opt, spk__train_phase upto,
                              float *loss_out);
-/* Data-parallel steps (data_parallel.c): plans the buckets of the step being recorded; the
+/* Data-parallel steps (data_parallel.c): plans the buckets of the step being recorded (and the
+ * staging copy where gradients are not host-visible; called with the context locked); the
  * backward's hook after each layer (user: the model), ending a segment where a bucket ends; the
  * last segment's end; and a recorded step run: its segments, the caller's reductions (the loss,
  * read from `loss_host` once the step is done, reduced into *loss), the tail. */
-void spk__dp_plan(spk_model *m);
+spk_status spk__dp_plan(spk_model *m);
 spk_status spk__dp_layer_done(void *user, int layer);
 spk_status spk__dp_last_bucket(spk_model *m);
 spk_status spk__dp_run(spk_model *m, const float *loss_host, float *loss);

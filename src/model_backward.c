@@ -435,7 +435,7 @@ static spk_status spk__record_train_step(spk_model *m, const spk__step_key *key)
     if (s == SPK_OK && key->upto >= SPK__PHASE_LOSS)
         s = spk__record_loss(ctx, 0, key->loss, &out, &tgt, t->row_loss->ref, t->loss, &dy, mean_over);
     /* Data-parallel: the step ends in segments, one per bucket of gradients (data_parallel.c). */
-    if (split) spk__dp_plan(m);
+    if (s == SPK_OK && split) s = spk__dp_plan(m);
     if (s == SPK_OK && key->upto >= SPK__PHASE_BACKWARD)
         s = spk__model_record_backward(m, &in, key->batch, key->seq, &dy, split ? spk__dp_layer_done : NULL);
     if (s == SPK_OK && t->staging.block) {

@@ -15,7 +15,7 @@ spk_optimizer_desc spk_optimizer_defaults(spk_optimizer_kind kind) {
 void spk__optimizer_destroy(spk_model *m) {
     spk__train *t = m->train;
     if (!t) return;
-    spk__train_forget(m);
+    t->step_valid = false; /* the recorded step names the state's buffers */
     if (t->has_moments) {
         spk__weights_destroy(&t->moment1, m->cfg.num_layers);
         spk__weights_destroy(&t->moment2, m->cfg.num_layers);
@@ -30,7 +30,7 @@ spk_status spk__optimizer_prepare(spk_model *m) {
     spk__train *t = m->train;
     if (t->has_moments) return SPK_OK;
     spk_context *ctx = m->ctx;
-    spk__train_forget(m);
+    t->step_valid = false; /* the recorded step names the state's buffers */
     int64_t eight = 8, slots = spk__weights_count(m->cfg.num_layers);
     spk_status s = spk__weights_create(ctx, &m->cfg, SPK_DTYPE_F32, &t->moment1);
     if (s == SPK_OK) {

@@ -505,6 +505,20 @@ spk_status spk__train_phases(spk_model *m, const float *input, int64_t batch, in
     return s;
 }
 
+spk_status spk_model_step(spk_model *m, const spk_optimizer_desc *opt) {
+    if (!m) return SPK_ERROR_INVALID_ARGUMENT;
+    spk_status s = spk__optimizer_check(m->ctx, opt);
+    if (s == SPK_OK && !m->train) s = spk_model_zero_grad(m);
+    if (s == SPK_OK) s = spk__optimizer_prepare(m);
+    if (s != SPK_OK) return s;
+    pthread_mutex_lock(&m->ctx->lock);
+    s = spk__begin(m->ctx);
+    if (s == SPK_OK) s = spk__record_optimizer_step(m, opt);
+    if (s == SPK_OK) s = spk__submit_and_wait(m->ctx);
+    pthread_mutex_unlock(&m->ctx->lock);
+    return s;
+}
+
 spk_status spk_model_grad(spk_model *m, const float *input, int64_t batch, int64_t seq_len, spk_loss_kind loss,
                           const float *target, float *loss_out) {
     return spk__train_phases(m, input, batch, seq_len, loss, target, NULL, SPK__PHASE_BACKWARD, loss_out);

@@ -52,7 +52,8 @@ bool cli_dist_init(int *argc, char ***argv) {
 #else
     (void)argc, (void)argv;
     if (size <= 1) return true;
-    cli_fail("started as %d ranks, but this softpick was built without MPI (install libopenmpi-dev and rebuild)", size);
+    fprintf(stderr, "softpick: started as %d ranks, but this softpick was built without MPI (install libopenmpi-dev "
+                    "and rebuild)\n", size);
     return false;
 #endif
 }
@@ -139,7 +140,7 @@ void cli_dist_gather(const float *mine, int64_t count, float *all) {
     if (g_dist.size > 1) {
         int *counts = calloc((size_t)g_dist.size, sizeof *counts), *at = calloc((size_t)g_dist.size, sizeof *at);
         if (!counts || !at) {
-            cli_fail("out of host memory");
+            fputs("softpick: out of host memory\n", stderr);
             cli_dist_abort(1);
         }
         int n = (int)count;

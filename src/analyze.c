@@ -19,10 +19,9 @@ typedef struct spk__analysis_run {
     int64_t row_stride, moment_stride;   /* floats from one layer's part to the next (aligned) */
 } spk__analysis_run;
 
-/* n floats rounded up to the device's storage-buffer offset alignment (a power of two). */
+/* n floats rounded up to the alignment every tensor's offset has (the allocator's). */
 static int64_t spk__aligned_floats(const spk_context *ctx, int64_t n) {
-    int64_t align = (int64_t)ctx->caps.props.limits.minStorageBufferOffsetAlignment / (int64_t)sizeof(float);
-    if (align < 1) align = 1;
+    int64_t align = (int64_t)(ctx->allocator.alignment / sizeof(float));
     return (n + align - 1) / align * align;
 }
 

@@ -46,10 +46,7 @@ typedef struct spk__maker {
 
 static spk_status spk__make(spk__maker *mk, spk_dtype dtype, int ndim, const int64_t *shape, spk_tensor **out) {
     if (!mk->whole && !mk->measure) return spk_tensor_create_typed(mk->ctx, dtype, ndim, shape, out);
-    const VkPhysicalDeviceLimits *l = &mk->ctx->caps.props.limits;
-    VkDeviceSize align = l->minStorageBufferOffsetAlignment > l->minTexelBufferOffsetAlignment
-                             ? l->minStorageBufferOffsetAlignment : l->minTexelBufferOffsetAlignment;
-    if (align < 16) align = 16;
+    VkDeviceSize align = mk->ctx->allocator.alignment; /* as every tensor's: vec4 loads, storage and texel views */
     int64_t count = 1;
     for (int i = 0; i < ndim; i++) count *= shape[i];
     VkDeviceSize bytes = ((VkDeviceSize)count * sizeof(float) + align - 1) / align * align;
